@@ -1,0 +1,245 @@
+"""Named corpora and user text files: find them, download them, check them, read them.
+
+A named corpus is looked for, in order, in the folder named by ``CHARLM_DATA`` (an offline data
+folder), then in the user cache (``$XDG_CACHE_HOME/charlm`` or ``~/.cache/charlm``); failing both it
+is downloaded into the cache — streamed to a temporary file, SHA-1 checked, then renamed, so the
+cache never holds a partial or wrong file. Any other path is read as a user text file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DATA_ENV = "CHARLM_DATA"
+_SNIFF_BYTES = 1 << 16
+
+
+class CorpusError(ValueError):
+    """A corpus cannot be found, fetched, verified or read. The message names the file or corpus."""
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """Where a named corpus comes from and how to read it."""
+
+    name: str
+    filename: str  # name in CHARLM_DATA and in the cache
+    url: str
+    sha1: str
+    description: str
+    # Zip member holding each split's text; a plain text file has {"all": None}.
+    members: dict[str, str | None] = field(default_factory=lambda: {"all": None})
+    # Publishers that revise their files (Project Gutenberg): a new hash is a warning, not an error.
+    publisher_updates: bool = False
+    # Validation and test fractions, taken as contiguous tails of the token stream (see dataset.py).
+    split_fracs: tuple[float, float] = (0.05, 0.05)
+    # Encodings tried in turn; the offline copy of #36 is Windows-1252, the publisher's is UTF-8.
+    encodings: tuple[str, ...] = ("utf-8",)
+
+
+CORPORA: dict[str, CorpusSpec] = {spec.name: spec for spec in [
+    CorpusSpec("timemachine", "timemachine.txt",
+               "http://d2l-data.s3-accelerate.amazonaws.com/timemachine.txt",
+               "090b5e7e70c295757f55df93cb0a180b9691891a",
+               "H. G. Wells, The Time Machine: the d2l book's file"),
+    CorpusSpec("war-of-the-worlds", "36-0.txt", "https://www.gutenberg.org/files/36/36-0.txt",
+               "fdf575eff02987ac9da1ca5623679883b38cdfdd",
+               "H. G. Wells, The War of the Worlds (Project Gutenberg #36)", publisher_updates=True,
+               encodings=("utf-8", "cp1252")),
+    CorpusSpec("jaychou-lyrics", "jaychou_lyrics.txt.zip",
+               "https://github.com/d2l-ai/d2l-zh/raw/v1.0.0/data/jaychou_lyrics.txt.zip",
+               "9529987e701a4f37048ab778270a5dde9a762a0b",
+               "Jay Chou album lyrics (Chinese), the d2l-zh teaching set",
+               members={"all": "jaychou_lyrics.txt"}),
+    CorpusSpec("tinyshakespeare", "tinyshakespeare.txt",
+               "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+               "04486597058d11dcc2c556b1d0433891eb639d2e",
+               "Tiny Shakespeare, the char-rnn benchmark text",
+               split_fracs=(0.1, 0.0)),  # validation = the last 10 %, the split others publish on
+    CorpusSpec("ptb", "ptb.zip", "http://d2l-data.s3-accelerate.amazonaws.com/ptb.zip",
+               "319d85e578af0cdc590547f26231e4e31cdf1e42",
+               "Penn Treebank (Mikolov's split), its own train/valid/test files",
+               members={"train": "ptb/ptb.train.txt", "val": "ptb/ptb.valid.txt",
+                        "test": "ptb/ptb.test.txt"}),
+]}
+
+
+def cache_dir() -> Path:
+    """The user cache folder for downloads: ``$XDG_CACHE_HOME/charlm`` or ``~/.cache/charlm``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "charlm"
+
+
+def sha1_of(path: Path) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_sha1(spec: CorpusSpec, path: Path) -> bool:
+    """True if `path` has the expected SHA-1; a revised publisher file passes with a warning."""
+    actual = sha1_of(path)
+    if actual == spec.sha1:
+        return True
+    if spec.publisher_updates:
+        log.warning("%s: SHA-1 %s differs from the recorded %s; the publisher revises this file, "
+                    "so it is used anyway", path, actual, spec.sha1)
+        return True
+    return False
+
+
+def download(spec: CorpusSpec, dest: Path) -> Path:
+    """Fetch `spec.url` into `dest` atomically, checking the SHA-1; raise CorpusError on failure."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(spec.url, timeout=60) as response:
+            shutil.copyfileobj(response, out)
+            out.flush()
+            os.fsync(out.fileno())
+        if not _check_sha1(spec, tmp):
+            raise CorpusError(f"corpus {spec.name!r}: the file downloaded from {spec.url} has SHA-1 "
+                              f"{sha1_of(tmp)}, expected {spec.sha1}; it was not kept")
+        os.replace(tmp, dest)
+        return dest
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        if isinstance(err, CorpusError):
+            raise
+        raise CorpusError(f"corpus {spec.name!r} is not in ${DATA_ENV} "
+                          f"({os.environ.get(DATA_ENV) or 'unset'}) nor in the cache ({dest.parent}), "
+                          f"and downloading {spec.url} failed ({err}); set {DATA_ENV} to a folder "
+                          f"holding {spec.filename}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def locate(name: str) -> Path:
+    """The local file of the named corpus: CHARLM_DATA, else the cache, else downloaded to the cache."""
+    spec = corpus_spec(name)
+    data_dir = os.environ.get(DATA_ENV)
+    if data_dir:
+        candidate = Path(data_dir) / spec.filename
+        if candidate.is_file():
+            if not _check_sha1(spec, candidate):
+                raise CorpusError(f"{candidate}: SHA-1 {sha1_of(candidate)} does not match corpus "
+                                  f"{name!r} (expected {spec.sha1})")
+            return candidate
+    cached = cache_dir() / spec.filename
+    if cached.is_file():
+        if _check_sha1(spec, cached):
+            return cached
+        log.warning("%s: SHA-1 mismatch, removing it and downloading again", cached)
+        cached.unlink()
+    log.info("downloading corpus %s from %s", name, spec.url)
+    return download(spec, cached)
+
+
+def corpus_spec(name: str) -> CorpusSpec:
+    try:
+        return CORPORA[name]
+    except KeyError:
+        raise CorpusError(f"unknown corpus {name!r}: choose one of {', '.join(CORPORA)} "
+                          "or give the path of a text file") from None
+
+
+def is_cached(name: str) -> Path | None:
+    """Where the named corpus is already available locally, without downloading; None if nowhere."""
+    spec = corpus_spec(name)
+    for folder in (os.environ.get(DATA_ENV), cache_dir()):
+        if folder and (Path(folder) / spec.filename).is_file():
+            return Path(folder) / spec.filename
+    return None
+
+
+def decode_text(data: bytes, origin: str, encoding: str = "utf-8") -> str:
+    """Decode a text file's bytes; empty, binary or wrongly-encoded data is a CorpusError."""
+    if not data.strip():
+        raise CorpusError(f"{origin}: the file is empty" if not data else
+                          f"{origin}: the file holds only whitespace")
+    if b"\x00" in data[:_SNIFF_BYTES] and not encoding.lower().startswith("utf-16"):
+        raise CorpusError(f"{origin}: looks like a binary file (it has NUL bytes), not text")
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as err:
+        raise CorpusError(f"{origin}: not valid {encoding} (byte {data[err.start]:#04x} at offset "
+                          f"{err.start}); pass another encoding (--encoding) if it is not {encoding}") from None
+    except LookupError:
+        raise CorpusError(f"unknown text encoding {encoding!r}") from None
+    return text.removeprefix("\ufeff")  # a byte-order mark is not part of the text
+
+
+def read_file_text(path: str | Path, encoding: str = "utf-8") -> str:
+    """Read a user's text file, with an error that names the file for every way it can be wrong."""
+    path = Path(path)
+    if not path.exists():
+        raise CorpusError(f"{path}: no such file")
+    if path.is_dir():
+        raise CorpusError(f"{path}: is a folder, not a text file")
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise CorpusError(f"{path}: cannot be read ({err.strerror})") from None
+    return decode_text(data, str(path), encoding)
+
+
+def read_corpus_text(name: str, split: str = "all", encoding: str | None = None) -> str:
+    """The text of a named corpus (one split's file for corpora that ship their own splits).
+
+    Without an explicit `encoding`, the corpus's known encodings are tried in turn.
+    """
+    spec = corpus_spec(name)
+    if split not in spec.members:
+        raise CorpusError(f"corpus {name!r} has no file for split {split!r} "
+                          f"(it has: {', '.join(spec.members)})")
+    path, member = locate(name), spec.members[split]
+    data = path.read_bytes() if member is None else _zip_member(path, member)
+    origin = str(path) if member is None else f"{path}:{member}"
+    encodings = (encoding,) if encoding else spec.encodings
+    for enc in encodings[:-1]:
+        try:
+            return decode_text(data, origin, enc)
+        except CorpusError:
+            log.info("%s is not %s; trying %s", origin, enc, encodings[-1])
+    return decode_text(data, origin, encodings[-1])
+
+
+def _zip_member(path: Path, member: str) -> bytes:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.read(member)
+    except (zipfile.BadZipFile, KeyError) as err:
+        raise CorpusError(f"{path}: cannot read {member} from the zip ({err})") from None
+
+
+def has_own_splits(source: str) -> bool:
+    """True for named corpora that ship separate train/val/test files (PTB)."""
+    return source in CORPORA and "train" in CORPORA[source].members
+
+
+def read_source(source: str | Path, split: str = "all", encoding: str | None = None) -> str:
+    """Text of a corpus name or a file path. An existing file path wins over a name."""
+    if isinstance(source, Path) or os.path.isfile(source) or source not in CORPORA:
+        if not isinstance(source, Path) and source not in CORPORA and not _looks_like_path(source):
+            corpus_spec(source)  # raises: unknown corpus name
+        return read_file_text(source, encoding or "utf-8")
+    if split == "all" and has_own_splits(source):
+        split = "train"
+    return read_corpus_text(source, split, encoding)
+
+
+def _looks_like_path(source: str) -> bool:
+    return os.sep in source or "/" in source or "." in os.path.basename(source) or os.path.exists(source)

@@ -1,0 +1,166 @@
+"""Finding, downloading, verifying and reading corpora; errors for every bad file."""
+
+import hashlib
+import http.server
+import threading
+from functools import partial
+
+import pytest
+
+from charlm import CORPORA, CorpusError, load_corpus
+from charlm import corpora
+from charlm.corpora import CorpusSpec, cache_dir, locate, read_file_text
+
+BOOK = b"It was the best of times.\nIt was the worst of times.\n" * 50
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A web server on 127.0.0.1 serving tmp_path/www; yields its base URL and counts requests."""
+    root = tmp_path / "www"
+    root.mkdir()
+    hits = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            hits.append(self.path)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(root)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{httpd.server_address[1]}", hits
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def register(monkeypatch, url, sha1, **kw):
+    spec = CorpusSpec("tale", "tale.txt", url, sha1, "a test corpus", **kw)
+    monkeypatch.setitem(CORPORA, "tale", spec)
+    return spec
+
+
+def test_named_corpus_is_read_from_charlm_data(data_dir):
+    assert locate("timemachine") == data_dir / "timemachine.txt"
+
+
+def test_every_named_corpus_in_the_offline_folder_passes_its_sha1(data_dir):
+    for name in CORPORA:
+        assert locate(name).parent == data_dir
+
+
+def test_download_goes_to_the_cache_with_sha1_checked_then_the_cache_is_used(server, monkeypatch, tmp_path):
+    root, base, hits = server
+    (root / "tale.txt").write_bytes(BOOK)
+    register(monkeypatch, f"{base}/tale.txt", hashlib.sha1(BOOK).hexdigest())
+    monkeypatch.setenv("CHARLM_DATA", str(tmp_path / "empty"))
+    path = locate("tale")
+    assert path == cache_dir() / "tale.txt" and path.read_bytes() == BOOK
+    assert locate("tale") == path and len(hits) == 1  # the second call did not download again
+    corpus, vocab = load_corpus("tale")
+    assert "".join(vocab.to_tokens(corpus[:6].tolist())) == "it was"
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".part")]
+
+
+def test_sha1_mismatch_is_an_error_and_nothing_is_kept(server, monkeypatch):
+    root, base, _ = server
+    (root / "tale.txt").write_bytes(BOOK)
+    register(monkeypatch, f"{base}/tale.txt", "0" * 40)
+    monkeypatch.delenv("CHARLM_DATA")
+    with pytest.raises(CorpusError, match="has SHA-1 .* expected 0000"):
+        locate("tale")
+    assert not cache_dir().exists() or not list(cache_dir().iterdir())
+
+
+def test_publisher_updated_file_is_accepted_with_a_warning(server, monkeypatch, caplog):
+    root, base, _ = server
+    (root / "tale.txt").write_bytes(BOOK)
+    register(monkeypatch, f"{base}/tale.txt", "0" * 40, publisher_updates=True)
+    monkeypatch.delenv("CHARLM_DATA")
+    assert locate("tale").read_bytes() == BOOK
+    assert "publisher revises this file" in caplog.text
+
+
+def test_corrupt_cached_file_is_removed_and_downloaded_again(server, monkeypatch):
+    root, base, hits = server
+    (root / "tale.txt").write_bytes(BOOK)
+    register(monkeypatch, f"{base}/tale.txt", hashlib.sha1(BOOK).hexdigest())
+    monkeypatch.delenv("CHARLM_DATA")
+    cache_dir().mkdir(parents=True)
+    (cache_dir() / "tale.txt").write_bytes(b"truncated")
+    assert locate("tale").read_bytes() == BOOK and len(hits) == 1
+
+
+def test_file_url_downloads_too(tmp_path, monkeypatch):
+    source = tmp_path / "src.txt"
+    source.write_bytes(BOOK)
+    register(monkeypatch, source.as_uri(), hashlib.sha1(BOOK).hexdigest())
+    monkeypatch.delenv("CHARLM_DATA")
+    assert locate("tale").read_bytes() == BOOK
+
+
+def test_offline_with_nothing_found_names_corpus_address_and_charlm_data(monkeypatch, tmp_path):
+    register(monkeypatch, "http://127.0.0.1:9/tale.txt", "0" * 40)  # port 9: nothing listens
+    monkeypatch.setenv("CHARLM_DATA", str(tmp_path))
+    with pytest.raises(CorpusError) as err:
+        locate("tale")
+    message = str(err.value)
+    assert "'tale'" in message and "http://127.0.0.1:9/tale.txt" in message and "CHARLM_DATA" in message
+    assert "\n" not in message
+
+
+def test_wrong_file_in_charlm_data_is_rejected(tmp_path, monkeypatch):
+    (tmp_path / "timemachine.txt").write_text("not the book")
+    monkeypatch.setenv("CHARLM_DATA", str(tmp_path))
+    with pytest.raises(CorpusError, match="does not match corpus 'timemachine'"):
+        locate("timemachine")
+
+
+def test_unknown_name_lists_the_corpora():
+    with pytest.raises(CorpusError, match="unknown corpus 'moby': choose one of timemachine, "):
+        load_corpus("moby")
+
+
+def test_a_user_file_works_like_a_named_corpus(tmp_path):
+    path = tmp_path / "mine.txt"
+    path.write_text("Hello, world\n", encoding="utf-8")
+    corpus, vocab = load_corpus(str(path), clean="raw")
+    assert "".join(vocab.to_tokens(corpus.tolist())) == "Hello, world\n"
+
+
+@pytest.mark.parametrize("content, match", [
+    (None, "no such file"),
+    (b"", "the file is empty"),
+    (b"  \n\t\n", "only whitespace"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary file"),
+    (b"caf\xe9 au lait", r"not valid utf-8 \(byte 0xe9 at offset 3\)"),
+])
+def test_bad_text_files_get_an_error_naming_the_file(tmp_path, content, match):
+    path = tmp_path / "bad.txt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(CorpusError, match=match) as err:
+        read_file_text(path)
+    assert str(path) in str(err.value)
+
+
+def test_a_folder_is_not_a_text_file(tmp_path):
+    with pytest.raises(CorpusError, match="is a folder"):
+        load_corpus(str(tmp_path))
+
+
+def test_encoding_option_relaxes_utf8(tmp_path):
+    path = tmp_path / "latin.txt"
+    path.write_bytes("café".encode("latin-1"))
+    assert read_file_text(path, encoding="latin-1") == "café"
+
+
+def test_byte_order_mark_is_not_text(tmp_path):
+    path = tmp_path / "bom.txt"
+    path.write_bytes("\ufeffabc".encode("utf-8"))
+    assert read_file_text(path) == "abc"
+
+
+def test_zip_member_and_fallback_encoding_of_named_corpora(data_dir):
+    # jaychou is a zip member; the offline War of the Worlds is Windows-1252 and falls back to it.
+    assert corpora.read_corpus_text("jaychou-lyrics").startswith("想要有直升机")
+    assert "Martians" in corpora.read_corpus_text("war-of-the-worlds")
