@@ -1,0 +1,180 @@
+"""Run folders: the files a training run leaves, written atomically and read without unpickling code.
+
+A run folder holds::
+
+    config.json         the model and training configuration (sorted keys, format version)
+    vocab.json          the vocabulary (see vocab.py)
+    model.safetensors   the latest weights, for `load`, generation and evaluation
+    best.safetensors    the weights with the best validation score so far
+    trainer.pt          everything an exact resume needs in one file: weights, optimizer and
+                        schedule state, epoch and batch reached, hidden state, RNG states
+                        (plain tensors and numbers only: read with ``weights_only=True``)
+    metrics.jsonl       one JSON record per epoch / evaluation
+    perplexity.png      the perplexity curve (train and validation against epoch)
+
+Every file is written to a temporary name in the folder, flushed, fsync'ed and renamed over the old
+one, so a crash mid-write leaves the previous version intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from .models import RNNLM, ModelConfig
+from .vocab import Vocab
+
+RUN_FORMAT = "charlm-run"
+RUN_VERSION = 1
+WEIGHTS = {"last": "model.safetensors", "best": "best.safetensors"}
+
+
+class CheckpointError(ValueError):
+    """A run folder or one of its files is missing, malformed or from an unknown format version."""
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write `path` through a temporary file in the same folder, then rename it into place."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: Path, data: Any) -> None:
+    text = json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def save_weights(path: Path, model: RNNLM) -> None:
+    """The model's tensors as safetensors, with the format in the metadata."""
+    tensors = {name: t.detach().contiguous().cpu() for name, t in model.state_dict().items()}
+    blob = save(tensors, metadata={"format": RUN_FORMAT, "version": str(RUN_VERSION)})
+    atomic_write(path, lambda f: f.write(blob))
+
+
+def save_run_files(run_dir: Path, model: RNNLM, vocab: Vocab, train_config: dict[str, Any]) -> None:
+    """config.json and vocab.json: what `load` needs besides the weights."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "config.json", {"format": RUN_FORMAT, "version": RUN_VERSION,
+                                         "model": model.config.to_dict(), "train": train_config})
+    write_json(run_dir / "vocab.json", vocab.to_dict())
+
+
+def save_trainer(path: Path, trainer_state: dict[str, Any]) -> None:
+    atomic_write(path, lambda f: torch.save({"format": RUN_FORMAT, "version": RUN_VERSION,
+                                             **trainer_state}, f))
+
+
+def load_trainer(path: Path) -> dict[str, Any]:
+    """The resume state; never unpickles code (``weights_only=True``)."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no trainer state here, so the run cannot be resumed")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a damaged or hostile file
+        raise CheckpointError(f"{path}: not a readable charlm trainer state ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''})") from None
+    _check_format(path, state)
+    return state
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """config.json of a run folder, checked for format and version."""
+    path = Path(run_dir) / "config.json"
+    if not Path(run_dir).is_dir():
+        raise CheckpointError(f"{run_dir}: no such run folder")
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir}: not a charlm run folder (no config.json)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err})") from None
+    _check_format(path, data)
+    if not isinstance(data.get("model"), dict) or not isinstance(data.get("train", {}), dict):
+        raise CheckpointError(f"{path}: 'model' and 'train' must be JSON objects")
+    return data
+
+
+def _check_format(path: Path, data: Any) -> None:
+    if not isinstance(data, dict) or data.get("format") != RUN_FORMAT:
+        raise CheckpointError(f"{path}: not a charlm run file (format is not {RUN_FORMAT!r})")
+    version = data.get("version")
+    if not isinstance(version, int) or version > RUN_VERSION or version < 1:
+        raise CheckpointError(f"{path}: format version {version!r} is not supported by this charlm "
+                              f"(it reads versions 1 to {RUN_VERSION}); upgrade charlm")
+
+
+@dataclass
+class Run:
+    """A trained model with what it needs to be used: its vocabulary and configuration."""
+
+    model: RNNLM
+    vocab: Vocab
+    config: dict[str, Any]  # the run's config.json
+    path: Path
+
+    @property
+    def token(self) -> str:
+        return self.config.get("train", {}).get("token", "char")
+
+
+def load(run_dir: str | Path, *, which: str = "last", device: str | torch.device = "cpu") -> Run:
+    """Rebuild a model and its vocabulary from a run folder alone: config -> model -> weights -> eval().
+
+    `which` picks ``"last"`` (model.safetensors) or ``"best"`` (best.safetensors, the best
+    validation score). Every way a file can be wrong is a CheckpointError naming it.
+    """
+    run_dir = Path(run_dir)
+    if which not in WEIGHTS:
+        raise ValueError(f"which must be one of {', '.join(WEIGHTS)}, got {which!r}")
+    config = read_config(run_dir)
+    try:
+        model = RNNLM.from_config(ModelConfig.from_dict(config["model"]))
+        vocab = Vocab.load(run_dir / "vocab.json")
+    except (ValueError, TypeError, OSError) as err:
+        raise CheckpointError(f"{run_dir}: {err}") from None
+    if len(vocab) != model.config.vocab_size:
+        raise CheckpointError(f"{run_dir / 'vocab.json'}: {len(vocab)} tokens, but the model was built "
+                              f"for vocab_size={model.config.vocab_size}")
+    model.load_state_dict(read_weights(run_dir / WEIGHTS[which], model))
+    return Run(model.to(device).eval(), vocab, config, run_dir)
+
+
+def read_weights(path: Path, model: RNNLM) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file, checked name by name and shape by shape against `model`."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file")
+    try:
+        tensors = load_file(path)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: damaged or not a safetensors file ({err})") from None
+    expected = model.state_dict()
+    if set(tensors) != set(expected):
+        missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+        raise CheckpointError(f"{path}: tensors do not match the configured model "
+                              f"(missing {missing[:4]}, unexpected {extra[:4]})")
+    for name, tensor in tensors.items():
+        if tensor.shape != expected[name].shape:
+            raise CheckpointError(f"{path}: {name} has shape {tuple(tensor.shape)}, the configured "
+                                  f"model needs {tuple(expected[name].shape)}")
+    return tensors
+
+
+def json_line(record: dict[str, Any]) -> str:
+    return json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n"

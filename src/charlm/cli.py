@@ -1,0 +1,253 @@
+"""The `charlm` command line: a thin layer over the Python API.
+
+This is the only module that parses argv, prints or exits. A user error (bad flag value, missing
+file, unknown corpus, damaged run folder) prints one line and exits 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+
+EXAMPLES = """examples:
+  charlm train                                   the book's RNN on The Time Machine (500 epochs)
+  charlm train --model lstm --num-hiddens 256 --epochs 100 --out runs/lstm
+  charlm train --corpus my_book.txt --clean raw --max-tokens -1 --impl builtin --model gru
+  charlm generate runs/lstm --prefix "time traveller" --num-preds 200 --temperature 0.8
+  charlm evaluate runs/lstm --split val
+"""
+
+# Help for every training flag: units, defaults and what the sentinels mean.
+TRAIN_HELP = {
+    "corpus": "corpus name (see `charlm corpora`) or path of a UTF-8 text file",
+    "clean": "cleaning: d2l (letters only, lowercase: the book's), lower (punctuation kept), "
+             "lyrics (newlines to spaces), raw (untouched), lines (untouched, one <eos> line each)",
+    "token": "tokens: char or word",
+    "max-tokens": "keep the first N training tokens (the book: 10000); -1 = all",
+    "eos": "word tokens: add <eos> after every line",
+    "encoding": "text encoding of a user file (default UTF-8)",
+    "model": "recurrent cell: rnn, gru or lstm",
+    "impl": "scratch (the book's equations) or builtin (torch.nn)",
+    "num-hiddens": "hidden units per layer",
+    "num-layers": "stacked recurrent layers",
+    "embedding": "learned embedding width; omit for one-hot input (the book's)",
+    "activation": "RNN activation: tanh or relu",
+    "dropout": "dropout between recurrent layers, in [0, 1)",
+    "batch-size": "sequences per mini-batch",
+    "num-steps": "BPTT length in tokens",
+    "sampling": "mini-batches: sequential (state carried across batches) or random (state reset)",
+    "detach": "detach the state between batches (--no-detach keeps a whole epoch's graph: "
+              "time and memory grow with every batch)",
+    "epochs": "epochs in total (with --resume: including those already done)",
+    "lr": "learning rate",
+    "optimizer": "sgd (the book's p -= lr * grad), adam or adamw",
+    "weight-decay": "L2 weight decay",
+    "lr-schedule": "none, step (x lr-gamma every lr-step epochs) or plateau (on validation loss)",
+    "lr-step": "epochs between step decays; for plateau, evaluations without improvement",
+    "lr-gamma": "learning-rate decay factor, in (0, 1]",
+    "clip": "clip gradients to this global L2 norm; 0 = off",
+    "seed": "random seed (same seed, same machine: same losses)",
+    "device": "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps",
+    "bf16": "bfloat16 mixed precision (CUDA)",
+    "eval-every": "epochs between validations; 0 = only at the end",
+    "sample-every": "epochs between samples after --prefix; 0 = never",
+    "prefix": "text that starts each sample (default: the book's for its corpora)",
+    "num-preds": "tokens per sample",
+    "save-every": "epochs between checkpoints (also at best validation, at the end, on Ctrl-C)",
+}
+
+
+def _add_train_flags(parser: argparse.ArgumentParser) -> None:
+    from .config import TrainConfig
+
+    for f in dataclasses.fields(TrainConfig):
+        flag = f.name.replace("_", "-")
+        kind = type(f.default) if f.default is not None else (int if f.name == "embedding" else str)
+        # SUPPRESS: only flags the user typed reach the namespace, so recipes and --resume can
+        # tell them from defaults.
+        opts: dict[str, Any] = {"default": argparse.SUPPRESS, "help": f"{TRAIN_HELP[flag]} (default: {f.default})"}
+        if kind is bool:
+            parser.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, **opts)
+        else:
+            parser.add_argument(f"--{flag}", type=kind, metavar=kind.__name__.upper(), **opts)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="charlm", description="Recurrent language models: train, "
+                                     "generate, evaluate.", epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"charlm {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and the result")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("corpora", help="list the named corpora and whether they are available offline")
+
+    train = sub.add_parser("train", help="train a model (defaults: the book's RNN on The Time Machine)",
+                           epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.add_argument("--out", type=Path, help="run folder (default: runs/<time>-<model>)")
+    train.add_argument("--resume", type=Path, metavar="RUN",
+                       help="continue a saved run exactly; --epochs then counts all epochs")
+    _add_train_flags(train)
+
+    gen = sub.add_parser("generate", help="write text after a prefix with a trained run")
+    gen.add_argument("run", type=Path, help="run folder")
+    gen.add_argument("--prefix", default=None, help="text to start from (default: the run's sample prefix)")
+    gen.add_argument("--num-preds", type=int, default=100, help="tokens to generate (default: 100)")
+    gen.add_argument("--greedy", action="store_true", help="always the most likely token (the book's)")
+    gen.add_argument("--temperature", type=float, default=1.0,
+                     help="sampling temperature; 0 = greedy; sampling from p^alpha is 1/alpha (default: 1)")
+    gen.add_argument("--top-k", type=int, default=0, help="sample among the k most likely; 0 = off")
+    gen.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass in (0, 1]; 1 = off")
+    gen.add_argument("--num-samples", type=int, default=1, help="independent samples (default: 1)")
+    gen.add_argument("--seed", type=int, default=None, help="random seed (default: fresh each run)")
+    gen.add_argument("--strict", action="store_true", help="unknown prefix tokens are an error")
+    gen.add_argument("--which", choices=("last", "best"), default="last",
+                     help="weights: last checkpoint or best validation (default: last)")
+    gen.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default: cpu)")
+
+    ev = sub.add_parser("evaluate", help="perplexity and bits per token of a run on held-out text")
+    ev.add_argument("run", type=Path, help="run folder")
+    ev.add_argument("--corpus", default=None, help="corpus name or text file (default: the run's)")
+    ev.add_argument("--split", choices=("train", "val", "test", "all"), default=None,
+                    help="split of the corpus (default: val for the run's corpus, all for another)")
+    ev.add_argument("--which", choices=("last", "best"), default="last", help="weights (default: last)")
+    ev.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default: cpu)")
+    return parser
+
+
+def cmd_corpora(args: argparse.Namespace) -> int:
+    from .corpora import CORPORA, is_cached
+
+    for name, spec in CORPORA.items():
+        where = is_cached(name)
+        print(f"{name:18} {spec.description}\n{'':18} {'available: ' + str(where) if where else 'not cached: downloads from ' + spec.url}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    given = {k.replace("-", "_"): v for k, v in vars(args).items() if k not in _GLOBAL_ARGS}
+    if args.resume is not None:
+        result = train(resume=args.resume, **given)
+    else:
+        out = args.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{given.get('model', 'rnn')}"
+        result = train(out=out, **given)
+    val = f", validation perplexity {result.val.perplexity:.2f}" if result.val else ""
+    print(f"perplexity {result.perplexity:.1f}, {result.tokens_per_sec:.1f} tokens/sec on "
+          f"{result.device}{val}")
+    print(f"run saved in {result.run_dir}")
+    return 0
+
+
+_GLOBAL_ARGS = {"command", "debug", "quiet", "out", "resume"}
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .checkpoint import load
+    from .config import DEFAULT_PREFIXES
+    from .device import resolve_device
+    from .generate import GenerateConfig, stream
+
+    run = load(args.run, which=args.which, device=resolve_device(args.device))
+    train_cfg = run.config.get("train", {})
+    prefix = args.prefix if args.prefix is not None else (
+        train_cfg.get("prefix") or DEFAULT_PREFIXES.get(train_cfg.get("corpus"), ""))
+    config = GenerateConfig(num_preds=args.num_preds, greedy=args.greedy, temperature=args.temperature,
+                            top_k=args.top_k, top_p=args.top_p, num_samples=args.num_samples,
+                            seed=args.seed, strict=args.strict)
+    steps = stream(run.model, run.vocab, prefix, config, token=run.token)
+    sep = " " if run.token == "word" else ""
+    if config.num_samples == 1:  # one sample: print tokens as they come
+        sys.stdout.write(prefix)
+        for (tok,) in steps:
+            sys.stdout.write(sep + tok)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        return 0
+    samples = list(zip(*steps)) or [() for _ in range(config.num_samples)]
+    print("\n\n".join(prefix + sep + sep.join(s) if s else prefix for s in samples))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_run
+
+    result, token, what = evaluate_run(args.run, corpus=args.corpus, split=args.split,
+                                       which=args.which, device=args.device)
+    unit = "character" if token == "char" else "token"
+    print(json.dumps({"perplexity": result.perplexity, f"bits_per_{unit}": result.bits_per_token,
+                      "loss": result.loss, "num_tokens": result.num_tokens, "data": what}))
+    print(f"perplexity {result.perplexity:.3f}, {result.bits_per_token:.3f} bits per {unit} "
+          f"on {result.num_tokens} tokens of {what}")
+    return 0
+
+
+COMMANDS = {"corpora": cmd_corpora, "train": cmd_train, "generate": cmd_generate, "evaluate": cmd_evaluate}
+
+
+class _TqdmHandler(logging.Handler):
+    """Log lines that do not break a progress bar drawn on the same terminal."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(self.format(record), file=sys.stderr)
+
+
+def _setup_logging(quiet: bool) -> None:
+    handler = _TqdmHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("charlm")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if quiet else logging.INFO)
+    logging.captureWarnings(True)
+    warnings.simplefilter("default")
+    logging.getLogger("py.warnings").handlers[:] = [handler]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.quiet)
+    from .checkpoint import CheckpointError
+    from .corpora import CorpusError
+    from .train import TrainingDiverged, TrainingInterrupted
+
+    try:
+        return COMMANDS[args.command](args)
+    except TrainingInterrupted as err:
+        print(f"charlm: {err}", file=sys.stderr)
+        return 128 + err.signum  # 130 for Ctrl-C, 143 for SIGTERM
+    except TrainingDiverged as err:
+        print(f"charlm: error: {err}", file=sys.stderr)
+        return 1
+    except (ValueError, CorpusError, CheckpointError, OSError) as err:
+        if args.debug:
+            raise
+        print(f"charlm: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err) or type(err).__name__
+    return " ".join(text.split("\n")) if not isinstance(err, OSError) or not err.filename else \
+        f"{err.filename}: {err.strerror}"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

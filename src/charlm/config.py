@@ -1,0 +1,116 @@
+"""The training configuration: one typed dataclass whose fields the CLI mirrors as kebab-case flags.
+
+The defaults are the book's headline setup (d2l §8.5): *The Time Machine*, letters-only lowercase
+text, characters, the first 10,000 tokens, a from-scratch RNN with 512 hidden units, batch 32 x 35
+steps, plain SGD with learning rate 1, gradient clipping at 1, 500 epochs, sequential partitioning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .batches import SAMPLING_MODES
+from .text import CLEAN_MODES, TOKEN_KINDS
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("none", "step", "plateau")
+
+# A prefix the book uses for each corpus; other texts start from their own first tokens.
+DEFAULT_PREFIXES = {"timemachine": "time traveller", "war-of-the-worlds": "the planet mars",
+                    "jaychou-lyrics": "分开"}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; saved in the run folder's config.json."""
+
+    # data
+    corpus: str = "timemachine"  # a corpus name (charlm corpora) or the path of a text file
+    clean: str = "d2l"  # d2l | lower | lyrics | raw | lines (see text.py)
+    token: str = "char"  # char | word
+    max_tokens: int = 10_000  # the book keeps the first 10,000 tokens; -1 = all
+    eos: bool = False  # word tokens: an <eos> after every line (PTB)
+    encoding: str | None = None  # text encoding of a user file; None = UTF-8
+    # model
+    model: str = "rnn"  # rnn | gru | lstm
+    impl: str = "scratch"  # scratch (the book's equations) | builtin (torch.nn)
+    num_hiddens: int = 512
+    num_layers: int = 1
+    embedding: int | None = None  # None = one-hot input (the book's); else an embedding width
+    activation: str = "tanh"  # rnn only: tanh | relu
+    dropout: float = 0.0  # between recurrent layers
+    # optimisation
+    batch_size: int = 32
+    num_steps: int = 35  # BPTT length in tokens
+    sampling: str = "sequential"  # sequential (state carried, detached) | random (state re-initialised)
+    detach: bool = True  # False keeps a whole epoch's graph (the book's exercise; slow, memory grows)
+    epochs: int = 500
+    lr: float = 1.0
+    optimizer: str = "sgd"  # sgd (the book's p -= lr * grad) | adam | adamw
+    weight_decay: float = 0.0
+    lr_schedule: str = "none"  # none | step (x lr_gamma every lr_step epochs) | plateau (on validation)
+    lr_step: int = 100  # epochs between step decays; for plateau, evaluations without improvement
+    lr_gamma: float = 0.5
+    clip: float = 1.0  # gradient clipping threshold on the global L2 norm; 0 = off
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | mps
+    bf16: bool = False  # bfloat16 autocast on CUDA
+    # reporting and checkpoints
+    eval_every: int = 50  # epochs between validations (and at the end); 0 = only at the end
+    sample_every: int = 10  # epochs between samples after the prefix; 0 = never
+    prefix: str | None = None  # None = the book's prefix for its corpora, else the text's first tokens
+    num_preds: int = 50  # tokens in each sample
+    save_every: int = 50  # epochs between checkpoints (also at the best validation, the end, Ctrl-C)
+
+    def __post_init__(self) -> None:
+        for name in ("num_hiddens", "num_layers", "batch_size", "num_steps", "epochs"):
+            _at_least(name, getattr(self, name), 1)
+        for name in ("eval_every", "sample_every", "save_every", "num_preds", "lr_step"):
+            _at_least(name, getattr(self, name), 0)
+        _choice("clean", self.clean, CLEAN_MODES)
+        _choice("token", self.token, TOKEN_KINDS)
+        _choice("model", self.model, ("rnn", "gru", "lstm"))
+        _choice("impl", self.impl, ("scratch", "builtin"))
+        _choice("sampling", self.sampling, SAMPLING_MODES)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("lr_schedule", self.lr_schedule, SCHEDULES)
+        if self.max_tokens == 0 or self.max_tokens < -1:
+            raise ValueError(f"--max-tokens must be a positive count or -1 for all, got {self.max_tokens}")
+        if not self.lr > 0:
+            raise ValueError(f"--lr must be > 0, got {self.lr}")
+        for name in ("clip", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+        if not 0 < self.lr_gamma <= 1:
+            raise ValueError(f"--lr-gamma must be in (0, 1], got {self.lr_gamma}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training settings {unknown}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _at_least(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"--{_flag(name)} must be an integer >= {minimum}, got {value!r}")
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"--{_flag(name)} must be one of {', '.join(choices)}, got {value!r}")

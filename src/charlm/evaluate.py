@@ -1,0 +1,99 @@
+"""Perplexity and bits per token of a model on a token stream, independent of any batch shape.
+
+The stream is read as one sequence from a zero state, in chunks of `num_steps` tokens with the
+state carried from chunk to chunk, so every token after the first is predicted from everything
+before it and the score does not depend on the batch size or sequence length used in training.
+With ``rows > 1`` the stream is cut into that many contiguous rows read side by side (faster, and
+each row starts from a zero state); the default of one row is the exact score.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as nnf
+
+from .models import RNNLM, detach_state
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalResult:
+    """Mean cross-entropy `loss` (nats per token) over `num_tokens` predicted tokens."""
+
+    loss: float
+    num_tokens: int
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.loss)  # exp of the mean negative log-likelihood (d2l §8.4.4)
+
+    @property
+    def bits_per_token(self) -> float:
+        return self.loss / math.log(2)  # nats -> bits; for a char model this is bits per character
+
+    def to_dict(self) -> dict[str, float]:
+        return {**asdict(self), "perplexity": self.perplexity, "bits_per_token": self.bits_per_token}
+
+
+@torch.no_grad()
+def evaluate_ids(model: RNNLM, ids: torch.Tensor, *, num_steps: int = 256, rows: int = 1,
+                 device: torch.device | str | None = None) -> EvalResult:
+    """Score `ids` (1-D int64) with `model`: the mean loss of predicting ids[1:] from what precedes."""
+    if rows < 1 or num_steps < 1:
+        raise ValueError(f"rows and num_steps must be >= 1, got rows={rows}, num_steps={num_steps}")
+    ids = torch.as_tensor(ids, dtype=torch.int64)
+    usable = (len(ids) - 1) // rows * rows  # tokens that have a successor, in equal rows
+    if usable < rows or usable == 0:
+        raise ValueError(f"cannot evaluate a stream of {len(ids)} tokens: at least 2 are needed"
+                         + (f" per row (rows={rows})" if rows > 1 else ""))
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        X = ids[:usable].reshape(rows, -1).to(device)  # (rows, L)
+        Y = ids[1:usable + 1].reshape(rows, -1).to(device)
+        total, state = 0.0, model.begin_state(rows, device)
+        for start in range(0, X.shape[1], num_steps):
+            logits, state = model(X[:, start:start + num_steps], state)
+            target = Y[:, start:start + num_steps]
+            total += float(nnf.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                                             target.reshape(-1), reduction="sum"))
+            state = detach_state(state)
+    finally:
+        model.train(was_training)
+    return EvalResult(total / usable, usable)
+
+
+def evaluate_run(run_dir: str | Path, *, corpus: str | None = None, split: str | None = None,
+                 which: str = "last", device: str = "cpu") -> tuple[EvalResult, str, str]:
+    """Score a saved run on a split of its own corpus (default: validation) or on any corpus/file
+    (default: the whole text), cleaned and tokenized as the run was. Returns the result, the
+    run's token kind (``char`` or ``word``) and a description of the data."""
+    from .checkpoint import load
+    from .dataset import load_corpus, load_splits
+    from .device import resolve_device
+
+    run = load(run_dir, which=which, device=resolve_device(device))
+    cfg = run.config.get("train", {})
+    opts = dict(clean=cfg.get("clean", "d2l"), token=cfg.get("token", "char"), eos=cfg.get("eos", False),
+                encoding=cfg.get("encoding"), vocab=run.vocab)
+    source = corpus or cfg.get("corpus")
+    if source is None:
+        raise ValueError(f"{run_dir}: the run does not name its corpus; pass --corpus")
+    split = split or ("val" if corpus is None else "all")
+    if split == "all":
+        ids, _ = load_corpus(source, **opts)
+    else:
+        max_tokens = cfg.get("max_tokens", -1) if corpus is None else -1
+        ids = load_splits(source, max_tokens=max_tokens, **opts)[split]
+    unknown = int((ids == run.vocab.unk).sum())
+    if unknown:
+        log.warning("%d of %d tokens are not in the run's vocabulary and count as <unk>", unknown, len(ids))
+    result = evaluate_ids(run.model, ids)
+    return result, opts["token"], f"{source} ({split})"

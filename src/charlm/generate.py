@@ -1,0 +1,286 @@
+"""Generating text: warm the state up on a prefix, then predict one token at a time (d2l §8.5.4).
+
+The book's ``predict_ch8`` feeds the prefix through the model to build up the hidden state ("warm-up"),
+then repeatedly takes the most likely next token and feeds it back in. We keep that loop and add the
+usual ways to *sample* instead of taking the argmax::
+
+    prefix "the ti" --model, one call over all of it--> state, logits of the last step (N, V)
+        repeat num_preds times:
+            logits --/ temperature--> --top-k--> --top-p--> softmax --multinomial--> ids (N,)
+            ids --model, one step, carried state--> state, logits (N, V)
+
+``N`` is ``num_samples`` (independent samples generated side by side as one batch) and ``V`` the
+vocabulary size. Every random draw comes from one ``torch.Generator`` seeded by
+:attr:`GenerateConfig.seed`, so a seed replays a sample exactly and the global RNG is never touched.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .models.lm import RNNLM
+from .models.scratch import State
+from .text import split_prefix
+from .vocab import Vocab
+
+__all__ = ["GenerateConfig", "generate", "next_token_distribution", "pick", "stream"]
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}")  # noqa: TRY004
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _check_number(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
+def _check_bool(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")  # noqa: TRY004
+
+
+@dataclass
+class GenerateConfig:
+    """How to pick each generated token; kept apart from the model's own :class:`ModelConfig`.
+
+    ``temperature`` divides the logits before the softmax: 1 samples the model's distribution as
+    it is, below 1 sharpens it, above 1 flattens it, and 0 is the argmax. The book's exercise of
+    sampling from ``p**alpha`` (renormalised) is ``temperature = 1 / alpha``, since
+    ``p**alpha ∝ exp(alpha * logits)`` (d2l §8.5 exercises).
+
+    ``top_k`` then keeps the ``k`` most likely tokens, and ``top_p`` the smallest set of most
+    likely tokens whose probabilities add up to at least ``top_p`` (nucleus sampling, Holtzman et
+    al. 2020); the top token always survives both, so greedy output lies inside any filter.
+
+    Example::
+
+        GenerateConfig(num_preds=100, temperature=0.8, top_k=10, seed=0)  # 100 tokens, replayable
+        GenerateConfig(num_preds=50, greedy=True)                         # the book's predict_ch8
+    """
+
+    num_preds: int = 50  # tokens to generate after the prefix (the book's num_preds)
+    temperature: float = 1.0  # 1 = the model's distribution; 0 = argmax; alpha of p**alpha = 1/T
+    greedy: bool = False  # the book's predict_ch8: always the argmax (same as temperature=0)
+    top_k: int = 0  # keep only the k most likely tokens; 0 = off
+    top_p: float = 1.0  # nucleus: keep the most likely tokens up to this total probability; 1 = off
+    num_samples: int = 1  # independent samples, generated together as one batch
+    seed: int | None = None  # None = fresh OS entropy each call (never the global torch RNG)
+    strict: bool = False  # unknown prefix tokens are an error instead of a warning
+
+    def __post_init__(self) -> None:
+        _check_int("num_preds", self.num_preds, 0)
+        temperature = _check_number("temperature", self.temperature)
+        if not 0 <= temperature < math.inf:
+            raise ValueError(f"temperature must be >= 0 and finite, got {self.temperature}")
+        _check_bool("greedy", self.greedy)
+        _check_int("top_k", self.top_k, 0)
+        if not 0 < _check_number("top_p", self.top_p) <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        _check_int("num_samples", self.num_samples, 1)
+        if self.seed is not None:
+            _check_int("seed", self.seed, 0)
+        _check_bool("strict", self.strict)
+
+    @property
+    def is_greedy(self) -> bool:
+        """True when every step takes the argmax: ``greedy=True`` or ``temperature=0``."""
+        return self.greedy or self.temperature == 0
+
+
+def _top_k(logits: Tensor, k: int) -> Tensor:
+    """Keep the ``k`` largest logits of each row (exactly ``k``, ties broken by ``topk``), -inf elsewhere."""
+    if k == 0 or k >= logits.shape[-1]:
+        return logits
+    values, indices = torch.topk(logits, k, dim=-1)  # (N, k)
+    return torch.full_like(logits, -math.inf).scatter(-1, indices, values)
+
+
+def _top_p(probs: Tensor, p: float) -> Tensor:
+    """Zero all but the nucleus of each row, then renormalise.
+
+    The nucleus is the smallest set of most likely tokens whose total reaches ``p``: a token stays
+    when the tokens ranked above it total *less* than ``p``. The top token (nothing above it) always
+    stays. ``[0.5, 0.3, 0.1, 0.1]`` with ``p=0.7``: totals above = ``[0, 0.5, 0.8, 0.9]`` -> keep 2.
+    """
+    if p >= 1:
+        return probs
+    sorted_probs, order = torch.sort(probs, dim=-1, descending=True)  # (N, V)
+    mass_above = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
+    keep_sorted = mass_above < p
+    keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)  # back to vocabulary order
+    kept = probs * keep
+    return kept / kept.sum(dim=-1, keepdim=True)
+
+
+def next_token_distribution(logits: Tensor, config: GenerateConfig) -> Tensor:
+    """The distribution each next token is drawn from: ``logits (N, V) -> probs (N, V)`` (float32).
+
+    Temperature, then top-k, then top-p, in that order; a greedy config gives the one-hot of the
+    argmax. Example: logits ``log([0.5, 0.3, 0.1, 0.1])`` with ``top_p=0.7`` -> ``[0.625, 0.375, 0, 0]``;
+    with ``temperature=0.5`` (``alpha=2``) -> ``[0.25, 0.09, 0.01, 0.01] / 0.36``.
+    """
+    if config.is_greedy:
+        return nn.functional.one_hot(logits.argmax(dim=-1), logits.shape[-1]).float()
+    logits = logits.float()
+    # Subtract the max *before* dividing: a tiny temperature then cannot overflow to inf (-> NaN).
+    scaled = (logits - logits.amax(dim=-1, keepdim=True)) / config.temperature
+    probs = torch.softmax(_top_k(scaled, config.top_k), dim=-1)
+    return _top_p(probs, config.top_p)
+
+
+def pick(logits: Tensor, config: GenerateConfig, *, generator: torch.Generator | None) -> Tensor:
+    """Choose the next token of each row: ``logits (N, V) -> ids (N,)`` int64.
+
+    Greedy configs take the argmax and draw nothing (``generator`` may then be None); otherwise one
+    draw per row from :func:`next_token_distribution` with ``generator``, which must live on the
+    logits' device. Example: ``pick(torch.tensor([[0., 3., 1.]]), GenerateConfig(greedy=True),
+    generator=None) -> tensor([1])``.
+    """
+    if config.is_greedy:
+        return logits.argmax(dim=-1)
+    if generator is None:
+        raise ValueError("pick needs a torch.Generator to sample (all randomness is explicit); "
+                         "pass generator=torch.Generator(device=logits.device).manual_seed(seed)")
+    probs = next_token_distribution(logits, config)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (N, 1) -> (N,)
+
+
+def _resolve_device(model: RNNLM, device: torch.device | str | None) -> torch.device:
+    """The parameters' device; an explicit ``device`` must name that same device (we never move the model)."""
+    here = next(model.parameters()).device
+    if device is None:
+        return here
+    wanted = torch.device(device)
+    if wanted.type != here.type or wanted.index not in (None, here.index):
+        raise ValueError(f"device={str(wanted)!r} but the model's parameters are on {str(here)!r}; "
+                         f"move the model first (model.to(device))")
+    return here
+
+
+def _prefix_ids(vocab: Vocab, prefix: str, token: str, strict: bool, stacklevel: int) -> list[int]:
+    """Token ids of the prefix; unknown tokens read as ``<unk>`` with a warning (an error if ``strict``)."""
+    tokens = split_prefix(prefix, token)
+    if not tokens:
+        raise ValueError(f"prefix must not be empty: generation starts from at least one {token} token, "
+                         f"got {prefix!r}")
+    unknown = vocab.unknown(tokens)
+    if unknown:
+        names = ", ".join(repr(t) for t in unknown)
+        if all(t not in vocab for t in tokens):
+            raise ValueError(f"none of the prefix tokens are in the vocabulary ({names}): "
+                             f"nothing to condition on")
+        if strict:
+            raise ValueError(f"prefix tokens not in the vocabulary (strict=True): {names}")
+        warnings.warn(f"prefix tokens not in the vocabulary, read as <unk>: {names}", UserWarning,
+                      stacklevel=stacklevel + 1)
+    return vocab[tokens]
+
+
+def _new_generator(device: torch.device, seed: int | None) -> torch.Generator:
+    # Seeding from OS entropy rather than torch.seed(), which would reseed the *global* RNG.
+    return torch.Generator(device=device).manual_seed(secrets.randbits(63) if seed is None else seed)
+
+
+@contextmanager
+def _evaluating(model: nn.Module) -> Iterator[None]:
+    """Eval mode (no dropout) and no autograd for one forward call, then every module's mode restored.
+
+    Scoped to one call rather than the whole generation so nothing leaks to the caller between yields.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        for module, mode in modes:
+            module.training = mode
+
+
+def _step(model: RNNLM, inputs: Tensor, state: State) -> tuple[Tensor, State]:
+    """Run ``inputs (N, T)`` from ``state``; the logits of the last step only, ``(N, V)``."""
+    with _evaluating(model):
+        logits, state = model(inputs, state)  # (N, T, V)
+    return logits[:, -1], state
+
+
+def _sample(model: RNNLM, vocab: Vocab, ids: list[int], config: GenerateConfig,
+            device: torch.device) -> Iterator[list[str]]:
+    """The loop itself: warm-up over the whole prefix at once, then one token per step."""
+    n = config.num_samples
+    generator = None if config.is_greedy else _new_generator(device, config.seed)
+    prefix = torch.tensor(ids, dtype=torch.int64, device=device).expand(n, -1)  # (T,) -> (N, T)
+    # Warm-up (d2l §8.5.4): the book feeds the prefix one token at a time and discards the
+    # predictions; one call over the whole prefix computes the same state, faster.
+    logits, state = _step(model, prefix, model.begin_state(n, device=device))
+    for i in range(config.num_preds):
+        chosen = pick(logits, config, generator=generator)  # (N,)
+        yield vocab.to_tokens(chosen.tolist())
+        if i + 1 < config.num_preds:  # feed the choice back with the carried state
+            logits, state = _step(model, chosen[:, None], state)  # (N,) -> (N, 1)
+
+
+def _start(model: RNNLM, vocab: Vocab, prefix: str, config: GenerateConfig | None, token: str,
+           device: torch.device | str | None, stacklevel: int) -> Iterator[list[str]]:
+    """Check everything up front (so errors come at the call, not at the first ``next``), then loop."""
+    config = GenerateConfig() if config is None else config
+    if not model.can_generate:
+        raise ValueError("this model is bidirectional: its prediction at each step has seen the next "
+                         "token, so it cannot generate text left to right (d2l §9.4); train a "
+                         "unidirectional model to generate")
+    if len(vocab) != model.config.vocab_size:
+        raise ValueError(f"the vocabulary has {len(vocab)} tokens but the model's vocab_size is "
+                         f"{model.config.vocab_size}: they do not belong together")
+    ids = _prefix_ids(vocab, prefix, token, config.strict, stacklevel + 1)
+    return _sample(model, vocab, ids, config, _resolve_device(model, device))
+
+
+def stream(model: RNNLM, vocab: Vocab, prefix: str, config: GenerateConfig | None = None, *,
+           token: str = "char", device: torch.device | str | None = None) -> Iterator[list[str]]:
+    """Generate token by token: yields ``config.num_preds`` lists of ``config.num_samples`` new tokens.
+
+    Sample ``i``'s text is ``prefix`` followed by item ``i`` of every yielded list, so a command line
+    can print tokens as they come. ``token`` is ``"char"`` or ``"word"`` (how the prefix is split).
+    Bad arguments raise ``ValueError`` here, before the first token.
+
+    Example::
+
+        for (ch,) in stream(model, vocab, "time traveller", GenerateConfig(num_preds=20, seed=0)):
+            ...  # ch is one character, e.g. " ", "w", "a", ...
+    """
+    return _start(model, vocab, prefix, config, token, device, stacklevel=2)
+
+
+def generate(model: RNNLM, vocab: Vocab, prefix: str, config: GenerateConfig | None = None, *,
+             token: str = "char", device: torch.device | str | None = None) -> list[str]:
+    """The whole texts, one per sample: ``prefix`` as given plus ``config.num_preds`` generated tokens.
+
+    Character tokens are joined with nothing, word tokens with spaces (one space after the prefix
+    unless it already ends in whitespace). The model's own distribution is used as is, so a
+    generated ``<unk>`` appears as the text ``"<unk>"``.
+
+    Example::
+
+        generate(model, vocab, "time traveller ", GenerateConfig(num_preds=10, greedy=True))
+        # -> ['time traveller the the t'] for a half-trained character model
+    """
+    config = GenerateConfig() if config is None else config
+    steps = list(_start(model, vocab, prefix, config, token, device, stacklevel=2))
+    samples = [[step[i] for step in steps] for i in range(config.num_samples)]
+    if token == "word":
+        sep = "" if not steps or prefix[-1:].isspace() else " "
+        return [prefix + sep + " ".join(words) for words in samples]
+    return [prefix + "".join(chars) for chars in samples]

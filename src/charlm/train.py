@@ -1,0 +1,342 @@
+"""The training loop (d2l §8.5.5 `train_epoch_ch8` / `train_ch8`), made into a tool.
+
+One epoch: for each mini-batch, begin or carry the hidden state, predict, average the
+cross-entropy over all ``B x T`` targets, backpropagate, clip the global gradient norm, step.
+Sequential partitioning carries the state across batches and detaches it before each one
+(truncated BPTT); random sampling starts every batch from a fresh state. Around the loop: validation
+in perplexity and bits per token, samples after a prefix, a metrics log, the perplexity curve,
+checkpoints, and an exact resume even from the middle of an epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as nnf
+from tqdm import tqdm
+
+from . import checkpoint as ckpt
+from .batches import BatchStream
+from .config import DEFAULT_PREFIXES, TrainConfig
+from .dataset import Splits, load_splits
+from .device import resolve_device
+from .evaluate import EvalResult, evaluate_ids
+from .generate import GenerateConfig, generate
+from .models import RNNLM, detach_state
+from .optim import grad_clipping, make_optimizer, make_schedule
+from .plot import plot_perplexity
+from .vocab import Vocab
+
+log = logging.getLogger(__name__)
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped by a signal (Ctrl-C, SIGTERM) after saving a checkpoint."""
+
+    def __init__(self, signum: int, run_dir: Path | None) -> None:
+        super().__init__(f"training interrupted by signal {signum}; checkpoint saved in {run_dir}"
+                         if run_dir else f"training interrupted by signal {signum}")
+        self.signum, self.run_dir = signum, run_dir
+
+
+class TrainingDiverged(Exception):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class Position:
+    """Where an epoch stands: batches done, the carried hidden state, and its running totals."""
+
+    epoch: int = 0
+    batch: int = 0
+    state: Any = None
+    loss_sum: float = 0.0
+    num_tokens: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports; `history` holds one record per epoch."""
+
+    model: RNNLM
+    vocab: Vocab
+    perplexity: float  # training perplexity of the last epoch
+    tokens_per_sec: float
+    device: str
+    val: EvalResult | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    run_dir: Path | None = None
+
+
+def build_model(config: TrainConfig, vocab_size: int) -> RNNLM:
+    return RNNLM(vocab_size, config.num_hiddens, cell=config.model, impl=config.impl,
+                 num_layers=config.num_layers, embedding=config.embedding,
+                 activation=config.activation, dropout=config.dropout)
+
+
+def load_data(config: TrainConfig) -> Splits:
+    return load_splits(config.corpus, clean=config.clean, token=config.token,
+                       max_tokens=config.max_tokens, eos=config.eos, encoding=config.encoding)
+
+
+def loss_fn(logits: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy averaged over all B x T targets (the book flattens Y the same way)."""
+    return nnf.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), Y.reshape(-1))
+
+
+class Trainer:
+    """Holds the pieces of one run; `fit` is the loop, the rest are its steps."""
+
+    def __init__(self, config: TrainConfig, run_dir: Path | None = None) -> None:
+        self.config, self.run_dir = config, run_dir
+        self.device = resolve_device(config.device)
+        self.data = load_data(config)
+        torch.manual_seed(config.seed)  # parameter initialisation and dropout draw from this seed
+        self.model = build_model(config, len(self.data.vocab)).to(self.device)
+        self.optimizer = make_optimizer(config, self.model.parameters())
+        self.schedule = make_schedule(config, self.optimizer)
+        self.batches = BatchStream(self.data.train, config.batch_size, config.num_steps,
+                                   sampling=config.sampling, seed=config.seed)
+        self.position, self.history, self.best_val = Position(), [], math.inf
+        self.signals = _SignalFlag()
+
+    # -- one batch and one epoch ---------------------------------------------------------------
+    def step(self, X: torch.Tensor, Y: torch.Tensor, state: Any) -> tuple[float, Any]:
+        """One update on a batch; returns the batch's mean loss and the state to carry."""
+        X, Y = X.to(self.device), Y.to(self.device)
+        if state is None or self.config.sampling == "random":
+            state = self.model.begin_state(X.shape[0], self.device)
+        elif self.config.detach:
+            state = detach_state(state)  # truncated BPTT: gradients stop at the batch boundary
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.config.bf16):
+            logits, state = self.model(X, state)
+        loss = loss_fn(logits, Y)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"the loss became {float(loss)} in epoch {self.position.epoch + 1}; "
+                                   "lower --lr or clip gradients (--clip 1)")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward(retain_graph=not self.config.detach)
+        grad_clipping(self.model.parameters(), self.config.clip)
+        self.optimizer.step()
+        return float(loss), state
+
+    def run_epoch(self) -> dict[str, Any]:
+        """Train one epoch from `self.position` (batch 0, or where an interrupted epoch stopped)."""
+        pos = self.position
+        self.batches.set_epoch(pos.epoch)
+        self.model.train()
+        start = time.perf_counter() - pos.seconds
+        for k, (X, Y) in enumerate(self.batches):
+            if k < pos.batch:
+                continue  # resumed mid-epoch: these batches were trained before the interruption
+            loss, pos.state = self.step(X, Y, pos.state)
+            pos.batch, pos.loss_sum, pos.num_tokens = k + 1, pos.loss_sum + loss * Y.numel(), \
+                pos.num_tokens + Y.numel()
+            pos.seconds = time.perf_counter() - start
+            if self.signals.signum is not None:
+                raise TrainingInterrupted(self.signals.signum, self.run_dir)
+        record = {"epoch": pos.epoch + 1, "train_loss": pos.loss_sum / pos.num_tokens,
+                  "train_ppl": math.exp(pos.loss_sum / pos.num_tokens),
+                  "tokens_per_sec": pos.num_tokens / max(pos.seconds, 1e-9),
+                  "lr": self.optimizer.param_groups[0]["lr"]}
+        self.position = Position(epoch=pos.epoch + 1)
+        return record
+
+    # -- around the epochs ---------------------------------------------------------------------
+    def validate(self) -> EvalResult | None:
+        if len(self.data.val) < 2:
+            return None
+        return evaluate_ids(self.model, self.data.val, device=self.device)
+
+    def sample(self) -> str | None:
+        prefix = self.config.prefix or DEFAULT_PREFIXES.get(self.config.corpus)
+        if prefix is None:  # a user's text: start from its own first tokens
+            tokens = self.data.vocab.to_tokens(self.data.train[:10].tolist())
+            prefix = (" " if self.config.token == "word" else "").join(tokens)
+        try:
+            return generate(self.model, self.data.vocab, prefix,
+                            GenerateConfig(num_preds=self.config.num_preds, greedy=True),
+                            token=self.config.token)[0]
+        except ValueError as err:
+            log.warning("no sample: %s", err)
+            return None
+
+    def trainer_state(self) -> dict[str, Any]:
+        pos = self.position
+        state = pos.state if pos.state is None or isinstance(pos.state, tuple) else (pos.state,)
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict() if self.schedule else None,
+                "epoch": pos.epoch, "batch": pos.batch, "loss_sum": pos.loss_sum,
+                "num_tokens": pos.num_tokens, "seconds": pos.seconds,
+                "hidden": None if state is None else [s.detach().cpu() for s in state],
+                "rng": torch.get_rng_state(), "history": self.history, "best_val": self.best_val}
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        if self.schedule and saved["schedule"]:
+            self.schedule.load_state_dict(saved["schedule"])
+        hidden = saved["hidden"]
+        if hidden is not None:
+            hidden = [h.to(self.device) for h in hidden]
+            hidden = tuple(hidden) if self.config.model == "lstm" else hidden[0]
+        self.position = Position(saved["epoch"], saved["batch"], hidden, saved["loss_sum"],
+                                 saved["num_tokens"], saved["seconds"])
+        torch.set_rng_state(saved["rng"])
+        self.history, self.best_val = list(saved["history"]), float(saved["best_val"])
+
+    def save(self, *, best: bool = False) -> None:
+        if self.run_dir is None:
+            return
+        ckpt.save_trainer(self.run_dir / "trainer.pt", self.trainer_state())
+        ckpt.save_weights(self.run_dir / "model.safetensors", self.model)
+        if best:
+            ckpt.save_weights(self.run_dir / "best.safetensors", self.model)
+        plot_perplexity(self.history, self.run_dir / "perplexity.png")
+
+    def log_record(self, record: dict[str, Any]) -> None:
+        self.history.append(record)
+        if self.run_dir is not None:
+            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(ckpt.json_line(record))
+
+    def end_of_epoch(self, record: dict[str, Any], last: bool) -> None:
+        """Validation, schedule, sample, log and checkpoint after an epoch, each when it is due."""
+        cfg, epoch = self.config, record["epoch"]
+        best = False
+        if last or (cfg.eval_every and epoch % cfg.eval_every == 0):
+            val = self.validate()
+            if val is not None:
+                record.update(val_loss=val.loss, val_ppl=val.perplexity, val_bpt=val.bits_per_token)
+                best = val.loss < self.best_val
+                self.best_val = min(self.best_val, val.loss)
+                if isinstance(self.schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    self.schedule.step(val.loss)
+        if self.schedule is not None and not isinstance(self.schedule,
+                                                        torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.schedule.step()
+        if cfg.sample_every and (epoch % cfg.sample_every == 0 or last):
+            record["sample"] = self.sample()
+        self.log_record(record)
+        noteworthy = epoch == 1 or "val_ppl" in record or "sample" in record
+        log.log(logging.INFO if noteworthy else logging.DEBUG, "%s", format_record(record))
+        if last or best or (cfg.save_every and epoch % cfg.save_every == 0):
+            self.save(best=best)
+
+    def fit(self) -> TrainResult:
+        """Train until `config.epochs` epochs are done in total; a signal saves and stops."""
+        cfg = self.config
+        bar = tqdm(total=cfg.epochs, initial=self.position.epoch, unit="epoch", disable=None,
+                   leave=False, dynamic_ncols=True)
+        with self.signals, bar:
+            try:
+                while self.position.epoch < cfg.epochs:
+                    record = self.run_epoch()
+                    self.end_of_epoch(record, last=record["epoch"] == cfg.epochs)
+                    bar.update(1)
+                    bar.set_postfix(ppl=f"{record['train_ppl']:.2f}",
+                                    tok_s=f"{record['tokens_per_sec']:.0f}")
+                    if self.signals.signum is not None:
+                        raise TrainingInterrupted(self.signals.signum, self.run_dir)
+            except TrainingInterrupted:
+                self.save()
+                raise
+        return self.result()
+
+    def result(self) -> TrainResult:
+        last = self.history[-1] if self.history else {}
+        val = EvalResult(last["val_loss"], 0) if "val_loss" in last else None
+        return TrainResult(self.model, self.data.vocab, last.get("train_ppl", math.nan),
+                           last.get("tokens_per_sec", math.nan), str(self.device), val,
+                           self.history, self.run_dir)
+
+
+def format_record(record: dict[str, Any]) -> str:
+    text = (f"epoch {record['epoch']}: perplexity {record['train_ppl']:.2f}, "
+            f"{record['tokens_per_sec']:.0f} tokens/sec")
+    if "val_ppl" in record:
+        text += f", validation perplexity {record['val_ppl']:.2f} ({record['val_bpt']:.3f} bits/token)"
+    if record.get("sample"):
+        text += f"\n  {record['sample']}"
+    return text
+
+
+class _SignalFlag:
+    """Record SIGINT / SIGTERM instead of raising at an arbitrary point, so that the loop stops
+    between two batches, with model and optimizer consistent, and saves. A second signal of the
+    same kind gets the original handler (Ctrl-C twice stops at once)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.saved: dict[int, Any] = {}
+
+    def __enter__(self) -> _SignalFlag:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.saved[signum] = signal.signal(signum, self._record)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _record(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+        signal.signal(signum, self.saved[signum])
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self.saved.items():
+            signal.signal(signum, handler)
+
+
+def train(config: TrainConfig | None = None, *, out: str | Path | None = None,
+          resume: str | Path | None = None, **overrides: Any) -> TrainResult:
+    """Train a language model. With `out`, the run is saved there; with `resume`, a saved run
+    continues exactly where it stopped (``epochs`` then counts all epochs, old and new).
+
+    >>> result = train(TrainConfig(epochs=5), out="runs/tm")        # doctest: +SKIP
+    >>> result.perplexity, result.tokens_per_sec                     # doctest: +SKIP
+    """
+    if resume is not None:
+        return _resume(Path(resume), **overrides)
+    config = (config or TrainConfig()).replace(**overrides)
+    run_dir = Path(out) if out is not None else None
+    trainer = Trainer(config, run_dir)
+    if run_dir is not None:
+        _prepare_run_dir(run_dir)
+        ckpt.save_run_files(run_dir, trainer.model, trainer.data.vocab, config.to_dict())
+    return trainer.fit()
+
+
+def _prepare_run_dir(run_dir: Path) -> None:
+    if (run_dir / "trainer.pt").exists():
+        raise ValueError(f"--out {run_dir} already holds a run; continue it with --resume {run_dir} "
+                         "or choose another folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+
+
+def _resume(run_dir: Path, **overrides: Any) -> TrainResult:
+    saved_config = ckpt.read_config(run_dir)
+    allowed = {"epochs", "device", "eval_every", "sample_every", "save_every"}
+    if set(overrides) - allowed:
+        raise ValueError(f"--resume continues the saved run; only {sorted(allowed)} can change, "
+                         f"not {sorted(set(overrides) - allowed)}")
+    config = TrainConfig.from_dict(saved_config["train"]).replace(**overrides)
+    trainer = Trainer(config, run_dir)
+    trainer.restore(ckpt.load_trainer(run_dir / "trainer.pt"))
+    ckpt.save_run_files(run_dir, trainer.model, trainer.data.vocab, config.to_dict())
+    _rewrite_metrics(run_dir, trainer.history)
+    return trainer.fit()
+
+
+def _rewrite_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    """Make metrics.jsonl agree with the checkpoint (records after it were lost with the crash)."""
+    text = "".join(ckpt.json_line(r) for r in history)
+    ckpt.atomic_write(run_dir / "metrics.jsonl", lambda f: f.write(text.encode("utf-8")))
