@@ -113,5 +113,5 @@ def test_corpus_must_be_one_dimensional():
 def test_num_batches_formula_is_the_same_for_both_modes():
     # (len - offset - 1) // T // B == ((len - offset - 1) // B) // T: the grid's columns over T.
     for length in range(50, 90):
-        for offset in range(0, 6):
+        for offset in range(6):
             assert num_batches(length, 3, 5, offset) == ((length - offset - 1) // 3) // 5

@@ -7,8 +7,7 @@ from functools import partial
 
 import pytest
 
-from charlm import CORPORA, CorpusError, load_corpus
-from charlm import corpora
+from charlm import CORPORA, CorpusError, corpora, load_corpus
 from charlm.corpora import CorpusSpec, cache_dir, locate, read_file_text
 
 BOOK = b"It was the best of times.\nIt was the worst of times.\n" * 50

@@ -1,13 +1,46 @@
-"""charlm: recurrent language models (RNN, GRU, LSTM), from the book's equations to a tool."""
+"""charlm: recurrent language models (RNN, GRU, LSTM), from the book's equations to a tool.
+
+The functions `train`, `generate` and `evaluate` mirror the `charlm` commands of the same names.
+"""
 
 from .batches import BatchStream, random_batches, sequential_batches
+from .checkpoint import Run, load
+from .config import TrainConfig
 from .corpora import CORPORA, CorpusError
 from .dataset import Splits, load_corpus, load_splits
+from .evaluate import EvalResult, evaluate_ids
+from .evaluate import evaluate_run as evaluate
+from .generate import GenerateConfig, generate, stream
 from .models import RNNLM, ModelConfig, detach_state
 from .text import clean_lines, tokenize
+from .train import TrainResult, train
 from .vocab import Vocab
 
 __version__ = "0.1.0"
-__all__ = ["CORPORA", "BatchStream", "CorpusError", "ModelConfig", "RNNLM", "Splits", "Vocab",
-           "clean_lines", "detach_state", "load_corpus", "load_splits", "random_batches",
-           "sequential_batches", "tokenize"]
+__all__ = [
+           "CORPORA",
+           "RNNLM",
+           "BatchStream",
+           "CorpusError",
+           "EvalResult",
+           "GenerateConfig",
+           "ModelConfig",
+           "Run",
+           "Splits",
+           "TrainConfig",
+           "TrainResult",
+           "Vocab",
+           "clean_lines",
+           "detach_state",
+           "evaluate",
+           "evaluate_ids",
+           "generate",
+           "load",
+           "load_corpus",
+           "load_splits",
+           "random_batches",
+           "sequential_batches",
+           "stream",
+           "tokenize",
+           "train",
+]

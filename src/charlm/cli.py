@@ -10,7 +10,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import math
 import sys
 import time
 import warnings
@@ -75,7 +74,8 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
         kind = type(f.default) if f.default is not None else (int if f.name == "embedding" else str)
         # SUPPRESS: only flags the user typed reach the namespace, so recipes and --resume can
         # tell them from defaults.
-        opts: dict[str, Any] = {"default": argparse.SUPPRESS, "help": f"{TRAIN_HELP[flag]} (default: {f.default})"}
+        opts: dict[str, Any] = {"default": argparse.SUPPRESS,
+                                "help": f"{TRAIN_HELP[flag]} (default: {f.default})"}
         if kind is bool:
             parser.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, **opts)
         else:
@@ -131,7 +131,8 @@ def cmd_corpora(args: argparse.Namespace) -> int:
 
     for name, spec in CORPORA.items():
         where = is_cached(name)
-        print(f"{name:18} {spec.description}\n{'':18} {'available: ' + str(where) if where else 'not cached: downloads from ' + spec.url}")
+        status = f"available: {where}" if where else f"not cached: downloads from {spec.url}"
+        print(f"{name:18} {spec.description}\n{'':18} {status}")
     return 0
 
 
@@ -158,26 +159,27 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .checkpoint import load
     from .config import DEFAULT_PREFIXES
     from .device import resolve_device
-    from .generate import GenerateConfig, stream
+    from .generate import GenerateConfig, generate, stream
 
     run = load(args.run, which=args.which, device=resolve_device(args.device))
     train_cfg = run.config.get("train", {})
     prefix = args.prefix if args.prefix is not None else (
         train_cfg.get("prefix") or DEFAULT_PREFIXES.get(train_cfg.get("corpus"), ""))
+    if not prefix:
+        raise ValueError("--prefix is needed: the run records no prefix to start from")
     config = GenerateConfig(num_preds=args.num_preds, greedy=args.greedy, temperature=args.temperature,
                             top_k=args.top_k, top_p=args.top_p, num_samples=args.num_samples,
                             seed=args.seed, strict=args.strict)
-    steps = stream(run.model, run.vocab, prefix, config, token=run.token)
-    sep = " " if run.token == "word" else ""
-    if config.num_samples == 1:  # one sample: print tokens as they come
-        sys.stdout.write(prefix)
-        for (tok,) in steps:
-            sys.stdout.write(sep + tok)
-            sys.stdout.flush()
-        sys.stdout.write("\n")
+    if config.num_samples > 1:  # several samples: print each whole, separated by a blank line
+        print("\n\n".join(generate(run.model, run.vocab, prefix, config, token=run.token)))
         return 0
-    samples = list(zip(*steps)) or [() for _ in range(config.num_samples)]
-    print("\n\n".join(prefix + sep + sep.join(s) if s else prefix for s in samples))
+    sep = " " if run.token == "word" else ""
+    steps = stream(run.model, run.vocab, prefix, config, token=run.token)
+    sys.stdout.write(prefix)  # one sample: print tokens as they come
+    for (tok,) in steps:
+        sys.stdout.write(sep + tok)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
     return 0
 
 

@@ -176,7 +176,8 @@ def decode_text(data: bytes, origin: str, encoding: str = "utf-8") -> str:
         text = data.decode(encoding)
     except UnicodeDecodeError as err:
         raise CorpusError(f"{origin}: not valid {encoding} (byte {data[err.start]:#04x} at offset "
-                          f"{err.start}); pass another encoding (--encoding) if it is not {encoding}") from None
+                          f"{err.start}); pass another encoding (--encoding) if it is not {encoding}"
+                          ) from None
     except LookupError:
         raise CorpusError(f"unknown text encoding {encoding!r}") from None
     return text.removeprefix("\ufeff")  # a byte-order mark is not part of the text

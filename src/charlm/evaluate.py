@@ -31,7 +31,7 @@ class EvalResult:
 
     @property
     def perplexity(self) -> float:
-        return math.exp(self.loss)  # exp of the mean negative log-likelihood (d2l §8.4.4)
+        return math.exp(min(self.loss, 700.0))  # exp of the mean negative log-likelihood (d2l §8.4.4)
 
     @property
     def bits_per_token(self) -> float:

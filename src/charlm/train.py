@@ -76,6 +76,14 @@ class TrainResult:
     run_dir: Path | None = None
 
 
+def default_prefix(config: TrainConfig, data: Splits) -> str:
+    """The book's prefix for its corpora; for any other text, its first ten tokens."""
+    if config.corpus in DEFAULT_PREFIXES:
+        return DEFAULT_PREFIXES[config.corpus]
+    tokens = data.vocab.to_tokens(data.train[:10].tolist())
+    return (" " if config.token == "word" else "").join(tokens)
+
+
 def build_model(config: TrainConfig, vocab_size: int) -> RNNLM:
     return RNNLM(vocab_size, config.num_hiddens, cell=config.model, impl=config.impl,
                  num_layers=config.num_layers, embedding=config.embedding,
@@ -99,6 +107,8 @@ class Trainer:
         self.config, self.run_dir = config, run_dir
         self.device = resolve_device(config.device)
         self.data = load_data(config)
+        if config.prefix is None:  # resolved once and saved, so `charlm generate` starts alike
+            self.config = config = config.replace(prefix=default_prefix(config, self.data))
         torch.manual_seed(config.seed)  # parameter initialisation and dropout draw from this seed
         self.model = build_model(config, len(self.data.vocab)).to(self.device)
         self.optimizer = make_optimizer(config, self.model.parameters())
@@ -107,6 +117,8 @@ class Trainer:
                                    sampling=config.sampling, seed=config.seed)
         self.position, self.history, self.best_val = Position(), [], math.inf
         self.signals = _SignalFlag()
+        if run_dir is not None:
+            run_dir.mkdir(parents=True, exist_ok=True)
 
     # -- one batch and one epoch ---------------------------------------------------------------
     def step(self, X: torch.Tensor, Y: torch.Tensor, state: Any) -> tuple[float, Any]:
@@ -120,13 +132,13 @@ class Trainer:
             logits, state = self.model(X, state)
         loss = loss_fn(logits, Y)
         if not torch.isfinite(loss):
-            raise TrainingDiverged(f"the loss became {float(loss)} in epoch {self.position.epoch + 1}; "
+            raise TrainingDiverged(f"the loss became {loss.item()} in epoch {self.position.epoch + 1}; "
                                    "lower --lr or clip gradients (--clip 1)")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward(retain_graph=not self.config.detach)
         grad_clipping(self.model.parameters(), self.config.clip)
         self.optimizer.step()
-        return float(loss), state
+        return loss.item(), state
 
     def run_epoch(self) -> dict[str, Any]:
         """Train one epoch from `self.position` (batch 0, or where an interrupted epoch stopped)."""
@@ -144,7 +156,7 @@ class Trainer:
             if self.signals.signum is not None:
                 raise TrainingInterrupted(self.signals.signum, self.run_dir)
         record = {"epoch": pos.epoch + 1, "train_loss": pos.loss_sum / pos.num_tokens,
-                  "train_ppl": math.exp(pos.loss_sum / pos.num_tokens),
+                  "train_ppl": perplexity(pos.loss_sum / pos.num_tokens),
                   "tokens_per_sec": pos.num_tokens / max(pos.seconds, 1e-9),
                   "lr": self.optimizer.param_groups[0]["lr"]}
         self.position = Position(epoch=pos.epoch + 1)
@@ -157,12 +169,8 @@ class Trainer:
         return evaluate_ids(self.model, self.data.val, device=self.device)
 
     def sample(self) -> str | None:
-        prefix = self.config.prefix or DEFAULT_PREFIXES.get(self.config.corpus)
-        if prefix is None:  # a user's text: start from its own first tokens
-            tokens = self.data.vocab.to_tokens(self.data.train[:10].tolist())
-            prefix = (" " if self.config.token == "word" else "").join(tokens)
         try:
-            return generate(self.model, self.data.vocab, prefix,
+            return generate(self.model, self.data.vocab, self.config.prefix,
                             GenerateConfig(num_preds=self.config.num_preds, greedy=True),
                             token=self.config.token)[0]
         except ValueError as err:
@@ -259,6 +267,11 @@ class Trainer:
                            self.history, self.run_dir)
 
 
+def perplexity(loss: float) -> float:
+    """exp(mean loss) (d2l §8.4.4), infinite rather than an overflow error for a huge loss."""
+    return math.exp(loss) if loss < 700 else math.inf
+
+
 def format_record(record: dict[str, Any]) -> str:
     text = (f"epoch {record['epoch']}: perplexity {record['train_ppl']:.2f}, "
             f"{record['tokens_per_sec']:.0f} tokens/sec")
@@ -290,7 +303,7 @@ class _SignalFlag:
         self.signum = signum
         signal.signal(signum, self.saved[signum])
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         for signum, handler in self.saved.items():
             signal.signal(signum, handler)
 
@@ -310,7 +323,7 @@ def train(config: TrainConfig | None = None, *, out: str | Path | None = None,
     trainer = Trainer(config, run_dir)
     if run_dir is not None:
         _prepare_run_dir(run_dir)
-        ckpt.save_run_files(run_dir, trainer.model, trainer.data.vocab, config.to_dict())
+        ckpt.save_run_files(run_dir, trainer.model, trainer.data.vocab, trainer.config.to_dict())
     return trainer.fit()
 
 
@@ -331,7 +344,7 @@ def _resume(run_dir: Path, **overrides: Any) -> TrainResult:
     config = TrainConfig.from_dict(saved_config["train"]).replace(**overrides)
     trainer = Trainer(config, run_dir)
     trainer.restore(ckpt.load_trainer(run_dir / "trainer.pt"))
-    ckpt.save_run_files(run_dir, trainer.model, trainer.data.vocab, config.to_dict())
+    ckpt.save_run_files(run_dir, trainer.model, trainer.data.vocab, trainer.config.to_dict())
     _rewrite_metrics(run_dir, trainer.history)
     return trainer.fit()
 

@@ -110,7 +110,8 @@ class Vocab:
         tokens, freqs = data.get("idx_to_token"), data.get("token_freqs", [])
         if (not isinstance(tokens, list) or not tokens or tokens[0] != UNK
                 or not all(isinstance(t, str) for t in tokens) or len(set(tokens)) != len(tokens)):
-            raise ValueError("vocabulary idx_to_token must be a list of distinct strings starting with '<unk>'")
+            raise ValueError("vocabulary idx_to_token must be a list of distinct strings "
+                             "starting with '<unk>'")
         if not isinstance(freqs, list) or not all(
                 isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], int)
                 for p in freqs):

@@ -1,0 +1,96 @@
+"""The command line end to end on a tiny corpus, and one-line errors for bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from charlm.cli import main
+
+TEXT = "the time traveller for so it will be convenient to speak of him was expounding\n" * 20
+TINY = ["--num-hiddens", "16", "--batch-size", "4", "--num-steps", "8", "--epochs", "3",
+        "--max-tokens", "-1", "--eval-every", "1", "--sample-every", "1", "--device", "cpu"]
+
+
+@pytest.fixture
+def book(tmp_path):
+    path = tmp_path / "book.txt"
+    path.write_text(TEXT)
+    return path
+
+
+def test_train_generate_evaluate_end_to_end(book, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--corpus", str(book), "--out", str(run), *TINY]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("perplexity ") and "tokens/sec on cpu" in out and str(run) in out
+
+    assert main(["generate", str(run), "--prefix", "time t", "--num-preds", "12", "--seed", "0"]) == 0
+    first = capsys.readouterr().out
+    assert first.startswith("time t") and len(first.rstrip("\n")) == 6 + 12
+    assert main(["generate", str(run), "--prefix", "time t", "--num-preds", "12", "--seed", "0"]) == 0
+    assert capsys.readouterr().out == first  # same seed, same text
+
+    assert main(["generate", str(run), "--num-samples", "3", "--num-preds", "5", "--greedy"]) == 0
+    samples = capsys.readouterr().out[:-1].split("\n\n")  # the texts, each ending as generated
+    assert len(samples) == 3 and len(set(samples)) == 1  # greedy: all the same
+
+    assert main(["evaluate", str(run)]) == 0
+    report = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert report["perplexity"] > 1 and report["bits_per_character"] > 0 and "(val)" in report["data"]
+
+
+def test_resume_from_the_command_line_counts_epochs_in_total(book, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--corpus", str(book), "--out", str(run), *TINY]) == 0
+    assert main(["train", "--resume", str(run), "--epochs", "5"]) == 0
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--corpus", "missing.txt"], "missing.txt: no such file"),
+    (["train", "--corpus", "moby-dick"], "unknown corpus 'moby-dick'"),
+    (["train", "--lr", "-1"], "--lr must be > 0, got -1"),
+    (["train", "--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
+    (["generate", "no-such-run"], "no-such-run: no such run folder"),
+    (["evaluate", "."], "not a charlm run folder (no config.json)"),
+])
+def test_user_errors_print_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("charlm: error: ") and message in err and "\n" not in err
+
+
+def test_a_corpus_shorter_than_one_batch_exits_2(tmp_path, capsys):
+    short = tmp_path / "short.txt"
+    short.write_text("too short")
+    assert main(["train", "--corpus", str(short), "--out", str(tmp_path / "r")]) == 2
+    assert "too short for one batch of batch_size=32 x num_steps=35" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["train", "--model", "transformer"], ["generate"], ["frobnicate"]])
+def test_argument_errors_exit_2(argv):
+    try:
+        code = main(argv)
+    except SystemExit as exit_info:  # argparse's own errors
+        code = exit_info.code
+    assert code == 2
+
+
+def test_python_dash_m_and_help_work(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-m", "charlm", "train", "--help"], capture_output=True,
+                          text=True, env=env, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0
+    assert "--num-steps INT" in done.stdout and "BPTT length in tokens (default: 35)" in done.stdout
+
+
+def test_corpora_lists_every_name(capsys):
+    assert main(["corpora"]) == 0
+    out = capsys.readouterr().out
+    for name in ("timemachine", "war-of-the-worlds", "jaychou-lyrics", "tinyshakespeare", "ptb"):
+        assert name in out

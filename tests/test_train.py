@@ -1,0 +1,191 @@
+"""The training loop: learning, clipping, state handling, determinism, checkpoints, exact resume."""
+
+import json
+import math
+import signal
+
+import pytest
+import torch
+
+from charlm import RNNLM
+from charlm.checkpoint import load, load_trainer
+from charlm.config import TrainConfig
+from charlm.optim import grad_clipping
+from charlm.train import Trainer, TrainingDiverged, TrainingInterrupted, loss_fn, train
+
+TEXT = ("the time traveller for so it will be convenient to speak of him was expounding a recondite "
+        "matter to us his grey eyes shone and twinkled and his usually pale face was flushed\n") * 12
+
+
+@pytest.fixture
+def small(tmp_path):
+    """A tiny configuration on a small text: a few seconds for a handful of epochs."""
+    path = tmp_path / "book.txt"
+    path.write_text(TEXT)
+    return TrainConfig(corpus=str(path), max_tokens=-1, num_hiddens=32, batch_size=4, num_steps=8,
+                       epochs=4, eval_every=2, sample_every=2, save_every=2, num_preds=10, device="cpu")
+
+
+def test_a_tiny_model_overfits_one_batch():
+    torch.manual_seed(0)
+    model = RNNLM(10, 64, cell="lstm", impl="builtin", embedding=16)
+    X = torch.randint(0, 10, (4, 12))
+    Y = torch.roll(X, -1, dims=1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
+    for _ in range(150):
+        loss = loss_fn(model(X)[0], Y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.05  # from ln(10) = 2.3 at the start
+
+
+def test_clipping_leaves_a_global_norm_at_most_theta():
+    model = RNNLM(8, 16)
+    loss_fn(model(torch.randint(0, 8, (2, 5)))[0] * 1000, torch.randint(0, 8, (2, 5))).backward()
+    before = grad_clipping(model.parameters(), 0.5)
+    after = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))
+    assert before > 0.5 and float(after) == pytest.approx(0.5, rel=1e-5)
+    assert grad_clipping(model.parameters(), 0.0) == pytest.approx(0.5, rel=1e-5)  # 0 = off
+
+
+def _record_states(trainer):
+    """Wrap the model's forward to keep each incoming state."""
+    seen, forward = [], trainer.model.forward
+
+    def spy(inputs, state=None):
+        seen.append(state)
+        out = forward(inputs, state)
+        seen.append(out[1])
+        return out
+    trainer.model.forward = spy
+    return seen
+
+
+def test_sequential_carries_the_state_detached_and_random_resets_it(small):
+    trainer = Trainer(small.replace(epochs=1, eval_every=0, sample_every=0))
+    seen = _record_states(trainer)
+    trainer.run_epoch()
+    ins, outs = seen[0::2], seen[1::2]
+    assert torch.count_nonzero(ins[0]) == 0
+    for state_in, prev_out in zip(ins[1:], outs):
+        assert torch.equal(state_in, prev_out) and state_in.grad_fn is None  # carried, detached
+    trainer = Trainer(small.replace(epochs=1, sampling="random", eval_every=0, sample_every=0))
+    seen = _record_states(trainer)
+    trainer.run_epoch()
+    assert all(torch.count_nonzero(s) == 0 for s in seen[0::2])
+
+
+def test_training_lowers_perplexity_and_writes_the_run_folder(small, tmp_path):
+    result = train(small.replace(epochs=12, optimizer="adam", lr=0.01), out=tmp_path / "run")
+    ppl = [r["train_ppl"] for r in result.history]
+    assert ppl[-1] < ppl[0] / 2
+    run = tmp_path / "run"
+    for name in ("config.json", "vocab.json", "model.safetensors", "best.safetensors", "trainer.pt",
+                 "metrics.jsonl", "perplexity.png"):
+        assert (run / name).is_file(), name
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == list(range(1, 13))
+    assert "val_ppl" in records[1] and "sample" in records[1] and records[1]["sample"].startswith(TEXT[:10])
+    assert (run / "perplexity.png").read_bytes()[:4] == b"\x89PNG"
+    assert math.isfinite(result.tokens_per_sec) and result.tokens_per_sec > 0
+
+
+def test_same_seed_same_losses_different_seed_different(small):
+    a, b = train(small), train(small)
+    c = train(small.replace(seed=1))
+    assert [r["train_loss"] for r in a.history] == [r["train_loss"] for r in b.history]
+    assert [r["train_loss"] for r in a.history] != [r["train_loss"] for r in c.history]
+
+
+@pytest.mark.parametrize("model, sampling", [("rnn", "sequential"), ("lstm", "random")])
+def test_resume_equals_straight_training(small, tmp_path, model, sampling):
+    cfg = small.replace(model=model, sampling=sampling, epochs=6, optimizer="adam", lr=0.01)
+    straight = train(cfg, out=tmp_path / "straight")
+    train(cfg.replace(epochs=3), out=tmp_path / "halves")
+    resumed = train(resume=tmp_path / "halves", epochs=6)
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in straight.history]
+    logits = [load(d).model(torch.zeros(1, 5, dtype=torch.int64))[0] for d in
+              (tmp_path / "straight", tmp_path / "halves")]
+    assert torch.equal(*logits)
+
+
+def test_an_interrupted_epoch_resumes_exactly_from_its_middle(small, tmp_path):
+    cfg = small.replace(epochs=3, dropout=0.3, num_layers=2)  # dropout: the RNG state must resume too
+    straight = train(cfg, out=tmp_path / "straight")
+    trainer = Trainer(cfg, tmp_path / "cut")
+    from charlm.checkpoint import save_run_files
+    save_run_files(tmp_path / "cut", trainer.model, trainer.data.vocab, cfg.to_dict())
+    step, calls = trainer.step, []
+
+    def interrupt_mid_epoch_two(X, Y, state):
+        calls.append(1)
+        if len(calls) == len(trainer.batches) + 3:
+            trainer.signals.signum = signal.SIGINT  # as the handler would on Ctrl-C
+        return step(X, Y, state)
+    trainer.step = interrupt_mid_epoch_two
+    with pytest.raises(TrainingInterrupted):
+        trainer.fit()
+    saved = load_trainer(tmp_path / "cut" / "trainer.pt")
+    assert (saved["epoch"], saved["batch"]) == (1, 3)
+    resumed = train(resume=tmp_path / "cut")
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in straight.history]
+
+
+def test_checkpoint_round_trip_gives_identical_logits(small, tmp_path):
+    result = train(small.replace(model="gru", embedding=8), out=tmp_path / "run")
+    run = load(tmp_path / "run")
+    X = torch.randint(0, len(run.vocab), (2, 7))
+    result.model.eval()
+    assert torch.equal(run.model(X)[0], result.model(X)[0])
+    assert run.vocab == result.vocab and not run.model.training
+
+
+def test_a_diverging_loss_stops_training_and_keeps_the_last_good_checkpoint(small, tmp_path):
+    cfg = small.replace(epochs=3, save_every=1, eval_every=0, sample_every=0)
+    trainer = Trainer(cfg, tmp_path / "run")
+    step, calls = trainer.step, []
+
+    def poison_in_epoch_two(X, Y, state):  # a weight turned to NaN, as an explosion would leave it
+        calls.append(1)
+        if len(calls) == len(trainer.batches) + 2:
+            with torch.no_grad():
+                trainer.model.W_hq[0, 0] = math.nan
+        return step(X, Y, state)
+    trainer.step = poison_in_epoch_two
+    with pytest.raises(TrainingDiverged, match="loss became nan in epoch 2; lower --lr or clip"):
+        trainer.fit()
+    saved = load_trainer(tmp_path / "run" / "trainer.pt")
+    assert saved["epoch"] == 1 and all(torch.isfinite(t).all() for t in saved["model"].values())
+
+
+def test_out_folder_holding_a_run_is_not_overwritten(small, tmp_path):
+    train(small.replace(epochs=1), out=tmp_path / "run")
+    with pytest.raises(ValueError, match="already holds a run; continue it with --resume"):
+        train(small.replace(epochs=1), out=tmp_path / "run")
+
+
+def test_resume_refuses_to_change_the_model(small, tmp_path):
+    train(small.replace(epochs=1), out=tmp_path / "run")
+    with pytest.raises(ValueError, match="only .* can change"):
+        train(resume=tmp_path / "run", num_hiddens=64)
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("lr", 0, "--lr must be > 0"),
+    ("batch_size", 0, "--batch-size must be an integer >= 1"),
+    ("clip", -1, "--clip must be >= 0"),
+    ("sampling", "shuffled", "--sampling must be one of random, sequential"),
+    ("optimizer", "lbfgs", "--optimizer must be one of sgd, adam, adamw"),
+    ("max_tokens", 0, "--max-tokens must be a positive count or -1"),
+])
+def test_bad_settings_are_errors_naming_the_flag(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**{field: value})
+
+
+def test_a_corpus_shorter_than_one_batch_is_a_clear_error(tmp_path):
+    path = tmp_path / "short.txt"
+    path.write_text("a short text")
+    with pytest.raises(ValueError, match="too short for one batch of batch_size=32 x num_steps=35"):
+        train(TrainConfig(corpus=str(path), epochs=1))
