@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 import warnings
@@ -137,14 +138,22 @@ def cmd_corpora(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from . import distributed
     from .train import train
 
     given = {k.replace("-", "_"): v for k, v in vars(args).items() if k not in _GLOBAL_ARGS}
-    if args.resume is not None:
-        result = train(resume=args.resume, **given)
-    else:
-        out = args.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{given.get('model', 'rnn')}"
-        result = train(out=out, **given)
+    if distributed.launched_by_torchrun() and args.resume is None and args.out is None:
+        raise ValueError("--out is needed under torchrun: every process must name the same run folder")
+    try:
+        if args.resume is not None:
+            result = train(resume=args.resume, **given)
+        else:
+            out = args.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{given.get('model', 'rnn')}"
+            result = train(out=out, **given)
+    finally:
+        distributed.teardown()
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun, rank 0 reports
     val = f", validation perplexity {result.val.perplexity:.2f}" if result.val else ""
     print(f"perplexity {result.perplexity:.1f}, {result.tokens_per_sec:.1f} tokens/sec on "
           f"{result.device}{val}")
@@ -213,7 +222,8 @@ def _setup_logging(quiet: bool) -> None:
     handler.setFormatter(logging.Formatter("%(message)s"))
     root = logging.getLogger("charlm")
     root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING if quiet else logging.INFO)
+    main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports
+    root.setLevel(logging.WARNING if quiet or not main_process else logging.INFO)
     logging.captureWarnings(True)
     warnings.simplefilter("default")
     logging.getLogger("py.warnings").handlers[:] = [handler]

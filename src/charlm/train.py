@@ -23,6 +23,7 @@ import torch.nn.functional as nnf
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
+from . import distributed
 from .batches import BatchStream
 from .config import DEFAULT_PREFIXES, TrainConfig
 from .dataset import Splits, load_splits
@@ -105,31 +106,35 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, run_dir: Path | None = None) -> None:
         self.config, self.run_dir = config, run_dir
-        self.device = resolve_device(config.device)
+        self.dist, self.device = distributed.setup(resolve_device(config.device))
+        distributed.check_batch_size(config.batch_size, self.dist)
         self.data = load_data(config)
         if config.prefix is None:  # resolved once and saved, so `charlm generate` starts alike
             self.config = config = config.replace(prefix=default_prefix(config, self.data))
         torch.manual_seed(config.seed)  # parameter initialisation and dropout draw from this seed
         self.model = build_model(config, len(self.data.vocab)).to(self.device)
+        # The network the steps call: the model itself, or DDP around it (gradients averaged).
+        self.net = self.model if self.dist.world_size == 1 else \
+            torch.nn.parallel.DistributedDataParallel(self.model)
         self.optimizer = make_optimizer(config, self.model.parameters())
         self.schedule = make_schedule(config, self.optimizer)
         self.batches = BatchStream(self.data.train, config.batch_size, config.num_steps,
                                    sampling=config.sampling, seed=config.seed)
         self.position, self.history, self.best_val = Position(), [], math.inf
         self.signals = _SignalFlag()
-        if run_dir is not None:
+        if run_dir is not None and self.dist.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
 
     # -- one batch and one epoch ---------------------------------------------------------------
     def step(self, X: torch.Tensor, Y: torch.Tensor, state: Any) -> tuple[float, Any]:
         """One update on a batch; returns the batch's mean loss and the state to carry."""
-        X, Y = X.to(self.device), Y.to(self.device)
+        X, Y = self.dist.shard(X).to(self.device), self.dist.shard(Y).to(self.device)
         if state is None or self.config.sampling == "random":
             state = self.model.begin_state(X.shape[0], self.device)
         elif self.config.detach:
             state = detach_state(state)  # truncated BPTT: gradients stop at the batch boundary
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.config.bf16):
-            logits, state = self.model(X, state)
+            logits, state = self.net(X, state)
         loss = loss_fn(logits, Y)
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"the loss became {loss.item()} in epoch {self.position.epoch + 1}; "
@@ -155,9 +160,11 @@ class Trainer:
             pos.seconds = time.perf_counter() - start
             if self.signals.signum is not None:
                 raise TrainingInterrupted(self.signals.signum, self.run_dir)
-        record = {"epoch": pos.epoch + 1, "train_loss": pos.loss_sum / pos.num_tokens,
-                  "train_ppl": perplexity(pos.loss_sum / pos.num_tokens),
-                  "tokens_per_sec": pos.num_tokens / max(pos.seconds, 1e-9),
+        loss_sum, num_tokens = distributed.sum_across([pos.loss_sum, pos.num_tokens], self.dist,
+                                                      self.device)
+        record = {"epoch": pos.epoch + 1, "train_loss": loss_sum / num_tokens,
+                  "train_ppl": perplexity(loss_sum / num_tokens),
+                  "tokens_per_sec": num_tokens / max(pos.seconds, 1e-9),
                   "lr": self.optimizer.param_groups[0]["lr"]}
         self.position = Position(epoch=pos.epoch + 1)
         return record
@@ -202,7 +209,7 @@ class Trainer:
         self.history, self.best_val = list(saved["history"]), float(saved["best_val"])
 
     def save(self, *, best: bool = False) -> None:
-        if self.run_dir is None:
+        if self.run_dir is None or not self.dist.is_main:
             return
         ckpt.save_trainer(self.run_dir / "trainer.pt", self.trainer_state())
         ckpt.save_weights(self.run_dir / "model.safetensors", self.model)
@@ -212,7 +219,7 @@ class Trainer:
 
     def log_record(self, record: dict[str, Any]) -> None:
         self.history.append(record)
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.dist.is_main:
             with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
                 f.write(ckpt.json_line(record))
 
@@ -231,18 +238,20 @@ class Trainer:
         if self.schedule is not None and not isinstance(self.schedule,
                                                         torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.schedule.step()
-        if cfg.sample_every and (epoch % cfg.sample_every == 0 or last):
+        if cfg.sample_every and (epoch % cfg.sample_every == 0 or last) and self.dist.is_main:
             record["sample"] = self.sample()
         self.log_record(record)
         noteworthy = epoch == 1 or "val_ppl" in record or "sample" in record
-        log.log(logging.INFO if noteworthy else logging.DEBUG, "%s", format_record(record))
+        if self.dist.is_main:
+            log.log(logging.INFO if noteworthy else logging.DEBUG, "%s", format_record(record))
         if last or best or (cfg.save_every and epoch % cfg.save_every == 0):
             self.save(best=best)
 
     def fit(self) -> TrainResult:
         """Train until `config.epochs` epochs are done in total; a signal saves and stops."""
         cfg = self.config
-        bar = tqdm(total=cfg.epochs, initial=self.position.epoch, unit="epoch", disable=None,
+        bar = tqdm(total=cfg.epochs, initial=self.position.epoch, unit="epoch",
+                   disable=None if self.dist.is_main else True,
                    leave=False, dynamic_ncols=True)
         with self.signals, bar:
             try:
@@ -321,7 +330,7 @@ def train(config: TrainConfig | None = None, *, out: str | Path | None = None,
     config = (config or TrainConfig()).replace(**overrides)
     run_dir = Path(out) if out is not None else None
     trainer = Trainer(config, run_dir)
-    if run_dir is not None:
+    if run_dir is not None and trainer.dist.is_main:
         _prepare_run_dir(run_dir)
         ckpt.save_run_files(run_dir, trainer.model, trainer.data.vocab, trainer.config.to_dict())
     return trainer.fit()
@@ -344,8 +353,9 @@ def _resume(run_dir: Path, **overrides: Any) -> TrainResult:
     config = TrainConfig.from_dict(saved_config["train"]).replace(**overrides)
     trainer = Trainer(config, run_dir)
     trainer.restore(ckpt.load_trainer(run_dir / "trainer.pt"))
-    ckpt.save_run_files(run_dir, trainer.model, trainer.data.vocab, trainer.config.to_dict())
-    _rewrite_metrics(run_dir, trainer.history)
+    if trainer.dist.is_main:
+        ckpt.save_run_files(run_dir, trainer.model, trainer.data.vocab, trainer.config.to_dict())
+        _rewrite_metrics(run_dir, trainer.history)
     return trainer.fit()
 
 

@@ -1,0 +1,75 @@
+"""Data-parallel training on PyTorch DDP, started by ``torchrun``.
+
+``torchrun --nproc_per_node N -m charlm train ...`` starts N processes; each builds the same model
+from the same seed, reads the same batch stream, and trains on its own contiguous block of rows of
+every global batch: rank r takes rows ``[r * B/N, (r + 1) * B/N)``. Keeping the same rows on the same
+rank is what lets sequential partitioning carry each row's hidden state from batch to batch. DDP
+averages the gradients, so each step equals one process's step on the whole batch of B rows (up to
+float rounding). Rank 0 alone logs, samples and writes the run folder. Backend: gloo on CPU, nccl
+on CUDA.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, batch: torch.Tensor) -> torch.Tensor:
+        """This rank's block of rows of a global batch (B, T) -> (B / world_size, T)."""
+        rows = batch.shape[0] // self.world_size
+        return batch[self.rank * rows:(self.rank + 1) * rows]
+
+
+SINGLE = DistInfo(rank=0, world_size=1, local_rank=0)
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def setup(device: torch.device) -> tuple[DistInfo, torch.device]:
+    """Join the process group torchrun describes in the environment; one process: SINGLE."""
+    if not launched_by_torchrun():
+        return SINGLE, device
+    info = DistInfo(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]),
+                    int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return info, device
+
+
+def check_batch_size(batch_size: int, info: DistInfo) -> None:
+    if batch_size % info.world_size:
+        raise ValueError(f"--batch-size {batch_size} must be divisible by the number of processes "
+                         f"({info.world_size}): each takes an equal block of rows")
+
+
+def sum_across(values: list[float], info: DistInfo, device: torch.device) -> list[float]:
+    """Sum numbers over all ranks (for epoch totals); unchanged in a single process."""
+    if info.world_size == 1:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
