@@ -10,6 +10,7 @@ import torch
 from charlm import RNNLM
 from charlm.checkpoint import load, load_trainer
 from charlm.config import TrainConfig
+from charlm.evaluate import EvalResult
 from charlm.optim import grad_clipping
 from charlm.train import Trainer, TrainingDiverged, TrainingInterrupted, loss_fn, train
 
@@ -189,3 +190,31 @@ def test_a_corpus_shorter_than_one_batch_is_a_clear_error(tmp_path):
     path.write_text("a short text")
     with pytest.raises(ValueError, match="too short for one batch of batch_size=32 x num_steps=35"):
         train(TrainConfig(corpus=str(path), epochs=1))
+
+
+def test_step_schedule_multiplies_the_learning_rate_every_lr_step_epochs(small):
+    result = train(small.replace(epochs=5, lr_schedule="step", lr_step=2, lr_gamma=0.5, eval_every=0,
+                                 sample_every=0))
+    assert [r["lr"] for r in result.history] == [1.0, 1.0, 0.5, 0.5, 0.25]
+
+
+def test_plateau_schedule_lowers_the_rate_when_validation_stops_improving(small, monkeypatch):
+    scores = iter([3.0, 2.0, 2.5, 2.6, 2.7, 2.8])  # improves once, then only worsens
+    monkeypatch.setattr(Trainer, "validate", lambda self: EvalResult(next(scores), 100))
+    result = train(small.replace(epochs=6, lr_schedule="plateau", lr_step=1, lr_gamma=0.1,
+                                 eval_every=1, sample_every=0))
+    # patience 1: the second evaluation without improvement (epoch 4) cuts the rate for epoch 5 on
+    assert [r["lr"] for r in result.history] == pytest.approx([1.0, 1.0, 1.0, 1.0, 0.1, 0.1])
+
+
+def test_no_detach_backpropagates_through_the_whole_epoch(small):
+    # Without detaching, the state entering batch 2 still carries batch 1's graph.
+    trainer = Trainer(small.replace(epochs=1, detach=False, eval_every=0, sample_every=0))
+    seen = _record_states(trainer)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.run_epoch()
+    assert seen[2].grad_fn is not None
+    # One update at the end of the epoch, from the gradient of the whole epoch's mean loss.
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+    history = train(small.replace(epochs=3, detach=False, optimizer="adam", lr=0.01)).history
+    assert history[-1]["train_loss"] < history[0]["train_loss"]

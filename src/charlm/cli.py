@@ -46,8 +46,8 @@ TRAIN_HELP = {
     "batch-size": "sequences per mini-batch",
     "num-steps": "BPTT length in tokens",
     "sampling": "mini-batches: sequential (state carried across batches) or random (state reset)",
-    "detach": "detach the state between batches (--no-detach keeps a whole epoch's graph: "
-              "time and memory grow with every batch)",
+    "detach": "detach the state between batches (truncated BPTT); --no-detach backpropagates "
+              "through the whole epoch: one update per epoch, memory grows with the epoch",
     "epochs": "epochs in total (with --resume: including those already done)",
     "lr": "learning rate",
     "optimizer": "sgd (the book's p -= lr * grad), adam or adamw",

@@ -46,7 +46,7 @@ class TrainConfig:
     batch_size: int = 32
     num_steps: int = 35  # BPTT length in tokens
     sampling: str = "sequential"  # sequential (state carried, detached) | random (state re-initialised)
-    detach: bool = True  # False keeps a whole epoch's graph (the book's exercise; slow, memory grows)
+    detach: bool = True  # False: full BPTT over each epoch, one update per epoch (the book's exercise)
     epochs: int = 500
     lr: float = 1.0
     optimizer: str = "sgd"  # sgd (the book's p -= lr * grad) | adam | adamw

@@ -121,13 +121,23 @@ class Trainer:
         self.batches = BatchStream(self.data.train, config.batch_size, config.num_steps,
                                    sampling=config.sampling, seed=config.seed)
         self.position, self.history, self.best_val = Position(), [], math.inf
+        self.epoch_losses: list[torch.Tensor] = []  # --no-detach: the epoch's graph, kept whole
         self.signals = _SignalFlag()
         if run_dir is not None and self.dist.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
 
     # -- one batch and one epoch ---------------------------------------------------------------
     def step(self, X: torch.Tensor, Y: torch.Tensor, state: Any) -> tuple[float, Any]:
-        """One update on a batch; returns the batch's mean loss and the state to carry."""
+        """One batch: forward, then an update (with --no-detach the update waits for the epoch's
+        end). Returns the batch's mean loss and the state to carry."""
+        loss, state = self.forward_loss(X, Y, state)
+        if self.config.detach:
+            self.update(loss)
+        else:
+            self.epoch_losses.append(loss)
+        return loss.item(), state
+
+    def forward_loss(self, X: torch.Tensor, Y: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         X, Y = self.dist.shard(X).to(self.device), self.dist.shard(Y).to(self.device)
         if state is None or self.config.sampling == "random":
             state = self.model.begin_state(X.shape[0], self.device)
@@ -139,11 +149,21 @@ class Trainer:
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"the loss became {loss.item()} in epoch {self.position.epoch + 1}; "
                                    "lower --lr or clip gradients (--clip 1)")
+        return loss, state
+
+    def update(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward(retain_graph=not self.config.detach)
+        loss.backward()
         grad_clipping(self.model.parameters(), self.config.clip)
         self.optimizer.step()
-        return loss.item(), state
+
+    def end_no_detach_epoch(self) -> None:
+        """--no-detach: the graph spans the whole epoch, so the gradient of its mean loss flows
+        through every batch back to the epoch's start (full BPTT); the weights cannot change
+        under that graph, so there is one update per epoch, and memory grows with the epoch."""
+        if self.epoch_losses:
+            self.update(torch.stack(self.epoch_losses).mean())
+        self.epoch_losses = []
 
     def run_epoch(self) -> dict[str, Any]:
         """Train one epoch from `self.position` (batch 0, or where an interrupted epoch stopped)."""
@@ -159,7 +179,11 @@ class Trainer:
                 pos.num_tokens + Y.numel()
             pos.seconds = time.perf_counter() - start
             if self.signals.signum is not None:
+                if not self.config.detach:  # no update yet this epoch: restart it on resume
+                    self.position, self.epoch_losses = Position(epoch=pos.epoch), []
                 raise TrainingInterrupted(self.signals.signum, self.run_dir)
+        if not self.config.detach:
+            self.end_no_detach_epoch()
         loss_sum, num_tokens = distributed.sum_across([pos.loss_sum, pos.num_tokens], self.dist,
                                                       self.device)
         record = {"epoch": pos.epoch + 1, "train_loss": loss_sum / num_tokens,
