@@ -2,11 +2,14 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
+from charlm.checkpoint import load_trainer
 from charlm.cli import main
 
 TEXT = "the time traveller for so it will be convenient to speak of him was expounding\n" * 20
@@ -94,3 +97,37 @@ def test_corpora_lists_every_name(capsys):
     out = capsys.readouterr().out
     for name in ("timemachine", "war-of-the-worlds", "jaychou-lyrics", "tinyshakespeare", "ptb"):
         assert name in out
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_saves_a_checkpoint_and_resume_finishes_the_run(book, tmp_path, signum, code):
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    argv = [sys.executable, "-m", "charlm", "train", "--corpus", str(book), "--out", str(run), *TINY,
+            "--epochs", "100000", "--save-every", "0", "--eval-every", "0", "--sample-every", "0"]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (run / "metrics.jsonl").is_file():
+        time.sleep(0.1)
+    time.sleep(0.5)  # some epochs and part of one more
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert "checkpoint saved in" in err
+    saved = load_trainer(run / "trainer.pt")
+    assert saved["epoch"] >= 1
+    assert main(["train", "--resume", str(run), "--epochs", str(saved["epoch"] + 2)]) == 0
+    epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == list(range(1, saved["epoch"] + 3))
+
+
+def test_evaluate_on_another_text_uses_the_runs_cleaning_and_vocabulary(book, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--corpus", str(book), "--out", str(run), *TINY]) == 0
+    other = tmp_path / "other.txt"
+    other.write_text("The Time-Traveller, for so it WILL be convenient!\n" * 3)
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--corpus", str(other)]) == 0
+    report = json.loads(capsys.readouterr().out.splitlines()[0])
+    # d2l cleaning of the run: letters and spaces only, lower case; lines joined with no separator
+    assert report["num_tokens"] == len("the time traveller for so it will be convenient") * 3 - 1
