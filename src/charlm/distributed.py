@@ -73,3 +73,27 @@ def sum_across(values: list[float], info: DistInfo, device: torch.device) -> lis
 def teardown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def any_across(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    """True on every rank if any rank's flag is set: ranks stop at the same batch, or they would
+    wait for each other's gradients forever."""
+    if info.world_size == 1:
+        return flag
+    tensor = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())
+
+
+def gather_rows(state: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """A hidden state (layers, B / N, H) of every rank joined into (layers, B, H), in rank order."""
+    if info.world_size == 1:
+        return state
+    parts = [torch.empty_like(state) for _ in range(info.world_size)]
+    dist.all_gather(parts, state.contiguous())
+    return torch.cat(parts, dim=1)
+
+
+def own_rows(state: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """This rank's block of a whole-batch hidden state (layers, B, H) -> (layers, B / N, H)."""
+    return info.shard(state.transpose(0, 1)).transpose(0, 1)

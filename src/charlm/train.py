@@ -178,10 +178,10 @@ class Trainer:
             pos.batch, pos.loss_sum, pos.num_tokens = k + 1, pos.loss_sum + loss * Y.numel(), \
                 pos.num_tokens + Y.numel()
             pos.seconds = time.perf_counter() - start
-            if self.signals.signum is not None:
+            if distributed.any_across(self.signals.signum is not None, self.dist, self.device):
                 if not self.config.detach:  # no update yet this epoch: restart it on resume
                     self.position, self.epoch_losses = Position(epoch=pos.epoch), []
-                raise TrainingInterrupted(self.signals.signum, self.run_dir)
+                raise TrainingInterrupted(self.signals.signum or signal.SIGINT, self.run_dir)
         if not self.config.detach:
             self.end_no_detach_epoch()
         loss_sum, num_tokens = distributed.sum_across([pos.loss_sum, pos.num_tokens], self.dist,
@@ -209,13 +209,18 @@ class Trainer:
             return None
 
     def trainer_state(self) -> dict[str, Any]:
+        """The resume state; under torchrun every rank must call it (it gathers across ranks)."""
         pos = self.position
         state = pos.state if pos.state is None or isinstance(pos.state, tuple) else (pos.state,)
+        if state is not None:  # the whole batch's rows, so any number of ranks can resume it
+            state = [distributed.gather_rows(s.detach(), self.dist) for s in state]
+        loss_sum, num_tokens = distributed.sum_across([pos.loss_sum, pos.num_tokens], self.dist,
+                                                      self.device)
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "schedule": self.schedule.state_dict() if self.schedule else None,
-                "epoch": pos.epoch, "batch": pos.batch, "loss_sum": pos.loss_sum,
-                "num_tokens": pos.num_tokens, "seconds": pos.seconds,
-                "hidden": None if state is None else [s.detach().cpu() for s in state],
+                "epoch": pos.epoch, "batch": pos.batch, "loss_sum": loss_sum,
+                "num_tokens": int(num_tokens), "seconds": pos.seconds,
+                "hidden": None if state is None else [s.cpu() for s in state],
                 "rng": torch.get_rng_state(), "history": self.history, "best_val": self.best_val}
 
     def restore(self, saved: dict[str, Any]) -> None:
@@ -225,17 +230,22 @@ class Trainer:
             self.schedule.load_state_dict(saved["schedule"])
         hidden = saved["hidden"]
         if hidden is not None:
-            hidden = [h.to(self.device) for h in hidden]
+            hidden = [distributed.own_rows(h, self.dist).to(self.device) for h in hidden]
             hidden = tuple(hidden) if self.config.model == "lstm" else hidden[0]
-        self.position = Position(saved["epoch"], saved["batch"], hidden, saved["loss_sum"],
-                                 saved["num_tokens"], saved["seconds"])
+        # Totals were summed over ranks; each rank takes an equal share so the sum comes out right.
+        world = self.dist.world_size
+        self.position = Position(saved["epoch"], saved["batch"], hidden, saved["loss_sum"] / world,
+                                 saved["num_tokens"] / world, saved["seconds"])
         torch.set_rng_state(saved["rng"])
         self.history, self.best_val = list(saved["history"]), float(saved["best_val"])
 
     def save(self, *, best: bool = False) -> None:
-        if self.run_dir is None or not self.dist.is_main:
+        if self.run_dir is None:
             return
-        ckpt.save_trainer(self.run_dir / "trainer.pt", self.trainer_state())
+        state = self.trainer_state()  # on every rank: it gathers across them
+        if not self.dist.is_main:
+            return
+        ckpt.save_trainer(self.run_dir / "trainer.pt", state)
         ckpt.save_weights(self.run_dir / "model.safetensors", self.model)
         if best:
             ckpt.save_weights(self.run_dir / "best.safetensors", self.model)
@@ -285,8 +295,8 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix(ppl=f"{record['train_ppl']:.2f}",
                                     tok_s=f"{record['tokens_per_sec']:.0f}")
-                    if self.signals.signum is not None:
-                        raise TrainingInterrupted(self.signals.signum, self.run_dir)
+                    if distributed.any_across(self.signals.signum is not None, self.dist, self.device):
+                        raise TrainingInterrupted(self.signals.signum or signal.SIGINT, self.run_dir)
             except TrainingInterrupted:
                 self.save()
                 raise
