@@ -131,3 +131,31 @@ def test_evaluate_on_another_text_uses_the_runs_cleaning_and_vocabulary(book, tm
     report = json.loads(capsys.readouterr().out.splitlines()[0])
     # d2l cleaning of the run: letters and spaces only, lower case; lines joined with no separator
     assert report["num_tokens"] == len("the time traveller for so it will be convenient") * 3 - 1
+
+
+def test_every_recipe_loads_into_a_valid_configuration():
+    from charlm.config import from_recipe, recipe_names
+
+    names = recipe_names()
+    assert {"rnn-scratch", "rnn-scratch-random", "gru-concise", "lstm-scratch",
+            "rnn-jaychou-random"} <= set(names)
+    for name in names:
+        assert from_recipe(name).epochs >= 1
+    assert from_recipe("rnn-jaychou-random", epochs=3).to_dict() | {"epochs": 250} == \
+        from_recipe("rnn-jaychou-random").to_dict()  # a flag overrides the recipe
+
+
+@pytest.mark.parametrize("recipe", ["rnn-scratch-random", "gru-concise", "rnn-jaychou-sequential"])
+def test_recipes_train_from_the_command_line(recipe, tmp_path, capsys, data_dir):
+    # A smoke run: 2 epochs of the real setup on the real corpus.
+    assert main(["train", "--recipe", recipe, "--epochs", "2", "--out", str(tmp_path / "r"),
+                 "--num-hiddens", "32", "--device", "cpu"]) == 0
+    config = json.loads((tmp_path / "r" / "config.json").read_text())["train"]
+    assert config["num_hiddens"] == 32 and config["epochs"] == 2
+    if recipe == "rnn-scratch-random":
+        assert config["reset_state"] is True
+
+
+def test_an_unknown_recipe_is_a_one_line_error(capsys):
+    assert main(["train", "--recipe", "nope"]) == 2
+    assert "--recipe 'nope' does not exist; choose one of" in capsys.readouterr().err

@@ -46,6 +46,8 @@ TRAIN_HELP = {
     "batch-size": "sequences per mini-batch",
     "num-steps": "BPTT length in tokens",
     "sampling": "mini-batches: sequential (state carried across batches) or random (state reset)",
+    "reset-state": "begin every batch from a zero state even with sequential batches (the book's "
+                   "use_random_iter=True on its sequential loader)",
     "detach": "detach the state between batches (truncated BPTT); --no-detach backpropagates "
               "through the whole epoch: one update per epoch, memory grows with the epoch",
     "epochs": "epochs in total (with --resume: including those already done)",
@@ -93,10 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("corpora", help="list the named corpora and whether they are available offline")
+    sub.add_parser("recipes", help="list the training recipes (the book's experiments)")
 
     train = sub.add_parser("train", help="train a model (defaults: the book's RNN on The Time Machine)",
                            epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("--out", type=Path, help="run folder (default: runs/<time>-<model>)")
+    train.add_argument("--recipe", metavar="NAME",
+                       help="start from a named setup (see `charlm recipes`); flags given override it")
     train.add_argument("--resume", type=Path, metavar="RUN",
                        help="continue a saved run exactly; --epochs then counts all epochs")
     _add_train_flags(train)
@@ -137,8 +142,20 @@ def cmd_corpora(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from .config import load_recipe, recipe_names
+
+    for name in recipe_names():
+        recipe = load_recipe(name)
+        settings = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in recipe["settings"].items())
+        print(f"{name:28} {recipe['description']}\n{'':28} book: {recipe['book_reports']}"
+              f"\n{'':28} {settings or '(the defaults)'}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from . import distributed
+    from .config import from_recipe
     from .train import train
 
     given = {k.replace("-", "_"): v for k, v in vars(args).items() if k not in _GLOBAL_ARGS}
@@ -148,8 +165,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.resume is not None:
             result = train(resume=args.resume, **given)
         else:
-            out = args.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{given.get('model', 'rnn')}"
-            result = train(out=out, **given)
+            config = from_recipe(args.recipe, **given)
+            name = args.recipe or config.model
+            out = args.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
+            result = train(config, out=out)
     finally:
         distributed.teardown()
     if int(os.environ.get("RANK", "0")) != 0:
@@ -161,7 +180,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-_GLOBAL_ARGS = {"command", "debug", "quiet", "out", "resume"}
+_GLOBAL_ARGS = {"command", "debug", "quiet", "out", "resume", "recipe"}
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -205,7 +224,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"corpora": cmd_corpora, "train": cmd_train, "generate": cmd_generate, "evaluate": cmd_evaluate}
+COMMANDS = {"corpora": cmd_corpora, "recipes": cmd_recipes, "train": cmd_train,
+            "generate": cmd_generate, "evaluate": cmd_evaluate}
 
 
 class _TqdmHandler(logging.Handler):
@@ -244,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as err:
         print(f"charlm: error: {err}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # output piped into `head` and the like
+        return 0
     except (ValueError, CorpusError, CheckpointError, OSError) as err:
         if args.debug:
             raise
@@ -251,8 +273,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
-        return 0
 
 
 def _one_line(err: BaseException) -> str:

@@ -8,8 +8,10 @@ steps, plain SGD with learning rate 1, gradient clipping at 1, 500 epochs, seque
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 from .batches import SAMPLING_MODES
@@ -46,6 +48,8 @@ class TrainConfig:
     batch_size: int = 32
     num_steps: int = 35  # BPTT length in tokens
     sampling: str = "sequential"  # sequential (state carried, detached) | random (state re-initialised)
+    reset_state: bool = False  # begin every batch from a zero state even with sequential batches
+    # (the book's train_ch8(use_random_iter=True) on its sequential loader); random sampling always does
     detach: bool = True  # False: full BPTT over each epoch, one update per epoch (the book's exercise)
     epochs: int = 500
     lr: float = 1.0
@@ -100,6 +104,31 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
+
+
+RECIPE_FORMAT = "charlm-recipe"
+
+
+def recipe_names() -> list[str]:
+    """The recipes shipped with charlm (files ``charlm/recipes/NAME.json``)."""
+    folder = resources.files("charlm") / "recipes"
+    return sorted(f.name[:-5] for f in folder.iterdir() if f.name.endswith(".json"))
+
+
+def load_recipe(name: str) -> dict[str, Any]:
+    """A recipe: a description, what the book reports, and the training settings it changes."""
+    if name not in recipe_names():
+        raise ValueError(f"--recipe {name!r} does not exist; choose one of {', '.join(recipe_names())}")
+    data = json.loads((resources.files("charlm") / "recipes" / f"{name}.json").read_text("utf-8"))
+    if data.get("format") != RECIPE_FORMAT or data.get("version") != 1:
+        raise ValueError(f"recipe {name!r} is not a version-1 charlm recipe")
+    return data
+
+
+def from_recipe(name: str | None = None, **overrides: Any) -> TrainConfig:
+    """The defaults, then the recipe's settings, then `overrides` (the flags the user typed)."""
+    settings = load_recipe(name)["settings"] if name else {}
+    return TrainConfig.from_dict({**settings, **overrides})
 
 
 def _flag(name: str) -> str:

@@ -139,7 +139,7 @@ class Trainer:
 
     def forward_loss(self, X: torch.Tensor, Y: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         X, Y = self.dist.shard(X).to(self.device), self.dist.shard(Y).to(self.device)
-        if state is None or self.config.sampling == "random":
+        if state is None or self.config.sampling == "random" or self.config.reset_state:
             state = self.model.begin_state(X.shape[0], self.device)
         elif self.config.detach:
             state = detach_state(state)  # truncated BPTT: gradients stop at the batch boundary
