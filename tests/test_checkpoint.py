@@ -1,0 +1,101 @@
+"""Run folders: atomic files, round trips, and a clear error for every damaged file."""
+
+import json
+import pickle
+
+import pytest
+import torch
+
+from charlm import RNNLM, Vocab, load
+from charlm.checkpoint import (
+    CheckpointError,
+    atomic_write,
+    load_trainer,
+    save_run_files,
+    save_trainer,
+    save_weights,
+)
+
+
+@pytest.fixture
+def run(tmp_path):
+    vocab = Vocab(list("hello world"))
+    model = RNNLM(len(vocab), 8, cell="lstm", num_layers=2)
+    save_run_files(tmp_path, model, vocab, {"token": "char"})
+    save_weights(tmp_path / "model.safetensors", model)
+    return tmp_path, model
+
+
+def test_load_rebuilds_the_same_model_in_eval_mode(run):
+    folder, model = run
+    loaded = load(folder)
+    X = torch.randint(0, len(loaded.vocab), (2, 5))
+    assert torch.equal(loaded.model(X)[0], model.eval()(X)[0]) and not loaded.model.training
+    assert loaded.model.config == model.config and loaded.token == "char"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["version"] == 1 and list(config) == sorted(config)
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "damaged or not a safetensors"),
+    (lambda p: p.write_bytes(b"\x00" * 64), "damaged or not a safetensors"),
+    (lambda p: p.unlink(), "no such weights file"),
+])
+def test_a_damaged_weights_file_is_an_error_naming_it(run, damage, match):
+    folder, _ = run
+    damage(folder / "model.safetensors")
+    with pytest.raises(CheckpointError, match=match) as err:
+        load(folder)
+    assert "model.safetensors" in str(err.value)
+
+
+def test_a_config_from_a_newer_format_is_refused(run):
+    folder, _ = run
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "version": 2}))
+    with pytest.raises(CheckpointError, match="format version 2 is not supported"):
+        load(folder)
+
+
+def test_weights_that_do_not_fit_the_config_are_refused(run):
+    folder, _ = run
+    save_weights(folder / "model.safetensors", RNNLM(9, 16, cell="lstm", num_layers=2))
+    with pytest.raises(CheckpointError, match="has shape"):
+        load(folder)
+
+
+def test_a_vocabulary_that_does_not_match_the_model_is_refused(run):
+    folder, _ = run
+    Vocab(list("abc")).save(folder / "vocab.json")
+    with pytest.raises(CheckpointError, match="4 tokens, but the model was built for vocab_size=9"):
+        load(folder)
+
+
+def test_trainer_state_never_unpickles_code(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (tmp_path / "trainer.pt").write_bytes(pickle.dumps({"format": "charlm-run", "x": Exploit()}))
+    with pytest.raises(CheckpointError, match="not a readable charlm trainer state"):
+        load_trainer(tmp_path / "trainer.pt")
+    assert not marker.exists()
+
+
+def test_trainer_state_round_trip(tmp_path):
+    save_trainer(tmp_path / "trainer.pt", {"epoch": 3, "rng": torch.get_rng_state()})
+    assert load_trainer(tmp_path / "trainer.pt")["epoch"] == 3
+
+
+def test_a_failed_write_leaves_the_previous_file_intact(tmp_path):
+    path = tmp_path / "f.bin"
+    atomic_write(path, lambda f: f.write(b"good"))
+
+    def crash(f):
+        f.write(b"half")
+        raise OSError("disk full")
+    with pytest.raises(OSError):
+        atomic_write(path, crash)
+    assert path.read_bytes() == b"good" and [p.name for p in tmp_path.iterdir()] == ["f.bin"]
