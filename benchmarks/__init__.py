@@ -1,0 +1,1 @@
+"""Benchmarks and reproductions: scripts that measure, run with `python -m benchmarks.<name>`."""
