@@ -20,6 +20,11 @@ ARGS = ["--max-tokens", "-1", "--num-hiddens", "16", "--batch-size", "4", "--num
         "--epochs", "3", "--sample-every", "0", "--eval-every", "3", "--device", "cpu"]
 
 
+
+def train_losses(run_dir):
+    """Training loss of each epoch, from a run folder's metrics.jsonl."""
+    return [json.loads(line)["train_loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -49,8 +54,7 @@ def test_two_processes_match_one_process_at_the_same_global_batch(tmp_path):
     assert one.returncode == 0, one.stderr
     assert two.returncode == 0, two.stderr
     assert two.stdout.count("run saved in") == 1  # only rank 0 reports
-    losses = [[json.loads(line)["train_loss"] for line in (tmp_path / run / "metrics.jsonl").open()]
-              for run in ("one", "two")]
+    losses = [train_losses(tmp_path / run) for run in ("one", "two")]
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
     a, b = load(tmp_path / "one").model.state_dict(), load(tmp_path / "two").model.state_dict()
     for name in a:
@@ -86,7 +90,6 @@ def test_interrupted_two_process_run_resumes_exactly(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert _charlm("train", "--corpus", "book.txt", "--out", "straight", *ARGS, "--epochs", epochs,
                    "--eval-every", "0", cwd=tmp_path, nproc=2).returncode == 0
-    losses = [[json.loads(line)["train_loss"] for line in (tmp_path / run / "metrics.jsonl").open()]
-              for run in ("cut", "straight")]
+    losses = [train_losses(tmp_path / run) for run in ("cut", "straight")]
     # Same ranks, same reductions: equal but for the order the interrupted epoch's loss was summed.
     assert losses[0] == pytest.approx(losses[1], rel=1e-9)
