@@ -423,3 +423,16 @@ def test_detach_state_keeps_values_and_structure_but_cuts_the_graph(cell):
     for before, after in zip(_as_tuple(state), _as_tuple(detached), strict=True):
         assert before.grad_fn is not None and after.grad_fn is None and not after.requires_grad
         assert torch.equal(before, after)
+
+
+def test_builtin_normal_init_matches_the_scratch_statistics():
+    torch.manual_seed(0)
+    model = RNNLM(30, 200, impl="builtin", init="normal")
+    weights = [p for n, p in model.named_parameters() if "weight" in n]
+    biases = [p for n, p in model.named_parameters() if "bias" in n]
+    assert all(abs(float(w.std()) - 0.01) < 0.001 for w in weights)
+    assert all(torch.count_nonzero(b) == 0 for b in biases)
+    default = RNNLM(30, 200, impl="builtin")
+    assert float(default.core.weight_hh_l0.std()) > 0.03  # torch's U(-1/sqrt(H), 1/sqrt(H))
+    with pytest.raises(ValueError, match="init must be one of default, normal"):
+        RNNLM(30, 8, impl="builtin", init="xavier")

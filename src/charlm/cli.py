@@ -43,6 +43,7 @@ TRAIN_HELP = {
     "embedding": "learned embedding width; omit for one-hot input (the book's)",
     "activation": "RNN activation: tanh or relu",
     "dropout": "dropout between recurrent layers, in [0, 1)",
+    "init": "builtin weights: default (torch.nn's) or normal (N(0, 0.01^2), zero biases)",
     "batch-size": "sequences per mini-batch",
     "num-steps": "BPTT length in tokens",
     "sampling": "mini-batches: sequential (state carried across batches) or random (state reset)",

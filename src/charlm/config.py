@@ -44,6 +44,7 @@ class TrainConfig:
     embedding: int | None = None  # None = one-hot input (the book's); else an embedding width
     activation: str = "tanh"  # rnn only: tanh | relu
     dropout: float = 0.0  # between recurrent layers
+    init: str = "default"  # builtin: default (torch.nn's) | normal (N(0, 0.01²), zero biases)
     # optimisation
     batch_size: int = 32
     num_steps: int = 35  # BPTT length in tokens

@@ -88,7 +88,7 @@ def default_prefix(config: TrainConfig, data: Splits) -> str:
 def build_model(config: TrainConfig, vocab_size: int) -> RNNLM:
     return RNNLM(vocab_size, config.num_hiddens, cell=config.model, impl=config.impl,
                  num_layers=config.num_layers, embedding=config.embedding,
-                 activation=config.activation, dropout=config.dropout)
+                 activation=config.activation, dropout=config.dropout, init=config.init)
 
 
 def load_data(config: TrainConfig) -> Splits:

@@ -58,6 +58,9 @@ class ModelConfig:
     # GRU only. None = each impl's own form: the book's (False) for scratch, torch's (True) for
     # builtin, which cannot compute the book's form. Resolved to a bool by __post_init__.
     gru_reset_after: bool | None = None
+    # builtin only: "default" = torch.nn's own initialisation; "normal" = N(0, 0.01²) weights and
+    # zero biases, as the scratch models and the MXNet edition's concise RNN. Scratch is always "normal".
+    init: str = "default"
 
     def __post_init__(self) -> None:
         _check_int("vocab_size", self.vocab_size, 1)
@@ -68,6 +71,7 @@ class ModelConfig:
         _check_choice("cell", self.cell, CELLS)
         _check_choice("impl", self.impl, IMPLS)
         _check_choice("activation", self.activation, tuple(ACTIVATIONS))
+        _check_choice("init", self.init, ("default", "normal"))
         if self.activation != "tanh" and self.cell != "rnn":
             raise ValueError(f"activation={self.activation!r} applies only to cell='rnn', "
                              f"got cell={self.cell!r}")
@@ -148,12 +152,12 @@ class RNNLM(nn.Module):
     def __init__(self, vocab_size: int, num_hiddens: int, *, cell: str = "rnn", impl: str = "scratch",
                  num_layers: int = 1, embedding: int | None = None, activation: str = "tanh",
                  dropout: float = 0.0, bidirectional: bool = False,
-                 gru_reset_after: bool | None = None) -> None:
+                 gru_reset_after: bool | None = None, init: str = "default") -> None:
         super().__init__()
         self.config = config = ModelConfig(
             vocab_size, num_hiddens, cell=cell, impl=impl, num_layers=num_layers, embedding=embedding,
             activation=activation, dropout=dropout, bidirectional=bidirectional,
-            gru_reset_after=gru_reset_after)
+            gru_reset_after=gru_reset_after, init=init)
         self.embedding = None if embedding is None else nn.Embedding(vocab_size, embedding)
         self.core = _build_core(config, vocab_size if embedding is None else embedding)
         num_features = num_hiddens * config.num_directions  # both directions feed the output layer
@@ -162,6 +166,17 @@ class RNNLM(nn.Module):
             self.b_q = nn.Parameter(torch.zeros(vocab_size))
         else:
             self.output = nn.Linear(num_features, vocab_size)
+            if init == "normal":
+                self._init_normal()
+
+    def _init_normal(self) -> None:
+        """N(0, 0.01²) weights and zero biases for the recurrent core and the output layer."""
+        with torch.no_grad():
+            for name, param in [*self.core.named_parameters(), *self.output.named_parameters()]:
+                if "bias" in name:
+                    param.zero_()
+                else:
+                    param.normal_(0.0, 0.01)
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> RNNLM:
