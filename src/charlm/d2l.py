@@ -112,8 +112,8 @@ def seq_data_iter_sequential(corpus: Sequence[int] | Tensor, batch_size: int,
 
     Offset ``random.randint(0, num_steps)``; ``((len - offset - 1) // batch_size) * batch_size``
     tokens become `batch_size` rows, cut into `num_steps`-wide batches. For the book's example
-    (``list(range(35))``, 2, 5): offsets 0-1 give rows of 17 tokens -> 3 batches, offsets 2-5 rows of
-    16-14 tokens -> 2 batches.
+    (``list(range(35))``, 2, 5): offsets 0-4 give rows of 17-15 tokens -> 3 batches, offset 5 rows
+    of 14 -> 2 batches.
     """
     offset = random.randint(0, num_steps)
     ids = torch.as_tensor(corpus, dtype=torch.int64)
@@ -263,7 +263,7 @@ def train_epoch_ch8(net: Any, train_iter: Any, loss: nn.Module, updater: Any, de
             loss_value.backward()
             grad_clipping(net, 1)
             updater(batch_size=1)  # the loss is already a mean over the batch
-        metric.add(float(loss_value) * y.numel(), y.numel())
+        metric.add(float(loss_value.detach()) * y.numel(), y.numel())
     return math.exp(metric[0] / metric[1]), metric[1] / timer.stop()
 
 
@@ -402,8 +402,9 @@ class Animator:
         ax.set_ylabel(ylabel or "")
         ax.set_xscale(xscale)
         ax.set_yscale(yscale)
-        ax.set_xlim(xlim)
-        ax.set_ylim(ylim)
+        for set_lim, lim in ((ax.set_xlim, xlim), (ax.set_ylim, ylim)):
+            if lim is not None and lim[0] != lim[1]:  # train_ch8(..., 10, ...) asks for [10, 10]
+                set_lim(lim)
         if legend:
             ax.legend(legend)
         ax.grid()
