@@ -178,6 +178,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             name = args.recipe or config.model
             out = args.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
             result = train(config, out=out)
+        distributed.teardown(wait_for_all=True)
     finally:
         distributed.teardown()
     if int(os.environ.get("RANK", "0")) != 0:

@@ -70,8 +70,13 @@ def sum_across(values: list[float], info: DistInfo, device: torch.device) -> lis
     return tensor.tolist()
 
 
-def teardown() -> None:
+def teardown(*, wait_for_all: bool = False) -> None:
+    """Leave the process group. After a successful run, first wait for every rank (rank 0 may still
+    be writing files): a rank that leaves early can abort the others' gloo connections. After an
+    error, leave at once; waiting for a rank that failed would hang."""
     if dist.is_initialized():
+        if wait_for_all:
+            dist.barrier()
         dist.destroy_process_group()
 
 
