@@ -115,3 +115,17 @@ def test_num_batches_formula_is_the_same_for_both_modes():
     for length in range(50, 90):
         for offset in range(6):
             assert num_batches(length, 3, 5, offset) == ((length - offset - 1) // 3) // 5
+
+
+@pytest.mark.parametrize("sampling", ["random", "sequential"])
+def test_without_random_offset_every_epoch_starts_at_token_zero(sampling):
+    # The Chinese edition's iterators: the same subsequences every epoch (random: in a new order).
+    stream = BatchStream(CORPUS, 4, 7, sampling=sampling, seed=0, random_offset=False)
+    assert stream.min_tokens == 4 * 7 + 1
+    for _ in range(5):
+        starts = torch.cat([X[:, 0] for X, _ in stream])
+        assert int(starts.min()) == 0
+        if sampling == "random":
+            assert torch.all(starts % 7 == 0)  # subsequences cut at 0, 7, 14, ...
+    with_offset = BatchStream(CORPUS, 4, 7, sampling=sampling, seed=0)
+    assert {int(torch.cat([X[:, 0] for X, _ in with_offset]).min()) for _ in range(10)} != {0}

@@ -82,11 +82,13 @@ class BatchStream:
     ``((len - offset - 1) // batch_size) * batch_size`` tokens as `batch_size` rows; yield
     `num_steps`-wide column slices (see the module diagram).
 
-    Epoch ``e`` draws its randomness from a generator seeded by ``(seed, e)`` alone.
+    Epoch ``e`` draws its randomness from a generator seeded by ``(seed, e)`` alone. With
+    ``random_offset=False`` the offset is always 0 (the Chinese edition's iterators).
     """
 
     def __init__(self, corpus: Sequence[int] | torch.Tensor, batch_size: int, num_steps: int, *,
-                 sampling: str = "sequential", seed: int | None = None) -> None:
+                 sampling: str = "sequential", seed: int | None = None,
+                 random_offset: bool = True) -> None:
         if sampling not in SAMPLING_MODES:
             raise ValueError(f"sampling must be one of {', '.join(SAMPLING_MODES)}, got {sampling!r}")
         if batch_size < 1:
@@ -95,7 +97,9 @@ class BatchStream:
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
         self.corpus = _as_corpus(corpus)
         self.batch_size, self.num_steps, self.sampling = batch_size, num_steps, sampling
-        self.max_offset = max_offset(sampling, num_steps)
+        # The English edition drops a random offset every epoch; the Chinese edition (d2l-zh) always
+        # starts at 0, so every epoch cuts the same subsequences, which are easier to memorise.
+        self.max_offset = max_offset(sampling, num_steps) if random_offset else 0
         self.seed = secrets.randbits(62) if seed is None else int(seed)
         self.epoch = 0
         if num_batches(len(self.corpus), batch_size, num_steps, self.max_offset) < 1:
@@ -133,12 +137,14 @@ class BatchStream:
 
 
 def random_batches(corpus: Sequence[int] | torch.Tensor, batch_size: int, num_steps: int, *,
-                   seed: int | None = None) -> BatchStream:
+                   seed: int | None = None, random_offset: bool = True) -> BatchStream:
     """Random-sampling mini-batches of `corpus` (see `BatchStream`)."""
-    return BatchStream(corpus, batch_size, num_steps, sampling="random", seed=seed)
+    return BatchStream(corpus, batch_size, num_steps, sampling="random", seed=seed,
+                       random_offset=random_offset)
 
 
 def sequential_batches(corpus: Sequence[int] | torch.Tensor, batch_size: int, num_steps: int, *,
-                       seed: int | None = None) -> BatchStream:
+                       seed: int | None = None, random_offset: bool = True) -> BatchStream:
     """Sequential-partitioning mini-batches of `corpus` (see `BatchStream`)."""
-    return BatchStream(corpus, batch_size, num_steps, sampling="sequential", seed=seed)
+    return BatchStream(corpus, batch_size, num_steps, sampling="sequential", seed=seed,
+                       random_offset=random_offset)

@@ -47,6 +47,8 @@ TRAIN_HELP = {
     "batch-size": "sequences per mini-batch",
     "num-steps": "BPTT length in tokens",
     "sampling": "mini-batches: sequential (state carried across batches) or random (state reset)",
+    "random-offset": "start each epoch's batches at a random offset (the English edition); "
+                     "--no-random-offset always starts at token 0 (the Chinese edition)",
     "reset-state": "begin every batch from a zero state even with sequential batches (the book's "
                    "use_random_iter=True on its sequential loader)",
     "detach": "detach the state between batches (truncated BPTT); --no-detach backpropagates "

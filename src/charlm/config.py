@@ -49,6 +49,8 @@ class TrainConfig:
     batch_size: int = 32
     num_steps: int = 35  # BPTT length in tokens
     sampling: str = "sequential"  # sequential (state carried, detached) | random (state re-initialised)
+    random_offset: bool = True  # a random start offset each epoch (English edition); False: the
+    # Chinese edition's iterators, which always start at token 0
     reset_state: bool = False  # begin every batch from a zero state even with sequential batches
     # (the book's train_ch8(use_random_iter=True) on its sequential loader); random sampling always does
     detach: bool = True  # False: full BPTT over each epoch, one update per epoch (the book's exercise)

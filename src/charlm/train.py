@@ -119,7 +119,8 @@ class Trainer:
         self.optimizer = make_optimizer(config, self.model.parameters())
         self.schedule = make_schedule(config, self.optimizer)
         self.batches = BatchStream(self.data.train, config.batch_size, config.num_steps,
-                                   sampling=config.sampling, seed=config.seed)
+                                   sampling=config.sampling, seed=config.seed,
+                                   random_offset=config.random_offset)
         self.position, self.history, self.best_val = Position(), [], math.inf
         self.epoch_losses: list[torch.Tensor] = []  # --no-detach: the epoch's graph, kept whole
         self.signals = _SignalFlag()
