@@ -15,6 +15,7 @@ from importlib import resources
 from typing import Any
 
 from .batches import SAMPLING_MODES
+from .models.lm import check_known_fields
 from .text import CLEAN_MODES, TOKEN_KINDS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -99,10 +100,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown training settings {unknown}")
+        check_known_fields(cls, data, "training settings")
         return cls(**data)
 
     def replace(self, **changes: Any) -> TrainConfig:

@@ -113,14 +113,19 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
         """Rebuild from :meth:`to_dict`'s output, refusing keys this version does not know."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - fields)
-        if unknown:
-            raise ValueError(f"unknown ModelConfig keys {unknown}; known keys are {sorted(fields)}")
+        check_known_fields(cls, data, "ModelConfig keys")
         missing = sorted(name for name in ("vocab_size", "num_hiddens") if name not in data)
         if missing:
             raise ValueError(f"ModelConfig is missing required keys {missing}")
         return cls(**data)
+
+
+def check_known_fields(cls: type, data: Mapping[str, Any], label: str) -> None:
+    """Refuse keys that `cls` (a dataclass) does not have: a file from a newer charlm, or a typo."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise ValueError(f"unknown {label} {unknown}; known keys are {sorted(fields)}")
 
 
 def _build_core(config: ModelConfig, num_inputs: int) -> nn.Module:
