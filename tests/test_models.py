@@ -364,7 +364,7 @@ BAD_CONFIGS = [
     ({"num_layers": 0}, "num_layers must be >= 1"),
     ({"embedding": 0}, "embedding must be >= 1"),
     ({"cell": "foo"}, "cell must be one of rnn, gru, lstm, got 'foo'"),
-    ({"impl": "cudnn"}, "impl must be one of scratch, builtin, got 'cudnn'"),
+    ({"impl": "cudnn"}, "impl must be one of scratch, book, builtin, got 'cudnn'"),
     ({"activation": "sigmoid"}, "activation must be one of tanh, relu"),
     ({"cell": "lstm", "activation": "relu"}, "activation='relu' applies only to cell='rnn'"),
     ({"num_layers": 2, "dropout": 1.0}, "dropout must be in [0, 1), got 1.0"),

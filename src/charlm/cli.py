@@ -37,7 +37,7 @@ TRAIN_HELP = {
     "eos": "word tokens: add <eos> after every line",
     "encoding": "text encoding of a user file (default UTF-8)",
     "model": "recurrent cell: rnn, gru or lstm",
-    "impl": "scratch (the book's equations) or builtin (torch.nn)",
+    "impl": "scratch (the book's equations, fast), book (the book's step-by-step loop) or builtin (torch.nn)",
     "num-hiddens": "hidden units per layer",
     "num-layers": "stacked recurrent layers",
     "embedding": "learned embedding width; omit for one-hot input (the book's)",

@@ -15,7 +15,7 @@ from importlib import resources
 from typing import Any
 
 from .batches import SAMPLING_MODES
-from .models.lm import check_known_fields
+from .models.lm import IMPLS, check_known_fields
 from .text import CLEAN_MODES, TOKEN_KINDS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -39,7 +39,7 @@ class TrainConfig:
     encoding: str | None = None  # text encoding of a user file; None = UTF-8
     # model
     model: str = "rnn"  # rnn | gru | lstm
-    impl: str = "scratch"  # scratch (the book's equations) | builtin (torch.nn)
+    impl: str = "scratch"  # scratch (the book's equations, fast) | book (its loop) | builtin (torch.nn)
     num_hiddens: int = 512
     num_layers: int = 1
     embedding: int | None = None  # None = one-hot input (the book's); else an embedding width
@@ -81,7 +81,7 @@ class TrainConfig:
         _choice("clean", self.clean, CLEAN_MODES)
         _choice("token", self.token, TOKEN_KINDS)
         _choice("model", self.model, ("rnn", "gru", "lstm"))
-        _choice("impl", self.impl, ("scratch", "builtin"))
+        _choice("impl", self.impl, IMPLS)
         _choice("sampling", self.sampling, SAMPLING_MODES)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("lr_schedule", self.lr_schedule, SCHEDULES)

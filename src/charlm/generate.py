@@ -199,7 +199,13 @@ def _evaluating(model: nn.Module) -> Iterator[None]:
     """Eval mode (no dropout) and no autograd for one forward call, then every module's mode restored.
 
     Scoped to one call rather than the whole generation so nothing leaks to the caller between yields.
+    A model already in eval mode (``model.eval()`` sets every submodule) skips the mode switching,
+    which would otherwise cost more than a forward step of a small model.
     """
+    if not model.training:
+        with torch.inference_mode():
+            yield
+        return
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
@@ -210,10 +216,11 @@ def _evaluating(model: nn.Module) -> Iterator[None]:
             module.training = mode
 
 
-def _step(model: RNNLM, inputs: Tensor, state: State) -> tuple[Tensor, State]:
-    """Run ``inputs (N, T)`` from ``state``; the logits of the last step only, ``(N, V)``."""
+def _step(model: RNNLM, inputs: Tensor, state: State, checked: bool = True) -> tuple[Tensor, State]:
+    """Run ``inputs (N, T)`` from ``state``; the logits of the last step only, ``(N, V)``.
+    ``checked=False`` skips the argument checks, for ids the model itself has just chosen."""
     with _evaluating(model):
-        logits, state = model(inputs, state)  # (N, T, V)
+        logits, state = model(inputs, state, check=checked)  # (N, T, V)
     return logits[:, -1], state
 
 
@@ -230,7 +237,7 @@ def _sample(model: RNNLM, vocab: Vocab, ids: list[int], config: GenerateConfig,
         chosen = pick(logits, config, generator=generator)  # (N,)
         yield vocab.to_tokens(chosen.tolist())
         if i + 1 < config.num_preds:  # feed the choice back with the carried state
-            logits, state = _step(model, chosen[:, None], state)  # (N,) -> (N, 1)
+            logits, state = _step(model, chosen[:, None], state, checked=False)  # (N,) -> (N, 1)
 
 
 def _start(model: RNNLM, vocab: Vocab, prefix: str, config: GenerateConfig | None, token: str,
@@ -278,7 +285,8 @@ def generate(model: RNNLM, vocab: Vocab, prefix: str, config: GenerateConfig | N
         # -> ['time traveller the the t'] for a half-trained character model
     """
     config = GenerateConfig() if config is None else config
-    steps = list(_start(model, vocab, prefix, config, token, device, stacklevel=2))
+    with _evaluating(model):  # once for the whole text: nothing is yielded to the caller meanwhile
+        steps = list(_start(model, vocab, prefix, config, token, device, stacklevel=2))
     samples = [[step[i] for step in steps] for i in range(config.num_samples)]
     if token == "word":
         sep = "" if not steps or prefix[-1:].isspace() else " "

@@ -24,7 +24,10 @@ from torch import Tensor, nn
 from .builtin import builtin_layers, scratch_to_builtin_tensors
 from .scratch import ACTIVATIONS, CELLS, StackedScratch, State
 
-IMPLS = ("scratch", "builtin")
+# "scratch": the book's parameters and equations, computed fast (fused products, hand-written BPTT);
+# "book": the same parameters in the book's step-by-step loop; "builtin": torch.nn.RNN/GRU/LSTM.
+IMPLS = ("scratch", "book", "builtin")
+FROM_SCRATCH = ("scratch", "book")
 
 # Wrong types raise ValueError too (ruff TRY004 prefers TypeError): callers such as the CLI and the
 # checkpoint loader then catch one exception type for every bad value a user can supply.
@@ -49,7 +52,7 @@ class ModelConfig:
     vocab_size: int
     num_hiddens: int
     cell: str = "rnn"  # "rnn" | "gru" | "lstm"
-    impl: str = "scratch"  # "scratch" (the book's equations) | "builtin" (torch.nn, cuDNN on GPU)
+    impl: str = "scratch"  # "scratch" (the book's equations, fast) | "book" (its loop) | "builtin" (torch.nn)
     num_layers: int = 1  # stacked recurrent layers (d2l §9.3)
     embedding: int | None = None  # None = one-hot inputs, as the book; an int = learned embedding width
     activation: str = "tanh"  # "tanh" | "relu"; RNN cells only
@@ -131,9 +134,9 @@ def check_known_fields(cls: type, data: Mapping[str, Any], label: str) -> None:
 def _build_core(config: ModelConfig, num_inputs: int) -> nn.Module:
     options = {"num_layers": config.num_layers, "bidirectional": config.bidirectional,
                "dropout": config.dropout, "activation": config.activation}
-    if config.impl == "scratch":
-        return StackedScratch(config.cell, num_inputs, config.num_hiddens,
-                              reset_after=config.gru_reset_after, **options)
+    if config.impl in FROM_SCRATCH:
+        return StackedScratch(config.cell, num_inputs, config.num_hiddens, reset_after=config.gru_reset_after,
+                              fast=config.impl == "scratch", **options)
     return builtin_layers(config.cell, num_inputs, config.num_hiddens, **options)
 
 
@@ -166,7 +169,7 @@ class RNNLM(nn.Module):
         self.embedding = None if embedding is None else nn.Embedding(vocab_size, embedding)
         self.core = _build_core(config, vocab_size if embedding is None else embedding)
         num_features = num_hiddens * config.num_directions  # both directions feed the output layer
-        if impl == "scratch":  # the book's output layer, Y = H W_hq + b_q (§8.5.2)
+        if impl in FROM_SCRATCH:  # the book's output layer, Y = H W_hq + b_q (§8.5.2)
             self.W_hq = nn.Parameter(torch.randn(num_features, vocab_size) * 0.01)
             self.b_q = nn.Parameter(torch.zeros(vocab_size))
         else:
@@ -200,20 +203,28 @@ class RNNLM(nn.Module):
         zeros = param.new_zeros((c.num_layers * c.num_directions, batch_size, c.num_hiddens), device=device)
         return (zeros, zeros.clone()) if c.cell == "lstm" else zeros
 
-    def forward(self, inputs: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        self._check_inputs(inputs)
+    def forward(self, inputs: Tensor, state: State | None = None, *, check: bool = True
+                ) -> tuple[Tensor, State]:
+        """``check=False`` skips the checks of ``inputs`` and ``state``, for callers that made them:
+        generation feeds back ids the model has just chosen, one token at a time, and the checks
+        would cost as much as a step of a small model."""
+        if check:
+            self._check_inputs(inputs)
         batch_size = inputs.shape[0]
         state = self.begin_state(batch_size) if state is None else state
-        self._check_state(state, batch_size)
-        X = self._encode(inputs)  # (T, B, V or E)
+        if check:
+            self._check_state(state, batch_size)
+        X = self._encode(inputs)  # (T, B, V or E), or ids (T, B) for the fast scratch core
         outputs, state = self.core(X, state)  # (T, B, D * H)
         Y = outputs.transpose(0, 1)  # (T, B, D * H) -> (B, T, D * H): batch-first at the boundary
-        if self.config.impl == "scratch":
+        if self.config.impl in FROM_SCRATCH:
             return Y @ self.W_hq + self.b_q, state
         return self.output(Y), state
 
     def _encode(self, inputs: Tensor) -> Tensor:
         ids = inputs.T.long()  # (B, T) -> (T, B): the cores loop over time on the outer axis
+        if self.embedding is None and self.config.impl == "scratch":
+            return ids  # one-hot rows in effect: the fast cells gather rows of W_x instead
         if self.embedding is None:
             dtype = next(self.parameters()).dtype
             return nnf.one_hot(ids, self.config.vocab_size).to(dtype)  # (T, B, V), d2l §8.5.1
@@ -275,7 +286,7 @@ def copy_scratch_to_builtin(scratch: RNNLM, builtin: RNNLM) -> None:
     Afterwards both compute the same function (up to rounding); the scratch GRU must use
     ``gru_reset_after=True``, the only form ``torch.nn.GRU`` has.
     """
-    if scratch.config.impl != "scratch" or builtin.config.impl != "builtin":
+    if scratch.config.impl not in FROM_SCRATCH or builtin.config.impl != "builtin":
         raise ValueError("copy_scratch_to_builtin needs a scratch model and a builtin model, got "
                          f"impl={scratch.config.impl!r} and impl={builtin.config.impl!r}")
     if scratch.config.cell == "gru" and not scratch.config.gru_reset_after:

@@ -4,6 +4,12 @@ Every layer is time-major: ``inputs`` is ``(T, B, num_inputs)`` so that ``for X 
 over time, as in d2l §8.5. Weights are shaped ``(num_inputs, num_hiddens)`` and
 ``(num_hiddens, num_hiddens)`` so each line reads like the book: ``X @ W_xh + H @ W_hh + b_h``.
 
+Each cell has two forms of ``forward`` with the same parameters. ``fast=False`` is the book's loop,
+line by line, for teaching and as the reference. ``fast=True`` (the default) computes the same
+function with fewer, larger operations and a hand-written backward pass (:mod:`.fused`); the tests
+hold the two to the same values and gradients. The fast form also accepts token ids ``(T, B)``
+in place of one-hot rows, and gathers rows of ``W_x?`` instead of multiplying by a one-hot matrix.
+
 The single-direction, single-layer cells (:class:`RNNScratch`, :class:`GRUScratch`,
 :class:`LSTMScratch`) carry a state of shape ``(B, num_hiddens)`` (a pair ``(H, C)`` for the LSTM).
 :class:`StackedScratch` stacks them into layers and directions and uses the state layout of
@@ -16,6 +22,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
+
+from . import fused
 
 # A hidden state: one tensor for the RNN and the GRU, the pair (H, C) for the LSTM.
 State = Tensor | tuple[Tensor, Tensor]
@@ -33,6 +41,33 @@ def _zeros(num_hiddens: int) -> nn.Parameter:
     return nn.Parameter(torch.zeros(num_hiddens))
 
 
+def _project(X: Tensor, W_x: Tensor, b: Tensor) -> Tensor:
+    """``X_t W_x + b`` for every step at once: ``(T, B, num_inputs) -> (T, B, n)``. Token ids
+    ``(T, B)`` stand for one-hot rows, and ``one_hot(i) @ W_x`` is row ``i`` of ``W_x``."""
+    if not X.is_floating_point():
+        return nnf.embedding(X, W_x) + b
+    return torch.matmul(X, W_x) + b
+
+
+def _packed(module: nn.Module, names: tuple[str, ...], dim: int = 0) -> Tensor:
+    """``torch.cat`` of the named parameters (several gates as one matrix). With autograd on it is
+    rebuilt every call, so gradients reach each parameter; without (generation, evaluation) it is
+    kept until a parameter changes (``_version`` counts in-place updates such as optimizer steps),
+    because generating one token would otherwise spend most of its time copying weights."""
+    tensors = [getattr(module, name) for name in names]
+    if torch.is_grad_enabled():
+        return torch.cat(tensors, dim)
+    key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+    cache = module.__dict__.setdefault("_packed_cache", {})
+    if cache.get((names, dim), (None,))[0] != key:
+        cache[names, dim] = (key, torch.cat(tensors, dim))
+    return cache[names, dim][1]
+
+
+def _as_one_hot(X: Tensor, vocab_size: int, like: Tensor) -> Tensor:
+    return X if X.is_floating_point() else nnf.one_hot(X, vocab_size).to(like.dtype)
+
+
 def _three(num_inputs: int, num_hiddens: int) -> tuple[nn.Parameter, nn.Parameter, nn.Parameter]:
     """One gate's parameters: ``W_x? (num_inputs, num_hiddens), W_h? (num_hiddens, num_hiddens), b_?``."""
     return _weights(num_inputs, num_hiddens), _weights(num_hiddens, num_hiddens), _zeros(num_hiddens)
@@ -45,12 +80,14 @@ class RNNScratch(nn.Module):
     ``-> (outputs (T, B, num_hiddens), H (B, num_hiddens))``.
     """
 
-    def __init__(self, num_inputs: int, num_hiddens: int, activation: str = "tanh") -> None:
+    def __init__(self, num_inputs: int, num_hiddens: int, activation: str = "tanh",
+                 fast: bool = True) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of tanh, relu, got {activation!r}")
         self.num_hiddens = num_hiddens
         self.activation = activation
+        self.fast = fast
         self.W_xh, self.W_hh, self.b_h = _three(num_inputs, num_hiddens)
 
     def begin_state(self, batch_size: int) -> Tensor:
@@ -59,6 +96,10 @@ class RNNScratch(nn.Module):
     def forward(self, inputs: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         phi = ACTIVATIONS[self.activation]
         H = self.begin_state(inputs.shape[1]) if state is None else state
+        if self.fast:
+            P = _project(inputs, self.W_xh, self.b_h)  # (T, B, H): X_t W_xh + b_h for all t
+            outputs = fused.rnn(P, H, self.W_hh, relu=self.activation == "relu")
+            return outputs, outputs[-1]
         outputs = []
         for X in inputs:  # time is the outer axis: X is (B, num_inputs)
             H = phi(X @ self.W_xh + H @ self.W_hh + self.b_h)
@@ -81,10 +122,12 @@ class GRUScratch(nn.Module):
     Shapes as :class:`RNNScratch`.
     """
 
-    def __init__(self, num_inputs: int, num_hiddens: int, reset_after: bool = False) -> None:
+    def __init__(self, num_inputs: int, num_hiddens: int, reset_after: bool = False,
+                 fast: bool = True) -> None:
         super().__init__()
         self.num_hiddens = num_hiddens
         self.reset_after = reset_after
+        self.fast = fast
         self.W_xz, self.W_hz, self.b_z = _three(num_inputs, num_hiddens)  # update gate
         self.W_xr, self.W_hr, self.b_r = _three(num_inputs, num_hiddens)  # reset gate
         self.W_xh, self.W_hh, self.b_h = _three(num_inputs, num_hiddens)  # candidate state
@@ -101,6 +144,9 @@ class GRUScratch(nn.Module):
 
     def forward(self, inputs: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         H = self.begin_state(inputs.shape[1]) if state is None else state
+        if self.fast:
+            outputs = self._fast(inputs, H)
+            return outputs, outputs[-1]
         outputs = []
         for X in inputs:  # X is (B, num_inputs)
             Z = torch.sigmoid(X @ self.W_xz + H @ self.W_hz + self.b_z)  # eq. 9.1.1
@@ -110,6 +156,14 @@ class GRUScratch(nn.Module):
             outputs.append(H)
         return torch.stack(outputs), H
 
+    def _fast(self, inputs: Tensor, H: Tensor) -> Tensor:
+        # The three gates' input products as one: [P^z | P^r | P^h] = X_t [W_xz | W_xr | W_xh] + b
+        W_x = _packed(self, ("W_xz", "W_xr", "W_xh"), dim=1)
+        P = _project(inputs, W_x, _packed(self, ("b_z", "b_r", "b_h")))  # (T, B, 3H)
+        if self.reset_after:
+            return fused.gru_reset_after(P, H, _packed(self, ("W_hz", "W_hr", "W_hh"), dim=1), self.b_hh)
+        return fused.gru(P, H, _packed(self, ("W_hz", "W_hr"), dim=1), self.W_hh)
+
 
 class LSTMScratch(nn.Module):
     """A long short-term memory layer (d2l §9.2, Hochreiter & Schmidhuber 1997).
@@ -118,9 +172,10 @@ class LSTMScratch(nn.Module):
     with ``H`` and ``C`` both ``(B, num_hiddens)``.
     """
 
-    def __init__(self, num_inputs: int, num_hiddens: int) -> None:
+    def __init__(self, num_inputs: int, num_hiddens: int, fast: bool = True) -> None:
         super().__init__()
         self.num_hiddens = num_hiddens
+        self.fast = fast
         self.W_xi, self.W_hi, self.b_i = _three(num_inputs, num_hiddens)  # input gate
         self.W_xf, self.W_hf, self.b_f = _three(num_inputs, num_hiddens)  # forget gate
         self.W_xo, self.W_ho, self.b_o = _three(num_inputs, num_hiddens)  # output gate
@@ -134,6 +189,16 @@ class LSTMScratch(nn.Module):
         self, inputs: Tensor, state: tuple[Tensor, Tensor] | None = None
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         H, C = self.begin_state(inputs.shape[1]) if state is None else state
+        if self.fast:  # torch's fused LSTM kernel, fed the book's gates in its order (i, f, c, o)
+            gates = ("i", "f", "c", "o")
+            W_x = _packed(self, tuple(f"W_x{g}" for g in gates), dim=1)  # (num_inputs, 4H)
+            W_h = _packed(self, tuple(f"W_h{g}" for g in gates), dim=1)  # (H, 4H)
+            b = _packed(self, tuple(f"b_{g}" for g in gates))
+            if not torch.is_grad_enabled() and inputs.shape[0] <= 4:
+                # A few steps without autograd (generation): the fused kernel's per-call set-up
+                # costs more than the steps themselves, so loop here with one product per step.
+                return fused.lstm_steps(_project(inputs, W_x, b), (H, C), W_h)
+            return fused.lstm(_as_one_hot(inputs, W_x.shape[0], W_x), (H, C), W_x, W_h, b)
         outputs = []
         for X in inputs:  # X is (B, num_inputs)
             I = torch.sigmoid(X @ self.W_xi + H @ self.W_hi + self.b_i)  # eq. 9.2.1
@@ -147,14 +212,14 @@ class LSTMScratch(nn.Module):
 
 
 def make_cell(cell: str, num_inputs: int, num_hiddens: int, *, activation: str = "tanh",
-              reset_after: bool = False) -> nn.Module:
+              reset_after: bool = False, fast: bool = True) -> nn.Module:
     """One single-direction layer of kind ``cell`` ("rnn", "gru" or "lstm")."""
     if cell == "rnn":
-        return RNNScratch(num_inputs, num_hiddens, activation)
+        return RNNScratch(num_inputs, num_hiddens, activation, fast)
     if cell == "gru":
-        return GRUScratch(num_inputs, num_hiddens, reset_after)
+        return GRUScratch(num_inputs, num_hiddens, reset_after, fast)
     if cell == "lstm":
-        return LSTMScratch(num_inputs, num_hiddens)
+        return LSTMScratch(num_inputs, num_hiddens, fast)
     raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
 
 
@@ -189,14 +254,14 @@ class StackedScratch(nn.Module):
 
     def __init__(self, cell: str, num_inputs: int, num_hiddens: int, *, num_layers: int = 1,
                  bidirectional: bool = False, dropout: float = 0.0, activation: str = "tanh",
-                 reset_after: bool = False) -> None:
+                 reset_after: bool = False, fast: bool = True) -> None:
         super().__init__()
         self.cell, self.num_hiddens, self.num_layers = cell, num_hiddens, num_layers
         self.num_directions = 2 if bidirectional else 1
         self.dropout = dropout
         # Layer 0 reads the inputs; every later layer reads both directions of the layer below.
         sizes = [num_inputs] + [num_hiddens * self.num_directions] * (num_layers - 1)
-        options = {"activation": activation, "reset_after": reset_after}
+        options = {"activation": activation, "reset_after": reset_after, "fast": fast}
         self.layers = nn.ModuleList(make_cell(cell, n, num_hiddens, **options) for n in sizes)
         self.layers_reverse = None
         if bidirectional:
