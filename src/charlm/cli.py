@@ -63,7 +63,7 @@ TRAIN_HELP = {
     "clip": "clip gradients to this global L2 norm; 0 = off",
     "seed": "random seed (same seed, same machine: same losses)",
     "device": "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps",
-    "bf16": "bfloat16 mixed precision (CUDA)",
+    "bf16": "bfloat16 mixed precision (autocast; CUDA, or CPUs with AVX-512 BF16 / AMX)",
     "eval-every": "epochs between validations; 0 = only at the end",
     "sample-every": "epochs between samples after --prefix; 0 = never",
     "prefix": "text that starts each sample (default: the book's for its corpora)",

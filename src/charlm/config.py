@@ -65,7 +65,7 @@ class TrainConfig:
     clip: float = 1.0  # gradient clipping threshold on the global L2 norm; 0 = off
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | mps
-    bf16: bool = False  # bfloat16 autocast on CUDA
+    bf16: bool = False  # bfloat16 autocast (CUDA, or a CPU with AVX-512 BF16 or AMX)
     # reporting and checkpoints
     eval_every: int = 50  # epochs between validations (and at the end); 0 = only at the end
     sample_every: int = 10  # epochs between samples after the prefix; 0 = never
