@@ -1,0 +1,34 @@
+"""The speed suite's pieces work on a tiny setup (speed itself is never asserted)."""
+
+from __future__ import annotations
+
+import torch
+from benchmarks import book, speed
+
+TINY = speed.Setup("tiny", "gru", 8, vocab_size=28, batch_size=2, num_steps=3)
+
+
+def test_every_variant_trains_and_is_timed():
+    data = speed.random_batch(TINY)
+    steps = {name: speed.VARIANTS[name](TINY, data) for name in speed.variants(TINY)}
+    timings = speed.measure(steps, TINY.tokens, repeats=2, iterations=1, warmup=1)
+    assert set(timings) == set(speed.VARIANTS)
+    assert all(len(t.tokens_per_sec) == 2 and t.median > 0 for t in timings.values())
+
+
+def test_the_book_variants_are_skipped_where_the_book_cannot_run():
+    deep = speed.Setup("deep", "lstm", 8, num_layers=2, embedding=4)
+    assert not any(name.startswith("book's") for name in speed.variants(deep))
+
+
+def test_flops_count_the_three_products_of_each_dense_layer():
+    # RNN, H=4, V=5, 6 tokens: recurrent 2*6*4*4 = 192, output 2*6*4*5 = 240; x3 = 1296
+    assert speed.Setup("s", "rnn", 4, vocab_size=5, batch_size=2, num_steps=3).flops() == 1296
+
+
+def test_the_book_baseline_learns_a_repeated_batch():
+    torch.manual_seed(0)
+    net = book.RNNModelScratch("lstm", 28, 16)
+    X, Y = speed.random_batch(TINY)
+    losses = [book.train_step(net, X, Y, None)[0] for _ in range(30)]
+    assert losses[-1] < losses[0]
