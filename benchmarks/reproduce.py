@@ -51,7 +51,9 @@ def latest_full_runs(results: Path) -> list[dict]:
     if results.exists():
         for line in results.read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
-            if row["recipe"] in recipe_names() and row["epochs"] == from_recipe(row["recipe"]).epochs:
+            # A row with "overrides" was made with settings the recipe no longer has.
+            current = row["recipe"] in recipe_names() and not row.get("overrides")
+            if current and row["epochs"] == from_recipe(row["recipe"]).epochs:
                 latest[row["recipe"], row["seed"]] = row
     return [latest[key] for key in sorted(latest)]
 
