@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import torch
 from benchmarks import book, speed
 
@@ -32,3 +34,18 @@ def test_the_book_baseline_learns_a_repeated_batch():
     X, Y = speed.random_batch(TINY)
     losses = [book.train_step(net, X, Y, None)[0] for _ in range(30)]
     assert losses[-1] < losses[0]
+
+
+def test_the_reproduction_table_takes_the_latest_current_run_of_each_recipe_and_seed(tmp_path):
+    from benchmarks.reproduce import latest_full_runs
+
+    def row(seed, ppl, **extra):
+        return json.dumps({"recipe": "rnn-gluon", "seed": seed, "epochs": 500, "train_ppl": ppl, **extra})
+
+    results = tmp_path / "results.jsonl"
+    results.write_text("\n".join([
+        row(0, 1.5), row(0, 1.2),  # a later run of the same seed replaces the earlier
+        row(1, 9.0, overrides={"random_offset": True}),  # made with settings the recipe lost
+        json.dumps({"recipe": "rnn-gluon", "seed": 2, "epochs": 50, "train_ppl": 3.0}),  # short run
+    ]) + "\n")
+    assert [(r["seed"], r["train_ppl"]) for r in latest_full_runs(results)] == [(0, 1.2)]
