@@ -3,7 +3,8 @@
 Each case builds a book-loop model with random weights (not the tiny N(0, 0.01²) ones, so the gates
 are far from their linear regime), copies the weights into a fast model, runs both in float64 from a
 random state and compares outputs, final states and the gradients of every parameter and of the
-initial state under a loss that weighs every output and the final state.
+initial state under a loss that weighs every output and the final state. Each runs twice: on the C++
+kernels (charlm/csrc/recurrences.cpp) and on the Python loops that stand in where they cannot be built.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from charlm.models import RNNLM, copy_scratch_to_builtin
+from charlm.models import RNNLM, copy_scratch_to_builtin, native
 
 VOCAB_SIZE, NUM_HIDDENS, BATCH, STEPS = 11, 7, 3, 6
 
@@ -26,6 +27,15 @@ CASES = [
     {"cell": "gru", "gru_reset_after": True, "num_layers": 2, "embedding": 4},
     {"cell": "lstm", "num_layers": 2, "bidirectional": True, "embedding": 5},
 ]
+
+
+@pytest.fixture(params=["kernels", "python"])
+def path(request):
+    """Run the test on the C++ kernels, then on the Python loops."""
+    if request.param == "kernels" and not native.available():
+        pytest.fail("the C++ kernels did not build (see the warning); CI must exercise them")
+    with native.use_kernels(request.param == "kernels"):
+        yield request.param
 
 
 def _pair(options: dict) -> tuple[RNNLM, RNNLM]:
@@ -57,7 +67,7 @@ def _run(model: RNNLM, X: torch.Tensor, state, weights: torch.Tensor) -> tuple:
 
 
 @pytest.mark.parametrize("options", CASES, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
-def test_fast_scratch_matches_the_book_loop_in_values_and_gradients(options):
+def test_fast_scratch_matches_the_book_loop_in_values_and_gradients(options, path):
     book, fast = _pair(options)
     X = torch.randint(VOCAB_SIZE, (BATCH, STEPS), generator=torch.Generator().manual_seed(1))
     state = _random_state(book)
@@ -77,7 +87,7 @@ def test_fast_scratch_matches_the_book_loop_in_values_and_gradients(options):
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
-def test_fast_scratch_without_autograd_matches_token_by_token(cell):
+def test_fast_scratch_without_autograd_matches_token_by_token(cell, path):
     """Generation feeds one token per call without autograd (the LSTM then takes its own loop)."""
     book, fast = _pair({"cell": cell})
     X = torch.randint(VOCAB_SIZE, (BATCH, STEPS), generator=torch.Generator().manual_seed(2))
@@ -102,7 +112,7 @@ def test_packed_weights_follow_parameter_updates_without_autograd():
         torch.testing.assert_close(fast(X)[0], book(X)[0])
 
 
-def test_fast_scratch_trains_in_bf16_close_to_float32():
+def test_fast_scratch_trains_in_bf16_close_to_float32(path):
     """Under bf16 autocast the recurrence runs in bf16; the loss stays within bf16 rounding."""
     torch.manual_seed(0)
     model = RNNLM(VOCAB_SIZE, 32, cell="gru")
@@ -119,7 +129,7 @@ def test_fast_scratch_trains_in_bf16_close_to_float32():
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
-def test_fast_scratch_matches_torch_nn(cell):
+def test_fast_scratch_matches_torch_nn(cell, path):
     """With copied weights the fast scratch model equals the builtin one (torch's GRU form)."""
     options = {"cell": cell, "num_layers": 2}
     if cell == "gru":
@@ -136,3 +146,31 @@ def test_impl_book_is_the_step_by_step_loop():
     model = RNNLM(VOCAB_SIZE, NUM_HIDDENS, cell="gru", impl="book")
     assert not any(getattr(m, "fast", False) for m in model.modules())
     assert all(m.fast for m in RNNLM(VOCAB_SIZE, NUM_HIDDENS, cell="gru").core.layers)
+
+
+def test_the_scratch_models_run_on_the_kernels_forward_and_backward(monkeypatch):
+    """Where the kernels are built, training a scratch RNN, GRU (both forms) and LSTM calls them."""
+    assert native.available()
+    real, calls = native.ops(), set()
+
+    class Recording:
+        def __getattr__(self, name):
+            calls.add(name)
+            return getattr(real, name)
+
+    monkeypatch.setattr(native, "ops", Recording)
+    for options in ({"cell": "rnn"}, {"cell": "gru"}, {"cell": "gru", "gru_reset_after": True},
+                    {"cell": "lstm"}):
+        model = RNNLM(VOCAB_SIZE, NUM_HIDDENS, **options)
+        model(torch.randint(VOCAB_SIZE, (BATCH, STEPS)))[0].sum().backward()
+    expected = {f"{cell}_{part}" for cell in ("rnn", "gru", "gru_reset_after", "lstm")
+                for part in ("forward", "backward")}
+    assert calls == expected
+
+
+def test_the_kernels_reject_mismatched_shapes():
+    assert native.available()
+    P, H0 = torch.zeros(5, 3, 12), torch.zeros(3, 5)  # 12 is not 3 gates x 5 hidden units
+    with pytest.raises(RuntimeError, match="does not match H0"):
+        native.ops().gru_forward(P, torch.empty(0, dtype=torch.long), torch.zeros(12), H0,
+                                 torch.zeros(5, 10), torch.zeros(5, 5))

@@ -24,6 +24,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from charlm.models import native
+
 # `custom_fwd(cast_inputs=bfloat16)`: under CPU/GPU bf16 autocast the whole recurrence runs in
 # bf16; outside autocast it does nothing.
 _autocast_cpu = torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.bfloat16)
@@ -44,21 +46,62 @@ def _flat(x: Tensor) -> Tensor:
     return x.reshape(-1, x.shape[-1])  # (T, B, n) -> (T * B, n): one product over all steps
 
 
+# Every recurrence takes its inputs as ``(source, ids, bias)``: either ``source = P`` (T, B, G*H), the
+# products ``X_t W_x`` already made, with ``ids = None``; or ``source = W_x`` (vocabulary, G*H) and
+# token ids ``(T, B)``, whose projections are rows of ``W_x``. The bias is added inside the loop, so
+# the C++ kernels never write the projections out at all.
+_NO_IDS = torch.empty(0, dtype=torch.long)
+
+
+def _projections(source: Tensor, ids: Tensor | None, bias: Tensor) -> Tensor:
+    """``P_t = X_t W_x + b`` of every step, ``(T, B, G*H)``, for the Python loops."""
+    return (source if ids is None else torch.nn.functional.embedding(ids, source)) + bias
+
+
+def _native_inputs(source: Tensor, ids: Tensor | None, bias: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    return source, _NO_IDS if ids is None else ids, bias
+
+
+def _input_grads(ctx, dP: Tensor) -> tuple[Tensor | None, None, Tensor | None]:
+    """The gradients of ``source`` and ``bias`` from ``dP``, the gradient of the projections: for
+    token ids, row ``i`` of ``dW_x`` sums ``dP`` over the positions that hold token ``i``."""
+    d_source = d_bias = None
+    if ctx.needs_input_grad[0]:
+        if ctx.ids is None:
+            d_source = dP
+        else:
+            d_source = dP.new_zeros(ctx.source_shape).index_add_(0, ctx.ids.reshape(-1), _flat(dP))
+    if ctx.needs_input_grad[2]:
+        d_bias = _flat(dP).sum(0)
+    return d_source, None, d_bias
+
+
+def _remember_inputs(ctx, source: Tensor, ids: Tensor | None) -> None:
+    ctx.ids, ctx.source_shape = ids, source.shape
+
+
 class RNNRecurrence(torch.autograd.Function):
     """``H_t = phi(P_t + H_{t-1} W_hh)`` for t = 1..T, where ``P_t = X_t W_xh + b_h`` (eq. 8.4.5).
 
-    ``forward(P (T, B, H), H0 (B, H), W_hh (H, H), relu) -> outputs (T, B, H)``.
+    ``forward(source, ids, b_h (H), H0 (B, H), W_hh (H, H), relu) -> outputs (T, B, H)``.
     Backward: ``dA_t = (dH_t + dA_{t+1} W_hh^T) * phi'(A_t)``; with tanh, ``phi' = 1 - H_t^2``.
     """
 
     @staticmethod
-    def forward(ctx, P: Tensor, H0: Tensor, W_hh: Tensor, relu: bool) -> Tensor:
+    def forward(ctx, source: Tensor, ids: Tensor | None, bias: Tensor, H0: Tensor, W_hh: Tensor,
+                relu: bool) -> Tensor:
+        ctx.relu, ctx.native = relu, native.usable(source, bias, H0, W_hh)
+        _remember_inputs(ctx, source, ids)
+        if ctx.native:
+            outputs = native.ops().rnn_forward(*_native_inputs(source, ids, bias), H0, W_hh, relu)
+            ctx.save_for_backward(H0, W_hh, outputs)
+            return outputs
+        P = _projections(source, ids, bias)
         outputs = torch.empty_like(P)
         H = H0
         for t in range(P.shape[0]):
             H = torch.addmm(P[t], H, W_hh, out=outputs[t])
             H.relu_() if relu else H.tanh_()
-        ctx.relu = relu
         ctx.save_for_backward(H0, W_hh, outputs)
         return outputs
 
@@ -66,6 +109,9 @@ class RNNRecurrence(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, d_outputs: Tensor):
         H0, W_hh, outputs = ctx.saved_tensors
+        if ctx.native:
+            dA, dH0, dW_hh = native.ops().rnn_backward(d_outputs, H0, W_hh, outputs, ctx.relu)
+            return (*_input_grads(ctx, dA), dH0, dW_hh, None)
         slope = (outputs > 0).to(outputs.dtype) if ctx.relu else 1 - outputs * outputs  # phi'(A)
         dA = torch.empty_like(outputs)
         W_hh_T, d_outputs = _transposed(W_hh), d_outputs.contiguous()
@@ -75,12 +121,13 @@ class RNNRecurrence(torch.autograd.Function):
             torch.mul(dH, slope[t], out=dA[t])
         dH0 = dA[0] @ W_hh_T
         dW_hh = _flat(_previous(H0, outputs)).T @ _flat(dA)  # all steps in one product
-        return dA, dH0, dW_hh, None
+        return (*_input_grads(ctx, dA), dH0, dW_hh, None)
 
 
-def rnn(P: Tensor, H0: Tensor, W_hh: Tensor, relu: bool = False) -> Tensor:
-    """Run :class:`RNNRecurrence` (bf16 under autocast): ``outputs (T, B, H)``."""
-    return _recurrence(RNNRecurrence, P, H0, W_hh, relu)
+def rnn(inputs: tuple[Tensor, Tensor | None, Tensor], H0: Tensor, W_hh: Tensor, relu: bool = False) -> Tensor:
+    """Run :class:`RNNRecurrence` (bf16 under autocast) on ``inputs = (source, ids, bias)``:
+    ``outputs (T, B, H)``."""
+    return _recurrence(RNNRecurrence, *inputs, H0, W_hh, relu)
 
 
 class GRURecurrence(torch.autograd.Function):
@@ -90,12 +137,21 @@ class GRURecurrence(torch.autograd.Function):
         H_tilde_t   = tanh(P^h_t + (R_t * H_{t-1}) W_hh)
         H_t         = Z_t * H_{t-1} + (1 - Z_t) * H_tilde_t
 
-    ``forward(P (T, B, 3H) = [P^z | P^r | P^h], H0 (B, H), W_zr (H, 2H), W_hh (H, H))``
-    ``-> outputs (T, B, H)``.
+    ``forward(source, ids, bias (3H), H0 (B, H), W_zr (H, 2H), W_hh (H, H)) -> outputs (T, B, H)``,
+    the projections ``P (T, B, 3H) = [P^z | P^r | P^h]`` (see ``_projections``).
     """
 
     @staticmethod
-    def forward(ctx, P: Tensor, H0: Tensor, W_zr: Tensor, W_hh: Tensor) -> Tensor:
+    def forward(ctx, source: Tensor, ids: Tensor | None, bias: Tensor, H0: Tensor, W_zr: Tensor,
+                W_hh: Tensor) -> Tensor:
+        ctx.native = native.usable(source, bias, H0, W_zr, W_hh)
+        _remember_inputs(ctx, source, ids)
+        if ctx.native:
+            outputs, ZR, H_tilde, RH = native.ops().gru_forward(*_native_inputs(source, ids, bias), H0,
+                                                                 W_zr, W_hh)
+            ctx.save_for_backward(H0, W_zr, W_hh, outputs, ZR, H_tilde, RH)
+            return outputs
+        P = _projections(source, ids, bias)
         num_hiddens = H0.shape[-1]
         outputs = torch.empty_like(P[..., :num_hiddens])
         ZR = torch.empty_like(P[..., : 2 * num_hiddens])  # sigmoid outputs, kept for backward
@@ -116,6 +172,9 @@ class GRURecurrence(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, d_outputs: Tensor):
         H0, W_zr, W_hh, outputs, ZR, H_tilde, RH = ctx.saved_tensors
+        if ctx.native:
+            dA, dH0, dW_zr, dW_hh = native.ops().gru_backward(d_outputs, *ctx.saved_tensors)
+            return (*_input_grads(ctx, dA), dH0, dW_zr, dW_hh)
         n = H0.shape[-1]
         H_prev = _previous(H0, outputs)
         Z, R = ZR[..., :n], ZR[..., n:]
@@ -137,7 +196,7 @@ class GRURecurrence(torch.autograd.Function):
             dH = dH_prev + d_outputs[t - 1] if t > 0 else dH_prev
         dW_zr = _flat(H_prev).T @ _flat(dA[..., : 2 * n])
         dW_hh = _flat(RH).T @ _flat(dA[..., 2 * n :])
-        return dA, dH, dW_zr, dW_hh
+        return (*_input_grads(ctx, dA), dH, dW_zr, dW_hh)
 
 
 class GRUResetAfterRecurrence(torch.autograd.Function):
@@ -148,12 +207,21 @@ class GRUResetAfterRecurrence(torch.autograd.Function):
         H_tilde_t   = tanh(P^h_t + R_t * A^h)
         H_t         = Z_t * H_{t-1} + (1 - Z_t) * H_tilde_t
 
-    One hidden product per step for all three gates. ``forward(P (T, B, 3H), H0 (B, H),
+    One hidden product per step for all three gates. ``forward(source, ids, bias (3H), H0 (B, H),
     W_h (H, 3H), b_hh (H)) -> outputs (T, B, H)``.
     """
 
     @staticmethod
-    def forward(ctx, P: Tensor, H0: Tensor, W_h: Tensor, b_hh: Tensor) -> Tensor:
+    def forward(ctx, source: Tensor, ids: Tensor | None, bias: Tensor, H0: Tensor, W_h: Tensor,
+                b_hh: Tensor) -> Tensor:
+        ctx.native = native.usable(source, bias, H0, W_h, b_hh)
+        _remember_inputs(ctx, source, ids)
+        if ctx.native:
+            outputs, ZR, H_tilde, Ah = native.ops().gru_reset_after_forward(
+                *_native_inputs(source, ids, bias), H0, W_h, b_hh)
+            ctx.save_for_backward(H0, W_h, outputs, ZR, H_tilde, Ah)
+            return outputs
+        P = _projections(source, ids, bias)
         n = H0.shape[-1]
         outputs = torch.empty_like(P[..., :n])
         ZR = torch.empty_like(P[..., : 2 * n])
@@ -174,6 +242,9 @@ class GRUResetAfterRecurrence(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, d_outputs: Tensor):
         H0, W_h, outputs, ZR, H_tilde, Ah = ctx.saved_tensors
+        if ctx.native:
+            dP, dH0, dW_h, db_hh = native.ops().gru_reset_after_backward(d_outputs, *ctx.saved_tensors)
+            return (*_input_grads(ctx, dP), dH0, dW_h, db_hh)
         n = H0.shape[-1]
         H_prev = _previous(H0, outputs)
         Z, R = ZR[..., :n], ZR[..., n:]
@@ -194,17 +265,28 @@ class GRUResetAfterRecurrence(torch.autograd.Function):
             dH = dH_prev + d_outputs[t - 1] if t > 0 else dH_prev
         dW_h = _flat(H_prev).T @ _flat(dA)
         db_hh = _flat(dA[..., 2 * n :]).sum(0)
-        return dP, dH, dW_h, db_hh
+        return (*_input_grads(ctx, dP), dH, dW_h, db_hh)
 
 
-def gru(P: Tensor, H0: Tensor, W_zr: Tensor, W_hh: Tensor) -> Tensor:
+Inputs = tuple[Tensor, "Tensor | None", Tensor]  # (source, ids, bias), see `_projections`
+
+
+def gru(inputs: Inputs, H0: Tensor, W_zr: Tensor, W_hh: Tensor) -> Tensor:
     """The book's GRU recurrence (bf16 under autocast): ``outputs (T, B, H)``."""
-    return _recurrence(GRURecurrence, P, H0, W_zr, W_hh)
+    return _recurrence(GRURecurrence, *inputs, H0, W_zr, W_hh)
 
 
-def gru_reset_after(P: Tensor, H0: Tensor, W_h: Tensor, b_hh: Tensor) -> Tensor:
+def gru_reset_after(inputs: Inputs, H0: Tensor, W_h: Tensor, b_hh: Tensor) -> Tensor:
     """torch's GRU recurrence (bf16 under autocast): ``outputs (T, B, H)``."""
-    return _recurrence(GRUResetAfterRecurrence, P, H0, W_h, b_hh)
+    return _recurrence(GRUResetAfterRecurrence, *inputs, H0, W_h, b_hh)
+
+
+class _Inference:
+    """Stands in for autograd's context when nothing will be differentiated (generation): calling
+    ``forward`` directly saves the cost of ``apply``, a good part of a one-token step."""
+
+    def save_for_backward(self, *tensors: Tensor) -> None:
+        pass
 
 
 def _recurrence(function: type[torch.autograd.Function], *args):
@@ -212,7 +294,46 @@ def _recurrence(function: type[torch.autograd.Function], *args):
     if device in ("cpu", "cuda") and torch.is_autocast_enabled(device):
         wrapped = _autocast_cpu if device == "cpu" else _autocast_cuda
         return wrapped(function.apply)(*args)
+    if not torch.is_grad_enabled():
+        return function.forward(_Inference(), *args)
     return function.apply(*args)
+
+
+class LSTMRecurrence(torch.autograd.Function):
+    """The LSTM (eq. 9.2.1-9.2.4) in the C++ kernels, gates in torch's order (i, f, c, o)::
+
+        [I | F | C_tilde | O] = [sigmoid | sigmoid | tanh | sigmoid](P_t + H_{t-1} W_h)
+        C_t = F * C_{t-1} + I * C_tilde,  H_t = O * tanh(C_t)
+
+    ``forward(source, ids, bias (4H), H0 (B, H), C0 (B, H), W_h (H, 4H))``
+    ``-> outputs (T, B, H), C_T (B, H)``. Only where :func:`native.usable`; elsewhere :func:`lstm`
+    runs torch's fused kernel.
+    """
+
+    @staticmethod
+    def forward(ctx, source: Tensor, ids: Tensor | None, bias: Tensor, H0: Tensor, C0: Tensor,
+                W_h: Tensor) -> tuple[Tensor, Tensor]:
+        _remember_inputs(ctx, source, ids)
+        outputs, cells, gates = native.ops().lstm_forward(*_native_inputs(source, ids, bias), H0, C0, W_h)
+        ctx.save_for_backward(H0, C0, W_h, outputs, cells, gates)
+        return outputs, cells[-1].clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_outputs: Tensor, d_cell: Tensor):
+        H0, C0, W_h, outputs, cells, gates = ctx.saved_tensors
+        if d_cell is None:
+            d_cell = torch.zeros_like(C0)
+        dP, dH0, dC0, dW_h = native.ops().lstm_backward(d_outputs, d_cell, H0, C0, W_h, outputs, cells,
+                                                        gates)
+        return (*_input_grads(ctx, dP), dH0, dC0, dW_h)
+
+
+def lstm_recurrence(inputs: Inputs, state: tuple[Tensor, Tensor], W_h: Tensor
+                    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """Run :class:`LSTMRecurrence` (bf16 under autocast): ``outputs (T, B, H), (H_T, C_T)``."""
+    outputs, C = _recurrence(LSTMRecurrence, *inputs, *state, W_h)
+    return outputs, (outputs[-1], C)
 
 
 def lstm_steps(P: Tensor, state: tuple[Tensor, Tensor], W_h: Tensor

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
-from . import fused
+from . import fused, native
 
 # A hidden state: one tensor for the RNN and the GRU, the pair (H, C) for the LSTM.
 State = Tensor | tuple[Tensor, Tensor]
@@ -47,6 +47,15 @@ def _project(X: Tensor, W_x: Tensor, b: Tensor) -> Tensor:
     if not X.is_floating_point():
         return nnf.embedding(X, W_x) + b
     return torch.matmul(X, W_x) + b
+
+
+def _inputs(X: Tensor, W_x: Tensor, b: Tensor) -> fused.Inputs:
+    """What the fast recurrences take as their input, ``(source, ids, bias)``: token ids ``(T, B)``
+    go in with ``W_x`` itself, whose row ``i`` is ``one_hot(i) @ W_x``; other inputs as the products
+    ``X_t W_x`` of all steps at once. The bias is added inside the recurrence."""
+    if not X.is_floating_point():
+        return W_x, X, b
+    return torch.matmul(X, W_x), None, b
 
 
 def _packed(module: nn.Module, names: tuple[str, ...], dim: int = 0) -> Tensor:
@@ -97,8 +106,8 @@ class RNNScratch(nn.Module):
         phi = ACTIVATIONS[self.activation]
         H = self.begin_state(inputs.shape[1]) if state is None else state
         if self.fast:
-            P = _project(inputs, self.W_xh, self.b_h)  # (T, B, H): X_t W_xh + b_h for all t
-            outputs = fused.rnn(P, H, self.W_hh, relu=self.activation == "relu")
+            outputs = fused.rnn(_inputs(inputs, self.W_xh, self.b_h), H, self.W_hh,
+                                relu=self.activation == "relu")
             return outputs, outputs[-1]
         outputs = []
         for X in inputs:  # time is the outer axis: X is (B, num_inputs)
@@ -159,7 +168,7 @@ class GRUScratch(nn.Module):
     def _fast(self, inputs: Tensor, H: Tensor) -> Tensor:
         # The three gates' input products as one: [P^z | P^r | P^h] = X_t [W_xz | W_xr | W_xh] + b
         W_x = _packed(self, ("W_xz", "W_xr", "W_xh"), dim=1)
-        P = _project(inputs, W_x, _packed(self, ("b_z", "b_r", "b_h")))  # (T, B, 3H)
+        P = _inputs(inputs, W_x, _packed(self, ("b_z", "b_r", "b_h")))
         if self.reset_after:
             return fused.gru_reset_after(P, H, _packed(self, ("W_hz", "W_hr", "W_hh"), dim=1), self.b_hh)
         return fused.gru(P, H, _packed(self, ("W_hz", "W_hr"), dim=1), self.W_hh)
@@ -189,11 +198,13 @@ class LSTMScratch(nn.Module):
         self, inputs: Tensor, state: tuple[Tensor, Tensor] | None = None
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         H, C = self.begin_state(inputs.shape[1]) if state is None else state
-        if self.fast:  # torch's fused LSTM kernel, fed the book's gates in its order (i, f, c, o)
+        if self.fast:  # one fused kernel, fed the book's gates in torch's order (i, f, c, o)
             gates = ("i", "f", "c", "o")
             W_x = _packed(self, tuple(f"W_x{g}" for g in gates), dim=1)  # (num_inputs, 4H)
             W_h = _packed(self, tuple(f"W_h{g}" for g in gates), dim=1)  # (H, 4H)
             b = _packed(self, tuple(f"b_{g}" for g in gates))
+            if native.usable(W_h):  # charlm's C++ kernels
+                return fused.lstm_recurrence(_inputs(inputs, W_x, b), (H, C), W_h)
             if not torch.is_grad_enabled() and inputs.shape[0] <= 4:
                 # A few steps without autograd (generation): the fused kernel's per-call set-up
                 # costs more than the steps themselves, so loop here with one product per step.
