@@ -62,12 +62,14 @@ constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112, kPacked = 151, kBMa
 // reads W transposed, so no transposed copy is made.
 class StepProduct {
  public:
-  StepProduct(const Tensor& W, int64_t m, bool transposed = false) : m_(m) {
+  // `uses`: how many products will be made; packing costs about one product, so a sequence of a
+  // step or two (generation) is multiplied unpacked.
+  StepProduct(const Tensor& W, int64_t m, int64_t uses, bool transposed = false) : m_(m) {
     const Tensor Wc = W.contiguous();
     k_ = transposed ? Wc.size(1) : Wc.size(0);
     n_ = transposed ? Wc.size(0) : Wc.size(1);
     const bool mkl = cblas_sgemm_pack_get_size && cblas_sgemm_pack && cblas_sgemm_compute;
-    if (mkl && Wc.scalar_type() == at::kFloat && packing_enabled()) {
+    if (mkl && Wc.scalar_type() == at::kFloat && packing_enabled() && uses >= 4) {
       const size_t bytes = cblas_sgemm_pack_get_size(kBMatrix, m, n_, k_);
       packed_ = at::empty({static_cast<int64_t>(bytes / sizeof(float) + 1)}, Wc.options());
       cblas_sgemm_pack(kRowMajor, kBMatrix, transposed ? kTrans : kNoTrans, m, n_, k_, 1.0f,
@@ -331,7 +333,7 @@ Tensor rnn_forward(const Tensor& source, const Tensor& ids, const Tensor& bias_,
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, H0_.scalar_type(), "rnn_forward", [&] {
     Tensor H = H0_.contiguous();
     const scalar_t* bias = in.bias.data_ptr<scalar_t>();
-    const StepProduct times_W(W, B);
+    const StepProduct times_W(W, B, T);
     for (int64_t t = 0; t < T; ++t) {
       Tensor H_t = step(outputs, t);
       times_W(H, H_t);
@@ -354,7 +356,7 @@ std::tuple<Tensor, Tensor, Tensor> rnn_backward(const Tensor& d_outputs_, const 
   const int64_t T = outputs.size(0), B = outputs.size(1), n = outputs.size(2);
   Tensor dH = step(d_outputs, T - 1).clone();
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, outputs.scalar_type(), "rnn_backward", [&] {
-    const StepProduct times_W_T(W, B, /*transposed=*/true);
+    const StepProduct times_W_T(W, B, T, /*transposed=*/true);
     for (int64_t t = T - 1; t >= 0; --t) {
       const scalar_t* h = at_step<scalar_t>(outputs, t);
       const scalar_t* dh = dH.data_ptr<scalar_t>();
@@ -390,7 +392,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward(const Tensor& source, con
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, H0_.scalar_type(), "gru_forward", [&] {
     Tensor H = H0_.contiguous();
     const scalar_t* bias = in.bias.data_ptr<scalar_t>();
-    const StepProduct times_W_zr(W_zr, B), times_W_hh(W_hh, B);
+    const StepProduct times_W_zr(W_zr, B, T), times_W_hh(W_hh, B, T);
     for (int64_t t = 0; t < T; ++t) {
       Tensor zr_t = step(ZR, t), ht_t = step(H_tilde, t), rh_t = step(RH, t), out_t = step(outputs, t);
       times_W_zr(H, zr_t);
@@ -429,7 +431,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(const Tensor& d_outputs_
   Tensor dRH = at::empty({B, n}, outputs.options());
   Tensor carried = at::empty({B, n}, outputs.options());  // dH_{t-1} but the product through W_zr
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, outputs.scalar_type(), "gru_backward", [&] {
-    const StepProduct times_W_zr_T(W_zr, B, /*transposed=*/true), times_W_hh_T(W_hh, B, true);
+    const StepProduct times_W_zr_T(W_zr, B, T, /*transposed=*/true), times_W_hh_T(W_hh, B, T, true);
     for (int64_t t = T - 1; t >= 0; --t) {
       const scalar_t* hp = at_step<scalar_t>(H_prev, t);
       const scalar_t* zr = at_step<scalar_t>(ZR, t);
@@ -481,7 +483,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_reset_after_forward(
     Tensor H = H0_.contiguous();
     const scalar_t* bias = in.bias.data_ptr<scalar_t>();
     const scalar_t* hidden_bias = b_hh.data_ptr<scalar_t>();
-    const StepProduct times_W_h(W_h, B);
+    const StepProduct times_W_h(W_h, B, T);
     for (int64_t t = 0; t < T; ++t) {
       times_W_h(H, A);
       const scalar_t* a = A.data_ptr<scalar_t>();
@@ -516,7 +518,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_reset_after_backward(
   Tensor dH = step(d_outputs, T - 1).clone();
   Tensor carried = at::empty({B, n}, outputs.options());
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, outputs.scalar_type(), "gru_reset_after_backward", [&] {
-    const StepProduct times_W_h_T(W_h, B, /*transposed=*/true);
+    const StepProduct times_W_h_T(W_h, B, T, /*transposed=*/true);
     for (int64_t t = T - 1; t >= 0; --t) {
       const scalar_t* hp = at_step<scalar_t>(H_prev, t);
       const scalar_t* zr = at_step<scalar_t>(ZR, t);
@@ -559,7 +561,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm_forward(const Tensor& source, const Tens
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, H0_.scalar_type(), "lstm_forward", [&] {
     Tensor H = H0_.contiguous(), C = C0_.contiguous();
     const scalar_t* bias = in.bias.data_ptr<scalar_t>();
-    const StepProduct times_W_h(W_h, B);
+    const StepProduct times_W_h(W_h, B, T);
     for (int64_t t = 0; t < T; ++t) {
       Tensor g_t = step(gates, t), c_t = step(cells, t), out_t = step(outputs, t);
       times_W_h(H, g_t);
@@ -594,7 +596,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_backward(const Tensor& d_outputs
   Tensor dH = step(d_outputs, T - 1).clone();
   Tensor dC = d_cell_.contiguous().clone();  // the gradient reaching C_t from later steps
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, outputs.scalar_type(), "lstm_backward", [&] {
-    const StepProduct times_W_h_T(W_h, B, /*transposed=*/true);
+    const StepProduct times_W_h_T(W_h, B, T, /*transposed=*/true);
     for (int64_t t = T - 1; t >= 0; --t) {
       const scalar_t* g = at_step<scalar_t>(gates, t);
       const scalar_t* c = at_step<scalar_t>(cells, t);
