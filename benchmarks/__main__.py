@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from charlm.models import native
+
 from . import generation, speed
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
@@ -100,7 +102,9 @@ def document(args: argparse.Namespace, training: list[str], ceiling: list[str], 
         "backward, clipping to norm 1 and SGD. \"vs charlm builtin\" compares with `impl=\"builtin\"` "
         "(torch.nn) in the same precision. GFLOP/s counts the dense products of a step "
         "(`benchmarks.speed.Setup.flops`), the one-hot product excluded. Step memory: peak resident memory "
-        "during a step above what is held between steps, in a fresh process.", "",
+        "during a step above what is held between steps, in a fresh process. \"charlm scratch\" runs on "
+        f"charlm's C++ kernels ({'built' if native.available() else 'NOT built: Python loops'}); "
+        "\"Python loops\" is the same model on the fallback used where they cannot be built.", "",
         "## Training", "", *header, *training, "",
         "## The ceiling: matrix products on this machine", "", *ceiling, "",
         "## Generation (greedy, untrained models, 200 characters after a 15-character prefix)", "", *gen, "",

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from charlm.models import RNNLM, detach_state
+from charlm.models import RNNLM, detach_state, native
 from charlm.optim import grad_clipping
 from charlm.train import loss_fn
 
@@ -123,12 +123,23 @@ def charlm_step(setup: Setup, data: tuple[torch.Tensor, torch.Tensor], impl: str
     return step
 
 
+def without_kernels(step: Step) -> Step:
+    """The same step on the Python loops that stand in where charlm's C++ kernels are not built."""
+
+    def python_loops() -> None:
+        with native.use_kernels(False):
+            step()
+
+    return python_loops
+
+
 BASELINE = "book's scratch code"
 VARIANTS: dict[str, Callable[..., Step]] = {
     BASELINE: book_scratch_step,
     "book's concise code": book_concise_step,
     "charlm book": lambda s, d: charlm_step(s, d, "book"),
     "charlm scratch": lambda s, d: charlm_step(s, d, "scratch"),
+    "charlm scratch, Python loops": lambda s, d: without_kernels(charlm_step(s, d, "scratch")),
     "charlm builtin": lambda s, d: charlm_step(s, d, "builtin"),
     "charlm scratch bf16": lambda s, d: charlm_step(s, d, "scratch", bf16=True),
     "charlm builtin bf16": lambda s, d: charlm_step(s, d, "builtin", bf16=True),

@@ -66,6 +66,8 @@ def _input_grads(ctx, dP: Tensor) -> tuple[Tensor | None, None, Tensor | None]:
     """The gradients of ``source`` and ``bias`` from ``dP``, the gradient of the projections: for
     token ids, row ``i`` of ``dW_x`` sums ``dP`` over the positions that hold token ``i``."""
     d_source = d_bias = None
+    if dP.dtype in (torch.bfloat16, torch.float16):
+        dP = dP.float()  # sums over many rows: accumulate in float32, autograd casts the result back
     if ctx.needs_input_grad[0]:
         if ctx.ids is None:
             d_source = dP
