@@ -174,3 +174,30 @@ def test_the_kernels_reject_mismatched_shapes():
     with pytest.raises(RuntimeError, match="does not match H0"):
         native.ops().gru_forward(P, torch.empty(0, dtype=torch.long), torch.zeros(12), H0,
                                  torch.zeros(5, 10), torch.zeros(5, 5))
+
+
+def test_a_failed_kernel_build_falls_back_to_the_python_loops_with_one_warning(monkeypatch):
+    from torch.utils import cpp_extension
+
+    def no_compiler(*args, **kwargs):
+        raise OSError("no C++ compiler here")
+
+    monkeypatch.setattr(cpp_extension, "load", no_compiler)
+    monkeypatch.setattr(native, "_loaded", lambda: False)  # as in a process that has not built them
+    native._load.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="no C.. compiler here"):
+            assert not native.available()
+        model = RNNLM(VOCAB_SIZE, NUM_HIDDENS, cell="gru")
+        model(torch.randint(VOCAB_SIZE, (BATCH, STEPS)))[0].sum().backward()  # trains on the loops
+        native._load.cache_clear()
+        monkeypatch.setenv("CHARLM_KERNELS", "1")
+        with pytest.raises(RuntimeError, match="could not be built"):
+            native.available()
+        native._load.cache_clear()
+        monkeypatch.setenv("CHARLM_KERNELS", "0")
+        assert not native.available()  # switched off: no build tried, no warning
+    finally:
+        native._load.cache_clear()
+        monkeypatch.undo()
+    assert native.available()

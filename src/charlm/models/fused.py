@@ -9,9 +9,14 @@ about ten small tensor operations forward and twenty backward, each recorded by 
 - the loop writes into preallocated outputs, and the backward pass through time is written by hand
   (:class:`torch.autograd.Function`): two to six operations a step, and the weight gradients of all
   steps as one product after the loop, ``dW_hh = sum_t H_{t-1}^T dA_t``;
-- the LSTM runs on the fused LSTM kernel behind ``torch.nn.LSTM`` (oneDNN on CPU, cuDNN on GPU),
-  fed with the book's ``W_xi, W_xf, W_xc, W_xo, ...`` packed into torch's layout in each forward,
-  so the gradients still land on the book's parameters.
+- on the CPU each ``forward`` / ``backward`` hands its whole time loop to charlm's C++ kernels
+  (:mod:`charlm.models.native`, ``csrc/recurrences.cpp``), which do the same steps with one pass over
+  the elements per step; the Python loops below are the fallback where they cannot be built, and
+  the reference they are tested against;
+- the LSTM has a kernel only in C++; elsewhere (GPU, no compiler) it runs on the fused kernel behind
+  ``torch.nn.LSTM`` (cuDNN on GPU, oneDNN on CPU), fed with the book's ``W_xi, W_xf, W_xc, W_xo,
+  ...`` packed into torch's layout in each forward, so the gradients still land on the book's
+  parameters.
 
 Every function here is checked against the book's loop, values and gradients, in the tests.
 Names follow the book: ``Z`` update gate, ``R`` reset gate, ``H_tilde`` candidate state (§9.1).

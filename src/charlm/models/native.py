@@ -34,11 +34,18 @@ def _setting() -> str:
     return os.environ.get("CHARLM_KERNELS", "auto").strip().lower()
 
 
+def _loaded() -> bool:
+    # Loading the library a second time would register its operators twice, which aborts.
+    return hasattr(torch.ops.charlm, "gru_forward")
+
+
 @functools.cache
 def _load() -> bool:
     """Build (or find in the cache) and load the kernels; False where they cannot be had."""
     if _setting() in ("0", "off", "false", "no"):
         return False
+    if _loaded():
+        return True
     try:
         from torch.utils import cpp_extension
 
@@ -49,7 +56,7 @@ def _load() -> bool:
         _log.info("building charlm's C++ kernels (once per machine, about a minute)")
         cpp_extension.load(name=f"charlm_recurrences_{digest}", sources=[str(SOURCE)],
                            extra_cflags=CFLAGS, is_python_module=False, verbose=False)
-        return hasattr(torch.ops.charlm, "gru_forward")
+        return _loaded()
     except Exception as error:  # a missing compiler shows up as one of many error types
         if _setting() in ("1", "on", "true", "yes"):
             raise RuntimeError(f"charlm's C++ kernels could not be built: {error}") from error
