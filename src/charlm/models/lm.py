@@ -216,10 +216,18 @@ class RNNLM(nn.Module):
             self._check_state(state, batch_size)
         X = self._encode(inputs)  # (T, B, V or E), or ids (T, B) for the fast scratch core
         outputs, state = self.core(X, state)  # (T, B, D * H)
-        Y = outputs.transpose(0, 1)  # (T, B, D * H) -> (B, T, D * H): batch-first at the boundary
         if self.config.impl in FROM_SCRATCH:
-            return Y @ self.W_hq + self.b_q, state
-        return self.output(Y), state
+            W_hq, b_q = self.W_hq, self.b_q
+        else:
+            W_hq, b_q = self.output.weight.T, self.output.bias
+        # Batch-first at the boundary: (T, B, .) -> (B, T, .). Whichever of the hidden states and the
+        # logits is narrower is transposed (a copy in the product or in the loss); for a character
+        # vocabulary that is the logits.
+        if W_hq.shape[1] <= W_hq.shape[0]:
+            T, B = outputs.shape[:2]
+            logits = torch.addmm(b_q, outputs.reshape(T * B, -1), W_hq).view(T, B, -1)
+            return logits.transpose(0, 1), state
+        return outputs.transpose(0, 1) @ W_hq + b_q, state
 
     def _encode(self, inputs: Tensor) -> Tensor:
         ids = inputs.T.long()  # (B, T) -> (T, B): the cores loop over time on the outer axis
