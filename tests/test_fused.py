@@ -201,3 +201,11 @@ def test_a_failed_kernel_build_falls_back_to_the_python_loops_with_one_warning(m
         native._load.cache_clear()
         monkeypatch.undo()
     assert native.available()
+
+
+def test_the_kernels_reject_token_ids_outside_the_table_instead_of_reading_past_it():
+    assert native.available()
+    W_x, H0 = torch.zeros(4, 5), torch.zeros(2, 5)  # a vocabulary of 4, one gate of 5 units
+    ids = torch.tensor([[0, 4]])  # 4 is one past the last row
+    with pytest.raises(RuntimeError, match=r"token id 4 outside \[0, 4\)"):
+        native.ops().rnn_forward(W_x, ids, torch.zeros(5), H0, torch.zeros(5, 5), False)
