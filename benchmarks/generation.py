@@ -3,9 +3,11 @@
 The baseline is the book's ``predict_ch8`` (:mod:`benchmarks.book`): one forward call per token,
 warm-up included, with autograd recording every step. charlm's :func:`charlm.generate.generate`
 runs the same greedy loop with the same-sized model, for one stream and for 64 streams at once
-(``num_samples``; the streams share every matrix product). Untrained models: speed does not depend
-on the weights. Memory: :func:`charlm.generate.stream` keeps only the recurrent state, so the
-resident memory must not grow with the length of the text; measured in a fresh process.
+(``num_samples``; the streams share every matrix product): in C++ (:mod:`charlm.models.decoding`),
+and for one stream also as the Python loop that runs where the kernels cannot be built. Untrained
+models: speed does not depend on the weights. Memory: :func:`charlm.generate.stream` keeps only the
+recurrent state, so the resident memory must not grow with the length of the text; measured in a
+fresh process.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import Callable
 import torch
 
 from charlm.generate import GenerateConfig, generate, stream
-from charlm.models import RNNLM
+from charlm.models import RNNLM, native
 from charlm.vocab import Vocab
 
 from . import book
@@ -49,11 +51,16 @@ def runners(setup: Setup, num_preds: int) -> dict[str, tuple[Callable[[], None],
     prefix_ids = vocab[list(PREFIX)]
     model = _charlm_model(setup)
 
-    def charlm(n: int) -> Callable[[], None]:
+    def charlm(n: int, kernels: bool = True) -> Callable[[], None]:
         config = GenerateConfig(num_preds=num_preds, greedy=True, num_samples=n)
-        return lambda: generate(model, vocab, PREFIX, config)
+
+        def run() -> None:
+            with native.use_kernels(kernels):
+                generate(model, vocab, PREFIX, config)
+        return run
 
     return {"book's predict_ch8": (lambda: book.predict_ch8(prefix_ids, num_preds, net), num_preds),
+            "charlm, 1 stream, Python loop": (charlm(1, kernels=False), num_preds),
             "charlm, 1 stream": (charlm(1), num_preds),
             "charlm, 64 streams": (charlm(64), 64 * num_preds)}
 

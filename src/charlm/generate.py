@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .models import decoding
 from .models.lm import RNNLM
 from .models.scratch import State
 from .text import split_prefix
@@ -230,14 +231,37 @@ def _sample(model: RNNLM, vocab: Vocab, ids: list[int], config: GenerateConfig,
     n = config.num_samples
     generator = None if config.is_greedy else _new_generator(device, config.seed)
     prefix = torch.tensor(ids, dtype=torch.int64, device=device).expand(n, -1)  # (T,) -> (N, T)
+    state = model.begin_state(n, device=device)
+    if config.is_greedy and decoding.usable(model):  # the whole loop in C++, warm-up included
+        yield from _greedy_in_kernels(model, vocab, prefix, state, config.num_preds)
+        return
     # Warm-up (d2l §8.5.4): the book feeds the prefix one token at a time and discards the
     # predictions; one call over the whole prefix computes the same state, faster.
-    logits, state = _step(model, prefix, model.begin_state(n, device=device))
+    logits, state = _step(model, prefix, state)
     for i in range(config.num_preds):
         chosen = pick(logits, config, generator=generator)  # (N,)
         yield vocab.to_tokens(chosen.tolist())
         if i + 1 < config.num_preds:  # feed the choice back with the carried state
             logits, state = _step(model, chosen[:, None], state, checked=False)  # (N,) -> (N, 1)
+
+
+# Tokens per call of the C++ greedy loop: enough to make the call's cost vanish, few enough that a
+# stream shows its text as it comes (64 tokens take about a millisecond).
+_KERNEL_CHUNK = 64
+
+
+def _greedy_in_kernels(model: RNNLM, vocab: Vocab, prefix: Tensor, state: State,
+                       num_preds: int) -> Iterator[list[str]]:
+    """The same loop in C++ (:mod:`charlm.models.decoding`), warm-up included, a chunk per call."""
+    remaining, start = num_preds, {"prefix": prefix}
+    while remaining > 0:
+        count = min(remaining, _KERNEL_CHUNK)
+        remaining -= count
+        with torch.inference_mode():
+            ids, logits, state = decoding.greedy(model, state, count, feed_last=remaining > 0, **start)
+        start = {"logits": logits}
+        for row in ids.tolist():  # (count, N): one list of N tokens per step
+            yield vocab.to_tokens(row)
 
 
 def _start(model: RNNLM, vocab: Vocab, prefix: str, config: GenerateConfig | None, token: str,

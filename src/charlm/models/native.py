@@ -1,4 +1,4 @@
-"""The C++ kernels of the recurrences (``charlm/csrc/recurrences.cpp``), built on first use.
+"""charlm's C++ kernels (``charlm/csrc``), built on first use: the recurrences and greedy decoding.
 
 On the CPU the fast models (:mod:`charlm.models.fused`) run their time loops in these kernels when
 they can be built: one C++ loop per sequence, the matrix products on ATen, and all the element-wise
@@ -21,9 +21,13 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).resolve().parent.parent / "csrc" / "recurrences.cpp"
+CSRC = Path(__file__).resolve().parent.parent / "csrc"
+SOURCES = [CSRC / "recurrences.cpp", CSRC / "decoding.cpp"]  # both include cells.h
 # -ffast-math lets the compiler call the vectorised exp/tanh of glibc inside the element-wise loops.
-CFLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-ffast-math", "-std=c++17"]
+# -fopenmp makes at::parallel_for run on torch's threads (its OpenMP pragmas are compiled into the
+# kernels); the library it needs, libgomp.so.1, is the one torch has already loaded.
+CFLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-ffast-math", "-fopenmp", "-std=c++17"]
+LDFLAGS = ["-fopenmp"]
 DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 
 _log = logging.getLogger(__name__)
@@ -51,11 +55,12 @@ def _load() -> bool:
 
         # The name carries a digest of the source, the flags and torch's version, so that an edited
         # kernel or a new torch gets a fresh build and an old one is never loaded by mistake.
-        stamp = " ".join([*CFLAGS, torch.__version__]).encode()
-        digest = hashlib.sha1(SOURCE.read_bytes() + stamp).hexdigest()[:12]
+        stamp = " ".join([*CFLAGS, *LDFLAGS, torch.__version__]).encode()
+        text = b"".join(path.read_bytes() for path in [*SOURCES, CSRC / "cells.h"])
+        digest = hashlib.sha1(text + stamp).hexdigest()[:12]
         _log.info("building charlm's C++ kernels (once per machine, about a minute)")
-        cpp_extension.load(name=f"charlm_recurrences_{digest}", sources=[str(SOURCE)],
-                           extra_cflags=CFLAGS, is_python_module=False, verbose=False)
+        cpp_extension.load(name=f"charlm_kernels_{digest}", sources=[str(path) for path in SOURCES],
+                           extra_cflags=CFLAGS, extra_ldflags=LDFLAGS, is_python_module=False, verbose=False)
         return _loaded()
     except Exception as error:  # a missing compiler shows up as one of many error types
         if _setting() in ("1", "on", "true", "yes"):

@@ -29,6 +29,10 @@ from . import fused, native
 State = Tensor | tuple[Tensor, Tensor]
 
 CELLS = ("rnn", "gru", "lstm")
+
+# A cell's parameters as its fast form takes them, gates side by side: ``(W_x (num_inputs, G*H),
+# b (G*H), W_h, extra)``, where W_h and extra are the cell's own (see each ``fused_weights``).
+FusedWeights = tuple[Tensor, Tensor, Tensor, Tensor | None]
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
 
 
@@ -102,12 +106,20 @@ class RNNScratch(nn.Module):
     def begin_state(self, batch_size: int) -> Tensor:
         return self.W_hh.new_zeros(batch_size, self.num_hiddens)
 
+    @property
+    def kernel_name(self) -> str:
+        return f"rnn_{self.activation}"
+
+    def fused_weights(self) -> FusedWeights:
+        """``(W_x, b, W_h, extra)`` as the fast recurrence takes them (see :data:`FusedWeights`)."""
+        return self.W_xh, self.b_h, self.W_hh, None
+
     def forward(self, inputs: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         phi = ACTIVATIONS[self.activation]
         H = self.begin_state(inputs.shape[1]) if state is None else state
         if self.fast:
-            outputs = fused.rnn(_inputs(inputs, self.W_xh, self.b_h), H, self.W_hh,
-                                relu=self.activation == "relu")
+            W_x, b, W_hh, _ = self.fused_weights()
+            outputs = fused.rnn(_inputs(inputs, W_x, b), H, W_hh, relu=self.activation == "relu")
             return outputs, outputs[-1]
         outputs = []
         for X in inputs:  # time is the outer axis: X is (B, num_inputs)
@@ -146,6 +158,20 @@ class GRUScratch(nn.Module):
     def begin_state(self, batch_size: int) -> Tensor:
         return self.W_hh.new_zeros(batch_size, self.num_hiddens)
 
+    @property
+    def kernel_name(self) -> str:
+        return "gru_reset_after" if self.reset_after else "gru"
+
+    def fused_weights(self) -> FusedWeights:
+        """The three gates side by side: ``W_x = [W_xz | W_xr | W_xh]``, ``b = [b_z | b_r | b_h]``;
+        then ``[W_hz | W_hr]`` and ``W_hh`` (the book's form, where ``R`` comes between the two
+        products), or ``[W_hz | W_hr | W_hh]`` and ``b_hh`` (reset after the product)."""
+        W_x = _packed(self, ("W_xz", "W_xr", "W_xh"), dim=1)
+        b = _packed(self, ("b_z", "b_r", "b_h"))
+        if self.reset_after:
+            return W_x, b, _packed(self, ("W_hz", "W_hr", "W_hh"), dim=1), self.b_hh
+        return W_x, b, _packed(self, ("W_hz", "W_hr"), dim=1), self.W_hh
+
     def _candidate(self, X: Tensor, H: Tensor, R: Tensor) -> Tensor:
         if self.reset_after:
             return torch.tanh(X @ self.W_xh + self.b_h + R * (H @ self.W_hh + self.b_hh))
@@ -167,11 +193,11 @@ class GRUScratch(nn.Module):
 
     def _fast(self, inputs: Tensor, H: Tensor) -> Tensor:
         # The three gates' input products as one: [P^z | P^r | P^h] = X_t [W_xz | W_xr | W_xh] + b
-        W_x = _packed(self, ("W_xz", "W_xr", "W_xh"), dim=1)
-        P = _inputs(inputs, W_x, _packed(self, ("b_z", "b_r", "b_h")))
+        W_x, b, W_h, extra = self.fused_weights()
+        P = _inputs(inputs, W_x, b)
         if self.reset_after:
-            return fused.gru_reset_after(P, H, _packed(self, ("W_hz", "W_hr", "W_hh"), dim=1), self.b_hh)
-        return fused.gru(P, H, _packed(self, ("W_hz", "W_hr"), dim=1), self.W_hh)
+            return fused.gru_reset_after(P, H, W_h, extra)
+        return fused.gru(P, H, W_h, extra)
 
 
 class LSTMScratch(nn.Module):
@@ -194,15 +220,24 @@ class LSTMScratch(nn.Module):
         zeros = self.W_hc.new_zeros(batch_size, self.num_hiddens)
         return zeros, zeros.clone()
 
+    @property
+    def kernel_name(self) -> str:
+        return "lstm"
+
+    def fused_weights(self) -> FusedWeights:
+        """The four gates side by side in torch's order (i, f, c, o): ``W_x (num_inputs, 4H)``,
+        ``b (4H)``, ``W_h (H, 4H)``."""
+        gates = ("i", "f", "c", "o")
+        W_x = _packed(self, tuple(f"W_x{g}" for g in gates), dim=1)
+        W_h = _packed(self, tuple(f"W_h{g}" for g in gates), dim=1)
+        return W_x, _packed(self, tuple(f"b_{g}" for g in gates)), W_h, None
+
     def forward(
         self, inputs: Tensor, state: tuple[Tensor, Tensor] | None = None
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         H, C = self.begin_state(inputs.shape[1]) if state is None else state
         if self.fast:  # one fused kernel, fed the book's gates in torch's order (i, f, c, o)
-            gates = ("i", "f", "c", "o")
-            W_x = _packed(self, tuple(f"W_x{g}" for g in gates), dim=1)  # (num_inputs, 4H)
-            W_h = _packed(self, tuple(f"W_h{g}" for g in gates), dim=1)  # (H, 4H)
-            b = _packed(self, tuple(f"b_{g}" for g in gates))
+            W_x, b, W_h, _ = self.fused_weights()
             if native.usable(W_h):  # charlm's C++ kernels
                 return fused.lstm_recurrence(_inputs(inputs, W_x, b), (H, C), W_h)
             if not torch.is_grad_enabled() and inputs.shape[0] <= 4:
