@@ -29,7 +29,12 @@ SAMPLING_MODES = ("random", "sequential")
 
 
 def _as_corpus(corpus: Sequence[int] | torch.Tensor) -> torch.Tensor:
-    tensor = torch.as_tensor(corpus, dtype=torch.int64)
+    # Integer tensors are kept as they are: a very long corpus comes in a compact dtype (uint8 ids
+    # for 2 GB of characters), and only each batch becomes int64.
+    if isinstance(corpus, torch.Tensor) and not corpus.is_floating_point() and corpus.dtype != torch.bool:
+        tensor = corpus
+    else:
+        tensor = torch.as_tensor(corpus, dtype=torch.int64)
     if tensor.dim() != 1:
         raise ValueError(f"corpus must be a 1-D sequence of token ids, got shape {tuple(tensor.shape)}")
     return tensor
@@ -58,7 +63,7 @@ def random_epoch(corpus: torch.Tensor, batch_size: int, num_steps: int, offset: 
     steps = torch.arange(num_steps)
     for k in range(num_subseqs // batch_size):
         index = starts[k * batch_size:(k + 1) * batch_size, None] + steps  # (B,) -> (B, T)
-        yield corpus[index], corpus[index + 1]
+        yield corpus[index].long(), corpus[index + 1].long()
 
 
 def sequential_epoch(corpus: torch.Tensor, batch_size: int, num_steps: int,
@@ -69,7 +74,7 @@ def sequential_epoch(corpus: torch.Tensor, batch_size: int, num_steps: int,
     Ys = corpus[offset + 1:offset + 1 + num_tokens].reshape(batch_size, -1)
     for k in range(Xs.shape[1] // num_steps):
         cols = slice(k * num_steps, (k + 1) * num_steps)
-        yield Xs[:, cols], Ys[:, cols]
+        yield Xs[:, cols].long(), Ys[:, cols].long()
 
 
 class BatchStream:

@@ -8,6 +8,7 @@ cache never holds a partial or wrong file. Any other path is read as a user text
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import logging
 import os
@@ -16,6 +17,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +25,7 @@ log = logging.getLogger(__name__)
 
 DATA_ENV = "CHARLM_DATA"
 _SNIFF_BYTES = 1 << 16
+CHUNK_BYTES = 1 << 24  # a user's file is decoded 16 MiB at a time (see iter_file_text)
 
 
 class CorpusError(ValueError):
@@ -165,13 +168,17 @@ def is_cached(name: str) -> Path | None:
     return None
 
 
-def decode_text(data: bytes, origin: str, encoding: str = "utf-8") -> str:
-    """Decode a text file's bytes; empty, binary or wrongly-encoded data is a CorpusError."""
-    if not data.strip():
-        raise CorpusError(f"{origin}: the file is empty" if not data else
-                          f"{origin}: the file holds only whitespace")
+def decode_text(data: bytes, origin: str, encoding: str = "utf-8", *, sniff_only: bool = False) -> str:
+    """Decode a text file's bytes; empty, binary or wrongly-encoded data is a CorpusError.
+    ``sniff_only``: only the checks that the file's first bytes allow (for streamed files)."""
+    if not data:
+        raise CorpusError(f"{origin}: the file is empty")
+    if not data.strip() and not sniff_only:
+        raise CorpusError(f"{origin}: the file holds only whitespace")
     if b"\x00" in data[:_SNIFF_BYTES] and not encoding.lower().startswith("utf-16"):
         raise CorpusError(f"{origin}: looks like a binary file (it has NUL bytes), not text")
+    if sniff_only:
+        return ""
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as err:
@@ -195,6 +202,54 @@ def read_file_text(path: str | Path, encoding: str = "utf-8") -> str:
     except OSError as err:
         raise CorpusError(f"{path}: cannot be read ({err.strerror})") from None
     return decode_text(data, str(path), encoding)
+
+
+def iter_file_text(path: str | Path, encoding: str = "utf-8", chunk_bytes: int | None = None
+                   ) -> Iterator[str]:
+    """A user's text file decoded piece by piece, so a file of gigabytes is never one string.
+
+    The same checks and messages as :func:`read_file_text`: a missing, folder, empty, binary,
+    whitespace-only or wrongly encoded file is a CorpusError naming it (the last two can only be
+    known when the pass reaches them). Chunks hold at most about `chunk_bytes` bytes of the file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CorpusError(f"{path}: no such file")
+    if path.is_dir():
+        raise CorpusError(f"{path}: is a folder, not a text file")
+    try:
+        with path.open("rb") as f:
+            yield from _decode_chunks(f, str(path), encoding, chunk_bytes or CHUNK_BYTES)
+    except OSError as err:
+        raise CorpusError(f"{path}: cannot be read ({err.strerror})") from None
+
+
+def _decode_chunks(f, origin: str, encoding: str, chunk_bytes: int) -> Iterator[str]:
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)()
+    except LookupError:
+        raise CorpusError(f"unknown text encoding {encoding!r}") from None
+    offset, seen_text = 0, False
+    while True:
+        data = f.read(chunk_bytes)
+        if offset == 0:
+            decode_text(data[:_SNIFF_BYTES] or b"", origin, encoding, sniff_only=True)
+        try:
+            text = decoder.decode(data, final=not data)
+        except UnicodeDecodeError as err:
+            raise CorpusError(f"{origin}: not valid {encoding} (byte {data[err.start]:#04x} at offset "
+                              f"{offset + err.start}); pass another encoding (--encoding) if it is not "
+                              f"{encoding}") from None
+        if offset == 0:
+            text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the text
+        seen_text = seen_text or bool(text.strip())
+        if text:
+            yield text
+        if not data:
+            break
+        offset += len(data)
+    if not seen_text:
+        raise CorpusError(f"{origin}: the file holds only whitespace")
 
 
 def read_corpus_text(name: str, split: str = "all", encoding: str | None = None) -> str:
@@ -233,13 +288,30 @@ def has_own_splits(source: str) -> bool:
 
 def read_source(source: str | Path, split: str = "all", encoding: str | None = None) -> str:
     """Text of a corpus name or a file path. An existing file path wins over a name."""
+    if _is_file_source(source):
+        return read_file_text(source, encoding or "utf-8")
+    return read_corpus_text(source, _split_of(source, split), encoding)
+
+
+def iter_source_text(source: str | Path, split: str = "all", encoding: str | None = None) -> Iterator[str]:
+    """:func:`read_source` in chunks: a user's file streamed (:func:`iter_file_text`), a named
+    corpus (a book, a few MB at most) as one chunk."""
+    if _is_file_source(source):
+        yield from iter_file_text(source, encoding or "utf-8")
+    else:
+        yield read_corpus_text(source, _split_of(source, split), encoding)
+
+
+def _is_file_source(source: str | Path) -> bool:
     if isinstance(source, Path) or os.path.isfile(source) or source not in CORPORA:
         if not isinstance(source, Path) and source not in CORPORA and not _looks_like_path(source):
             corpus_spec(source)  # raises: unknown corpus name
-        return read_file_text(source, encoding or "utf-8")
-    if split == "all" and has_own_splits(source):
-        split = "train"
-    return read_corpus_text(source, split, encoding)
+        return True
+    return False
+
+
+def _split_of(name: str, split: str) -> str:
+    return "train" if split == "all" and has_own_splits(name) else split
 
 
 def _looks_like_path(source: str) -> bool:

@@ -14,27 +14,59 @@ training tokens kept, so validation text may contain `<unk>`.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import torch
 
-from .corpora import CORPORA, CorpusError, has_own_splits, read_source
-from .text import clean_lines, flatten, tokenize
+from . import tokenstream
+from .corpora import CORPORA, CorpusError, has_own_splits, iter_source_text
 from .vocab import Vocab
 
 SPLITS = ("train", "val", "test")
 DEFAULT_SPLIT_FRACS = (0.05, 0.05)
 
 
+def _stream(source: str | Path, *, clean: str = "d2l", token: str = "char", eos: bool = False,
+            split: str = "all", encoding: str | None = None) -> Iterator[tokenstream.Piece]:
+    """The cleaned token stream of a corpus name or text file, piece by piece (see tokenstream)."""
+    return tokenstream.token_pieces(iter_source_text(source, split, encoding), clean, token, eos)
+
+
 def read_tokens(source: str | Path, *, clean: str = "d2l", token: str = "char", eos: bool = False,
                 split: str = "all", encoding: str | None = None) -> list[str]:
-    """The cleaned token stream of a corpus name or text file (one split's file for PTB)."""
-    tokens = flatten(tokenize(clean_lines(read_source(source, split, encoding), clean), token, eos=eos))
+    """The cleaned token stream of a corpus name or text file (one split's file for PTB), as a list:
+    for books; :func:`load_splits` and :func:`load_corpus` never hold such a list."""
+    opts = dict(clean=clean, token=token, eos=eos, split=split, encoding=encoding)
+    tokens = [tok for piece in _stream(source, **opts) for tok in piece]
     if not tokens:
         raise CorpusError(f"{source}: no tokens are left after {clean!r} cleaning")
     return tokens
+
+
+def _count_tokens(source: str | Path, clean: str, **opts) -> int:
+    """Pass 1 over a text: how many tokens it has (which fixes where the splits fall)."""
+    n = tokenstream.count_tokens(_stream(source, clean=clean, **opts))
+    if n == 0:
+        raise CorpusError(f"{source}: no tokens are left after {clean!r} cleaning")
+    return n
+
+
+def _vocab(source: str | Path, limit: int, opts: dict) -> Vocab:
+    """Pass 2: the vocabulary of the first `limit` tokens."""
+    return Vocab.from_counts(tokenstream.count(_stream(source, **opts), limit))
+
+
+def _encode(source: str | Path, vocab: Vocab, sizes: list[int], dtype: torch.dtype, opts: dict,
+            skip_after_first: int = 0) -> list[torch.Tensor]:
+    """Pass 3: the ids of consecutive parts of the stream of these sizes (after the first part,
+    `skip_after_first` tokens are passed over: those that `max_tokens` left out)."""
+    parts = [torch.empty(size, dtype=dtype) for size in sizes]
+    outputs: list[torch.Tensor | int] = [parts[0], skip_after_first, *parts[1:]]
+    tokenstream.encode_into(_stream(source, **opts), vocab.token_to_idx, vocab.unk, outputs)
+    return parts
 
 
 def encode(tokens: list[str], vocab: Vocab) -> torch.Tensor:
@@ -58,11 +90,12 @@ def load_corpus(source: str | Path, *, clean: str = "d2l", token: str = "char", 
     tokens kept. For *The Time Machine* with the defaults: 170,580 ids and 28 vocabulary entries.
     """
     _check_max_tokens(max_tokens)
-    tokens = read_tokens(source, clean=clean, token=token, eos=eos, encoding=encoding)
-    if max_tokens > 0:
-        tokens = tokens[:max_tokens]
-    vocab = vocab if vocab is not None else Vocab(tokens)
-    return encode(tokens, vocab), vocab
+    opts = dict(clean=clean, token=token, eos=eos, encoding=encoding)
+    n = _count_tokens(source, **opts)
+    keep = min(n, max_tokens) if max_tokens > 0 else n
+    vocab = vocab if vocab is not None else _vocab(source, keep, opts)
+    (ids,) = _encode(source, vocab, [keep], tokenstream.id_dtype(keep, len(vocab)), opts)
+    return ids, vocab
 
 
 @dataclass
@@ -89,34 +122,53 @@ def split_fracs(source: str | Path) -> tuple[float, float]:
     return spec.split_fracs if spec else DEFAULT_SPLIT_FRACS
 
 
+def split_bounds(n: int, val_frac: float, test_frac: float) -> tuple[int, int]:
+    """Where validation and test begin in a stream of `n` tokens: ``floor(n * (1 - val - test))``
+    and ``floor(n * (1 - test))``; for tinyshakespeare (n = 1,115,394, 10 % validation) that is
+    1,003,854 training tokens, then 111,540 validation tokens."""
+    # Exact rational arithmetic: 1 - 0.05 - 0.05 in floats is 0.8999..., which would move a boundary.
+    val, test = Fraction(str(val_frac)), Fraction(str(test_frac))
+    return math.floor(n * (1 - val - test)), math.floor(n * (1 - test))
+
+
 def split_stream(tokens: list[str], val_frac: float, test_frac: float) -> tuple[list[str], ...]:
-    """Cut a token stream into contiguous ``[train | val | test]`` parts by fraction.
+    """Cut a token stream into contiguous ``[train | val | test]`` parts by fraction (:func:`split_bounds`).
 
     >>> split_stream(list("abcdefghij"), 0.2, 0.1)
     (['a', 'b', 'c', 'd', 'e', 'f', 'g'], ['h', 'i'], ['j'])
-
-    Boundaries are ``floor(n * (1 - val - test))`` and ``floor(n * (1 - test))``: for
-    tinyshakespeare (n = 1,115,394, 10 % validation) that is 1,003,854 / 111,540 tokens.
     """
-    n = len(tokens)
-    # Exact rational arithmetic: 1 - 0.05 - 0.05 in floats is 0.8999..., which would move a boundary.
-    val, test = Fraction(str(val_frac)), Fraction(str(test_frac))
-    train_end, val_end = math.floor(n * (1 - val - test)), math.floor(n * (1 - test))
+    train_end, val_end = split_bounds(len(tokens), val_frac, test_frac)
     return tokens[:train_end], tokens[train_end:val_end], tokens[val_end:]
 
 
 def load_splits(source: str | Path, *, clean: str = "d2l", token: str = "char", max_tokens: int = -1,
                 eos: bool = False, encoding: str | None = None, vocab: Vocab | None = None) -> Splits:
-    """Train / validation / test token ids of a corpus (see the module docstring for the rule)."""
+    """Train / validation / test token ids of a corpus (see the module docstring for the rule).
+
+    Three passes over the text, none holding more than a piece of it: count the tokens, count each
+    token of the training part (the vocabulary), encode (see :mod:`charlm.tokenstream`)."""
     _check_max_tokens(max_tokens)
     opts = dict(clean=clean, token=token, eos=eos, encoding=encoding)
     if isinstance(source, str) and has_own_splits(source):
-        train, val, test = (read_tokens(source, split=s, **opts) for s in SPLITS)
-    else:
-        train, val, test = split_stream(read_tokens(source, **opts), *split_fracs(source))
-    if max_tokens > 0:
-        train = train[:max_tokens]
-    if not train:
+        return _own_splits(source, max_tokens, vocab, opts)
+    n = _count_tokens(source, **opts)
+    train_end, val_end = split_bounds(n, *split_fracs(source))
+    keep = min(train_end, max_tokens) if max_tokens > 0 else train_end
+    if keep == 0:
         raise CorpusError(f"{source}: too short to hold a training split")
-    vocab = vocab if vocab is not None else Vocab(train)
-    return Splits(encode(train, vocab), encode(val, vocab), encode(test, vocab), vocab)
+    vocab = vocab if vocab is not None else _vocab(source, keep, opts)
+    dtype = tokenstream.id_dtype(n, len(vocab))
+    train, val, test = _encode(source, vocab, [keep, val_end - train_end, n - val_end], dtype, opts,
+                               skip_after_first=train_end - keep)
+    return Splits(train, val, test, vocab)
+
+
+def _own_splits(source: str, max_tokens: int, vocab: Vocab | None, opts: dict) -> Splits:
+    """A corpus that ships its own train / valid / test files (PTB): each file is one split."""
+    sizes = {s: _count_tokens(source, split=s, **opts) for s in SPLITS}
+    keep = min(sizes["train"], max_tokens) if max_tokens > 0 else sizes["train"]
+    vocab = vocab if vocab is not None else _vocab(source, keep, {**opts, "split": "train"})
+    dtype = tokenstream.id_dtype(sum(sizes.values()), len(vocab))
+    parts = [_encode(source, vocab, [keep if s == "train" else sizes[s]], dtype, {**opts, "split": s})[0]
+             for s in SPLITS]
+    return Splits(*parts, vocab)

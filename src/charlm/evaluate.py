@@ -47,7 +47,7 @@ def evaluate_ids(model: RNNLM, ids: torch.Tensor, *, num_steps: int = 256, rows:
     """Score `ids` (1-D int64) with `model`: the mean loss of predicting ids[1:] from what precedes."""
     if rows < 1 or num_steps < 1:
         raise ValueError(f"rows and num_steps must be >= 1, got rows={rows}, num_steps={num_steps}")
-    ids = torch.as_tensor(ids, dtype=torch.int64)
+    ids = torch.as_tensor(ids)  # int64, or a compact integer type for a very long text (see tokenstream)
     usable = (len(ids) - 1) // rows * rows  # tokens that have a successor, in equal rows
     if usable < rows or usable == 0:
         raise ValueError(f"cannot evaluate a stream of {len(ids)} tokens: at least 2 are needed"
@@ -60,8 +60,8 @@ def evaluate_ids(model: RNNLM, ids: torch.Tensor, *, num_steps: int = 256, rows:
         Y = ids[1:usable + 1].reshape(rows, -1).to(device)
         total, state = 0.0, model.begin_state(rows, device)
         for start in range(0, X.shape[1], num_steps):
-            logits, state = model(X[:, start:start + num_steps], state)
-            target = Y[:, start:start + num_steps]
+            logits, state = model(X[:, start:start + num_steps].long(), state)
+            target = Y[:, start:start + num_steps].long()
             total += float(nnf.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
                                              target.reshape(-1), reduction="sum"))
             state = detach_state(state)

