@@ -15,7 +15,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from . import __version__
 
@@ -88,15 +88,23 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(f"--{flag}", type=kind, metavar=kind.__name__.upper(), **opts)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line on stderr and exit 2, like every other user
+    error (argparse's own prints the whole usage first). Subcommands' parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"charlm: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="charlm", description="Recurrent language models: train, "
+    parser = _Parser(prog="charlm", description="Recurrent language models: train, "
                                      "generate, evaluate.", epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"charlm {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and the result")
     # The same two options after the command name too (`charlm train -q`).
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show tracebacks of errors")
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
@@ -205,11 +213,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
     train_cfg = run.config.get("train", {})
     prefix = args.prefix if args.prefix is not None else (
         train_cfg.get("prefix") or DEFAULT_PREFIXES.get(train_cfg.get("corpus"), ""))
-    if not prefix:
+    if args.prefix is None and not prefix:
         raise ValueError("--prefix is needed: the run records no prefix to start from")
-    config = GenerateConfig(num_preds=args.num_preds, greedy=args.greedy, temperature=args.temperature,
-                            top_k=args.top_k, top_p=args.top_p, num_samples=args.num_samples,
-                            seed=args.seed, strict=args.strict)
+    try:
+        config = GenerateConfig(num_preds=args.num_preds, greedy=args.greedy, temperature=args.temperature,
+                                top_k=args.top_k, top_p=args.top_p, num_samples=args.num_samples,
+                                seed=args.seed, strict=args.strict)
+    except ValueError as err:  # "top_p must be ..." -> "--top-p must be ...": name the flag
+        field, _, rest = str(err).partition(" ")
+        raise ValueError(f"--{field.replace('_', '-')} {rest}") from None
     if config.num_samples > 1:  # several samples: print each whole, separated by a blank line
         print("\n\n".join(generate(run.model, run.vocab, prefix, config, token=run.token)))
         return 0

@@ -1,0 +1,143 @@
+"""Every row of docs/errors.md is a test: bad input gets one line on stderr and exit code 2.
+
+``CLI_ROWS`` runs each bad command line against a folder holding two tiny trained runs (a
+character model and a word model) and the bad files; ``ELSEWHERE`` names the tests in other files
+that cover the remaining rows (a 2 GB file, damaged checkpoints, interruption). The last test holds
+the document and these tables to the same rows, so neither can drift from the other.
+"""
+
+# ruff: noqa: E501 - one row of the table per line reads like the document
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+from charlm.cli import main
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
+TEXT = "the time traveller for so it will be convenient to speak of him was expounding\n" * 20
+TINY = ["--num-hiddens", "16", "--batch-size", "4", "--num-steps", "8", "--epochs", "1", "--max-tokens", "-1",
+        "--device", "cpu", "-q"]
+
+# id -> (command line, what the one-line error must say)
+CLI_ROWS = {
+    "text-missing": (["train", "--corpus", "missing.txt"], "missing.txt: no such file"),
+    "text-folder": (["train", "--corpus", "folder"], "folder: is a folder, not a text file"),
+    "text-empty": (["train", "--corpus", "empty.txt"], "empty.txt: the file is empty"),
+    "text-whitespace": (["train", "--corpus", "blank.txt"], "blank.txt: the file holds only whitespace"),
+    "text-binary": (["train", "--corpus", "binary.dat"], "binary.dat: looks like a binary file"),
+    "text-not-utf8": (["train", "--corpus", "latin1.txt"], "latin1.txt: not valid utf-8 (byte 0xe9 at offset 3)"),
+    "text-no-tokens": (["train", "--corpus", "digits.txt"], "digits.txt: no tokens are left after 'd2l' cleaning"),
+    "text-shorter-than-a-batch": (["train", "--corpus", "short.txt", "--out", "r"],
+                                  "corpus of 8 tokens is too short for one batch of batch_size=32 x num_steps=35"),
+    "option-zero-size": (["train", "--num-hiddens", "0"], "--num-hiddens must be an integer >= 1, got 0"),
+    "option-negative-size": (["train", "--batch-size", "-3"], "--batch-size must be an integer >= 1, got -3"),
+    "option-not-a-number": (["train", "--num-steps", "ten"], "argument --num-steps: invalid int value: 'ten'"),
+    "option-num-steps-beyond-corpus": (["train", "--corpus", "book.txt", "--num-steps", "5000", "--out", "r"],
+                                       "too short for one batch of batch_size=32 x num_steps=5000"),
+    "option-learning-rate": (["train", "--lr", "0"], "--lr must be > 0, got 0.0"),
+    "option-temperature": (["generate", "charrun", "--temperature", "-1"], "--temperature must be >= 0"),
+    "option-top-p-zero": (["generate", "charrun", "--top-p", "0"], "--top-p must be in (0, 1], got 0.0"),
+    "option-top-p-above-one": (["generate", "charrun", "--top-p", "1.5"], "--top-p must be in (0, 1], got 1.5"),
+    "option-unknown-model": (["train", "--model", "transformer"], "--model must be one of rnn, gru, lstm"),
+    "option-unknown-cleaning": (["train", "--clean", "fancy"], "--clean must be one of d2l, lower, lyrics"),
+    "option-unknown-tokenizer": (["train", "--token", "bpe"], "--token must be one of char, word, got 'bpe'"),
+    "option-unknown-corpus": (["train", "--corpus", "moby-dick"], "unknown corpus 'moby-dick'"),
+    "option-unknown-recipe": (["train", "--recipe", "nope"], "--recipe 'nope' does not exist"),
+    "option-unknown-command": (["frobnicate"], "argument COMMAND: invalid choice: 'frobnicate'"),
+    "resume-not-a-run": (["train", "--resume", "folder"], "folder: not a charlm run folder (no config.json)"),
+    "resume-missing": (["train", "--resume", "nowhere"], "nowhere: no such run folder"),
+    "out-holds-a-run": (["train", "--corpus", "book.txt", "--out", "charrun"], "--out charrun already holds a run"),
+    "generate-empty-prefix": (["generate", "charrun", "--prefix", ""], "prefix must not be empty"),
+    "generate-unknown-prefix": (["generate", "charrun", "--prefix", "XYZ#"],
+                                "none of the prefix tokens are in the vocabulary ('X', 'Y', 'Z', '#')"),
+    "generate-unknown-words": (["generate", "wordrun", "--prefix", "zebra quagga"],
+                               "none of the prefix tokens are in the vocabulary ('zebra', 'quagga')"),
+    "generate-strict-prefix": (["generate", "charrun", "--prefix", "th#", "--strict"],
+                               "prefix tokens not in the vocabulary (strict=True): '#'"),
+    "generate-not-a-run": (["generate", "folder"], "folder: not a charlm run folder (no config.json)"),
+    "files-config-newer": (["generate", "newer"], "format version 99"),
+    "files-weights-truncated": (["generate", "truncated"], "model.safetensors"),
+}
+
+# id -> "tests/<module>.py::<test>": rows whose test needs more than a command line
+ELSEWHERE = {
+    "text-2gb": "tests/test_tokenstream.py::test_a_large_file_is_never_a_python_list_of_its_characters",
+    "text-streamed-errors": "tests/test_tokenstream.py::test_streamed_files_get_the_same_errors_as_whole_ones",
+    "files-weights-damaged": "tests/test_checkpoint.py::test_a_damaged_weights_file_is_an_error_naming_it",
+    "files-vocab-mismatch": "tests/test_checkpoint.py::test_a_vocabulary_that_does_not_match_the_model_is_refused",
+    "files-weights-mismatch": "tests/test_checkpoint.py::test_weights_that_do_not_fit_the_config_are_refused",
+    "files-untrusted-pickle": "tests/test_checkpoint.py::test_trainer_state_never_unpickles_code",
+    "files-corpus-sha1": "tests/test_corpora.py::test_sha1_mismatch_is_an_error_and_nothing_is_kept",
+    "signal-interrupt": "tests/test_cli.py::test_a_signal_saves_a_checkpoint_and_resume_finishes_the_run",
+    "training-diverges": "tests/test_train.py::test_a_diverging_loss_stops_training_and_keeps_the_last_good_checkpoint",
+}
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """A working folder with every bad file and two tiny trained runs."""
+    root = tmp_path_factory.mktemp("errors")
+    (root / "folder").mkdir()
+    (root / "book.txt").write_text(TEXT)
+    (root / "empty.txt").write_bytes(b"")
+    (root / "blank.txt").write_text(" \n\t \n" * 10)
+    (root / "binary.dat").write_bytes(bytes(range(256)) * 4)
+    (root / "latin1.txt").write_bytes("café crème ".encode("latin-1") * 10)
+    (root / "digits.txt").write_text("1234 5678\n" * 10)
+    (root / "short.txt").write_text("too short")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        assert main(["train", "--corpus", "book.txt", "--out", "charrun", *TINY]) == 0
+        assert main(["train", "--corpus", "book.txt", "--out", "wordrun", "--token", "word",
+                     "--clean", "lines", *TINY]) == 0
+    for name in ("newer", "truncated"):
+        (root / name).mkdir()
+        for f in (root / "charrun").iterdir():
+            if f.is_file():
+                (root / name / f.name).write_bytes(f.read_bytes())
+    config = root / "newer" / "config.json"
+    config.write_text(re.sub(r'"version": 1\b', '"version": 99', config.read_text(), count=1))
+    weights = root / "truncated" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    return root
+
+
+@pytest.mark.parametrize("row", list(CLI_ROWS))
+def test_bad_input_is_one_line_on_stderr_and_exit_2(row, folder, monkeypatch, capsys):
+    argv, message = CLI_ROWS[row]
+    monkeypatch.chdir(folder)
+    try:
+        code = main(argv)
+    except SystemExit as exit_info:  # argparse's own errors exit from inside parse_args
+        code = exit_info.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("charlm: error: ") and "\n" not in err and "Traceback" not in err, err
+    assert message in err, err
+
+
+def test_debug_shows_the_traceback_instead(folder, monkeypatch):
+    monkeypatch.chdir(folder)
+    with pytest.raises(ValueError, match="prefix must not be empty"):
+        main(["--debug", "generate", "charrun", "--prefix", ""])
+
+
+def _doc_rows() -> list[str]:
+    return re.findall(r"^\| `([a-z0-9-]+)` \|", DOC.read_text(encoding="utf-8"), flags=re.M)
+
+
+def test_the_document_lists_exactly_the_tested_rows():
+    rows = _doc_rows()
+    assert len(rows) == len(set(rows)), "a row appears twice in docs/errors.md"
+    assert sorted(rows) == sorted([*CLI_ROWS, *ELSEWHERE])
+
+
+@pytest.mark.parametrize("row", list(ELSEWHERE))
+def test_rows_tested_elsewhere_name_tests_that_exist(row):
+    path, name = ELSEWHERE[row].split("::")
+    module = importlib.import_module(Path(path).stem)
+    assert callable(getattr(module, name, None)), f"{ELSEWHERE[row]} does not exist"
