@@ -12,12 +12,18 @@ A run folder holds::
     metrics.jsonl       one JSON record per epoch / evaluation
     perplexity.png      the perplexity curve (train and validation against epoch)
 
-Every file is written to a temporary name in the folder, flushed, fsync'ed and renamed over the old
-one, so a crash mid-write leaves the previous version intact.
+Every file is written to a temporary name in the folder (``.<name>.<random>.tmp``), flushed, fsync'ed
+and renamed over the old one, and the folder is fsync'ed so the rename itself survives a power cut: a
+crash or a full disk mid-write leaves the previous version intact, and at worst a hidden ``.tmp`` file
+that nothing reads and ``--resume`` removes. metrics.jsonl grows by whole lines, one write(2) each.
+A file that cannot be written is a RunWriteError naming it and the cause (a full disk, a read-only
+folder), never a half-written checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -42,30 +48,124 @@ class CheckpointError(ValueError):
     """A run folder or one of its files is missing, malformed or from an unknown format version."""
 
 
+class RunWriteError(CheckpointError):
+    """A file of a run folder could not be written (full disk, read-only folder, a file in the way);
+    the previous version of the file, if any, is intact."""
+
+
+# Plain words for the causes a user can fix; any other error keeps the system's own words.
+_WHY = {errno.ENOSPC: "the disk is full (no space left on device)",
+        errno.EDQUOT: "the disk quota is exceeded",
+        errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied", errno.ENOTDIR: "a part of the path is a file, not a folder",
+        errno.EEXIST: "a file of that name is in the way, not a folder"}
+
+
+def write_failure(path: Path, err: OSError) -> RunWriteError:
+    """The error for a failed write of `path`: the file and the cause in plain words.
+
+    >>> str(write_failure(Path("run/model.safetensors"), OSError(errno.ENOSPC, "No space left")))
+    'run/model.safetensors: could not be written: the disk is full (no space left on device)'
+    """
+    return RunWriteError(f"{path}: could not be written: {_WHY.get(err.errno, err.strerror or str(err))}")
+
+
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write `path` through a temporary file in the same folder, then rename it into place."""
+    """Write `path` through a temporary file in the same folder, then rename it into place.
+
+    The data is flushed and fsync'ed before the rename, and the folder after it: otherwise a power
+    cut could leave the new name pointing at blocks never written, or the old name back."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_folder(path.parent)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # Windows cannot open a folder; its renames need no folder sync
+        return
+    try:
+        os.fsync(fd)
+    except OSError as err:
+        if err.errno != errno.EINVAL:  # EINVAL: a file system that cannot sync folders
+            raise
+    finally:
+        os.close(fd)
+
+
+def save_file(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """`atomic_write`, with a failure turned into a RunWriteError that names the file and the cause."""
+    try:
+        atomic_write(path, write)
+    except OSError as err:
+        raise write_failure(path, err) from err
+
+
+def check_writable(run_dir: Path, flag: str = "--out") -> None:
+    """Create `run_dir` and write, sync and delete a small file in it, so that a folder training could
+    not save into is an error before training starts, not at its first checkpoint. Folders it had to
+    create are removed again: a run that then fails on its data leaves no empty run folder behind."""
+    created = [folder for folder in (run_dir, *run_dir.parents) if not folder.exists()]  # deepest first
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=run_dir, prefix=".charlm-probe.", suffix=".tmp")
+        try:
+            os.write(fd, b"charlm")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as err:
+        why = _WHY.get(err.errno, err.strerror or str(err))
+        raise RunWriteError(f"{flag} {run_dir}: cannot save a run there: {why}") from err
+    finally:
+        for folder in created:
+            with contextlib.suppress(OSError):  # not empty: someone else is using it now
+                folder.rmdir()
+
+
+def remove_temp_files(run_dir: Path) -> list[Path]:
+    """Delete the hidden temporaries a killed process left behind: ``.<name>.<random>.tmp`` from
+    `atomic_write` and `check_writable`, ``.perplexity.png.tmp.png`` from the plot."""
+    stale = sorted([*run_dir.glob(".*.tmp"), *run_dir.glob(".*.tmp.png")])
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def append_line(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line with a single write(2): a process killed at any moment leaves whole lines."""
+    data = json_line(record).encode("utf-8")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            if os.write(fd, data) != len(data):  # short only when the disk fills up mid-line
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        finally:
+            os.close(fd)
+    except OSError as err:
+        raise write_failure(path, err) from err
+
+
 def write_json(path: Path, data: Any) -> None:
     text = json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    save_file(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def save_weights(path: Path, model: RNNLM) -> None:
     """The model's tensors as safetensors, with the format in the metadata."""
     tensors = {name: t.detach().contiguous().cpu() for name, t in model.state_dict().items()}
     blob = save(tensors, metadata={"format": RUN_FORMAT, "version": str(RUN_VERSION)})
-    atomic_write(path, lambda f: f.write(blob))
+    save_file(path, lambda f: f.write(blob))
 
 
 def save_run_files(run_dir: Path, model: RNNLM, vocab: Vocab, train_config: dict[str, Any]) -> None:
@@ -77,8 +177,8 @@ def save_run_files(run_dir: Path, model: RNNLM, vocab: Vocab, train_config: dict
 
 
 def save_trainer(path: Path, trainer_state: dict[str, Any]) -> None:
-    atomic_write(path, lambda f: torch.save({"format": RUN_FORMAT, "version": RUN_VERSION,
-                                             **trainer_state}, f))
+    save_file(path, lambda f: torch.save({"format": RUN_FORMAT, "version": RUN_VERSION,
+                                          **trainer_state}, f))
 
 
 def load_trainer(path: Path) -> dict[str, Any]:
@@ -103,7 +203,8 @@ def read_config(run_dir: Path) -> dict[str, Any]:
         raise CheckpointError(f"{run_dir}: not a charlm run folder (no config.json)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    # ValueError: also an integer over Python's digit limit; RecursionError: JSON nested too deep
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError, RecursionError) as err:
         raise CheckpointError(f"{path}: not valid JSON ({err})") from None
     _check_format(path, data)
     if not isinstance(data.get("model"), dict) or not isinstance(data.get("train", {}), dict):

@@ -48,7 +48,14 @@ class TrainingInterrupted(Exception):
 
 
 class TrainingDiverged(Exception):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss, a gradient or the weights became NaN or infinite; the last good checkpoint is kept."""
+
+
+# Nats per token past which training has diverged even while the loss is still finite: exp() of it
+# overflows a float64 (the perplexity reads inf), and no model whose logits have not blown up
+# comes near it (uniform guessing over a million tokens costs 14 nats).
+MAX_LOSS = 700.0
+ADVICE = "lower --lr or clip gradients (--clip 1)"
 
 
 @dataclass
@@ -147,15 +154,18 @@ class Trainer:
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.config.bf16):
             logits, state = self.net(X, state)
         loss = loss_fn(logits, Y)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"the loss became {loss.item()} in epoch {self.position.epoch + 1}; "
-                                   "lower --lr or clip gradients (--clip 1)")
+        if not loss.item() < MAX_LOSS:  # NaN compares false too
+            raise TrainingDiverged(f"the loss became {loss.item():.6g} in epoch {self.position.epoch + 1}; "
+                                   f"{ADVICE}")
         return loss, state
 
     def update(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_clipping(self.model.parameters(), self.config.clip)
+        norm = grad_clipping(self.model.parameters(), self.config.clip)
+        if not math.isfinite(norm):  # stop before the step, so the weights stay the last good ones
+            raise TrainingDiverged(f"the gradient norm became {norm} in epoch {self.position.epoch + 1}; "
+                                   f"{ADVICE}")
         self.optimizer.step()
 
     def end_no_detach_epoch(self) -> None:
@@ -241,8 +251,12 @@ class Trainer:
         self.history, self.best_val = list(saved["history"]), float(saved["best_val"])
 
     def save(self, *, best: bool = False) -> None:
+        """A checkpoint, never of broken weights: those would overwrite the last good one."""
         if self.run_dir is None:
             return
+        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+            raise TrainingDiverged(f"the weights became NaN or infinite in epoch {self.position.epoch}; "
+                                   f"{ADVICE}")
         state = self.trainer_state()  # on every rank: it gathers across them
         if not self.dist.is_main:
             return
@@ -250,13 +264,15 @@ class Trainer:
         ckpt.save_weights(self.run_dir / "model.safetensors", self.model)
         if best:
             ckpt.save_weights(self.run_dir / "best.safetensors", self.model)
-        plot_perplexity(self.history, self.run_dir / "perplexity.png")
+        try:
+            plot_perplexity(self.history, self.run_dir / "perplexity.png")
+        except OSError as err:
+            raise ckpt.write_failure(self.run_dir / "perplexity.png", err) from err
 
     def log_record(self, record: dict[str, Any]) -> None:
         self.history.append(record)
         if self.run_dir is not None and self.dist.is_main:
-            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-                f.write(ckpt.json_line(record))
+            ckpt.append_line(self.run_dir / "metrics.jsonl", record)
 
     def end_of_epoch(self, record: dict[str, Any], last: bool) -> None:
         """Validation, schedule, sample, log and checkpoint after an epoch, each when it is due."""
@@ -283,7 +299,19 @@ class Trainer:
             self.save(best=best)
 
     def fit(self) -> TrainResult:
-        """Train until `config.epochs` epochs are done in total; a signal saves and stops."""
+        """Train until `config.epochs` epochs are done in total; a signal saves and stops. A file
+        that cannot be written stops training too: going on without checkpoints would risk more
+        work than it saves."""
+        try:
+            self.loop()
+        except ckpt.RunWriteError as err:
+            raise ckpt.RunWriteError(f"{err}; training stopped after epoch {self.position.epoch}, with "
+                                     f"the last checkpoint in {self.run_dir} intact: continue it with "
+                                     f"--resume {self.run_dir} once the folder can be written") from err
+        return self.result()
+
+    def loop(self) -> None:
+        """The epochs, each followed by its end-of-epoch work; a signal saves a checkpoint and stops."""
         cfg = self.config
         bar = tqdm(total=cfg.epochs, initial=self.position.epoch, unit="epoch",
                    disable=None if self.dist.is_main else True,
@@ -301,7 +329,6 @@ class Trainer:
             except TrainingInterrupted:
                 self.save()
                 raise
-        return self.result()
 
     def result(self) -> TrainResult:
         last = self.history[-1] if self.history else {}
@@ -313,7 +340,7 @@ class Trainer:
 
 def perplexity(loss: float) -> float:
     """exp(mean loss) (d2l §8.4.4), infinite rather than an overflow error for a huge loss."""
-    return math.exp(loss) if loss < 700 else math.inf
+    return math.exp(loss) if loss < MAX_LOSS else math.inf
 
 
 def format_record(record: dict[str, Any]) -> str:
@@ -364,6 +391,8 @@ def train(config: TrainConfig | None = None, *, out: str | Path | None = None,
         return _resume(Path(resume), **overrides)
     config = (config or TrainConfig()).replace(**overrides)
     run_dir = Path(out) if out is not None else None
+    if run_dir is not None:
+        ckpt.check_writable(run_dir)  # before the data is read: a folder we cannot save into fails now
     trainer = Trainer(config, run_dir)
     if run_dir is not None and trainer.dist.is_main:
         _prepare_run_dir(run_dir)
@@ -386,9 +415,12 @@ def _resume(run_dir: Path, **overrides: Any) -> TrainResult:
         raise ValueError(f"--resume continues the saved run; only {sorted(allowed)} can change, "
                          f"not {sorted(set(overrides) - allowed)}")
     config = TrainConfig.from_dict(saved_config["train"]).replace(**overrides)
+    ckpt.check_writable(run_dir, "--resume")
     trainer = Trainer(config, run_dir)
     trainer.restore(ckpt.load_trainer(run_dir / "trainer.pt"))
     if trainer.dist.is_main:
+        for path in ckpt.remove_temp_files(run_dir):  # left by a process killed while it saved
+            log.info("removed %s, a temporary file left by an interrupted save", path)
         ckpt.save_run_files(run_dir, trainer.model, trainer.data.vocab, trainer.config.to_dict())
         _rewrite_metrics(run_dir, trainer.history)
     return trainer.fit()
@@ -397,4 +429,4 @@ def _resume(run_dir: Path, **overrides: Any) -> TrainResult:
 def _rewrite_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
     """Make metrics.jsonl agree with the checkpoint (records after it were lost with the crash)."""
     text = "".join(ckpt.json_line(r) for r in history)
-    ckpt.atomic_write(run_dir / "metrics.jsonl", lambda f: f.write(text.encode("utf-8")))
+    ckpt.save_file(run_dir / "metrics.jsonl", lambda f: f.write(text.encode("utf-8")))
