@@ -43,6 +43,16 @@ TRAIN_HELP = {
     "embedding": "learned embedding width; omit for one-hot input (the book's)",
     "activation": "RNN activation: tanh or relu",
     "dropout": "dropout between recurrent layers, in [0, 1)",
+    "dropout-input": "dropout on the first layer's inputs (embeddings or one-hot rows), in [0, 1)",
+    "dropout-output": "dropout on the top layer's outputs, before the output layer, in [0, 1)",
+    "dropout-embedding": "probability of dropping a whole embedding row (a token type) per batch, "
+                         "in [0, 1); needs --embedding (AWD-LSTM)",
+    "locked-dropout": "variational dropout: --dropout-input, --dropout and --dropout-output keep one mask "
+                      "per sequence for all time steps (Gal & Ghahramani 2016)",
+    "weight-drop": "DropConnect on the hidden-to-hidden weights, a fresh mask per batch, in [0, 1) "
+                   "(AWD-LSTM)",
+    "tie-weights": "share the embedding matrix with the output layer (Press & Wolf 2017); "
+                   "needs --embedding equal to --num-hiddens",
     "init": "builtin weights: default (torch.nn's) or normal (N(0, 0.01^2), zero biases)",
     "batch-size": "sequences per mini-batch",
     "num-steps": "BPTT length in tokens",

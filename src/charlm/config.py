@@ -45,6 +45,13 @@ class TrainConfig:
     embedding: int | None = None  # None = one-hot input (the book's); else an embedding width
     activation: str = "tanh"  # rnn only: tanh | relu
     dropout: float = 0.0  # between recurrent layers
+    # regularisation for small data (models/regularize.py); 0 / False = off, the book's model
+    dropout_input: float = 0.0  # on the first layer's inputs (embedding outputs or one-hot rows)
+    dropout_output: float = 0.0  # on the top layer's outputs, before the output layer
+    dropout_embedding: float = 0.0  # whole rows (token types) of the embedding matrix; needs embedding
+    locked_dropout: bool = False  # one dropout mask per sequence, reused at every step (Gal & Ghahramani)
+    weight_drop: float = 0.0  # DropConnect on the hidden-to-hidden weights (AWD-LSTM)
+    tie_weights: bool = False  # the output layer uses the embedding matrix; needs embedding = num_hiddens
     init: str = "default"  # builtin: default (torch.nn's) | normal (N(0, 0.01²), zero biases)
     # optimisation
     batch_size: int = 32
@@ -94,6 +101,19 @@ class TrainConfig:
                 raise ValueError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
         if not 0 < self.lr_gamma <= 1:
             raise ValueError(f"--lr-gamma must be in (0, 1], got {self.lr_gamma}")
+        self._check_regularizers()
+
+    def _check_regularizers(self) -> None:
+        """The flags' own checks, so a user reads the flag; ModelConfig checks the model again."""
+        for name in ("dropout_input", "dropout_output", "dropout_embedding", "weight_drop"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ValueError(f"--{_flag(name)} must be in [0, 1), got {value!r}")
+        if self.dropout_embedding > 0 and self.embedding is None:
+            raise ValueError("--dropout-embedding drops rows of the embedding matrix and needs --embedding")
+        if self.tie_weights and self.embedding != self.num_hiddens:
+            raise ValueError(f"--tie-weights shares the embedding matrix with the output layer and needs "
+                             f"--embedding equal to --num-hiddens ({self.num_hiddens}), got {self.embedding}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

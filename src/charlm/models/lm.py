@@ -7,7 +7,9 @@ One model interface for every cell and implementation (d2l §8.5 from scratch, �
                               nn.Embedding            torch.nn.RNN/GRU/LSTM           nn.Linear
 
 ``B`` batch size, ``T`` num_steps, ``V`` vocab_size, ``E`` embedding width, ``H`` num_hiddens and
-``D`` the number of directions. The state is laid out as in ``torch.nn`` for both cores.
+``D`` the number of directions. The state is laid out as in ``torch.nn`` for both cores. The
+regularisers (dropout in four places, locked masks, DropConnect, tied weights) act on this path as
+drawn in :mod:`.regularize`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
+from . import regularize
 from .builtin import builtin_layers, scratch_to_builtin_tensors
 from .scratch import ACTIVATIONS, CELLS, StackedScratch, State
 
@@ -45,6 +48,19 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")  # noqa: TRY004
+
+
+def _check_probability(name: str, value: Any) -> None:
+    # 1 is excluded: it would drop everything, and the survivors' scale 1 / (1 - p) is infinite.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")  # noqa: TRY004
+    if not 0 <= value < 1:
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
+
+
 @dataclass
 class ModelConfig:
     """Everything needed to rebuild an :class:`RNNLM`; saved beside the weights as JSON."""
@@ -64,6 +80,14 @@ class ModelConfig:
     # builtin only: "default" = torch.nn's own initialisation; "normal" = N(0, 0.01²) weights and
     # zero biases, as the scratch models and the MXNet edition's concise RNN. Scratch is always "normal".
     init: str = "default"
+    # Regularisation (see regularize.py); all off by default, which is the book's model. Every
+    # dropout acts in training mode only.
+    dropout_input: float = 0.0  # on the first layer's inputs (embedding outputs or one-hot rows)
+    dropout_output: float = 0.0  # on the top layer's outputs, before the output layer
+    dropout_embedding: float = 0.0  # whole rows (token types) of the embedding; needs embedding
+    locked_dropout: bool = False  # dropout_input, dropout and dropout_output: one mask per sequence
+    weight_drop: float = 0.0  # DropConnect on the hidden-to-hidden weights, a fresh mask per call
+    tie_weights: bool = False  # the output layer uses the embedding matrix; needs embedding = D * H
 
     def __post_init__(self) -> None:
         _check_int("vocab_size", self.vocab_size, 1)
@@ -79,19 +103,29 @@ class ModelConfig:
             raise ValueError(f"activation={self.activation!r} applies only to cell='rnn', "
                              f"got cell={self.cell!r}")
         self._check_dropout()
-        if not isinstance(self.bidirectional, bool):
-            message = f"bidirectional must be True or False, got {self.bidirectional!r}"
-            raise ValueError(message)  # noqa: TRY004
+        _check_bool("bidirectional", self.bidirectional)
+        self._check_regularizers()
         self.gru_reset_after = self._resolve_reset_after()
 
     def _check_dropout(self) -> None:
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)):
-            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")  # noqa: TRY004
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        _check_probability("dropout", self.dropout)
         if self.dropout > 0 and self.num_layers < 2:
             raise ValueError(f"dropout acts between recurrent layers and needs num_layers >= 2, "
                              f"got dropout={self.dropout} with num_layers={self.num_layers}")
+
+    def _check_regularizers(self) -> None:
+        for name in ("dropout_input", "dropout_output", "dropout_embedding", "weight_drop"):
+            _check_probability(name, getattr(self, name))
+        _check_bool("locked_dropout", self.locked_dropout)
+        _check_bool("tie_weights", self.tie_weights)
+        if self.dropout_embedding > 0 and self.embedding is None:
+            raise ValueError(f"dropout_embedding drops rows of the embedding matrix and needs an embedding, "
+                             f"got dropout_embedding={self.dropout_embedding} with embedding=None")
+        width = self.num_hiddens * self.num_directions
+        if self.tie_weights and self.embedding != width:
+            raise ValueError(f"tie_weights shares the embedding matrix with the output layer, so it needs "
+                             f"embedding = num_hiddens x directions = {width}, "
+                             f"got embedding={self.embedding}")
 
     def _resolve_reset_after(self) -> bool:
         value = self.gru_reset_after
@@ -136,7 +170,10 @@ def _build_core(config: ModelConfig, num_inputs: int) -> nn.Module:
                "dropout": config.dropout, "activation": config.activation}
     if config.impl in FROM_SCRATCH:
         return StackedScratch(config.cell, num_inputs, config.num_hiddens, reset_after=config.gru_reset_after,
-                              fast=config.impl == "scratch", **options)
+                              fast=config.impl == "scratch", locked=config.locked_dropout,
+                              weight_drop=config.weight_drop, **options)
+    # torch.nn's own dropout between layers; the locked form and DropConnect run through
+    # regularize.builtin_forward in training instead (RNNLM._run_core).
     return builtin_layers(config.cell, num_inputs, config.num_hiddens, **options)
 
 
@@ -160,22 +197,41 @@ class RNNLM(nn.Module):
     def __init__(self, vocab_size: int, num_hiddens: int, *, cell: str = "rnn", impl: str = "scratch",
                  num_layers: int = 1, embedding: int | None = None, activation: str = "tanh",
                  dropout: float = 0.0, bidirectional: bool = False,
-                 gru_reset_after: bool | None = None, init: str = "default") -> None:
+                 gru_reset_after: bool | None = None, init: str = "default", dropout_input: float = 0.0,
+                 dropout_output: float = 0.0, dropout_embedding: float = 0.0, locked_dropout: bool = False,
+                 weight_drop: float = 0.0, tie_weights: bool = False) -> None:
         super().__init__()
         self.config = config = ModelConfig(
             vocab_size, num_hiddens, cell=cell, impl=impl, num_layers=num_layers, embedding=embedding,
             activation=activation, dropout=dropout, bidirectional=bidirectional,
-            gru_reset_after=gru_reset_after, init=init)
+            gru_reset_after=gru_reset_after, init=init, dropout_input=dropout_input,
+            dropout_output=dropout_output, dropout_embedding=dropout_embedding,
+            locked_dropout=locked_dropout, weight_drop=weight_drop, tie_weights=tie_weights)
         self.embedding = None if embedding is None else nn.Embedding(vocab_size, embedding)
         self.core = _build_core(config, vocab_size if embedding is None else embedding)
         num_features = num_hiddens * config.num_directions  # both directions feed the output layer
         if impl in FROM_SCRATCH:  # the book's output layer, Y = H W_hq + b_q (§8.5.2)
-            self.W_hq = nn.Parameter(torch.randn(num_features, vocab_size) * 0.01)
+            if not tie_weights:  # tied: W_hq is the embedding matrix transposed (see the property)
+                self.W_hq = nn.Parameter(torch.randn(num_features, vocab_size) * 0.01)
             self.b_q = nn.Parameter(torch.zeros(vocab_size))
         else:
             self.output = nn.Linear(num_features, vocab_size)
+            if tie_weights:  # one Parameter in both modules (Press & Wolf 2017), one state-dict entry
+                self.output.weight = self.embedding.weight
+                regularize.register_tied_output_hooks(self)
             if init == "normal":
                 self._init_normal()
+
+    @property
+    def W_hq(self) -> Tensor:
+        """The scratch output layer's weights ``(D * H, V)``: a parameter of their own, or with
+        ``tie_weights`` the embedding matrix ``(V, E)`` transposed, a view of the one shared tensor."""
+        if "W_hq" in self._parameters:
+            return self._parameters["W_hq"]
+        if self.config.tie_weights and self.config.impl in FROM_SCRATCH:
+            return self.embedding.weight.T
+        # AttributeError, as for any missing attribute (nn.Module.register_parameter relies on it).
+        raise AttributeError(f"an RNNLM with impl={self.config.impl!r} has no W_hq; see its output layer")
 
     def _init_normal(self) -> None:
         """N(0, 0.01²) weights and zero biases for the recurrent core and the output layer."""
@@ -214,9 +270,11 @@ class RNNLM(nn.Module):
         state = self.begin_state(batch_size) if state is None else state
         if check:
             self._check_state(state, batch_size)
+        c = self.config
         X = self._encode(inputs)  # (T, B, V or E), or ids (T, B) for the fast scratch core
-        outputs, state = self.core(X, state)  # (T, B, D * H)
-        if self.config.impl in FROM_SCRATCH:
+        outputs, state = self._run_core(X, state)  # (T, B, D * H)
+        outputs = regularize.dropout(outputs, c.dropout_output, self.training, c.locked_dropout)
+        if c.impl in FROM_SCRATCH:
             W_hq, b_q = self.W_hq, self.b_q
         else:
             W_hq, b_q = self.output.weight.T, self.output.bias
@@ -230,13 +288,28 @@ class RNNLM(nn.Module):
         return outputs.transpose(0, 1) @ W_hq + b_q, state
 
     def _encode(self, inputs: Tensor) -> Tensor:
+        c = self.config
         ids = inputs.T.long()  # (B, T) -> (T, B): the cores loop over time on the outer axis
-        if self.embedding is None and self.config.impl == "scratch":
+        drop_inputs = self.training and c.dropout_input > 0
+        if self.embedding is not None:
+            weight = regularize.embedding_dropout(self.embedding.weight, c.dropout_embedding, self.training)
+            X = nnf.embedding(ids, weight)  # (T, B, E)
+        elif c.impl == "scratch" and not drop_inputs:
             return ids  # one-hot rows in effect: the fast cells gather rows of W_x instead
-        if self.embedding is None:
+        else:  # dropout on one-hot rows needs them as numbers: a dropped entry removes the token
             dtype = next(self.parameters()).dtype
-            return nnf.one_hot(ids, self.config.vocab_size).to(dtype)  # (T, B, V), d2l §8.5.1
-        return self.embedding(ids)  # (T, B, E)
+            X = nnf.one_hot(ids, c.vocab_size).to(dtype)  # (T, B, V), d2l §8.5.1
+        return regularize.dropout(X, c.dropout_input, self.training, c.locked_dropout)
+
+    def _run_core(self, X: Tensor, state: State) -> tuple[Tensor, State]:
+        """The recurrent core; a builtin one runs layer by layer in training when it needs a locked
+        mask between layers or DropConnect, which torch.nn's fused call cannot apply."""
+        c = self.config
+        by_layer = c.weight_drop > 0 or (c.locked_dropout and c.dropout > 0)
+        if c.impl == "builtin" and self.training and by_layer:
+            return regularize.builtin_forward(self.core, X, state, dropout_p=c.dropout,
+                                              locked=c.locked_dropout, weight_drop=c.weight_drop)
+        return self.core(X, state)
 
     def _check_inputs(self, inputs: Tensor) -> None:
         if not isinstance(inputs, Tensor):
@@ -282,7 +355,9 @@ def scratch_to_builtin_state_dict(tensors: Mapping[str, Tensor], config: ModelCo
     core = {name[len("core."):]: t for name, t in tensors.items() if name.startswith("core.")}
     mapped = scratch_to_builtin_tensors(core, config.cell, config.num_layers, config.bidirectional)
     out = {f"core.{name}": t for name, t in mapped.items()}
-    out["output.weight"], out["output.bias"] = tensors["W_hq"].T, tensors["b_q"]
+    out["output.bias"] = tensors["b_q"]
+    if "W_hq" in tensors:  # absent with tie_weights: the output layer is the embedding
+        out["output.weight"] = tensors["W_hq"].T
     if "embedding.weight" in tensors:
         out["embedding.weight"] = tensors["embedding.weight"]
     return out

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
-from . import fused, native
+from . import fused, native, regularize
 
 # A hidden state: one tensor for the RNN and the GRU, the pair (H, C) for the LSTM.
 State = Tensor | tuple[Tensor, Tensor]
@@ -66,9 +66,11 @@ def _packed(module: nn.Module, names: tuple[str, ...], dim: int = 0) -> Tensor:
     """``torch.cat`` of the named parameters (several gates as one matrix). With autograd on it is
     rebuilt every call, so gradients reach each parameter; without (generation, evaluation) it is
     kept until a parameter changes (``_version`` counts in-place updates such as optimizer steps),
-    because generating one token would otherwise spend most of its time copying weights."""
+    because generating one token would otherwise spend most of its time copying weights. Tensors
+    that stand in for the parameters (DropConnect's masked weights, :mod:`.regularize`) are new each
+    call and may reuse a freed address, so they are never cached."""
     tensors = [getattr(module, name) for name in names]
-    if torch.is_grad_enabled():
+    if torch.is_grad_enabled() or not all(isinstance(t, nn.Parameter) for t in tensors):
         return torch.cat(tensors, dim)
     key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
     cache = module.__dict__.setdefault("_packed_cache", {})
@@ -290,7 +292,9 @@ class StackedScratch(nn.Module):
     second cell, in ``layers_reverse``, that reads the sequence back to front; the two directions'
     outputs are concatenated on the feature axis. Dropout, when ``dropout > 0``, is applied to the
     inputs of every layer but the first, in training mode only, which is where ``torch.nn.RNN``
-    applies it.
+    applies it; ``locked=True`` draws one mask per sequence for all time steps (Gal & Ghahramani
+    2016). ``weight_drop > 0`` applies DropConnect to each cell's hidden-to-hidden weights in
+    training, a fresh mask every call (Merity et al. 2018); see :mod:`.regularize`.
 
     ``forward(inputs (T, B, num_inputs), state | None) -> (outputs (T, B, D * num_hiddens), state)``
     with ``D = 2`` if bidirectional else 1, and the state laid out as ``torch.nn``:
@@ -300,11 +304,12 @@ class StackedScratch(nn.Module):
 
     def __init__(self, cell: str, num_inputs: int, num_hiddens: int, *, num_layers: int = 1,
                  bidirectional: bool = False, dropout: float = 0.0, activation: str = "tanh",
-                 reset_after: bool = False, fast: bool = True) -> None:
+                 reset_after: bool = False, fast: bool = True, locked: bool = False,
+                 weight_drop: float = 0.0) -> None:
         super().__init__()
         self.cell, self.num_hiddens, self.num_layers = cell, num_hiddens, num_layers
         self.num_directions = 2 if bidirectional else 1
-        self.dropout = dropout
+        self.dropout, self.locked, self.weight_drop = dropout, locked, weight_drop
         # Layer 0 reads the inputs; every later layer reads both directions of the layer below.
         sizes = [num_inputs] + [num_hiddens * self.num_directions] * (num_layers - 1)
         options = {"activation": activation, "reset_after": reset_after, "fast": fast}
@@ -328,16 +333,21 @@ class StackedScratch(nn.Module):
         X, final_states = inputs, []
         for layer in range(self.num_layers):
             if layer > 0 and self.dropout > 0:
-                X = nnf.dropout(X, self.dropout, self.training)
+                X = regularize.dropout(X, self.dropout, self.training, self.locked)
             outputs = []
             for direction, cell in enumerate(self._directions(layer)):
                 start = _layer_state(state, layer * self.num_directions + direction)
                 if direction == 0:
-                    Y, end = cell(X, start)
+                    Y, end = self._run(cell, X, start)
                 else:  # read back to front, then flip so outputs line up with time steps
-                    Y, end = cell(X.flip(0), start)
+                    Y, end = self._run(cell, X.flip(0), start)
                     Y = Y.flip(0)
                 outputs.append(Y)
                 final_states.append(end)
             X = torch.cat(outputs, dim=-1)  # (T, B, D * num_hiddens)
         return X, _stack_states(final_states)
+
+    def _run(self, cell: nn.Module, X: Tensor, state: State) -> tuple[Tensor, State]:
+        if self.training and self.weight_drop > 0:
+            return regularize.call_with_weight_drop(cell, self.weight_drop, X, state)
+        return cell(X, state)
