@@ -36,9 +36,17 @@ def test_load_rebuilds_the_same_model_in_eval_mode(run):
     assert config["version"] == 1 and list(config) == sorted(config)
 
 
+def _flip_bit(data: bytes, at: int) -> bytes:
+    """One bit of one byte changed: the file stays a well-formed safetensors file."""
+    flipped = bytearray(data)
+    flipped[at] ^= 0x10
+    return bytes(flipped)
+
+
 @pytest.mark.parametrize("damage, match", [
     (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "damaged or not a safetensors"),
     (lambda p: p.write_bytes(b"\x00" * 64), "damaged or not a safetensors"),
+    (lambda p: p.write_bytes(_flip_bit(p.read_bytes(), -20)), "do not match the SHA-256"),
     (lambda p: p.unlink(), "no such weights file"),
 ])
 def test_a_damaged_weights_file_is_an_error_naming_it(run, damage, match):

@@ -60,7 +60,8 @@ CLI_ROWS = {
                                "prefix tokens not in the vocabulary (strict=True): '#'"),
     "generate-not-a-run": (["generate", "folder"], "folder: not a charlm run folder (no config.json)"),
     "files-config-newer": (["generate", "newer"], "format version 99"),
-    "files-weights-truncated": (["generate", "truncated"], "model.safetensors"),
+    "files-weights-truncated": (["generate", "truncated"], "truncated/model.safetensors: damaged or not a safetensors file"),
+    "files-weights-bit-flip": (["generate", "flipped"], "flipped/model.safetensors: damaged: the tensors do not match the SHA-256"),
 }
 
 # id -> "tests/<module>.py::<test>": rows whose test needs more than a command line
@@ -94,7 +95,7 @@ def folder(tmp_path_factory):
         assert main(["train", "--corpus", "book.txt", "--out", "charrun", *TINY]) == 0
         assert main(["train", "--corpus", "book.txt", "--out", "wordrun", "--token", "word",
                      "--clean", "lines", *TINY]) == 0
-    for name in ("newer", "truncated"):
+    for name in ("newer", "truncated", "flipped"):
         (root / name).mkdir()
         for f in (root / "charrun").iterdir():
             if f.is_file():
@@ -103,6 +104,10 @@ def folder(tmp_path_factory):
     config.write_text(re.sub(r'"version": 1\b', '"version": 99', config.read_text(), count=1))
     weights = root / "truncated" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
+    weights = root / "flipped" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-20] ^= 0x10  # one bit of one weight
+    weights.write_bytes(bytes(data))
     return root
 
 

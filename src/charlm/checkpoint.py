@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import tempfile
@@ -34,7 +35,8 @@ from typing import IO, Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save
 
 from .models import RNNLM, ModelConfig
 from .vocab import Vocab
@@ -161,10 +163,21 @@ def write_json(path: Path, data: Any) -> None:
     save_file(path, lambda f: f.write(text.encode("utf-8")))
 
 
+def _tensor_bytes(blob: bytes) -> bytes:
+    """The data of a safetensors file: everything after its 8-byte header length and JSON header."""
+    return blob[8 + int.from_bytes(blob[:8], "little"):]
+
+
 def save_weights(path: Path, model: RNNLM) -> None:
-    """The model's tensors as safetensors, with the format in the metadata."""
+    """The model's tensors as safetensors, with the format and a checksum in the metadata.
+
+    safetensors checks its header but not the tensors: a flipped bit in them would load silently.
+    The SHA-256 of the tensor bytes goes into the header (which does not move them), and
+    :func:`read_weights` checks it."""
     tensors = {name: t.detach().contiguous().cpu() for name, t in model.state_dict().items()}
-    blob = save(tensors, metadata={"format": RUN_FORMAT, "version": str(RUN_VERSION)})
+    metadata = {"format": RUN_FORMAT, "version": str(RUN_VERSION)}
+    digest = hashlib.sha256(_tensor_bytes(save(tensors, metadata=metadata))).hexdigest()
+    blob = save(tensors, metadata={**metadata, "sha256": digest})
     save_file(path, lambda f: f.write(blob))
 
 
@@ -262,9 +275,15 @@ def read_weights(path: Path, model: RNNLM) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such weights file")
     try:
-        tensors = load_file(path)
-    except (SafetensorError, OSError, ValueError) as err:
+        blob = path.read_bytes()
+        tensors = load_tensors(blob)
+        header = json.loads(blob[8:len(blob) - len(_tensor_bytes(blob))])
+    except (SafetensorError, OSError, ValueError, RecursionError) as err:
         raise CheckpointError(f"{path}: damaged or not a safetensors file ({err})") from None
+    digest = (header.get("__metadata__") or {}).get("sha256") if isinstance(header, dict) else None
+    if digest is not None and hashlib.sha256(_tensor_bytes(blob)).hexdigest() != digest:
+        raise CheckpointError(f"{path}: damaged: the tensors do not match the SHA-256 saved with them "
+                              f"(a flipped bit, or a copy altered or cut short)")
     expected = model.state_dict()
     if set(tensors) != set(expected):
         missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
