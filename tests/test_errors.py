@@ -67,6 +67,7 @@ CLI_ROWS = {
 # id -> "tests/<module>.py::<test>": rows whose test needs more than a command line
 ELSEWHERE = {
     "text-2gb": "tests/test_tokenstream.py::test_a_large_file_is_never_a_python_list_of_its_characters",
+    "text-vocabulary-size": "tests/test_properties.py::test_every_token_of_the_text_maps_to_an_index_and_back",
     "text-streamed-errors": "tests/test_tokenstream.py::test_streamed_files_get_the_same_errors_as_whole_ones",
     "files-weights-damaged": "tests/test_checkpoint.py::test_a_damaged_weights_file_is_an_error_naming_it",
     "files-vocab-mismatch": "tests/test_checkpoint.py::test_a_vocabulary_that_does_not_match_the_model_is_refused",
