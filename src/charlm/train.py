@@ -95,7 +95,10 @@ def default_prefix(config: TrainConfig, data: Splits) -> str:
 def build_model(config: TrainConfig, vocab_size: int) -> RNNLM:
     return RNNLM(vocab_size, config.num_hiddens, cell=config.model, impl=config.impl,
                  num_layers=config.num_layers, embedding=config.embedding,
-                 activation=config.activation, dropout=config.dropout, init=config.init)
+                 activation=config.activation, dropout=config.dropout, init=config.init,
+                 dropout_input=config.dropout_input, dropout_output=config.dropout_output,
+                 dropout_embedding=config.dropout_embedding, locked_dropout=config.locked_dropout,
+                 weight_drop=config.weight_drop, tie_weights=config.tie_weights)
 
 
 def load_data(config: TrainConfig) -> Splits:
