@@ -218,3 +218,73 @@ def test_no_detach_backpropagates_through_the_whole_epoch(small):
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
     history = train(small.replace(epochs=3, detach=False, optimizer="adam", lr=0.01)).history
     assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+# -- the cosine schedule, early stopping and the time budget (issue 7) ------------------------
+
+def test_cosine_lr_warms_up_then_falls_to_min_lr():
+    """lr 1, min_lr 0.1, 10 warm-up steps: step 4 is half-way up; after the warm-up the half
+    cosine gives (0.1 + 0.9 * (1 + cos(pi p)) / 2): 1 at p = 0, 0.55 at p = 0.5, 0.1 at p = 1."""
+    from charlm.optim import cosine_lr
+
+    cfg = TrainConfig(lr=1.0, min_lr=0.1, warmup_steps=10, lr_schedule="cosine")
+    assert cosine_lr(cfg, 4, 0.0) == pytest.approx(0.5)
+    assert cosine_lr(cfg, 20, 0.0) == pytest.approx(1.0)
+    assert cosine_lr(cfg, 20, 0.5) == pytest.approx(0.55)
+    assert cosine_lr(cfg, 20, 1.0) == pytest.approx(0.1)
+    assert cosine_lr(cfg, 20, 7.0) == pytest.approx(0.1)  # past the end: stays at min_lr
+
+
+def test_a_cosine_run_ends_at_min_lr_and_an_interrupted_one_resumes_on_the_same_schedule(small, tmp_path):
+    cfg = small.replace(optimizer="adamw", lr=0.01, min_lr=0.001, warmup_steps=3, lr_schedule="cosine",
+                        epochs=4)
+    straight = train(cfg)
+    lrs = [r["lr"] for r in straight.history]
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] == pytest.approx(0.001, rel=0.05)
+    trainer = Trainer(cfg, tmp_path / "cut")
+    from charlm.checkpoint import save_run_files
+    save_run_files(tmp_path / "cut", trainer.model, trainer.data.vocab, cfg.to_dict())
+    step, calls = trainer.step, []
+
+    def interrupt_in_epoch_three(X, Y, state):
+        calls.append(1)
+        if len(calls) == 2 * len(trainer.batches) + 2:
+            trainer.signals.signum = signal.SIGINT
+        return step(X, Y, state)
+    trainer.step = interrupt_in_epoch_three
+    with pytest.raises(TrainingInterrupted):
+        trainer.fit()
+    resumed = train(resume=tmp_path / "cut")
+    assert [r["lr"] for r in resumed.history] == pytest.approx(lrs)
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in straight.history]
+
+
+def test_patience_stops_when_validation_stops_improving_and_keeps_the_best(small, tmp_path, monkeypatch):
+    losses = iter([3.0, 2.0, 2.5, 2.4, 2.6, 1.0])  # best at the 2nd evaluation, then 3 worse ones
+    monkeypatch.setattr(Trainer, "validate", lambda self: EvalResult(next(losses), 100))
+    cfg = small.replace(epochs=6, eval_every=1, save_every=0, sample_every=0, patience=3)
+    result = train(cfg, out=tmp_path / "run")
+    assert [r["epoch"] for r in result.history] == [1, 2, 3, 4, 5]
+    assert "no better validation loss in 3 evaluations" in result.history[-1]["stopped"]
+    assert load_trainer(tmp_path / "run" / "trainer.pt")["epoch"] == 5  # the stop is saved
+    assert (tmp_path / "run" / "best.safetensors").is_file()
+
+
+def test_the_time_budget_ends_training_cleanly_with_an_evaluated_checkpoint(small, tmp_path):
+    cfg = small.replace(epochs=1000, eval_every=0, save_every=0, max_minutes=0.02)  # 1.2 seconds
+    result = train(cfg, out=tmp_path / "run")
+    last = result.history[-1]
+    assert last["epoch"] < 1000 and "time budget of 0.02 minutes is spent" in last["stopped"]
+    assert "val_loss" in last and math.isfinite(last["val_loss"])  # evaluated at the stop
+    saved = load_trainer(tmp_path / "run" / "trainer.pt")
+    assert saved["epoch"] == last["epoch"] and saved["run_seconds"] >= 1.2
+    assert load(tmp_path / "run").model is not None
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("min_lr", 2.0, "--min-lr must be in"), ("max_minutes", -1.0, "--max-minutes must be >= 0"),
+    ("patience", -1, "--patience must be"), ("warmup_steps", -2, "--warmup-steps must be"),
+    ("lr_schedule", "linear", "--lr-schedule must be one of none, step, plateau, cosine")])
+def test_bad_schedule_and_budget_settings_name_the_flag(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**{field: value})

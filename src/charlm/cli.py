@@ -67,9 +67,12 @@ TRAIN_HELP = {
     "lr": "learning rate",
     "optimizer": "sgd (the book's p -= lr * grad), adam or adamw",
     "weight-decay": "L2 weight decay",
-    "lr-schedule": "none, step (x lr-gamma every lr-step epochs) or plateau (on validation loss)",
+    "lr-schedule": "none, step (x lr-gamma every lr-step epochs), plateau (on validation loss) or cosine "
+                   "(per step: --warmup-steps, then down to --min-lr by the end of --epochs / --max-minutes)",
     "lr-step": "epochs between step decays; for plateau, evaluations without improvement",
     "lr-gamma": "learning-rate decay factor, in (0, 1]",
+    "warmup-steps": "cosine schedule: optimizer steps of linear warm-up from 0 to --lr",
+    "min-lr": "cosine schedule: the learning rate at the end of the run",
     "clip": "clip gradients to this global L2 norm; 0 = off",
     "seed": "random seed (same seed, same machine: same losses)",
     "device": "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps",
@@ -79,6 +82,8 @@ TRAIN_HELP = {
     "prefix": "text that starts each sample (default: the book's for its corpora)",
     "num-preds": "tokens per sample",
     "save-every": "epochs between checkpoints (also at best validation, at the end, on Ctrl-C)",
+    "patience": "stop after this many validations without a better loss (best.safetensors kept); 0 = off",
+    "max-minutes": "stop after this many minutes of wall-clock time, then validate and save; 0 = no limit",
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -19,7 +20,7 @@ from .models.lm import IMPLS, check_known_fields
 from .text import CLEAN_MODES, TOKEN_KINDS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("none", "step", "plateau")
+SCHEDULES = ("none", "step", "plateau", "cosine")
 
 # A prefix the book uses for each corpus; other texts start from their own first tokens.
 DEFAULT_PREFIXES = {"timemachine": "time traveller", "war-of-the-worlds": "the planet mars",
@@ -67,8 +68,11 @@ class TrainConfig:
     optimizer: str = "sgd"  # sgd (the book's p -= lr * grad) | adam | adamw
     weight_decay: float = 0.0
     lr_schedule: str = "none"  # none | step (x lr_gamma every lr_step epochs) | plateau (on validation)
+    # | cosine (per step: warm-up, then a cosine from lr down to min_lr at the end of the run)
     lr_step: int = 100  # epochs between step decays; for plateau, evaluations without improvement
     lr_gamma: float = 0.5
+    warmup_steps: int = 0  # cosine: optimizer steps of linear warm-up from 0 to lr
+    min_lr: float = 0.0  # cosine: the rate the decay ends at (when the epochs or --max-minutes run out)
     clip: float = 1.0  # gradient clipping threshold on the global L2 norm; 0 = off
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | mps
@@ -79,11 +83,14 @@ class TrainConfig:
     prefix: str | None = None  # None = the book's prefix for its corpora, else the text's first tokens
     num_preds: int = 50  # tokens in each sample
     save_every: int = 50  # epochs between checkpoints (also at the best validation, the end, Ctrl-C)
+    patience: int = 0  # stop after this many validations without a better loss; 0 = never stop early
+    max_minutes: float = 0.0  # wall-clock budget: stop, evaluate and save when it is spent; 0 = none
 
     def __post_init__(self) -> None:
         for name in ("num_hiddens", "num_layers", "batch_size", "num_steps", "epochs"):
             _at_least(name, getattr(self, name), 1)
-        for name in ("eval_every", "sample_every", "save_every", "num_preds", "lr_step"):
+        for name in ("eval_every", "sample_every", "save_every", "num_preds", "lr_step", "warmup_steps",
+                     "patience"):
             _at_least(name, getattr(self, name), 0)
         _choice("clean", self.clean, CLEAN_MODES)
         _choice("token", self.token, TOKEN_KINDS)
@@ -101,6 +108,10 @@ class TrainConfig:
                 raise ValueError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
         if not 0 < self.lr_gamma <= 1:
             raise ValueError(f"--lr-gamma must be in (0, 1], got {self.lr_gamma}")
+        if not 0 <= self.min_lr <= self.lr:
+            raise ValueError(f"--min-lr must be in [0, --lr={self.lr}], got {self.min_lr}")
+        if not 0 <= self.max_minutes < math.inf:
+            raise ValueError(f"--max-minutes must be >= 0 (0 = no limit), got {self.max_minutes}")
         self._check_regularizers()
 
     def _check_regularizers(self) -> None:

@@ -31,7 +31,7 @@ from .device import resolve_device
 from .evaluate import EvalResult, evaluate_ids
 from .generate import GenerateConfig, generate
 from .models import RNNLM, detach_state
-from .optim import grad_clipping, make_optimizer, make_schedule
+from .optim import cosine_lr, grad_clipping, make_optimizer, make_schedule
 from .plot import plot_perplexity
 from .vocab import Vocab
 
@@ -132,6 +132,11 @@ class Trainer:
                                    sampling=config.sampling, seed=config.seed,
                                    random_offset=config.random_offset)
         self.position, self.history, self.best_val = Position(), [], math.inf
+        self.steps_done, self.stale_evals = 0, 0  # optimizer steps; validations without a better loss
+        # Wall-clock seconds of earlier sessions of this run (resume), and where this one started:
+        # --max-minutes and the cosine schedule count the whole run.
+        self.seconds_before, self.started = 0.0, time.perf_counter()
+        self.stop_reason: str | None = None  # set when --patience or --max-minutes ends the run
         self.epoch_losses: list[torch.Tensor] = []  # --no-detach: the epoch's graph, kept whole
         self.signals = _SignalFlag()
         if run_dir is not None and self.dist.is_main:
@@ -169,7 +174,30 @@ class Trainer:
         if not math.isfinite(norm):  # stop before the step, so the weights stay the last good ones
             raise TrainingDiverged(f"the gradient norm became {norm} in epoch {self.position.epoch + 1}; "
                                    f"{ADVICE}")
+        if self.config.lr_schedule == "cosine":
+            for group in self.optimizer.param_groups:
+                group["lr"] = cosine_lr(self.config, self.steps_done, self.progress())
         self.optimizer.step()
+        self.steps_done += 1
+
+    def elapsed(self) -> float:
+        """Wall-clock seconds of the whole run so far, earlier sessions included."""
+        return self.seconds_before + time.perf_counter() - self.started
+
+    def progress(self) -> float:
+        """The fraction of the run done: of its steps, or of its time budget if that runs out first."""
+        total_steps = self.config.epochs * max(1, len(self.batches))
+        if not self.config.detach:
+            total_steps = self.config.epochs  # one update per epoch
+        done = self.steps_done / total_steps
+        if self.config.max_minutes:
+            done = max(done, self.elapsed() / (60 * self.config.max_minutes))
+        return done
+
+    def out_of_time(self) -> bool:
+        if self.config.max_minutes and self.elapsed() >= 60 * self.config.max_minutes:
+            self.stop_reason = f"the time budget of {self.config.max_minutes:g} minutes is spent"
+        return self.stop_reason is not None
 
     def end_no_detach_epoch(self) -> None:
         """--no-detach: the graph spans the whole epoch, so the gradient of its mean loss flows
@@ -196,6 +224,8 @@ class Trainer:
                 if not self.config.detach:  # no update yet this epoch: restart it on resume
                     self.position, self.epoch_losses = Position(epoch=pos.epoch), []
                 raise TrainingInterrupted(self.signals.signum or signal.SIGINT, self.run_dir)
+            if distributed.any_across(self.out_of_time(), self.dist, self.device):
+                break  # the budget ends the run here, mid-epoch: the rest of the epoch is skipped
         if not self.config.detach:
             self.end_no_detach_epoch()
         loss_sum, num_tokens = distributed.sum_across([pos.loss_sum, pos.num_tokens], self.dist,
@@ -235,7 +265,8 @@ class Trainer:
                 "epoch": pos.epoch, "batch": pos.batch, "loss_sum": loss_sum,
                 "num_tokens": int(num_tokens), "seconds": pos.seconds,
                 "hidden": None if state is None else [s.cpu() for s in state],
-                "rng": torch.get_rng_state(), "history": self.history, "best_val": self.best_val}
+                "rng": torch.get_rng_state(), "history": self.history, "best_val": self.best_val,
+                "steps_done": self.steps_done, "stale_evals": self.stale_evals, "run_seconds": self.elapsed()}
 
     def restore(self, saved: dict[str, Any]) -> None:
         self.model.load_state_dict(saved["model"])
@@ -252,6 +283,9 @@ class Trainer:
                                  saved["num_tokens"] / world, saved["seconds"])
         torch.set_rng_state(saved["rng"])
         self.history, self.best_val = list(saved["history"]), float(saved["best_val"])
+        # Runs saved before these existed: no steps counted, no stale evaluations, no time spent.
+        self.steps_done, self.stale_evals = int(saved.get("steps_done", 0)), int(saved.get("stale_evals", 0))
+        self.seconds_before, self.started = float(saved.get("run_seconds", 0.0)), time.perf_counter()
 
     def save(self, *, best: bool = False) -> None:
         """A checkpoint, never of broken weights: those would overwrite the last good one."""
@@ -287,15 +321,22 @@ class Trainer:
                 record.update(val_loss=val.loss, val_ppl=val.perplexity, val_bpt=val.bits_per_token)
                 best = val.loss < self.best_val
                 self.best_val = min(self.best_val, val.loss)
+                self.stale_evals = 0 if best else self.stale_evals + 1
+                if cfg.patience and self.stale_evals >= cfg.patience:
+                    self.stop_reason = (f"no better validation loss in {cfg.patience} evaluations "
+                                        f"(the best is kept in best.safetensors)")
                 if isinstance(self.schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
                     self.schedule.step(val.loss)
         if self.schedule is not None and not isinstance(self.schedule,
                                                         torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.schedule.step()
+        last = last or self.stop_reason is not None
         if cfg.sample_every and (epoch % cfg.sample_every == 0 or last) and self.dist.is_main:
             record["sample"] = self.sample()
+        if self.stop_reason:
+            record["stopped"] = self.stop_reason
         self.log_record(record)
-        noteworthy = epoch == 1 or "val_ppl" in record or "sample" in record
+        noteworthy = epoch == 1 or "val_ppl" in record or "sample" in record or "stopped" in record
         if self.dist.is_main:
             log.log(logging.INFO if noteworthy else logging.DEBUG, "%s", format_record(record))
         if last or best or (cfg.save_every and epoch % cfg.save_every == 0):
@@ -321,9 +362,10 @@ class Trainer:
                    leave=False, dynamic_ncols=True)
         with self.signals, bar:
             try:
-                while self.position.epoch < cfg.epochs:
+                while self.position.epoch < cfg.epochs and self.stop_reason is None:
                     record = self.run_epoch()
-                    self.end_of_epoch(record, last=record["epoch"] == cfg.epochs)
+                    last = record["epoch"] == cfg.epochs or self.stop_reason is not None  # budget spent
+                    self.end_of_epoch(record, last=last)
                     bar.update(1)
                     bar.set_postfix(ppl=f"{record['train_ppl']:.2f}",
                                     tok_s=f"{record['tokens_per_sec']:.0f}")
@@ -351,6 +393,8 @@ def format_record(record: dict[str, Any]) -> str:
             f"{record['tokens_per_sec']:.0f} tokens/sec")
     if "val_ppl" in record:
         text += f", validation perplexity {record['val_ppl']:.2f} ({record['val_bpt']:.3f} bits/token)"
+    if record.get("stopped"):
+        text += f"; stopped: {record['stopped']}"
     if record.get("sample"):
         text += f"\n  {record['sample']}"
     return text
