@@ -49,3 +49,17 @@ def test_the_reproduction_table_takes_the_latest_current_run_of_each_recipe_and_
         json.dumps({"recipe": "rnn-gluon", "seed": 2, "epochs": 50, "train_ppl": 3.0}),  # short run
     ]) + "\n")
     assert [(r["seed"], r["train_ppl"]) for r in latest_full_runs(results)] == [(0, 1.2)]
+
+
+def test_the_quality_report_reads_the_loss_known_at_each_wall_time(tmp_path):
+    from benchmarks import quality
+
+    records = [{"epoch": 1, "elapsed": 40.0, "val_loss": 2.0}, {"epoch": 2, "elapsed": 80.0},
+               {"epoch": 3, "elapsed": 120.0, "val_loss": 1.6}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    points = quality.curve(tmp_path)
+    assert points == [(40.0, 2.0), (120.0, 1.6)]  # epoch 2 was not validated
+    assert quality.loss_at(points, 30) is None and quality.loss_at(points, 75) == 2.0
+    assert quality.loss_at(points, 600) == 1.6
+    assert "| 120 | 1.6000 |" in quality.report(tmp_path) and "Best validation loss: 1.6000" in \
+        quality.report(tmp_path)

@@ -151,13 +151,14 @@ def test_every_recipe_loads_into_a_valid_configuration():
 
 @pytest.mark.parametrize("recipe", recipe_names())
 def test_every_recipe_trains_and_its_loss_falls(recipe, tmp_path, data_dir):
-    # A smoke run of the real setup on the real corpus: 3 epochs, a smaller model.
+    # A smoke run of the real setup on the real corpus: 3 epochs of at most 30,000 tokens, a smaller model.
     assert main(["train", "--recipe", recipe, "--epochs", "3", "--out", str(tmp_path / "r"),
-                 "--num-hiddens", "32", "--device", "cpu", "--sample-every", "0", "-q"]) == 0
+                 "--num-hiddens", "32", "--device", "cpu", "--sample-every", "0", "--max-tokens", "30000",
+                 "-q"]) == 0
     config = json.loads((tmp_path / "r" / "config.json").read_text())["train"]
     assert config["num_hiddens"] == 32 and config["epochs"] == 3
     settings = load_recipe(recipe)["settings"]
-    overridden = ("num_hiddens", "epochs", "sample_every")
+    overridden = ("num_hiddens", "epochs", "sample_every", "max_tokens")
     assert all(config[k] == v for k, v in settings.items() if k not in overridden)
     losses = train_losses(tmp_path / "r")
     assert losses[-1] < losses[0]

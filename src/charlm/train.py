@@ -233,7 +233,7 @@ class Trainer:
         record = {"epoch": pos.epoch + 1, "train_loss": loss_sum / num_tokens,
                   "train_ppl": perplexity(loss_sum / num_tokens),
                   "tokens_per_sec": num_tokens / max(pos.seconds, 1e-9),
-                  "lr": self.optimizer.param_groups[0]["lr"]}
+                  "lr": self.optimizer.param_groups[0]["lr"], "elapsed": self.elapsed()}
         self.position = Position(epoch=pos.epoch + 1)
         return record
 
@@ -241,7 +241,7 @@ class Trainer:
     def validate(self) -> EvalResult | None:
         if len(self.data.val) < 2:
             return None
-        return evaluate_ids(self.model, self.data.val, device=self.device)
+        return evaluate_ids(self.model, self.data.val, rows=self.config.val_rows, device=self.device)
 
     def sample(self) -> str | None:
         try:
