@@ -192,25 +192,16 @@ def decode_text(data: bytes, origin: str, encoding: str = "utf-8", *, sniff_only
 
 def read_file_text(path: str | Path, encoding: str = "utf-8") -> str:
     """Read a user's text file, with an error that names the file for every way it can be wrong."""
-    path = Path(path)
-    if not path.exists():
-        raise CorpusError(f"{path}: no such file")
-    if path.is_dir():
-        raise CorpusError(f"{path}: is a folder, not a text file")
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise CorpusError(f"{path}: cannot be read ({err.strerror})") from None
-    return decode_text(data, str(path), encoding)
+    return "".join(iter_file_text(path, encoding))
 
 
 def iter_file_text(path: str | Path, encoding: str = "utf-8", chunk_bytes: int | None = None
                    ) -> Iterator[str]:
     """A user's text file decoded piece by piece, so a file of gigabytes is never one string.
 
-    The same checks and messages as :func:`read_file_text`: a missing, folder, empty, binary,
-    whitespace-only or wrongly encoded file is a CorpusError naming it (the last two can only be
-    known when the pass reaches them). Chunks hold at most about `chunk_bytes` bytes of the file.
+    A missing, folder, empty, binary, whitespace-only or wrongly encoded file is a CorpusError
+    naming it (the last two can only be known when the pass reaches them), with the same messages
+    as :func:`decode_text`. Chunks hold at most about `chunk_bytes` bytes of the file.
     """
     path = Path(path)
     if not path.exists():
