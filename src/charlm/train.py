@@ -224,7 +224,8 @@ class Trainer:
                 if not self.config.detach:  # no update yet this epoch: restart it on resume
                     self.position, self.epoch_losses = Position(epoch=pos.epoch), []
                 raise TrainingInterrupted(self.signals.signum or signal.SIGINT, self.run_dir)
-            if distributed.any_across(self.out_of_time(), self.dist, self.device):
+            # (asked across ranks only under a budget: it is one more collective per batch)
+            if self.config.max_minutes and distributed.any_across(self.out_of_time(), self.dist, self.device):
                 break  # the budget ends the run here, mid-epoch: the rest of the epoch is skipped
         if not self.config.detach:
             self.end_no_detach_epoch()
