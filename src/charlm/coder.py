@@ -65,6 +65,12 @@ def quantize(probs: torch.Tensor, total: int = 1 << 16) -> list[int]:
     return scaled.tolist()
 
 
+def _narrow(low: int, high: int, cum_low: int, cum_high: int, total: int) -> tuple[int, int]:
+    """The part of ``[low, high]`` that the counts ``[cum_low, cum_high)`` of `total` own."""
+    span = high - low + 1
+    return low + span * cum_low // total, low + span * cum_high // total - 1
+
+
 class Encoder:
     """Feed symbols as ``(cum_low, cum_high, total)``, then :meth:`finish` for the bytes."""
 
@@ -73,9 +79,7 @@ class Encoder:
         self._bits: list[int] = []
 
     def encode(self, cum_low: int, cum_high: int, total: int) -> None:
-        span = self.high - self.low + 1
-        self.high = self.low + span * cum_high // total - 1
-        self.low = self.low + span * cum_low // total
+        self.low, self.high = _narrow(self.low, self.high, cum_low, cum_high, total)
         while True:
             if self.high < _HALF:
                 self._emit(0)
@@ -132,9 +136,7 @@ class Decoder:
         return symbol
 
     def _consume(self, cum_low: int, cum_high: int, total: int) -> None:
-        span = self.high - self.low + 1
-        self.high = self.low + span * cum_high // total - 1
-        self.low = self.low + span * cum_low // total
+        self.low, self.high = _narrow(self.low, self.high, cum_low, cum_high, total)
         while True:
             if self.high < _HALF:
                 pass
