@@ -158,7 +158,7 @@ def test_every_recipe_trains_and_its_loss_falls(recipe, tmp_path, data_dir):
     config = json.loads((tmp_path / "r" / "config.json").read_text())["train"]
     assert config["num_hiddens"] == 32 and config["epochs"] == 3
     settings = load_recipe(recipe)["settings"]
-    overridden = ("num_hiddens", "epochs", "sample_every", "max_tokens")
+    overridden = ("num_hiddens", "epochs", "sample_every", "max_tokens", "device")
     assert all(config[k] == v for k, v in settings.items() if k not in overridden)
     losses = train_losses(tmp_path / "r")
     assert losses[-1] < losses[0]
