@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from charlm.cli import main
+from charlm.compression import CompressSettings, compress
+from charlm.compression.container import Header, pack, unpack
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
 TEXT = "the time traveller for so it will be convenient to speak of him was expounding\n" * 20
@@ -62,6 +64,21 @@ CLI_ROWS = {
     "files-config-newer": (["generate", "newer"], "format version 99"),
     "files-weights-truncated": (["generate", "truncated"], "truncated/model.safetensors: damaged or not a safetensors file"),
     "files-weights-bit-flip": (["generate", "flipped"], "flipped/model.safetensors: damaged: the tensors do not match the SHA-256"),
+    "compress-missing-input": (["compress", "missing.txt", "o.chlm", "--online"], "missing.txt: No such file or directory"),
+    "compress-no-mode": (["compress", "book.txt", "o.chlm"], "one of the arguments --model --online is required"),
+    "compress-output-exists": (["compress", "book.txt", "empty.txt", "--online"], "empty.txt: already exists (use --force to overwrite)"),
+    "compress-same-file": (["compress", "book.txt", "book.txt", "--online", "--force"], "input and output are the same file"),
+    "compress-bad-setting": (["compress", "book.txt", "o.chlm", "--online", "--lanes", "0"], "--lanes must be an integer >= 1, got 0"),
+    "compress-word-model": (["compress", "book.txt", "o.chlm", "--model", "wordrun"], "compression needs a character-level run"),
+    "decompress-not-an-archive": (["decompress", "book.txt", "o.txt"], "not a charlm archive"),
+    "decompress-truncated": (["decompress", "cut.chlm", "o.txt"], "the archive is cut short: "),
+    "decompress-corrupted": (["decompress", "flipped.chlm", "o.txt"], "the archive is damaged: its coded bytes fail their CRC-32"),
+    "decompress-header-damaged": (["decompress", "header.chlm", "o.txt"], "the archive's header is damaged (CRC-32 mismatch)"),
+    "decompress-newer-format": (["decompress", "newer.chlm", "o.txt"], "archive format version 2; this charlm reads version 1"),
+    "decompress-other-torch": (["decompress", "torch.chlm", "o.txt"], "the archive was made with torch '0.0.1'"),
+    "decompress-wrong-model": (["decompress", "char.chlm", "o.txt", "--model", "otherrun"], "otherrun is not the model this archive was made with"),
+    "decompress-needs-model": (["decompress", "char.chlm", "o.txt"], "this archive was made with a trained model: give it with --model RUN"),
+    "decompress-online-with-model": (["decompress", "online.chlm", "o.txt", "--model", "charrun"], "made in the online mode: it needs no --model"),
 }
 
 # id -> "tests/<module>.py::<test>": rows whose test needs more than a command line
@@ -96,6 +113,8 @@ def folder(tmp_path_factory):
         assert main(["train", "--corpus", "book.txt", "--out", "charrun", *TINY]) == 0
         assert main(["train", "--corpus", "book.txt", "--out", "wordrun", "--token", "word",
                      "--clean", "lines", *TINY]) == 0
+        assert main(["train", "--corpus", "book.txt", "--out", "otherrun", "--seed", "7", *TINY]) == 0
+    _archives(root)
     for name in ("newer", "truncated", "flipped"):
         (root / name).mkdir()
         for f in (root / "charrun").iterdir():
@@ -110,6 +129,28 @@ def folder(tmp_path_factory):
     data[-20] ^= 0x10  # one bit of one weight
     weights.write_bytes(bytes(data))
     return root
+
+
+def _archives(root: Path) -> None:
+    """Good archives of both modes, and damaged ones made from them."""
+    text = TEXT[:300].encode()
+    settings = CompressSettings(hidden=16, embedding=8, orders=(1, 2))
+    online = compress(text, settings=settings)
+    (root / "online.chlm").write_bytes(online)
+    (root / "char.chlm").write_bytes(compress(text, model=root / "charrun", settings=settings))
+    (root / "cut.chlm").write_bytes(online[:-5])
+    flipped = bytearray(online)
+    flipped[-3] ^= 0x01
+    (root / "flipped.chlm").write_bytes(bytes(flipped))
+    header = bytearray(online)
+    header[40] ^= 0x01  # inside the settings
+    (root / "header.chlm").write_bytes(bytes(header))
+    newer = bytearray(online)
+    newer[6] = 2  # the format version byte
+    (root / "newer.chlm").write_bytes(bytes(newer))
+    head, payload = unpack(online)
+    other = Header(head.mode, head.length, head.crc, {**head.settings, "torch": "0.0.1"})
+    (root / "torch.chlm").write_bytes(pack(other, payload))
 
 
 @pytest.mark.parametrize("row", list(CLI_ROWS))

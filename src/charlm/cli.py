@@ -25,6 +25,8 @@ EXAMPLES = """examples:
   charlm train --corpus my_book.txt --clean raw --max-tokens -1 --impl builtin --model gru
   charlm generate runs/lstm --prefix "time traveller" --num-preds 200 --temperature 0.8
   charlm evaluate runs/lstm --split val
+  charlm compress book.txt book.chlm --online    lossless: a byte model learns while it codes
+  charlm decompress book.chlm book.txt
 """
 
 # Help for every training flag: units, defaults and what the sentinels mean.
@@ -164,7 +166,59 @@ def build_parser() -> argparse.ArgumentParser:
                     help="split of the corpus (default: val for the run's corpus, all for another)")
     ev.add_argument("--which", choices=("last", "best"), default="last", help="weights (default: last)")
     ev.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default: cpu)")
+
+    comp = sub.add_parser("compress", help="compress a file losslessly with a language model")
+    comp.add_argument("input", help="file to compress, or - for stdin")
+    comp.add_argument("output", help="archive to write, or - for stdout")
+    how = comp.add_mutually_exclusive_group(required=True)
+    how.add_argument("--model", type=Path, metavar="RUN", help="a trained character run (pretrained mode)")
+    how.add_argument("--online", action="store_true",
+                     help="no trained model: a byte-level model learns while it codes")
+    _add_compress_flags(comp)
+    comp.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
+
+    dec = sub.add_parser("decompress", help="restore a file from a charlm archive")
+    dec.add_argument("input", help="archive, or - for stdin")
+    dec.add_argument("output", help="file to write, or - for stdout")
+    dec.add_argument("--model", type=Path, metavar="RUN", help="the run the archive was made with, if any")
+    dec.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
     return parser
+
+
+COMPRESS_HELP = {
+    "lanes": "parts of the input coded side by side (faster, a little larger)",
+    "block": "symbols per lane between two updates of the model",
+    "lr": "Adam's learning rate while coding; 0 = the model does not learn",
+    "orders": "context orders mixed with the network, comma-separated; 'none' = the network alone",
+    "rows": "hashed rows per context order",
+    "total": "frequency total of the arithmetic coder",
+    "threads": "torch threads (the decoder uses the same)",
+    "cell": "online mode: rnn, gru or lstm",
+    "hidden": "online mode: hidden units",
+    "layers": "online mode: recurrent layers",
+    "embedding": "online mode: byte embedding width",
+    "seed": "online mode: seed of the initial weights",
+}
+
+
+def _orders(text: str) -> tuple[int, ...]:
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        return tuple(int(k) for k in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected orders like 1,2,3,4,6 or none, got {text!r}") from None
+
+
+def _add_compress_flags(parser: argparse.ArgumentParser) -> None:
+    from .compression import CompressSettings
+
+    for f in dataclasses.fields(CompressSettings):
+        kind = _orders if f.name == "orders" else type(f.default)
+        shown = ",".join(map(str, f.default)) if f.name == "orders" else f.default
+        parser.add_argument(f"--{f.name}", type=kind, default=argparse.SUPPRESS,
+                            metavar="K,K" if f.name == "orders" else kind.__name__.upper(),
+                            help=f"{COMPRESS_HELP[f.name]} (default: {shown})")
 
 
 def cmd_corpora(args: argparse.Namespace) -> int:
@@ -274,8 +328,111 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_input(name: str) -> bytes:
+    if name == "-":
+        return sys.stdin.buffer.read()
+    path = Path(name)
+    if path.is_dir():
+        raise ValueError(f"{name}: is a folder, not a file")
+    return path.read_bytes()
+
+
+def _write_output(name: str, data: bytes, force: bool) -> None:
+    """stdout, or the file written whole (a temporary file renamed), never half."""
+    if name == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    from .checkpoint import save_file
+
+    path = Path(name)
+    if path.exists() and not force:
+        raise ValueError(f"{name}: already exists (use --force to overwrite)")
+    save_file(path, lambda f: f.write(data))
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    if args.input != "-" and args.output != "-" and Path(args.input).resolve() == Path(args.output).resolve():
+        raise ValueError("input and output are the same file")
+
+
+def _progress_bar(args: argparse.Namespace, what: str):
+    """A tqdm bar on a terminal's stderr for long inputs; None otherwise."""
+    if args.quiet or not sys.stderr.isatty():
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="sym", unit_scale=True, desc=what, file=sys.stderr, leave=False,
+               mininterval=0.5)
+
+    def update(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.n = done
+        if done == total or done % 4096 < 8:
+            bar.refresh()
+
+    return update, bar.close
+
+
+def _report(verb: str, original: int, archive: int, seconds: float) -> None:
+    bpb = 8 * archive / original if original else 0.0
+    print(f"charlm: {verb} {original} bytes <-> {archive} bytes, {bpb:.3f} bits per byte, "
+          f"{seconds:.1f} s, {original / 1000 / max(seconds, 1e-9):.1f} KB/s", file=sys.stderr)
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    from .compression import CompressSettings, compress
+
+    _check_paths(args)
+    names = {f.name for f in dataclasses.fields(CompressSettings)}
+    try:
+        settings = CompressSettings(**{k: v for k, v in vars(args).items() if k in names})
+    except ValueError as err:  # "lanes must be ..." -> "--lanes must be ...": name the flag
+        raise ValueError(f"--{err}") from None
+    if args.model is not None:
+        online_only = sorted(set(vars(args)) & {"cell", "hidden", "layers", "embedding", "seed"})
+        if online_only:
+            raise ValueError(f"--{online_only[0]} shapes the online model; a --model run brings its own")
+        if not args.model.is_dir():
+            raise ValueError(f"--model {args.model}: no such run folder")
+    if args.output == "-" and sys.stdout.isatty():
+        raise ValueError("refusing to write an archive to a terminal; give a file or redirect stdout")
+    data = _read_input(args.input)
+    progress, close = _progress_bar(args, "compress")
+    start = time.perf_counter()
+    try:
+        archive = compress(data, model=args.model, settings=settings, progress=progress)
+    finally:
+        close()
+    seconds = time.perf_counter() - start
+    _write_output(args.output, archive, args.force)
+    if not args.quiet:
+        _report("compressed", len(data), len(archive), seconds)
+    return 0
+
+
+def cmd_decompress(args: argparse.Namespace) -> int:
+    from .compression import decompress
+
+    _check_paths(args)
+    archive = _read_input(args.input)
+    progress, close = _progress_bar(args, "decompress")
+    start = time.perf_counter()
+    try:
+        data = decompress(archive, model=args.model, progress=progress)
+    finally:
+        close()
+    seconds = time.perf_counter() - start
+    _write_output(args.output, data, args.force)
+    if not args.quiet:
+        _report("decompressed", len(data), len(archive), seconds)
+    return 0
+
+
 COMMANDS = {"corpora": cmd_corpora, "recipes": cmd_recipes, "train": cmd_train,
-            "generate": cmd_generate, "evaluate": cmd_evaluate}
+            "generate": cmd_generate, "evaluate": cmd_evaluate, "compress": cmd_compress,
+            "decompress": cmd_decompress}
 
 
 class _TqdmHandler(logging.Handler):
