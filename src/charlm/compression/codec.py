@@ -305,6 +305,8 @@ def compress(data: bytes, *, model: str | Path | None = None, settings: Compress
             info["symbols"] = len(ids)
         predictor = _Predictor(mixture, alphabet, settings, max(map(len, lanes), default=0))
         payload = _encode(predictor, lanes, extras, progress)
+    if len(payload) >= len(data) and data:  # random or already compressed bytes: never expand them
+        mode, payload = "stored", data
     return pack(Header(mode, len(data), crc32(data), info), payload)
 
 
@@ -313,6 +315,8 @@ def decompress(archive: bytes, *, model: str | Path | None = None, progress: Pro
     header, payload = unpack(bytes(archive))
     info = header.settings
     check_same(info, _platform(), _MATCH)
+    if header.mode == "stored":
+        return _checked(payload, header)
     settings = CompressSettings.from_dict(info.get("settings", {}))
     with _pinned(settings.threads):
         if header.mode == "online":
@@ -343,6 +347,10 @@ def decompress(archive: bytes, *, model: str | Path | None = None, progress: Pro
             for s, e in zip(lane, extra):
                 pieces.append(e if s >= len(tokens) else tokens[s].encode("utf-8"))
         data = b"".join(pieces)
+    return _checked(data, header)
+
+
+def _checked(data: bytes, header: Header) -> bytes:
     if len(data) != header.length or crc32(data) != header.crc:
         raise ArchiveError("decoding did not reproduce the original (CRC-32 mismatch): the archive is "
                            "damaged, or this machine computes the model's floats differently")

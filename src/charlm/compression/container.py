@@ -4,7 +4,8 @@ Layout (integers little-endian)::
 
     magic     6 bytes   b"CHARLM"
     version   1 byte    FORMAT_VERSION
-    mode      1 byte    0 = online (byte model learned while coding), 1 = pretrained (a run's model)
+    mode      1 byte    0 = online (byte model learned while coding), 1 = pretrained (a run's model),
+                        2 = stored (the original as it is: nothing was learned that beats 8 bits a byte)
     length    8 bytes   bytes of the original
     crc       4 bytes   CRC-32 of the original: checked after decoding
     payload   8 bytes   bytes of the coded stream that follows the header
@@ -29,7 +30,7 @@ from typing import Any
 
 MAGIC = b"CHARLM"
 FORMAT_VERSION = 1
-MODES = ("online", "pretrained")
+MODES = ("online", "pretrained", "stored")
 _FIXED = struct.Struct("<6sBBQIQII")  # magic, version, mode, length, crc, payload, paycrc, settings
 MAX_SETTINGS = 1 << 20
 

@@ -1,0 +1,243 @@
+"""charlm compress / decompress: lossless round trips in both modes, in another process too,
+and the parts that make them exact (the stepper, the context counts, the container)."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from charlm.cli import main
+from charlm.compression import ArchiveError, CompressSettings, compress, decompress, lane_spans
+from charlm.compression.container import Header, pack, unpack
+from charlm.compression.contexts import ContextCounts
+from charlm.compression.model import BuiltinStepper
+from charlm.models import RNNLM
+
+SMALL = CompressSettings(hidden=32, embedding=8, orders=(1, 2, 3))
+TEXT = ("The Time Traveller (for so it will be convenient to speak of him) was expounding a recondite "
+        "matter to us. His grey eyes shone and twinkled, and his usually pale face was flushed. ") * 6
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+@pytest.mark.parametrize("data", [b"", b"x", "naïve café — 東京 ☕ 🙂\n".encode() * 5, TEXT.encode()[:777]],
+                         ids=["empty", "one-byte", "unicode", "text"])
+def test_online_round_trips_any_bytes(data):
+    archive = compress(data, settings=SMALL)
+    assert decompress(archive) == data
+
+
+def test_random_binary_round_trips_and_is_stored_not_expanded():
+    data = random.Random(3).randbytes(3000)
+    archive = compress(data, settings=SMALL)
+    assert decompress(archive) == data
+    # Nothing to learn in random bytes: the coded stream would be longer, so the bytes are stored.
+    assert unpack(archive)[0].mode == "stored"
+    assert len(archive) < len(data) + 400
+
+
+@pytest.mark.parametrize("lanes,block", [(1, 1), (3, 5), (8, 16), (16, 4)])
+def test_every_lane_and_block_layout_round_trips(lanes, block):
+    data = TEXT.encode()[:401]  # 401 is prime: lanes of unequal length, a last partial block
+    settings = CompressSettings(hidden=16, embedding=8, orders=(1, 2), lanes=lanes, block=block)
+    assert decompress(compress(data, settings=settings)) == data
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_each_cell_and_a_deep_model_round_trip(cell):
+    settings = CompressSettings(hidden=16, embedding=8, layers=2, cell=cell, orders=())
+    data = TEXT.encode()[:500]
+    assert decompress(compress(data, settings=settings)) == data
+
+
+def _coded_bits_per_byte(archive: bytes) -> float:
+    header, payload = unpack(archive)
+    return 8.0 if header.mode == "stored" else 8 * len(payload) / header.length
+
+
+def test_the_model_learns_while_it_codes():
+    data = TEXT.encode() * 2
+    network_alone = CompressSettings(hidden=32, embedding=8, orders=(), lr=0.01)
+    learning = _coded_bits_per_byte(compress(data, settings=network_alone))
+    frozen = _coded_bits_per_byte(compress(data, settings=CompressSettings(**{**network_alone.to_dict(),
+                                                                             "lr": 0.0})))
+    assert frozen > 7.5  # an untrained network stays near 8 bits a byte
+    assert learning < 6.5
+
+
+def test_context_counts_help_on_repeated_text():
+    data = TEXT.encode()
+    alone = compress(data, settings=CompressSettings(hidden=16, embedding=8, orders=()))
+    mixed = compress(data, settings=CompressSettings(hidden=16, embedding=8, orders=(1, 2, 3, 4)))
+    assert _coded_bits_per_byte(mixed) < 0.7 * _coded_bits_per_byte(alone)
+
+
+def test_a_whole_corpus_round_trips_below_gzip(data_dir):
+    import zlib
+
+    data = (data_dir / "timemachine.txt").read_bytes()
+    archive = compress(data)
+    assert decompress(archive) == data
+    assert len(archive) < len(zlib.compress(data, 9))
+
+
+def test_decoding_in_another_process_gives_the_original(tmp_path):
+    data = "Ünïcödé text, newlines\r\n and\ttabs. ".encode() * 30
+    (tmp_path / "in.txt").write_bytes(data)
+    assert main(["compress", str(tmp_path / "in.txt"), str(tmp_path / "a.chlm"), "--online", "-q",
+                 "--hidden", "32", "--embedding", "8"]) == 0
+    env = {**os.environ, "PYTHONPATH": SRC}
+    done = subprocess.run([sys.executable, "-m", "charlm", "decompress", str(tmp_path / "a.chlm"), "-"],
+                          env=env, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout == data
+    assert b"bits per byte" in done.stderr
+
+
+def test_stdin_to_stdout_in_another_process(tmp_path):
+    data = TEXT.encode()[:600]
+    env = {**os.environ, "PYTHONPATH": SRC}
+    packed = subprocess.run([sys.executable, "-m", "charlm", "compress", "-", "-", "--online", "-q",
+                             "--hidden", "16", "--embedding", "8"], input=data, env=env,
+                            capture_output=True, timeout=300)
+    assert packed.returncode == 0, packed.stderr.decode()
+    unpacked = subprocess.run([sys.executable, "-m", "charlm", "decompress", "-", "-", "-q"],
+                              input=packed.stdout, env=env, capture_output=True, timeout=300)
+    assert unpacked.returncode == 0 and unpacked.stdout == data
+
+
+@pytest.fixture(scope="module")
+def char_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    (root / "book.txt").write_text(TEXT * 3)
+    assert main(["train", "--corpus", str(root / "book.txt"), "--clean", "raw", "--max-tokens", "-1",
+                 "--num-hiddens", "32", "--embedding", "16", "--model", "lstm", "--epochs", "3",
+                 "--batch-size", "4", "--num-steps", "16", "--lr", "0.01", "--optimizer", "adam",
+                 "--out", str(root / "run"), "--device", "cpu", "-q", "--sample-every", "0"]) == 0
+    return root / "run"
+
+
+def test_pretrained_mode_round_trips_with_characters_outside_the_vocabulary(char_run):
+    # Known characters, unknown ones (escaped with their UTF-8 bytes), and bytes that are not UTF-8.
+    data = TEXT.encode()[:300] + "Ωmega ☕ 🙂 ".encode() + b"\xff\xfe raw \xc3(" + TEXT.encode()[:100]
+    archive = compress(data, model=char_run, settings=SMALL)
+    assert decompress(archive, model=char_run) == data
+
+
+@pytest.mark.parametrize("impl", ["scratch", "builtin"])
+def test_pretrained_mode_works_for_scratch_and_builtin_runs(impl, tmp_path):
+    (tmp_path / "book.txt").write_text(TEXT)
+    assert main(["train", "--corpus", str(tmp_path / "book.txt"), "--clean", "raw", "--max-tokens", "-1",
+                 "--num-hiddens", "16", "--model", "gru", "--impl", impl, "--epochs", "1",
+                 "--batch-size", "4", "--num-steps", "8", "--out", str(tmp_path / "run"), "--device", "cpu",
+                 "-q", "--sample-every", "0"]) == 0
+    data = TEXT.encode()[:200]
+    assert decompress(compress(data, model=tmp_path / "run", settings=SMALL), model=tmp_path / "run") == data
+
+
+def test_a_trained_model_codes_its_kind_of_text_better_than_an_untrained_one(char_run):
+    data = TEXT.encode()
+    settings = CompressSettings(orders=(), lr=0.0)
+    pretrained = compress(data, model=char_run, settings=settings)
+    online = compress(data, settings=settings)
+    assert len(pretrained) < 0.5 * len(online)
+
+
+def test_the_wrong_model_is_refused_before_decoding(char_run, tmp_path):
+    archive = compress(TEXT.encode()[:100], model=char_run, settings=SMALL)
+    other = tmp_path / "other"
+    other.mkdir()
+    for f in char_run.iterdir():
+        if f.is_file():
+            (other / f.name).write_bytes(f.read_bytes())
+    weights = bytearray((other / "model.safetensors").read_bytes())
+    weights[-1] ^= 1
+    (other / "model.safetensors").write_bytes(bytes(weights))
+    with pytest.raises(ArchiveError, match="is not the model this archive was made with"):
+        decompress(archive, model=other)
+
+
+def test_a_decoder_that_computes_other_floats_is_caught_by_the_crc():
+    # Settings tampered with in a well-formed header: decoding runs, and the CRC-32 refuses the result.
+    data = TEXT.encode()[:300]
+    header, payload = unpack(compress(data, settings=SMALL))
+    settings = {**header.settings, "settings": {**header.settings["settings"], "lr": 0.02}}
+    with pytest.raises(ArchiveError, match="CRC-32 mismatch"):
+        decompress(pack(Header(header.mode, header.length, header.crc, settings), payload))
+
+
+def test_compressing_restores_the_callers_thread_count():
+    before = torch.get_num_threads()
+    compress(b"abc", settings=CompressSettings(hidden=8, embedding=4, threads=before + 1))
+    assert torch.get_num_threads() == before
+
+
+def test_the_cli_reports_sizes_and_bits_per_byte(tmp_path, capsys):
+    (tmp_path / "in.txt").write_bytes(TEXT.encode())
+    assert main(["compress", str(tmp_path / "in.txt"), str(tmp_path / "a.chlm"), "--online",
+                 "--hidden", "16", "--embedding", "8"]) == 0
+    err = capsys.readouterr().err
+    size = (tmp_path / "a.chlm").stat().st_size
+    assert f"compressed {len(TEXT)} bytes <-> {size} bytes, {8 * size / len(TEXT):.3f} bits per byte" in err
+    assert "KB/s" in err
+
+
+# ---- the parts ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_the_stepper_computes_what_the_torch_nn_model_computes(cell):
+    torch.manual_seed(0)
+    lm = RNNLM(40, 24, cell=cell, impl="builtin", num_layers=2, embedding=12).eval()
+    stepper = BuiltinStepper(lm)
+    ids = torch.randint(0, 40, (3, 9))
+    expected, _ = lm(ids)
+    state = lm.begin_state(3)
+    for t in range(9):
+        logits, state = stepper(ids[:, t], state)
+        torch.testing.assert_close(logits, expected[:, t], rtol=1e-5, atol=1e-5)
+
+
+def test_context_counts_count_what_followed_each_context():
+    counts = ContextCounts((1, 2), alphabet=4, lanes=1, rows=64, prior=0.5)
+    for s in [1, 2, 1, 2, 1]:  # after "1" came "2" twice; now the context is "1" again
+        counts.update(torch.tensor([s]))
+    logp, buckets = counts.features()
+    order1 = logp[0, 0].exp()
+    assert order1.argmax().item() == 2
+    assert math.isclose(order1[2].item(), (2 + 0.5) / (2 + 4 * 0.5), rel_tol=1e-6)
+    assert buckets[0, 0].item() == int(math.log2(2 + 1))
+
+
+def test_lanes_cover_the_input_once_with_lengths_differing_by_at_most_one():
+    for n in range(0, 40):
+        for lanes in (1, 2, 3, 7):
+            spans = lane_spans(n, lanes)
+            assert [s for s, _ in spans] == sorted(s for s, _ in spans)
+            covered = [i for s, k in spans for i in range(s, s + k)]
+            assert covered == list(range(n))
+            assert max(k for _, k in spans) - min(k for _, k in spans) <= 1
+
+
+def test_the_container_round_trips_and_checks_every_field():
+    header = Header("online", 5, 1234, {"settings": {"lanes": 2}, "torch": "x"})
+    archive = pack(header, b"payload")
+    assert unpack(archive) == (header, b"payload")
+    with pytest.raises(ArchiveError, match="unexpected bytes after its end"):
+        unpack(archive + b"\0")
+    for cut in range(len(archive)):
+        with pytest.raises(ArchiveError):
+            unpack(archive[:cut])
+
+
+@pytest.mark.parametrize("bad", [{"lanes": 0}, {"block": -1}, {"lr": 2.0}, {"orders": (0,)},
+                                 {"orders": (2, 2)}, {"total": 100}, {"cell": "transformer"}])
+def test_settings_out_of_range_are_refused(bad):
+    with pytest.raises(ValueError):
+        CompressSettings(**bad)
