@@ -5,6 +5,7 @@ The functions `train`, `generate` and `evaluate` mirror the `charlm` commands of
 
 from .batches import BatchStream, random_batches, sequential_batches
 from .checkpoint import Run, load
+from .compression import compress, decompress
 from .config import TrainConfig
 from .corpora import CORPORA, CorpusError
 from .dataset import Splits, load_corpus, load_splits
@@ -31,6 +32,8 @@ __all__ = [
            "TrainResult",
            "Vocab",
            "clean_lines",
+           "compress",
+           "decompress",
            "detach_state",
            "evaluate",
            "evaluate_ids",

@@ -54,17 +54,24 @@ class Mixture(nn.Module):
 
 
 class BuiltinStepper:
-    """One time step of a torch.nn core for a few rows, in a handful of products.
+    """One time step of a torch.nn core for a few rows, one fused cell call per layer.
 
-    ``nn.LSTM`` called on one step costs about as much as on sixteen (its set-up dominates), and
-    coding runs one step at a time. The weights of each layer are concatenated once per update,
-    ``[W_ih | W_hh]``, so a step is one product per layer. Encoder and decoder both step this way;
-    the block updates use ``nn.LSTM`` itself (its gradient), the same on both sides too.
+    ``nn.LSTM`` called on one step costs several times more than the step itself (its set-up
+    dominates), and coding runs one step at a time: ``torch.lstm_cell`` and its kin take the same
+    weights in one call. Encoder and decoder both step this way; the block updates use the core
+    itself for its gradient, the same on both sides too.
     """
 
+    _CELLS = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn_tanh": torch.rnn_tanh_cell,
+              "rnn_relu": torch.rnn_relu_cell}
+
     def __init__(self, lm: RNNLM) -> None:
-        self.lm, self.cell = lm, lm.config.cell
-        self.refresh()
+        c = lm.config
+        self.lm, self.lstm = lm, c.cell == "lstm"
+        self.cell = self._CELLS[c.cell if c.cell != "rnn" else f"rnn_{c.activation}"]
+        core = lm.core
+        self.layers = [tuple(getattr(core, f"{name}_l{k}") for name in
+                             ("weight_ih", "weight_hh", "bias_ih", "bias_hh")) for k in range(c.num_layers)]
 
     @staticmethod
     def fits(lm: RNNLM) -> bool:
@@ -72,47 +79,20 @@ class BuiltinStepper:
         return c.impl == "builtin" and not c.bidirectional and lm.embedding is not None
 
     @torch.no_grad()
-    def refresh(self) -> None:
-        core = self.lm.core
-        self.layers = [(torch.cat([getattr(core, f"weight_ih_l{k}"), getattr(core, f"weight_hh_l{k}")], 1).T
-                        .contiguous(), getattr(core, f"bias_ih_l{k}") + getattr(core, f"bias_hh_l{k}")
-                        if self.cell != "gru" else None) for k in range(self.lm.config.num_layers)]
-        self.output = (self.lm.output.weight.T.contiguous(), self.lm.output.bias.detach().clone())
-
-    @torch.no_grad()
     def __call__(self, ids: Tensor, state):
         x = self.lm.embedding.weight[ids]
-        lstm = self.cell == "lstm"
-        H, C = state if lstm else (state, None)
+        H, C = state if self.lstm else (state, None)
         new_h, new_c = [], []
-        for k, (W, b) in enumerate(self.layers):
-            h = H[k]
-            if self.cell == "gru":
-                x, h = self._gru(k, x, h), None
-                new_h.append(x)
-                continue
-            gates = torch.addmm(b, torch.cat([x, h], 1), W)
-            if lstm:
-                i, f, g, o = gates.chunk(4, 1)
-                c = torch.sigmoid(f) * C[k] + torch.sigmoid(i) * torch.tanh(g)
-                x = torch.sigmoid(o) * torch.tanh(c)
+        for k, weights in enumerate(self.layers):
+            if self.lstm:
+                x, c = self.cell(x, (H[k], C[k]), *weights)
                 new_c.append(c)
             else:
-                x = torch.tanh(gates) if self.lm.config.activation == "tanh" else torch.relu(gates)
+                x = self.cell(x, H[k], *weights)
             new_h.append(x)
-        logits = torch.addmm(self.output[1], x, self.output[0])
+        logits = torch.addmm(self.lm.output.bias, x, self.lm.output.weight.T)
         H = torch.stack(new_h)
-        return logits, ((H, torch.stack(new_c)) if lstm else H)
-
-    def _gru(self, k: int, x: Tensor, h: Tensor) -> Tensor:
-        core = self.lm.core
-        gi = torch.addmm(getattr(core, f"bias_ih_l{k}"), x, getattr(core, f"weight_ih_l{k}").T)
-        gh = torch.addmm(getattr(core, f"bias_hh_l{k}"), h, getattr(core, f"weight_hh_l{k}").T)
-        ri, zi, ni = gi.chunk(3, 1)
-        rh, zh, nh = gh.chunk(3, 1)
-        r, z = torch.sigmoid(ri + rh), torch.sigmoid(zi + zh)
-        n = torch.tanh(ni + r * nh)
-        return (1 - z) * n + z * h
+        return logits, ((H, torch.stack(new_c)) if self.lstm else H)
 
 
 class OnlineLearner:
@@ -120,7 +100,7 @@ class OnlineLearner:
 
     def __init__(self, mixture: Mixture, lanes: int, block: int, lr: float, clip: float = 1.0) -> None:
         self.mixture, self.block, self.clip = mixture, block, clip
-        self.optimizer = torch.optim.Adam(mixture.parameters(), lr=lr) if lr > 0 else None
+        self.optimizer = torch.optim.Adam(mixture.parameters(), lr=lr, fused=True) if lr > 0 else None
         self.stepper = BuiltinStepper(mixture.lm) if BuiltinStepper.fits(mixture.lm) else None
         self.state = mixture.lm.begin_state(lanes)
         self._start_state = self.state
@@ -157,7 +137,5 @@ class OnlineLearner:
             loss.backward()
             nn.utils.clip_grad_norm_(self.mixture.parameters(), self.clip)
             self.optimizer.step()
-            if self.stepper is not None:
-                self.stepper.refresh()
         self.state = self._start_state = detach_state(self.state)
         self._inputs, self._feats, self._buckets, self._targets = [], [], [], []
