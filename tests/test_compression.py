@@ -16,7 +16,7 @@ import torch
 from charlm.cli import main
 from charlm.compression import ArchiveError, CompressSettings, compress, decompress, lane_spans
 from charlm.compression.container import Header, pack, unpack
-from charlm.compression.contexts import ContextCounts
+from charlm.compression.contexts import ContextCounts, MatchModel
 from charlm.compression.model import BuiltinStepper
 from charlm.models import RNNLM
 
@@ -63,18 +63,18 @@ def _coded_bits_per_byte(archive: bytes) -> float:
 
 def test_the_model_learns_while_it_codes():
     data = TEXT.encode() * 2
-    network_alone = CompressSettings(hidden=32, embedding=8, orders=(), lr=0.01)
+    network_alone = CompressSettings(hidden=32, embedding=8, orders=(), match=0, lr=0.01)
     learning = _coded_bits_per_byte(compress(data, settings=network_alone))
     frozen = _coded_bits_per_byte(compress(data, settings=CompressSettings(**{**network_alone.to_dict(),
-                                                                             "lr": 0.0})))
+                                                                             "lr": 0.0, "mix_lr": 0.0})))
     assert frozen > 7.5  # an untrained network stays near 8 bits a byte
     assert learning < 6.5
 
 
 def test_context_counts_help_on_repeated_text():
     data = TEXT.encode()
-    alone = compress(data, settings=CompressSettings(hidden=16, embedding=8, orders=()))
-    mixed = compress(data, settings=CompressSettings(hidden=16, embedding=8, orders=(1, 2, 3, 4)))
+    alone = compress(data, settings=CompressSettings(hidden=16, embedding=8, orders=(), match=0))
+    mixed = compress(data, settings=CompressSettings(hidden=16, embedding=8, orders=(1, 2, 3, 4), match=0))
     assert _coded_bits_per_byte(mixed) < 0.7 * _coded_bits_per_byte(alone)
 
 
@@ -143,7 +143,7 @@ def test_pretrained_mode_works_for_scratch_and_builtin_runs(impl, tmp_path):
 
 def test_a_trained_model_codes_its_kind_of_text_better_than_an_untrained_one(char_run):
     data = TEXT.encode()
-    settings = CompressSettings(orders=(), lr=0.0)
+    settings = CompressSettings(orders=(), match=0, lr=0.0, mix_lr=0.0)
     pretrained = compress(data, model=char_run, settings=settings)
     online = compress(data, settings=settings)
     assert len(pretrained) < 0.5 * len(online)
@@ -213,6 +213,22 @@ def test_context_counts_count_what_followed_each_context():
     assert order1.argmax().item() == 2
     assert math.isclose(order1[2].item(), (2 + 0.5) / (2 + 4 * 0.5), rel_tol=1e-6)
     assert buckets[0, 0].item() == int(math.log2(2 + 1))
+
+
+def test_the_match_expert_follows_text_it_has_seen_before():
+    matches = MatchModel(3, alphabet=10, lanes=1, steps=20, rows=1024)
+    predictions, buckets = [], []
+    for s in [1, 2, 3, 4, 5, 6, 1, 2, 3, 4, 5, 6, 1, 2, 9]:
+        onehot, bucket, predicted = matches.feature()
+        predictions.append(predicted.item())
+        buckets.append(bucket.item())
+        if predicted.item() >= 0:
+            assert onehot[0, 0].nonzero().flatten().tolist() == [predicted.item()]
+        matches.update(torch.tensor([s]), predicted)
+    # Once "1 2 3" comes again, the expert predicts what followed it: 4, 5, 6, then 1, 2, 3 again.
+    assert predictions[:9] == [-1] * 9
+    assert predictions[9:] == [4, 5, 6, 1, 2, 3]
+    assert buckets[9:12] == [0, 1, 2]  # trust grows with every right prediction in a row
 
 
 def test_lanes_cover_the_input_once_with_lengths_differing_by_at_most_one():

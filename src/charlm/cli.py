@@ -188,8 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
 COMPRESS_HELP = {
     "lanes": "parts of the input coded side by side (faster, a little larger)",
     "block": "symbols per lane between two updates of the model",
-    "lr": "Adam's learning rate while coding; 0 = the model does not learn",
+    "lr": "Adam's learning rate of the network while coding; 0 = the network does not learn",
+    "mix_lr": "Adam's learning rate of the weights that mix the network with the context counts",
     "orders": "context orders mixed with the network, comma-separated; 'none' = the network alone",
+    "match": "context length of the match expert (follows earlier text that repeats); 0 = off",
     "rows": "hashed rows per context order",
     "total": "frequency total of the arithmetic coder",
     "threads": "torch threads (the decoder uses the same)",
@@ -216,7 +218,7 @@ def _add_compress_flags(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(CompressSettings):
         kind = _orders if f.name == "orders" else type(f.default)
         shown = ",".join(map(str, f.default)) if f.name == "orders" else f.default
-        parser.add_argument(f"--{f.name}", type=kind, default=argparse.SUPPRESS,
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=argparse.SUPPRESS,
                             metavar="K,K" if f.name == "orders" else kind.__name__.upper(),
                             help=f"{COMPRESS_HELP[f.name]} (default: {shown})")
 

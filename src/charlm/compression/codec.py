@@ -19,7 +19,6 @@ pinned thread count, and a header that records what must match (:mod:`.container
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
@@ -31,7 +30,7 @@ import torch
 from ..coder import MAX_TOTAL, Decoder, Encoder
 from ..models import RNNLM
 from .container import ArchiveError, Header, check_same, crc32, pack, unpack
-from .contexts import ContextCounts
+from .contexts import ContextCounts, MatchModel
 from .model import Mixture, OnlineLearner
 
 Progress = Callable[[int, int], None]  # (symbols done, symbols in all)
@@ -43,10 +42,12 @@ class CompressSettings:
     """What shapes the probabilities. Network fields apply to the online mode (a pretrained run
     brings its own network); the rest to both. Defaults: docs/compression.md says what each buys."""
 
-    lanes: int = 4  # parts of the input coded side by side
+    lanes: int = 8  # parts of the input coded side by side
     block: int = 16  # steps between two updates (T)
-    lr: float = 3e-3  # Adam's learning rate while coding; 0 = no learning
+    lr: float = 3e-3  # Adam's learning rate of the network while coding; 0 = no learning
+    mix_lr: float = 0.003  # Adam's learning rate of the mixing weights
     orders: tuple[int, ...] = (1, 2, 3, 4, 6)  # context orders mixed in; () = the network alone
+    match: int = 8  # the match expert's context length; 0 = off
     rows: int = 1 << 16  # hashed table rows per order
     total: int = 1 << 22  # the coder's frequency total (quantisation of probabilities)
     threads: int = 1  # torch threads while coding: results depend on the split of sums
@@ -62,8 +63,12 @@ class CompressSettings:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if not 0 <= self.lr < 1 or not math.isfinite(self.lr):
-            raise ValueError(f"lr must be in [0, 1), got {self.lr!r}")
+        for name in ("lr", "mix_lr"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+        if not isinstance(self.match, int) or not 0 <= self.match <= 32:
+            raise ValueError(f"match must be an integer in 0..32, got {self.match!r}")
         if any(not isinstance(k, int) or not 1 <= k <= 8 for k in self.orders) or \
                 len(set(self.orders)) != len(self.orders):
             raise ValueError(f"orders must be distinct integers in 1..8, got {self.orders!r}")
@@ -172,13 +177,19 @@ class _Predictor:
         L = settings.lanes
         self.alphabet, self.total, self.steps = alphabet, settings.total, steps
         self.counts = ContextCounts(settings.orders, alphabet.size, L, settings.rows)
-        self.learner = OnlineLearner(mixture, L, settings.block, settings.lr)
+        self.matches = None if not settings.match else \
+            MatchModel(settings.match, alphabet.size, L, steps, rows=1 << 20)
+        self._predicted = None
+        self.learner = OnlineLearner(mixture, L, settings.block, settings.lr, settings.mix_lr)
         self.previous = torch.full((L,), alphabet.start, dtype=torch.long)
         self.step = 0
 
     def cumulative(self) -> list[list[int]]:
         """Each lane's cumulative counts ``[0, c0, c0 + c1, ...]`` for its next symbol."""
         feats, buckets = self.counts.features()
+        if self.matches is not None:
+            onehot, match_buckets, self._predicted = self.matches.feature()
+            feats, buckets = torch.cat([feats, onehot], 1), torch.cat([buckets, match_buckets], 1)
         logits = self.learner.logits(self.alphabet.net_input(self.previous), feats, buckets)
         probs = torch.softmax(logits.float(), dim=-1).double()
         A = self.alphabet.size
@@ -188,6 +199,8 @@ class _Predictor:
     def advance(self, symbols: torch.Tensor) -> None:
         self.step += 1
         self.counts.update(symbols)
+        if self.matches is not None:
+            self.matches.update(symbols, self._predicted)
         self.learner.learn(symbols, more_to_come=self.step < self.steps)
         self.previous = symbols
 
@@ -246,12 +259,16 @@ def _decode(predictor: _Predictor, payload: bytes, lengths: list[int],
 # ---- the two modes -------------------------------------------------------------------------------
 
 
+def _experts(settings: CompressSettings) -> int:
+    return len(settings.orders) + (settings.match > 0)
+
+
 def _online_mixture(settings: CompressSettings) -> Mixture:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
         lm = RNNLM(256, settings.hidden, cell=settings.cell, impl="builtin", num_layers=settings.layers,
                    embedding=settings.embedding)
-        return Mixture(lm, len(settings.orders)).eval()
+        return Mixture(lm, _experts(settings)).eval()
 
 
 def model_digest(run_dir: Path) -> str:
@@ -274,7 +291,7 @@ def _pretrained(run_dir: Path, settings: CompressSettings) -> tuple[Mixture, Alp
     if not run.model.can_generate:
         raise ValueError(f"{run_dir}: a bidirectional model cannot predict text left to right")
     alphabet, table = _char_alphabet(run.vocab)
-    mixture = Mixture(run.model.float(), len(settings.orders), extra=2).eval()
+    mixture = Mixture(run.model.float(), _experts(settings), extra=2).eval()
     return mixture, alphabet, table, run.vocab
 
 

@@ -17,7 +17,10 @@ import torch
 from torch import Tensor
 
 _MULTIPLIER = 0x9E3779B1  # Knuth's golden-ratio hash constant (odd, 32-bit)
-NUM_BUCKETS = 12  # a mixing weight per order and per log2 of the context's count
+NUM_BUCKETS = 12
+# The match expert's one-hot value: with the mixing weights' start of 0.3, a found match adds 2.4 to
+# its symbol's logit from the first step, which the weights then tune per run length.
+MATCH_SCALE = 8.0  # a mixing weight per order and per log2 of the context's count
 
 
 class ContextCounts:
@@ -71,3 +74,55 @@ class ContextCounts:
                                   torch.ones(symbols.numel() * K, dtype=torch.int32), accumulate=True)
             self.history = torch.cat([symbols.view(-1, 1), self.history[:, :-1]], dim=1)
             self._index = self._rows()
+
+
+class MatchModel:
+    """The longest-match expert: where the last `length` symbols occurred before, predict the symbol
+    that followed them then, and keep following that earlier text while it keeps being right.
+
+    Count tables forget which occurrence came when; a repeated line, name or phrase is predicted
+    best by the text it repeats. The expert's feature is a one-hot vector on the predicted symbol;
+    its bucket is how many symbols in a row the match has been right (0 to NUM_BUCKETS - 1), so the
+    mixer learns how far to trust a match of each length. Positions count steps times lanes, so a
+    lane can follow text in any lane coded before the current step.
+    """
+
+    def __init__(self, length: int, alphabet: int, lanes: int, steps: int, rows: int) -> None:
+        self.length, self.alphabet, self.lanes, self.rows = length, alphabet, lanes, rows
+        self.coded = torch.zeros(max(steps, 1) * lanes, dtype=torch.int32)  # every symbol coded, in order
+        self.where = torch.full((rows,), -1, dtype=torch.long)  # context hash -> position that followed
+        self.history = torch.zeros(lanes, length, dtype=torch.long)
+        self.pointer = torch.full((lanes,), -1, dtype=torch.long)  # position of the predicted symbol
+        self.run = torch.zeros(lanes, dtype=torch.long)  # how many predictions in a row were right
+        self.step = 0
+        self._powers = torch.tensor([257 ** j % (1 << 31) for j in range(length)], dtype=torch.long)
+        self._lane_ids = torch.arange(lanes)
+
+    def _hash(self) -> Tensor:
+        h = (self.history @ self._powers) % (1 << 31) * _MULTIPLIER
+        return (h >> 24) % self.rows
+
+    def feature(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``(lanes, 1, A)`` one-hot predictions (zeros where none), ``(lanes, 1)`` buckets, and the
+        predicted symbols (-1 where none)."""
+        known = (self.pointer >= 0) & (self.pointer < self.step * self.lanes)
+        predicted = torch.where(known, self.coded[self.pointer.clamp(min=0)],
+                                torch.full_like(self.pointer, -1))
+        onehot = torch.zeros(self.lanes, 1, self.alphabet)
+        onehot[self._lane_ids[known], 0, predicted[known]] = MATCH_SCALE
+        buckets = self.run.clamp(max=NUM_BUCKETS - 1).view(-1, 1)
+        return onehot, buckets, predicted
+
+    def update(self, symbols: Tensor, predicted: Tensor) -> None:
+        """Record the step's symbols; follow matches that were right, look up new ones otherwise."""
+        positions = self.step * self.lanes + self._lane_ids
+        self.coded[positions] = symbols.to(torch.int32)
+        hit = predicted == symbols
+        self.run = torch.where(hit, self.run + 1, torch.zeros_like(self.run))
+        self.pointer = torch.where(hit, self.pointer + self.lanes, torch.full_like(self.pointer, -1))
+        if self.step >= self.length:  # the last `length` symbols before this one are real ones
+            self.where[self._hash()] = positions
+        self.history = torch.cat([symbols.view(-1, 1), self.history[:, :-1]], dim=1)
+        self.step += 1
+        found = self.where[self._hash()]  # what followed the new context last time, if it occurred
+        self.pointer = torch.where(hit, self.pointer, found)

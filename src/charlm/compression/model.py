@@ -98,9 +98,13 @@ class BuiltinStepper:
 class OnlineLearner:
     """Holds a Mixture's stepwise state and learns from each finished block of coded steps."""
 
-    def __init__(self, mixture: Mixture, lanes: int, block: int, lr: float, clip: float = 1.0) -> None:
+    def __init__(self, mixture: Mixture, lanes: int, block: int, lr: float, mix_lr: float,
+                 clip: float = 1.0) -> None:
         self.mixture, self.block, self.clip = mixture, block, clip
-        self.optimizer = torch.optim.Adam(mixture.parameters(), lr=lr, fused=True) if lr > 0 else None
+        # The mixing weights are few and must follow the text quickly: a learning rate of their own.
+        groups = [{"params": list(mixture.lm.parameters()), "lr": lr},
+                  {"params": [mixture.mix, mixture.extra], "lr": mix_lr}]
+        self.optimizer = torch.optim.Adam(groups, fused=True) if lr > 0 or mix_lr > 0 else None
         self.stepper = BuiltinStepper(mixture.lm) if BuiltinStepper.fits(mixture.lm) else None
         self.state = mixture.lm.begin_state(lanes)
         self._start_state = self.state
