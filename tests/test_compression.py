@@ -16,7 +16,7 @@ import torch
 from charlm.cli import main
 from charlm.compression import ArchiveError, CompressSettings, compress, decompress, lane_spans
 from charlm.compression.container import Header, pack, unpack
-from charlm.compression.contexts import ContextCounts, MatchModel
+from charlm.compression.contexts import NUM_BUCKETS, ContextCounts, MatchModel
 from charlm.compression.model import BuiltinStepper
 from charlm.models import RNNLM
 
@@ -212,7 +212,10 @@ def test_context_counts_count_what_followed_each_context():
     order1 = logp[0, 0].exp()
     assert order1.argmax().item() == 2
     assert math.isclose(order1[2].item(), (2 + 0.5) / (2 + 4 * 0.5), rel_tol=1e-6)
-    assert buckets[0, 0].item() == int(math.log2(2 + 1))
+    assert buckets[0, 0].item() == int(math.log2(2 + 1)) + NUM_BUCKETS  # only "2" ever followed "1"
+    counts.update(torch.tensor([3]))  # "1" is now followed by "3" too; the context is "3"
+    counts.update(torch.tensor([1]))
+    assert counts.features()[1][0, 0].item() == int(math.log2(3 + 1))  # "1": seen 3 times, 2 symbols
 
 
 def test_the_match_expert_follows_text_it_has_seen_before():

@@ -209,7 +209,7 @@ def _orders(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(k) for k in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected orders like 1,2,3,4,6 or none, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected orders like 1,2,3,4,5,6 or none, got {text!r}") from None
 
 
 def _add_compress_flags(parser: argparse.ArgumentParser) -> None:

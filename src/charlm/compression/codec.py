@@ -46,7 +46,7 @@ class CompressSettings:
     block: int = 16  # steps between two updates (T)
     lr: float = 3e-3  # Adam's learning rate of the network while coding; 0 = no learning
     mix_lr: float = 0.003  # Adam's learning rate of the mixing weights
-    orders: tuple[int, ...] = (1, 2, 3, 4, 6)  # context orders mixed in; () = the network alone
+    orders: tuple[int, ...] = (1, 2, 3, 4, 5, 6)  # context orders mixed in; () = the network alone
     match: int = 8  # the match expert's context length; 0 = off
     rows: int = 1 << 16  # hashed table rows per order
     total: int = 1 << 22  # the coder's frequency total (quantisation of probabilities)

@@ -59,12 +59,15 @@ class ContextCounts:
         return (h >> 24) % self.rows + self._offsets
 
     def features(self) -> tuple[Tensor, Tensor]:
-        """``(lanes, K, A)`` float32 log-probabilities and ``(lanes, K)`` long confidence buckets."""
+        """``(lanes, K, A)`` float32 log-probabilities and ``(lanes, K)`` long confidence buckets in
+        ``[0, 2 * NUM_BUCKETS)``: log2 of the count, plus NUM_BUCKETS where one symbol alone was seen."""
         counts = self.table[self._index].float()  # (lanes, K, A)
         seen = counts.sum(-1, keepdim=True)
         logp = torch.log((counts + self.prior) / (seen + self.prior * self.alphabet))
         buckets = torch.log2(seen.squeeze(-1) + 1).long().clamp_(max=NUM_BUCKETS - 1)
-        return logp, buckets
+        # A context that was always followed by the same symbol is a strong hint: buckets of its own.
+        single = (counts > 0).sum(-1) == 1
+        return logp, buckets + NUM_BUCKETS * single
 
     def update(self, symbols: Tensor) -> None:
         """Count ``symbols`` (lanes,) in the current contexts, then shift them into the history."""

@@ -33,7 +33,7 @@ class Mixture(nn.Module):
                  initial_weight: float = 0.3) -> None:
         super().__init__()
         self.lm = lm
-        self.mix = nn.Parameter(torch.full((num_orders, NUM_BUCKETS), initial_weight))
+        self.mix = nn.Parameter(torch.full((num_orders, 2 * NUM_BUCKETS), initial_weight))
         self.extra = nn.Parameter(torch.full((extra,), extra_logit))
 
     def forward(self, inputs: Tensor, state, feats: Tensor, buckets: Tensor):
