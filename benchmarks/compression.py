@@ -76,7 +76,7 @@ def main() -> None:
     for item in args.set:
         name, _, value = item.partition("=")
         fields[name] = tuple(int(k) for k in value.split(",") if k) if name == "orders" else \
-            (value if name == "cell" else float(value) if name == "lr" else int(value))
+            (value if name == "cell" else float(value) if name in ("lr", "mix_lr") else int(value))
     settings = CompressSettings(**fields)
     print(f"settings: {settings.to_dict()}")
     print("\n".join(measure(files, codecs(settings, args.model))))

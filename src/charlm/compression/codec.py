@@ -176,9 +176,12 @@ class _Predictor:
     def __init__(self, mixture: Mixture, alphabet: Alphabet, settings: CompressSettings, steps: int) -> None:
         L = settings.lanes
         self.alphabet, self.total, self.steps = alphabet, settings.total, steps
-        self.counts = ContextCounts(settings.orders, alphabet.size, L, settings.rows)
+        # Tables no larger than the input needs (a short text has few contexts): 6 orders of 2^16
+        # rows of 256 counts are 400 MB. Both sides know the input's length, so both size alike.
+        fit = 1 << max(8, (steps * L - 1).bit_length() + 2)
+        self.counts = ContextCounts(settings.orders, alphabet.size, L, min(settings.rows, fit))
         self.matches = None if not settings.match else \
-            MatchModel(settings.match, alphabet.size, L, steps, rows=1 << 20)
+            MatchModel(settings.match, alphabet.size, L, steps, rows=min(1 << 20, fit))
         self._predicted = None
         self.learner = OnlineLearner(mixture, L, settings.block, settings.lr, settings.mix_lr)
         self.previous = torch.full((L,), alphabet.start, dtype=torch.long)
