@@ -400,35 +400,32 @@ def cmd_compress(args: argparse.Namespace) -> int:
             raise ValueError(f"--model {args.model}: no such run folder")
     if args.output == "-" and sys.stdout.isatty():
         raise ValueError("refusing to write an archive to a terminal; give a file or redirect stdout")
-    data = _read_input(args.input)
-    progress, close = _progress_bar(args, "compress")
-    start = time.perf_counter()
-    try:
-        archive = compress(data, model=args.model, settings=settings, progress=progress)
-    finally:
-        close()
-    seconds = time.perf_counter() - start
-    _write_output(args.output, archive, args.force)
-    if not args.quiet:
-        _report("compressed", len(data), len(archive), seconds)
-    return 0
+    return _transform(args, "compress", lambda data, progress: compress(
+        data, model=args.model, settings=settings, progress=progress))
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:
     from .compression import decompress
 
     _check_paths(args)
-    archive = _read_input(args.input)
-    progress, close = _progress_bar(args, "decompress")
+    return _transform(args, "decompress", lambda archive, progress: decompress(
+        archive, model=args.model, progress=progress))
+
+
+def _transform(args: argparse.Namespace, verb: str, fn) -> int:
+    """Read the input, run `fn` under a progress bar, write the output whole, report on stderr."""
+    given = _read_input(args.input)
+    progress, close = _progress_bar(args, verb)
     start = time.perf_counter()
     try:
-        data = decompress(archive, model=args.model, progress=progress)
+        result = fn(given, progress)
     finally:
         close()
     seconds = time.perf_counter() - start
-    _write_output(args.output, data, args.force)
+    _write_output(args.output, result, args.force)
     if not args.quiet:
-        _report("decompressed", len(data), len(archive), seconds)
+        original, archive = (given, result) if verb == "compress" else (result, given)
+        _report(f"{verb}ed", len(original), len(archive), seconds)
     return 0
 
 
