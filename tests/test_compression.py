@@ -260,3 +260,14 @@ def test_the_container_round_trips_and_checks_every_field():
 def test_settings_out_of_range_are_refused(bad):
     with pytest.raises(ValueError):
         CompressSettings(**bad)
+
+
+def test_progress_is_reported_up_to_the_whole_input_both_ways():
+    data = TEXT.encode()[:300]
+    seen: list[tuple[int, int]] = []
+    archive = compress(data, settings=SMALL, progress=lambda done, total: seen.append((done, total)))
+    assert seen and seen[-1] == (len(data), len(data))
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)  # it only moves forward
+    seen.clear()
+    assert decompress(archive, progress=lambda done, total: seen.append((done, total))) == data
+    assert seen[-1] == (len(data), len(data))
