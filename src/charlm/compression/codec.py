@@ -18,6 +18,7 @@ pinned thread count, and a header that records what must match (:mod:`.container
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,14 +28,13 @@ from typing import Any
 
 import torch
 
-from ..coder import MAX_TOTAL, Decoder, Encoder
+from ..coder import MAX_TOTAL
 from ..models import RNNLM
 from .container import ArchiveError, Header, check_same, crc32, pack, unpack
-from .contexts import ContextCounts, MatchModel
-from .model import Mixture, OnlineLearner
+from .kernel import KERNEL_ID, MAX_ORDERS, Config, Kernel, Stream
+from .model import OnlineLearner
 
 Progress = Callable[[int, int], None]  # (symbols done, symbols in all)
-_UNIFORM_BYTE = list(range(257))  # the fixed byte model of the escapes: every byte 1/256
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,9 @@ class CompressSettings:
     mix_lr: float = 0.003  # Adam's learning rate of the mixing weights
     orders: tuple[int, ...] = (1, 2, 3, 4, 5, 6)  # context orders mixed in; () = the network alone
     match: int = 8  # the match expert's context length; 0 = off
-    rows: int = 1 << 16  # hashed table rows per order
+    words: int = 2  # word experts: 0, 1 (the word so far) or 2 (and the word before it)
+    limit: int = 1023  # a count that reaches it halves its context's counts: recent text weighs more
+    rows: int = 1 << 16  # hashed table rows per expert (a power of two)
     total: int = 1 << 22  # the coder's frequency total (quantisation of probabilities)
     threads: int = 1  # torch threads while coding: results depend on the split of sums
     cell: str = "lstm"
@@ -67,6 +69,12 @@ class CompressSettings:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 <= value < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+        if self.rows & (self.rows - 1):
+            raise ValueError(f"rows must be a power of two, got {self.rows!r}")
+        if not isinstance(self.words, int) or not 0 <= self.words <= 2:
+            raise ValueError(f"words must be 0, 1 or 2, got {self.words!r}")
+        if not isinstance(self.limit, int) or not 2 <= self.limit <= 65535:
+            raise ValueError(f"limit must be an integer in 2..65535, got {self.limit!r}")
         if not isinstance(self.match, int) or not 0 <= self.match <= 32:
             raise ValueError(f"match must be an integer in 0..32, got {self.match!r}")
         if any(not isinstance(k, int) or not 1 <= k <= 8 for k in self.orders) or \
@@ -90,12 +98,12 @@ class CompressSettings:
 
 
 # What a decoder must share with the encoder besides the settings themselves.
-_MATCH = ("torch", "cpu", "symbols_format")
+_MATCH = ("torch", "cpu", "kernel")
 
 
 def _platform() -> dict[str, Any]:
     return {"torch": torch.__version__.split("+")[0], "cpu": torch.backends.cpu.get_cpu_capability(),
-            "symbols_format": 1}
+            "kernel": KERNEL_ID}
 
 
 @contextmanager
@@ -113,51 +121,90 @@ def _pinned(threads: int) -> Iterator[None]:
 # ---- the symbols of each mode ------------------------------------------------------------------
 
 
+def _classes(token: str) -> tuple[int, int]:
+    """(letter, class) of a symbol: its case-folded code inside words (0 ends a word), and its class
+    for the kernel's mixing weight sets."""
+    if len(token) != 1:
+        return 0, 7
+    ch = token
+    if ch.isalpha() or ord(ch) >= 0x80:  # the bytes of a UTF-8 character are part of its word
+        return (ord(ch.lower()) % 255) + 1, 1 if ch.islower() else 2 if ch.isupper() else 6
+    if ch == "'":  # inside a word: don't, it's
+        return 39, 4
+    return 0, 0 if ch == " " else 5 if ch == "\n" else 3 if ch.isdigit() else 4
+
+
 @dataclass
 class Alphabet:
-    """Symbol ids of the coded stream, and how they feed the network."""
+    """Symbol ids of the coded stream, and how they feed the network and the kernel."""
 
     size: int  # A
-    net_input: Callable[[torch.Tensor], torch.Tensor]  # symbol ids -> the network's input ids
+    vocab: int  # V: the network's logits cover symbols [0, V); the rest are escapes
     start: int  # the network's input before a lane's first symbol
-    escapes: dict[int, str] = field(default_factory=dict)  # symbol id -> "char" | "byte"
+    unk: int  # the network's input for an escape
+    letter: torch.Tensor  # (A,) uint8: see _classes
+    klass: torch.Tensor  # (A,) uint8
+    escapes: dict[str, int] = field(default_factory=dict)  # "char" | "byte" -> symbol id
+
+
+def _tables(tokens: list[str], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    pairs = [_classes(tok) for tok in tokens] + [(0, 7)] * (size - len(tokens))
+    return (torch.tensor([a for a, _ in pairs], dtype=torch.uint8),
+            torch.tensor([b for _, b in pairs], dtype=torch.uint8))
 
 
 def _byte_alphabet() -> Alphabet:
-    return Alphabet(256, lambda ids: ids, start=0)
+    letter, klass = _tables([chr(b) for b in range(256)], 256)
+    return Alphabet(256, 256, start=ord("\n"), unk=0, letter=letter, klass=klass)
 
 
 def _char_alphabet(vocab) -> tuple[Alphabet, dict[str, int]]:
     V = len(vocab)
     table = {tok: i for i, tok in enumerate(vocab.idx_to_token) if len(tok) == 1}
     unk = vocab.unk
-
-    def net_input(ids: torch.Tensor) -> torch.Tensor:
-        return torch.where(ids >= V, torch.full_like(ids, unk), ids)
-
     start = table.get("\n", table.get(" ", unk))
-    return Alphabet(V + 2, net_input, start, {V: "char", V + 1: "byte"}), table
+    letter, klass = _tables(list(vocab.idx_to_token), V + 2)
+    return Alphabet(V + 2, V, start, unk, letter, klass, {"char": V, "byte": V + 1}), table
 
 
-def _char_symbols(text: str, table: dict[str, int], V: int) -> tuple[list[int], list[bytes]]:
-    """Symbol ids of a text, and for each symbol the bytes its escape carries (b"" for none)."""
-    ids, extra = [], []
+def _char_stream(text: str, table: dict[str, int], V: int, lanes: int) -> Stream:
+    """The symbols of a text in the pretrained mode, with the bytes each escape carries."""
+    ids, extras = [], {}
     for ch in text:
         idx = table.get(ch)
         if idx is not None:
             ids.append(idx)
-            extra.append(b"")
         elif "\udc80" <= ch <= "\udcff":  # a byte that is not UTF-8 (surrogateescape)
+            extras[len(ids)] = bytes([ord(ch) - 0xDC00])
             ids.append(V + 1)
-            extra.append(bytes([ord(ch) - 0xDC00]))
         else:
+            extras[len(ids)] = ch.encode("utf-8")
             ids.append(V)
-            extra.append(ch.encode("utf-8"))
-    return ids, extra
+    spans = lane_spans(len(ids), lanes)
+    stream = Stream.empty([n for _, n in spans])
+    for lane, (s, n) in enumerate(spans):
+        stream.symbols[lane, :n] = torch.tensor(ids[s:s + n], dtype=torch.int32)
+    for i, data in extras.items():
+        lane, t = _position(spans, i)
+        stream.extra[lane, t, :len(data)] = torch.tensor(list(data), dtype=torch.uint8)
+        stream.extra_len[lane, t] = len(data)
+    return stream
 
 
-def _utf8_length(lead: int) -> int:
-    return 1 if lead < 0x80 else 2 if lead >> 5 == 0b110 else 3 if lead >> 4 == 0b1110 else 4
+def _position(spans: list[tuple[int, int]], i: int) -> tuple[int, int]:
+    for lane, (s, n) in enumerate(spans):
+        if s <= i < s + n:
+            return lane, i - s
+    raise IndexError(i)
+
+
+def _byte_stream(data: bytes, lanes: int) -> Stream:
+    spans = lane_spans(len(data), lanes)
+    stream = Stream.empty([n for _, n in spans])
+    flat = torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.zeros(0, dtype=torch.uint8)
+    for lane, (s, n) in enumerate(spans):
+        stream.symbols[lane, :n] = flat[s:s + n].to(torch.int32)
+    return stream
 
 
 # ---- the lockstep loop ---------------------------------------------------------------------------
@@ -170,108 +217,53 @@ def lane_spans(n: int, lanes: int) -> list[tuple[int, int]]:
     return [(s, per + (i < rest)) for i, s in enumerate(starts)]
 
 
-class _Predictor:
-    """Frequencies for the next step of every lane, then learning from the symbols coded."""
-
-    def __init__(self, mixture: Mixture, alphabet: Alphabet, settings: CompressSettings, steps: int) -> None:
-        L = settings.lanes
-        self.alphabet, self.total, self.steps = alphabet, settings.total, steps
-        # Tables no larger than the input needs (a short text has few contexts): 6 orders of 2^16
-        # rows of 256 counts are 400 MB. Both sides know the input's length, so both size alike.
-        fit = 1 << max(8, (steps * L - 1).bit_length() + 2)
-        self.counts = ContextCounts(settings.orders, alphabet.size, L, min(settings.rows, fit))
-        self.matches = None if not settings.match else \
-            MatchModel(settings.match, alphabet.size, L, steps, rows=min(1 << 20, fit))
-        self._predicted = None
-        self.learner = OnlineLearner(mixture, L, settings.block, settings.lr, settings.mix_lr)
-        self.previous = torch.full((L,), alphabet.start, dtype=torch.long)
-        self.step = 0
-
-    def cumulative(self) -> list[list[int]]:
-        """Each lane's cumulative counts ``[0, c0, c0 + c1, ...]`` for its next symbol."""
-        feats, buckets = self.counts.features()
-        if self.matches is not None:
-            onehot, match_buckets, self._predicted = self.matches.feature()
-            feats, buckets = torch.cat([feats, onehot], 1), torch.cat([buckets, match_buckets], 1)
-        logits = self.learner.logits(self.alphabet.net_input(self.previous), feats, buckets)
-        probs = torch.softmax(logits.float(), dim=-1).double()
-        A = self.alphabet.size
-        freqs = torch.floor(probs * (self.total - A)).long() + 1  # every symbol >= 1, sum <= total
-        return torch.nn.functional.pad(freqs.cumsum(-1), (1, 0)).tolist()
-
-    def advance(self, symbols: torch.Tensor) -> None:
-        self.step += 1
-        self.counts.update(symbols)
-        if self.matches is not None:
-            self.matches.update(symbols, self._predicted)
-        self.learner.learn(symbols, more_to_come=self.step < self.steps)
-        self.previous = symbols
+def _config(settings: CompressSettings, alphabet: Alphabet, lengths: list[int]) -> Config:
+    n = sum(lengths)
+    # Tables no larger than the input needs (a short text has few contexts): 8 experts of 2^16 rows
+    # of 256 counts are 268 MB. Both sides know the input's length, so both size alike.
+    fit = 1 << max(8, (n - 1).bit_length() + 2)
+    rows = min(settings.rows, fit)
+    orders = list(settings.orders) + [0] * (MAX_ORDERS - len(settings.orders))
+    return Config(
+        lanes=settings.lanes, alphabet=alphabet.size, vocab=alphabet.vocab, steps=max(lengths, default=0),
+        num_orders=len(settings.orders), orders=(ctypes.c_int32 * MAX_ORDERS)(*orders),
+        words=settings.words, match=settings.match, rows_log2=rows.bit_length() - 1,
+        match_rows_log2=min(20, fit.bit_length() - 1), limit=settings.limit, total=settings.total,
+        esc_char=alphabet.escapes.get("char", -1), esc_byte=alphabet.escapes.get("byte", -1),
+        unk=alphabet.unk, start=alphabet.start, selector=1, prior=0.05, mix_lr=settings.mix_lr,
+        beta1=0.9, beta2=0.999, mix_init=0.3, extra_logit=-8.0)
 
 
-def _encode(predictor: _Predictor, lanes: list[list[int]], extras: list[list[bytes]] | None,
-            progress: Progress | None) -> bytes:
-    encoder = Encoder()
-    steps, done, n = len(lanes[0]) if lanes else 0, 0, sum(map(len, lanes))
-    escapes = predictor.alphabet.escapes
-    last = [lane[0] if lane else 0 for lane in lanes]
+def _code(lm: RNNLM, alphabet: Alphabet, settings: CompressSettings, stream: Stream,
+          payload: bytes | None, progress: Progress | None) -> Kernel:
+    """Run the lockstep loop over `stream`: encode it, or (given `payload`) decode into it."""
+    lengths = stream.lengths.tolist()
+    kernel = Kernel(_config(settings, alphabet, lengths), stream, alphabet.letter, alphabet.klass, payload)
+    learner = OnlineLearner(lm, settings.lanes, settings.block, settings.lr, alphabet.start)
+    steps, n, done = max(lengths, default=0), sum(lengths), 0
     for t in range(steps):
-        cums = predictor.cumulative()
-        symbols = []
-        for i, lane in enumerate(lanes):
-            if t < len(lane):
-                s = last[i] = lane[t]
-                encoder.encode_symbol(s, cums[i])
-                if s in escapes:
-                    for byte in extras[i][t]:
-                        encoder.encode_symbol(byte, _UNIFORM_BYTE)
-                done += 1
-            symbols.append(last[i])  # a finished lane repeats its last symbol (never coded)
-        predictor.advance(torch.tensor(symbols))
+        logits = learner.logits()
+        ids, grad = learner.slots()
+        try:
+            kernel.step(logits, ids, grad)
+        except ValueError as err:
+            raise ArchiveError(str(err)) from None
+        learner.learn(more_to_come=t + 1 < steps)
+        done += sum(t < length for length in lengths) if t + 1 >= steps else len(lengths)
         if progress is not None:
             progress(done, n)
-    return encoder.finish()
-
-
-def _decode(predictor: _Predictor, payload: bytes, lengths: list[int],
-            progress: Progress | None) -> tuple[list[list[int]], list[list[bytes]]]:
-    decoder = Decoder(payload)
-    lanes: list[list[int]] = [[] for _ in lengths]
-    extras: list[list[bytes]] = [[] for _ in lengths]
-    escapes = predictor.alphabet.escapes
-    steps, done, n = max(lengths, default=0), 0, sum(lengths)
-    last = [0] * len(lengths)
-    for t in range(steps):
-        cums = predictor.cumulative()
-        for i, length in enumerate(lengths):
-            if t < length:
-                s = last[i] = decoder.decode_symbol(cums[i])
-                lanes[i].append(s)
-                extra = b""
-                if s in escapes:
-                    first = decoder.decode_symbol(_UNIFORM_BYTE)
-                    count = 1 if escapes[s] == "byte" else _utf8_length(first)
-                    extra = bytes([first] + [decoder.decode_symbol(_UNIFORM_BYTE) for _ in range(count - 1)])
-                extras[i].append(extra)
-                done += 1
-        predictor.advance(torch.tensor(last))
-        if progress is not None:
-            progress(done, n)
-    return lanes, extras
+    return kernel
 
 
 # ---- the two modes -------------------------------------------------------------------------------
 
 
-def _experts(settings: CompressSettings) -> int:
-    return len(settings.orders) + (settings.match > 0)
-
-
-def _online_mixture(settings: CompressSettings) -> Mixture:
+def _online_lm(settings: CompressSettings) -> RNNLM:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
         lm = RNNLM(256, settings.hidden, cell=settings.cell, impl="builtin", num_layers=settings.layers,
                    embedding=settings.embedding)
-        return Mixture(lm, _experts(settings)).eval()
+        return lm.eval()
 
 
 def model_digest(run_dir: Path) -> str:
@@ -285,7 +277,7 @@ def model_digest(run_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def _pretrained(run_dir: Path, settings: CompressSettings) -> tuple[Mixture, Alphabet, dict[str, int], Any]:
+def _pretrained(run_dir: Path) -> tuple[RNNLM, Alphabet, dict[str, int], Any]:
     from ..checkpoint import load
 
     run = load(run_dir)
@@ -294,8 +286,7 @@ def _pretrained(run_dir: Path, settings: CompressSettings) -> tuple[Mixture, Alp
     if not run.model.can_generate:
         raise ValueError(f"{run_dir}: a bidirectional model cannot predict text left to right")
     alphabet, table = _char_alphabet(run.vocab)
-    mixture = Mixture(run.model.float(), _experts(settings), extra=2).eval()
-    return mixture, alphabet, table, run.vocab
+    return run.model.float().eval(), alphabet, table, run.vocab
 
 
 def compress(data: bytes, *, model: str | Path | None = None, settings: CompressSettings | None = None,
@@ -309,22 +300,17 @@ def compress(data: bytes, *, model: str | Path | None = None, settings: Compress
     info: dict[str, Any] = {"settings": settings.to_dict(), **_platform()}
     with _pinned(settings.threads):
         if model is None:
-            mode, alphabet = "online", _byte_alphabet()
-            lanes = [list(data[s:s + n]) for s, n in lane_spans(len(data), settings.lanes)]
-            extras = None
-            mixture = _online_mixture(settings)
+            mode, alphabet, lm = "online", _byte_alphabet(), _online_lm(settings)
+            stream = _byte_stream(data, settings.lanes)
         else:
             mode = "pretrained"
             run_dir = Path(model)
-            mixture, alphabet, table, vocab = _pretrained(run_dir, settings)
+            lm, alphabet, table, vocab = _pretrained(run_dir)
             info["model_sha256"] = model_digest(run_dir)
-            ids, extra = _char_symbols(data.decode("utf-8", errors="surrogateescape"), table, len(vocab))
-            spans = lane_spans(len(ids), settings.lanes)
-            lanes = [ids[s:s + n] for s, n in spans]
-            extras = [extra[s:s + n] for s, n in spans]
-            info["symbols"] = len(ids)
-        predictor = _Predictor(mixture, alphabet, settings, max(map(len, lanes), default=0))
-        payload = _encode(predictor, lanes, extras, progress)
+            stream = _char_stream(data.decode("utf-8", errors="surrogateescape"), table, len(vocab),
+                                  settings.lanes)
+            info["symbols"] = int(stream.lengths.sum())
+        payload = _code(lm, alphabet, settings, stream, None, progress).finish()
     if len(payload) >= len(data) and data:  # random or already compressed bytes: never expand them
         mode, payload = "stored", data
     return pack(Header(mode, len(data), crc32(data), info), payload)
@@ -342,8 +328,8 @@ def decompress(archive: bytes, *, model: str | Path | None = None, progress: Pro
         if header.mode == "online":
             if model is not None:
                 raise ArchiveError("this archive was made in the online mode: it needs no --model")
-            mixture, alphabet = _online_mixture(settings), _byte_alphabet()
-            lengths = [n for _, n in lane_spans(header.length, settings.lanes)]
+            lm, alphabet = _online_lm(settings), _byte_alphabet()
+            symbols = header.length
         else:
             if model is None:
                 raise ArchiveError("this archive was made with a trained model: give it with --model RUN")
@@ -351,23 +337,31 @@ def decompress(archive: bytes, *, model: str | Path | None = None, progress: Pro
             if model_digest(run_dir) != info.get("model_sha256"):
                 raise ArchiveError(f"{run_dir} is not the model this archive was made with "
                                    f"(SHA-256 of its files differs)")
-            mixture, alphabet, table, vocab = _pretrained(run_dir, settings)
+            lm, alphabet, table, vocab = _pretrained(run_dir)
             symbols = info.get("symbols")
             if not isinstance(symbols, int) or symbols < 0:
                 raise ArchiveError("the archive's header is damaged (no symbol count)")
-            lengths = [n for _, n in lane_spans(symbols, settings.lanes)]
-        predictor = _Predictor(mixture, alphabet, settings, max(lengths, default=0))
-        lanes, extras = _decode(predictor, payload, lengths, progress)
-    if header.mode == "online":
-        data = bytes(b for lane in lanes for b in lane)
-    else:
-        tokens = vocab.idx_to_token
-        pieces = []
-        for lane, extra in zip(lanes, extras):
-            for s, e in zip(lane, extra):
-                pieces.append(e if s >= len(tokens) else tokens[s].encode("utf-8"))
-        data = b"".join(pieces)
-    return _checked(data, header)
+        stream = Stream.empty([n for _, n in lane_spans(symbols, settings.lanes)])
+        _code(lm, alphabet, settings, stream, payload, progress)
+    return _checked(_original(stream, None if header.mode == "online" else vocab.idx_to_token), header)
+
+
+def _original(stream: Stream, tokens: list[str] | None) -> bytes:
+    """The bytes a decoded stream stands for: the bytes themselves (online), or each symbol's
+    character or its escape's bytes (pretrained)."""
+    lengths = stream.lengths.tolist()
+    if tokens is None:
+        return b"".join(bytes(stream.symbols[lane, :n].to(torch.uint8).tolist())
+                        for lane, n in enumerate(lengths))
+    encoded = [tok.encode("utf-8") for tok in tokens]
+    pieces = []
+    for lane, n in enumerate(lengths):
+        symbols = stream.symbols[lane, :n].tolist()
+        extra_len = stream.extra_len[lane, :n].tolist()
+        for t, s in enumerate(symbols):
+            escaped = s >= len(tokens)
+            pieces.append(bytes(stream.extra[lane, t, :extra_len[t]].tolist()) if escaped else encoded[s])
+    return b"".join(pieces)
 
 
 def _checked(data: bytes, header: Header) -> bytes:

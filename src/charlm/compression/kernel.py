@@ -1,0 +1,157 @@
+"""The C side of the compressor: built once per source version with the system's C compiler, then
+loaded with ctypes. kernel.c says what it does and why it is C; this module builds it and wraps one
+coding run (a :class:`Kernel`) around torch tensors that both sides share without copies.
+
+The build is plain C (no Python or torch headers), so it takes about a second. It lands in
+``$XDG_CACHE_HOME/charlm/kernels`` (or ``~/.cache/charlm/kernels``), named by a digest of the source
+and the flags: a changed kernel is a new file, and archives record that digest (:data:`KERNEL_ID`),
+since another kernel gives other probabilities.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import torch
+
+from ..corpora import cache_dir
+
+_SOURCE = Path(__file__).with_name("kernel.c")
+# -ffp-contract=off: no fused multiply-adds, so every compiler rounds every operation alike.
+_FLAGS = ("-O3", "-std=c11", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math")
+KERNEL_ID = hashlib.sha256(_SOURCE.read_bytes() + " ".join(_FLAGS).encode()).hexdigest()[:16]
+MAX_ORDERS = 8
+
+
+class KernelError(RuntimeError):
+    """The C kernel cannot be built or loaded here (no compiler), or ran out of memory."""
+
+
+class Config(ctypes.Structure):
+    """Mirror of kernel.c's ``Config``; field order and types must match it."""
+
+    _fields_ = [
+        *[(name, ctypes.c_int32) for name in ("lanes", "alphabet", "vocab", "steps", "num_orders")],
+        ("orders", ctypes.c_int32 * MAX_ORDERS),
+        *[(name, ctypes.c_int32) for name in ("words", "match", "rows_log2", "match_rows_log2", "limit",
+                                              "total", "esc_char", "esc_byte", "unk", "start", "selector")],
+        *[(name, ctypes.c_double)
+          for name in ("prior", "mix_lr", "beta1", "beta2", "mix_init", "extra_logit")],
+    ]
+
+
+def _compile(target: Path) -> None:
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not compiler:
+        raise KernelError("charlm's compressor builds a small C kernel once and needs a C compiler for it: "
+                          "install gcc (or set CC)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        built = Path(tmp) / target.name
+        result = subprocess.run([compiler, *_FLAGS, "-o", str(built), str(_SOURCE), "-lm"],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            first = (result.stderr.strip().splitlines() or ["no message"])[0]
+            raise KernelError(f"building the compression kernel with {compiler} failed: {first}")
+        os.replace(built, target)  # atomic: a concurrent build never loads half a file
+
+
+@cache
+def library() -> ctypes.CDLL:
+    """The built kernel, compiled on first use."""
+    target = cache_dir() / "kernels" / f"kernel-{KERNEL_ID}.so"
+    if not target.is_file():
+        _compile(target)
+    lib = ctypes.CDLL(str(target))
+    p, i32, i64, f64 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_double
+    lib.cm_new.restype = p
+    lib.cm_new.argtypes = [ctypes.POINTER(Config), p, p, p, p, p, p]
+    lib.cm_free.argtypes = [p]
+    lib.cm_set_input.argtypes = [p, p, ctypes.c_size_t]
+    lib.cm_finish.restype = i64
+    lib.cm_finish.argtypes = [p]
+    lib.cm_output.restype = p
+    lib.cm_output.argtypes = [p]
+    lib.cm_bits.restype = f64
+    lib.cm_bits.argtypes = [p]
+    lib.cm_step.restype = i32
+    lib.cm_step.argtypes = [p, i32, p, p, p]
+    return lib
+
+
+@dataclass(frozen=True)
+class Stream:
+    """The symbols of one coding run, lane by lane: given to the encoder, filled in by the decoder.
+
+    ``symbols (L, steps)`` int32; ``lengths (L,)`` int32; ``extra (L, steps, 4)`` uint8 the bytes
+    an escape carries and ``extra_len (L, steps)`` uint8 how many (pretrained mode).
+    """
+
+    symbols: torch.Tensor
+    lengths: torch.Tensor
+    extra: torch.Tensor
+    extra_len: torch.Tensor
+
+    @classmethod
+    def empty(cls, lengths: list[int]) -> Stream:
+        L, steps = len(lengths), max(lengths, default=0)
+        return cls(torch.zeros(L, steps, dtype=torch.int32), torch.tensor(lengths, dtype=torch.int32),
+                   torch.zeros(L, steps, 4, dtype=torch.uint8), torch.zeros(L, steps, dtype=torch.uint8))
+
+
+class Kernel:
+    """One coding run: :meth:`step` codes one step of every lane from the network's logits."""
+
+    def __init__(self, config: Config, stream: Stream, letter: torch.Tensor, klass: torch.Tensor,
+                 payload: bytes | None = None) -> None:
+        self._lib = library()
+        # Keep every buffer the C side points into alive as long as the model is.
+        self.stream, self._letter, self._klass = stream, letter.contiguous(), klass.contiguous()
+        self._config = config
+        self._handle = self._lib.cm_new(ctypes.byref(config), stream.symbols.data_ptr(),
+                                        stream.lengths.data_ptr(), stream.extra.data_ptr(),
+                                        stream.extra_len.data_ptr(), self._letter.data_ptr(),
+                                        self._klass.data_ptr())
+        if not self._handle:
+            raise KernelError("not enough memory for the compressor's context tables (try a smaller --rows)")
+        self.decoding = payload is not None
+        if payload is not None:
+            self._payload = ctypes.create_string_buffer(payload, len(payload))
+            self._lib.cm_set_input(self._handle, self._payload, len(payload))
+
+    def step(self, logits: torch.Tensor, ids: torch.Tensor, grad: torch.Tensor) -> None:
+        """Code the next step: ``logits (L, V)`` float32 in; the network's next inputs ``ids (L,)``
+        int64 and the gradient ``grad (L, V)`` float32 out. ValueError if the stream is damaged."""
+        status = self._lib.cm_step(self._handle, int(self.decoding), logits.data_ptr(), ids.data_ptr(),
+                                   grad.data_ptr())
+        if status == -1:
+            raise ValueError("the coded stream is damaged (it points outside every symbol)"
+                             if self.decoding else "a symbol outside the alphabet")
+        if status == -2:
+            raise KernelError("out of memory while coding")
+
+    def finish(self) -> bytes:
+        """The encoder's coded bytes."""
+        n = self._lib.cm_finish(self._handle)
+        if n < 0:
+            raise KernelError("out of memory while coding")
+        return ctypes.string_at(self._lib.cm_output(self._handle), n)
+
+    @property
+    def bits(self) -> float:
+        """The code length so far, in bits (from the quantised frequencies)."""
+        return self._lib.cm_bits(self._handle)
+
+    def __del__(self) -> None:
+        handle = getattr(self, "_handle", None)
+        if handle:
+            self._lib.cm_free(handle)
+            self._handle = None
