@@ -1,5 +1,5 @@
 """charlm compress / decompress: lossless round trips in both modes, in another process too,
-and the parts that make them exact (the stepper, the context counts, the container)."""
+and the parts that make them exact (the stepper, the C kernel's coder and arithmetic, the container)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ import pytest
 import torch
 
 from charlm.cli import main
+from charlm.coder import cumulative
+from charlm.coder import encode as reference_encode
 from charlm.compression import ArchiveError, CompressSettings, compress, decompress, lane_spans
 from charlm.compression.container import Header, pack, unpack
-from charlm.compression.contexts import NUM_BUCKETS, ContextCounts, MatchModel
+from charlm.compression.kernel import decode_with, encode_with, library
 from charlm.compression.model import BuiltinStepper
 from charlm.models import RNNLM
 
@@ -63,7 +65,7 @@ def _coded_bits_per_byte(archive: bytes) -> float:
 
 def test_the_model_learns_while_it_codes():
     data = TEXT.encode() * 2
-    network_alone = CompressSettings(hidden=32, embedding=8, orders=(), match=0, lr=0.01)
+    network_alone = CompressSettings(hidden=32, embedding=8, orders=(), words=0, match=0, lr=0.01)
     learning = _coded_bits_per_byte(compress(data, settings=network_alone))
     frozen = _coded_bits_per_byte(compress(data, settings=CompressSettings(**{**network_alone.to_dict(),
                                                                              "lr": 0.0, "mix_lr": 0.0})))
@@ -73,8 +75,9 @@ def test_the_model_learns_while_it_codes():
 
 def test_context_counts_help_on_repeated_text():
     data = TEXT.encode()
-    alone = compress(data, settings=CompressSettings(hidden=16, embedding=8, orders=(), match=0))
-    mixed = compress(data, settings=CompressSettings(hidden=16, embedding=8, orders=(1, 2, 3, 4), match=0))
+    alone = compress(data, settings=CompressSettings(hidden=16, embedding=8, orders=(), words=0, match=0))
+    mixed = compress(data, settings=CompressSettings(hidden=16, embedding=8, orders=(1, 2, 3, 4), words=0,
+                                                          match=0))
     assert _coded_bits_per_byte(mixed) < 0.7 * _coded_bits_per_byte(alone)
 
 
@@ -143,10 +146,10 @@ def test_pretrained_mode_works_for_scratch_and_builtin_runs(impl, tmp_path):
 
 def test_a_trained_model_codes_its_kind_of_text_better_than_an_untrained_one(char_run):
     data = TEXT.encode()
-    settings = CompressSettings(orders=(), match=0, lr=0.0, mix_lr=0.0)
+    settings = CompressSettings(orders=(), words=0, match=0, lr=0.0, mix_lr=0.0)
     pretrained = compress(data, model=char_run, settings=settings)
     online = compress(data, settings=settings)
-    assert len(pretrained) < 0.5 * len(online)
+    assert _coded_bits_per_byte(pretrained) < 0.5 * _coded_bits_per_byte(online)
 
 
 def test_the_wrong_model_is_refused_before_decoding(char_run, tmp_path):
@@ -204,34 +207,61 @@ def test_the_stepper_computes_what_the_torch_nn_model_computes(cell):
         torch.testing.assert_close(logits, expected[:, t], rtol=1e-5, atol=1e-5)
 
 
-def test_context_counts_count_what_followed_each_context():
-    counts = ContextCounts((1, 2), alphabet=4, lanes=1, rows=64, prior=0.5)
-    for s in [1, 2, 1, 2, 1]:  # after "1" came "2" twice; now the context is "1" again
-        counts.update(torch.tensor([s]))
-    logp, buckets = counts.features()
-    order1 = logp[0, 0].exp()
-    assert order1.argmax().item() == 2
-    assert math.isclose(order1[2].item(), (2 + 0.5) / (2 + 4 * 0.5), rel_tol=1e-6)
-    assert buckets[0, 0].item() == int(math.log2(2 + 1)) + NUM_BUCKETS  # only "2" ever followed "1"
-    counts.update(torch.tensor([3]))  # "1" is now followed by "3" too; the context is "3"
-    counts.update(torch.tensor([1]))
-    assert counts.features()[1][0, 0].item() == int(math.log2(3 + 1))  # "1": seen 3 times, 2 symbols
+def _payload_bits(data: bytes, **settings) -> int:
+    base = {"hidden": 8, "embedding": 4, "lanes": 1, "lr": 0.0, **settings}
+    header, payload = unpack(compress(data, settings=CompressSettings(**base)))
+    assert header.mode != "stored"
+    return 8 * len(payload)
 
 
-def test_the_match_expert_follows_text_it_has_seen_before():
-    matches = MatchModel(3, alphabet=10, lanes=1, steps=20, rows=1024)
-    predictions, buckets = [], []
-    for s in [1, 2, 3, 4, 5, 6, 1, 2, 3, 4, 5, 6, 1, 2, 9]:
-        onehot, bucket, predicted = matches.feature()
-        predictions.append(predicted.item())
-        buckets.append(bucket.item())
-        if predicted.item() >= 0:
-            assert onehot[0, 0].nonzero().flatten().tolist() == [predicted.item()]
-        matches.update(torch.tensor([s]), predicted)
-    # Once "1 2 3" comes again, the expert predicts what followed it: 4, 5, 6, then 1, 2, 3 again.
-    assert predictions[:9] == [-1] * 9
-    assert predictions[9:] == [4, 5, 6, 1, 2, 3]
-    assert buckets[9:12] == [0, 1, 2]  # trust grows with every right prediction in a row
+def test_the_match_expert_codes_a_repeat_of_earlier_text_almost_for_free():
+    # Random text over 16 letters: contexts of 1 or 2 symbols say little, the repeat is all there is.
+    rng = random.Random(5)
+    part = bytes(rng.choice(b"abcdefghijklmnop") for _ in range(3000))
+    once, twice = (_payload_bits(data, orders=(1, 2), words=0, match=8) for data in (part, part + part))
+    assert twice - once < 0.1 * once
+    once, twice = (_payload_bits(data, orders=(1, 2), words=0, match=0) for data in (part, part + part))
+    assert twice - once > 0.5 * once  # without it
+
+
+def test_word_experts_make_english_smaller(data_dir):
+    data = (data_dir / "timemachine.txt").read_bytes()[5000:25000]
+    sizes = [_payload_bits(data, words=words) for words in (0, 1, 2)]
+    assert max(sizes[1:]) < 0.985 * sizes[0]
+
+
+def test_a_low_count_limit_follows_a_change_in_the_text_faster():
+    # 600 "ab" then 600 "ac": after the change, contexts whose counts halve sooner switch sooner.
+    data = b"ab" * 600 + b"ac" * 600
+    fast = _payload_bits(data, orders=(1,), words=0, match=0, limit=8)
+    slow = _payload_bits(data, orders=(1,), words=0, match=0, limit=65535)
+    assert fast < 0.8 * slow
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_kernels_coder_writes_exactly_the_reference_coders_stream(seed):
+    rng = random.Random(seed)
+    A = rng.choice([1, 2, 3, 57, 256, 300])
+    cums, symbols = [], []
+    for _ in range(rng.randint(0, 600)):
+        freqs = [rng.choice([1, 1, 2, rng.randint(1, 1000), rng.randint(1, 1 << 14)]) for _ in range(A)]
+        if rng.random() < 0.3:  # one symbol holds nearly everything: probabilities near 0 and 1
+            freqs[rng.randrange(A)] += (1 << 24) - sum(freqs)
+        cums.append(cumulative(freqs))
+        symbols.append(rng.randrange(A))
+    stream = encode_with(symbols, cums)
+    assert stream == reference_encode(symbols, cums)
+    assert decode_with(stream, cums) == symbols
+
+
+def test_the_kernels_exp_and_log_are_accurate_to_the_last_bits():
+    lib, rng = library(), random.Random(0)
+    for _ in range(20000):
+        x = -rng.uniform(0, 700)
+        assert math.isclose(lib.cm_exp_of(x), math.exp(x), rel_tol=1e-15)
+        y = math.exp(rng.uniform(-40, 40))
+        assert math.isclose(lib.cm_log_of(y), math.log(y), rel_tol=1e-15, abs_tol=1e-15)
+    assert lib.cm_exp_of(0.0) == 1.0 and lib.cm_exp_of(-1000.0) == 0.0
 
 
 def test_lanes_cover_the_input_once_with_lengths_differing_by_at_most_one():
@@ -256,7 +286,8 @@ def test_the_container_round_trips_and_checks_every_field():
 
 
 @pytest.mark.parametrize("bad", [{"lanes": 0}, {"block": -1}, {"lr": 2.0}, {"orders": (0,)},
-                                 {"orders": (2, 2)}, {"total": 100}, {"cell": "transformer"}])
+                                 {"orders": (2, 2)}, {"total": 100}, {"cell": "transformer"},
+                                 {"rows": 1000}, {"words": 3}, {"limit": 1}])
 def test_settings_out_of_range_are_refused(bad):
     with pytest.raises(ValueError):
         CompressSettings(**bad)

@@ -230,7 +230,7 @@ def _config(settings: CompressSettings, alphabet: Alphabet, lengths: list[int]) 
         words=settings.words, match=settings.match, rows_log2=rows.bit_length() - 1,
         match_rows_log2=min(20, fit.bit_length() - 1), limit=settings.limit, total=settings.total,
         esc_char=alphabet.escapes.get("char", -1), esc_byte=alphabet.escapes.get("byte", -1),
-        unk=alphabet.unk, start=alphabet.start, selector=1, prior=0.05, mix_lr=settings.mix_lr,
+        unk=alphabet.unk, start=alphabet.start, selector=0, features=1, prior=0.05, mix_lr=settings.mix_lr,
         beta1=0.9, beta2=0.999, mix_init=0.3, extra_logit=-8.0)
 
 

@@ -45,6 +45,7 @@ typedef struct {
     int32_t esc_char, esc_byte;      /* escape symbols (pretrained mode), -1 = none */
     int32_t unk, start;              /* the network's input for symbols >= vocab, and before the first */
     int32_t selector;                /* 1: weight sets chosen by the previous symbol's class */
+    int32_t features;                /* count experts' extra features: 1 seen-in-context, 2 last-seen */
     double prior;                    /* added to every count */
     double mix_lr, beta1, beta2;     /* Adam for the mixing weights, one step per coded symbol */
     double mix_init, extra_logit;
@@ -53,11 +54,12 @@ typedef struct {
 typedef struct {
     Config c;
     int E;                 /* count experts: orders, then words */
-    int X;                 /* weights per set: count experts, match, network */
+    int X;                 /* weight slots per set: E log-probabilities, E seen, E last, match, network */
     uint32_t rows, match_rows;
     uint16_t *counts;      /* E * rows * A */
     uint32_t *sums;        /* E * rows */
     uint16_t *distinct;    /* E * rows: symbols seen in the row */
+    uint16_t *last;        /* E * rows: the symbol seen last in the row */
     double *logc;          /* log(c + prior), c = 0 .. limit */
     double lognorm_base;   /* A * prior */
     int32_t *hist;         /* L * HISTORY, newest first */
@@ -75,7 +77,8 @@ typedef struct {
     double *pow1, *pow2;   /* beta1^n, beta2^n for n < POWERS */
     double *bias;          /* A: logits of symbols the network lacks (the escapes) */
     double *z, *p, *f;     /* scratch: A, A, (E + 1) * A */
-    int32_t *bucket;       /* scratch: X */
+    int32_t *bucket;       /* scratch: E + 1 */
+    int32_t *lastsym;      /* scratch: E, -1 for a row never seen */
     uint32_t *cum;         /* scratch: A + 1 */
     /* the coder */
     uint64_t low, high, code;
@@ -117,7 +120,9 @@ static double cm_exp(double x) {  /* x <= 0 */
     s = s * r + 0.5;
     s = s * r + 1.0;
     s = s * r + 1.0;
-    return ldexp(s, (int)k);
+    /* times 2^k, built from its bits: exact (k >= -1010 here, a normal number) and no libm call */
+    union { uint64_t bits; double value; } scale = { (uint64_t)((int64_t)k + 1023) << 52 };
+    return s * scale.value;
 }
 
 static double cm_log(double x) {  /* x > 0 */
@@ -262,7 +267,7 @@ Model *cm_new(const Config *config, int32_t *symbols, const int32_t *lengths, ui
     const Config *c = &m->c;
     int L = c->lanes, A = c->alphabet;
     m->E = c->num_orders + c->words;
-    m->X = m->E + 1 + 1;
+    m->X = 3 * m->E + 2;
     m->rows = 1u << c->rows_log2;
     m->match_rows = 1u << c->match_rows_log2;
     size_t W = (size_t)SELECTORS * m->X * 2 * NUM_BUCKETS;
@@ -270,6 +275,7 @@ Model *cm_new(const Config *config, int32_t *symbols, const int32_t *lengths, ui
     m->counts = calloc((size_t)m->E * m->rows * A + 1, sizeof(uint16_t));
     m->sums = calloc((size_t)m->E * m->rows + 1, sizeof(uint32_t));
     m->distinct = calloc((size_t)m->E * m->rows + 1, sizeof(uint16_t));
+    m->last = calloc((size_t)m->E * m->rows + 1, sizeof(uint16_t));
     m->logc = calloc((size_t)c->limit + 1, sizeof(double));
     m->hist = calloc((size_t)L * HISTORY, sizeof(int32_t));
     m->seen = calloc(L, sizeof(int32_t));
@@ -290,11 +296,12 @@ Model *cm_new(const Config *config, int32_t *symbols, const int32_t *lengths, ui
     m->z = malloc(A * sizeof(double));
     m->p = malloc(A * sizeof(double));
     m->f = malloc((size_t)(m->E + 1) * A * sizeof(double));
-    m->bucket = calloc(m->X, sizeof(int32_t));
+    m->bucket = calloc(m->E + 1, sizeof(int32_t));
+    m->lastsym = calloc(m->E + 1, sizeof(int32_t));
     m->cum = malloc((A + 1) * sizeof(uint32_t));
     m->out_cap = 4096;
     m->out = calloc(m->out_cap, 1);
-    if (!m->counts || !m->sums || !m->distinct || !m->logc || !m->hist || !m->seen || !m->word ||
+    if (!m->counts || !m->sums || !m->distinct || !m->last || !m->lastsym || !m->logc || !m->hist || !m->seen || !m->word ||
         !m->prevword || !m->cur_rows || !m->coded || !m->where || !m->pointer || !m->run || !m->w ||
         !m->m1 || !m->m2 || !m->updates || !m->pow1 || !m->pow2 || !m->bias || !m->z || !m->p || !m->f || !m->bucket ||
         !m->cum || !m->out) {
@@ -308,7 +315,10 @@ Model *cm_new(const Config *config, int32_t *symbols, const int32_t *lengths, ui
     for (size_t i = 0; i < steps * L; i++) m->coded[i] = -1;
     for (uint32_t i = 0; i < m->match_rows; i++) m->where[i] = -1;
     for (int l = 0; l < L; l++) m->pointer[l] = -1;
-    for (size_t i = 0; i < W; i++) m->w[i] = c->mix_init;
+    for (size_t i = 0; i < W; i++) {  /* the seen and last-seen slots start neutral */
+        size_t slot = i / (2 * NUM_BUCKETS) % m->X;
+        m->w[i] = slot >= (size_t)m->E && slot < (size_t)3 * m->E ? 0.0 : c->mix_init;
+    }
     for (int s = 0; s < SELECTORS; s++)  /* the network's weight starts at 1: its logits as they are */
         for (int b = 0; b < 2 * NUM_BUCKETS; b++)
             m->w[((size_t)s * m->X + m->X - 1) * 2 * NUM_BUCKETS + b] = 1.0;
@@ -330,7 +340,7 @@ Model *cm_new(const Config *config, int32_t *symbols, const int32_t *lengths, ui
 
 void cm_free(Model *m) {
     if (!m) return;
-    free(m->counts); free(m->sums); free(m->distinct); free(m->logc); free(m->hist); free(m->seen);
+    free(m->counts); free(m->sums); free(m->distinct); free(m->last); free(m->lastsym); free(m->logc); free(m->hist); free(m->seen);
     free(m->word); free(m->prevword); free(m->cur_rows); free(m->coded); free(m->where);
     free(m->pointer); free(m->run); free(m->w); free(m->m1); free(m->m2); free(m->updates);
     free(m->pow1); free(m->pow2);
@@ -357,6 +367,27 @@ int64_t cm_finish(Model *m) {
 const uint8_t *cm_output(const Model *m) { return m->out; }
 double cm_bits(const Model *m) { return m->bits; }
 
+/* ---- sums in a fixed order: four running partial sums, so that they pipeline ---------------- */
+
+static double dot(const double *x, const double *y, int n) {
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    int i = 0;
+    for (; i + 4 <= n; i += 4) { s0 += x[i] * y[i]; s1 += x[i + 1] * y[i + 1]; s2 += x[i + 2] * y[i + 2]; s3 += x[i + 3] * y[i + 3]; }
+    for (; i < n; i++) s0 += x[i] * y[i];
+    return (s0 + s1) + (s2 + s3);
+}
+
+static double seen_mass(const double *p, const uint16_t *cnt, int n) {
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += cnt[i] ? p[i] : 0.0; s1 += cnt[i + 1] ? p[i + 1] : 0.0;
+        s2 += cnt[i + 2] ? p[i + 2] : 0.0; s3 += cnt[i + 3] ? p[i + 3] : 0.0;
+    }
+    for (; i < n; i++) s0 += cnt[i] ? p[i] : 0.0;
+    return (s0 + s1) + (s2 + s3);
+}
+
 /* ---- one step ------------------------------------------------------------------------------ */
 
 static void count(Model *m, int e, uint32_t row, int y) {
@@ -365,6 +396,7 @@ static void count(Model *m, int e, uint32_t row, int y) {
     if (cnt[y] == 0) m->distinct[at]++;
     cnt[y]++;
     m->sums[at]++;
+    m->last[at] = (uint16_t)y;
     if (cnt[y] >= m->c.limit) {  /* halve the row: what followed this context lately counts more */
         uint32_t sum = 0;
         uint16_t distinct = 0;
@@ -417,17 +449,20 @@ int cm_step(Model *m, int decoding, const float *lm, int64_t *ids, float *grad) 
             m->bucket[e] = b;
             double we = w[(size_t)e * NBB + b];
             double *f = m->f + (size_t)e * A;
-            for (int a = 0; a < A; a++) {
+            double ws = (c->features & 1) ? w[(size_t)(E + e) * NBB + b] : 0.0;
+            for (int a = 0; a < A; a++) {  /* seen in this context at all: a learned escape, per bucket */
                 f[a] = m->logc[cnt[a]] - norm;
-                z[a] += we * f[a];
+                z[a] += we * f[a] + (cnt[a] ? ws : 0.0);
             }
+            m->lastsym[e] = n ? m->last[at] : -1;
+            if ((c->features & 2) && n) z[m->last[at]] += w[(size_t)(2 * E + e) * NBB + b];
         }
         int predicted = -1;
         if (c->match) {
             int64_t ptr = m->pointer[l];
             if (ptr >= 0 && ptr < (int64_t)t * L + l) predicted = m->coded[ptr];
             m->bucket[E] = m->run[l] < NUM_BUCKETS - 1 ? m->run[l] : NUM_BUCKETS - 1;
-            if (predicted >= 0) z[predicted] += w[(size_t)E * NBB + m->bucket[E]] * MATCH_SCALE;
+            if (predicted >= 0) z[predicted] += w[(size_t)3 * E * NBB + m->bucket[E]] * MATCH_SCALE;
         }
         /* 2. softmax and frequencies */
         double top = z[0];
@@ -473,14 +508,22 @@ int cm_step(Model *m, int decoding, const float *lm, int64_t *ids, float *grad) 
             size_t wi;
             double gw = 0.0;
             if (e < E) {
-                const double *f = m->f + (size_t)e * A;
-                for (int a = 0; a < A; a++) gw += p[a] * f[a];
-                gw -= f[y];
+                gw = dot(p, m->f + (size_t)e * A, A) - m->f[(size_t)e * A + y];
                 wi = (size_t)e * NBB + m->bucket[e];
-            } else if (e == E) {
+            } else if (e < 2 * E) {
+                if (!(c->features & 1)) continue;
+                const uint16_t *cnt = m->counts + ((size_t)(e - E) * m->rows + rows[e - E]) * A;
+                gw = seen_mass(p, cnt, A) - (cnt[y] ? 1.0 : 0.0);
+                wi = (size_t)e * NBB + m->bucket[e - E];
+            } else if (e < 3 * E) {
+                int last = m->lastsym[e - 2 * E];
+                if (!(c->features & 2) || last < 0) continue;
+                gw = p[last] - (last == y);
+                wi = (size_t)e * NBB + m->bucket[e - 2 * E];
+            } else if (e == 3 * E) {
                 if (predicted < 0) continue;
                 gw = MATCH_SCALE * (p[predicted] - (predicted == y));
-                wi = (size_t)E * NBB + m->bucket[E];
+                wi = (size_t)e * NBB + m->bucket[E];
             } else {
                 for (int a = 0; a < V; a++) gw += p[a] * logits[a];
                 gw -= y < V ? logits[y] : 0.0;
@@ -522,5 +565,44 @@ int cm_step(Model *m, int decoding, const float *lm, int64_t *ids, float *grad) 
         ids[l] = y < V ? y : c->unk;
     }
     m->step++;
+    return 0;
+}
+
+/* ---- for the tests: the coder and the functions on their own ------------------------------- */
+
+double cm_exp_of(double x) { return cm_exp(x); }
+double cm_log_of(double x) { return cm_log(x); }
+
+/* Code n symbols, the i-th with cumulative counts cum[i * (A + 1) ...]; returns the stream's
+ * length (its bytes at *out, to free with cm_release), or -1 (a symbol outside 0..A-1, memory). */
+int64_t cm_encode_with(const uint32_t *cum, int A, const int32_t *symbols, int64_t n, uint8_t **out) {
+    Model m = {0};
+    m.high = FULL;
+    m.out_cap = 64;
+    m.out = calloc(m.out_cap, 1);
+    if (!m.out) return -1;
+    for (int64_t i = 0; i < n; i++) {
+        const uint32_t *c = cum + i * (A + 1);
+        int s = symbols[i];
+        if (s < 0 || s >= A || encode(&m, c[s], c[s + 1], c[A])) { free(m.out); return -1; }
+    }
+    int64_t bytes = cm_finish(&m);
+    *out = m.out;
+    return bytes;
+}
+
+void cm_release(uint8_t *p) { free(p); }
+
+/* The inverse: n symbols into `symbols`; 0, or -1 where the stream is damaged. */
+int cm_decode_with(const uint32_t *cum, int A, int64_t n, const uint8_t *data, int64_t length,
+                   int32_t *symbols) {
+    Model m = {0};
+    m.high = FULL;
+    cm_set_input(&m, data, (size_t)length);
+    for (int64_t i = 0; i < n; i++) {
+        int s = decode(&m, cum + i * (A + 1), A);
+        if (s < 0) return -1;
+        symbols[i] = s;
+    }
     return 0;
 }

@@ -25,8 +25,10 @@ import torch
 from ..corpora import cache_dir
 
 _SOURCE = Path(__file__).with_name("kernel.c")
-# -ffp-contract=off: no fused multiply-adds, so every compiler rounds every operation alike.
-_FLAGS = ("-O3", "-std=c11", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math")
+# -ffp-contract=off: no fused multiply-adds, so every operation rounds alike whatever the compiler and
+# the instruction set; vectorised element-wise loops round exactly as scalar ones, and without
+# -ffast-math no sum is reordered. -march=native only makes them wider.
+_FLAGS = ("-O3", "-march=native", "-std=c11", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math")
 KERNEL_ID = hashlib.sha256(_SOURCE.read_bytes() + " ".join(_FLAGS).encode()).hexdigest()[:16]
 MAX_ORDERS = 8
 
@@ -42,7 +44,8 @@ class Config(ctypes.Structure):
         *[(name, ctypes.c_int32) for name in ("lanes", "alphabet", "vocab", "steps", "num_orders")],
         ("orders", ctypes.c_int32 * MAX_ORDERS),
         *[(name, ctypes.c_int32) for name in ("words", "match", "rows_log2", "match_rows_log2", "limit",
-                                              "total", "esc_char", "esc_byte", "unk", "start", "selector")],
+                                              "total", "esc_char", "esc_byte", "unk", "start", "selector",
+                                              "features")],
         *[(name, ctypes.c_double)
           for name in ("prior", "mix_lr", "beta1", "beta2", "mix_init", "extra_logit")],
     ]
@@ -67,7 +70,9 @@ def _compile(target: Path) -> None:
 @cache
 def library() -> ctypes.CDLL:
     """The built kernel, compiled on first use."""
-    target = cache_dir() / "kernels" / f"kernel-{KERNEL_ID}.so"
+    # Built for this CPU (-march=native): a cache shared by machines of another kind needs its own file.
+    cpu = torch.backends.cpu.get_cpu_capability().lower()
+    target = cache_dir() / "kernels" / f"kernel-{KERNEL_ID}-{cpu}.so"
     if not target.is_file():
         _compile(target)
     lib = ctypes.CDLL(str(target))
@@ -84,7 +89,48 @@ def library() -> ctypes.CDLL:
     lib.cm_bits.argtypes = [p]
     lib.cm_step.restype = i32
     lib.cm_step.argtypes = [p, i32, p, p, p]
+    lib.cm_exp_of.restype = lib.cm_log_of.restype = f64
+    lib.cm_exp_of.argtypes = lib.cm_log_of.argtypes = [f64]
+    lib.cm_encode_with.restype = i64
+    lib.cm_encode_with.argtypes = [p, i32, p, i64, ctypes.POINTER(ctypes.c_void_p)]
+    lib.cm_release.argtypes = [p]
+    lib.cm_decode_with.restype = i32
+    lib.cm_decode_with.argtypes = [p, i32, i64, p, i64, p]
     return lib
+
+
+def _flat(rows: list[list[int]]) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.int64).to(torch.int32).reshape(-1) if rows else \
+        torch.zeros(1, dtype=torch.int32)
+
+
+def encode_with(symbols: list[int], cums: list[list[int]]) -> bytes:
+    """The kernel's coder on its own: like :func:`charlm.coder.encode` (the same bytes), one
+    cumulative-count list per symbol, all of one alphabet size."""
+    lib, n = library(), len(symbols)
+    A = len(cums[0]) - 1 if cums else 1
+    cum = _flat(cums)
+    sym = torch.tensor(symbols, dtype=torch.int32) if symbols else torch.zeros(1, dtype=torch.int32)
+    out = ctypes.c_void_p()
+    length = lib.cm_encode_with(cum.data_ptr(), A, sym.data_ptr(), n, ctypes.byref(out))
+    if length < 0:
+        raise ValueError("a symbol outside its frequencies")
+    try:
+        return ctypes.string_at(out.value, length)
+    finally:
+        lib.cm_release(out)
+
+
+def decode_with(data: bytes, cums: list[list[int]]) -> list[int]:
+    """The inverse of :func:`encode_with`."""
+    lib, n = library(), len(cums)
+    A = len(cums[0]) - 1 if cums else 1
+    cum = _flat(cums)
+    symbols = torch.zeros(max(n, 1), dtype=torch.int32)
+    buffer = ctypes.create_string_buffer(bytes(data), max(len(data), 1))
+    if lib.cm_decode_with(cum.data_ptr(), A, n, buffer, len(data), symbols.data_ptr()) != 0:
+        raise ValueError("the coded stream is damaged")
+    return symbols[:n].tolist()
 
 
 @dataclass(frozen=True)
