@@ -19,6 +19,7 @@ pinned thread count, and a header that records what must match (:mod:`.container
 from __future__ import annotations
 
 import ctypes
+import gc
 import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -109,13 +110,16 @@ def _platform() -> dict[str, Any]:
 @contextmanager
 def _pinned(threads: int) -> Iterator[None]:
     """Fixed thread count and grad mode while coding, restored after."""
-    before = torch.get_num_threads()
+    before, collecting = torch.get_num_threads(), gc.isenabled()
     torch.set_num_threads(threads)
+    gc.disable()  # the autograd graphs of the block updates are freed by reference counting anyway
     try:
         with torch.enable_grad():
             yield
     finally:
         torch.set_num_threads(before)
+        if collecting:
+            gc.enable()
 
 
 # ---- the symbols of each mode ------------------------------------------------------------------
@@ -230,8 +234,9 @@ def _config(settings: CompressSettings, alphabet: Alphabet, lengths: list[int]) 
         words=settings.words, match=settings.match, rows_log2=rows.bit_length() - 1,
         match_rows_log2=min(20, fit.bit_length() - 1), limit=settings.limit, total=settings.total,
         esc_char=alphabet.escapes.get("char", -1), esc_byte=alphabet.escapes.get("byte", -1),
-        unk=alphabet.unk, start=alphabet.start, selector=0, features=1, prior=0.05, mix_lr=settings.mix_lr,
-        beta1=0.9, beta2=0.999, mix_init=0.3, extra_logit=-8.0)
+        unk=alphabet.unk, start=alphabet.start, selector=0, features=1, kinds=3, prior=0.05,
+        mix_lr=settings.mix_lr, beta1=0.9, beta2=0.999, mix_init=0.3, extra_logit=-8.0,
+        apm=1, apm_rate=0.02, apm_weight=0.5)
 
 
 def _code(lm: RNNLM, alphabet: Alphabet, settings: CompressSettings, stream: Stream,

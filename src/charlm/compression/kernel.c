@@ -26,6 +26,8 @@
 
 #define NUM_BUCKETS 12      /* confidence buckets: log2 of a context's count, capped */
 #define MAX_ORDERS 8
+#define KINDS 3             /* rows by symbols seen: several, exactly one, exactly two */
+#define SLOTS (KINDS * NUM_BUCKETS)  /* weights per expert: a confidence bucket for each kind */
 #define MATCH_SCALE 8.0     /* the match expert's one-hot value */
 #define HISTORY 32          /* symbols of history kept per lane (the longest context) */
 #define POWERS 16384       /* Adam's bias corrections beta^n, tabulated */
@@ -46,9 +48,12 @@ typedef struct {
     int32_t unk, start;              /* the network's input for symbols >= vocab, and before the first */
     int32_t selector;                /* 1: weight sets chosen by the previous symbol's class */
     int32_t features;                /* count experts' extra features: 1 seen-in-context, 2 last-seen */
+    int32_t kinds;                   /* 2: rows of one symbol have weights of their own; 3: of two too */
+    int32_t apm;                     /* refine the likeliest symbol's probability: 0 off, 1 by order 1, 2 by order 2 */
     double prior;                    /* added to every count */
     double mix_lr, beta1, beta2;     /* Adam for the mixing weights, one step per coded symbol */
     double mix_init, extra_logit;
+    double apm_rate, apm_weight;     /* its table's learning rate; its share of the final probability */
 } Config;
 
 typedef struct {
@@ -72,11 +77,13 @@ typedef struct {
     int32_t *run;          /* L: how many of its predictions in a row were right */
     const uint8_t *letter; /* A: 0 for a symbol that ends a word, else its case-folded code */
     const uint8_t *klass;  /* A: the symbol's class, for the weight sets */
-    double *w, *m1, *m2;   /* SELECTORS * X * 2 * NUM_BUCKETS */
+    double *w, *m1, *m2;   /* SELECTORS * X * SLOTS */
     int32_t *updates;      /* the same, Adam's step counts */
     double *pow1, *pow2;   /* beta1^n, beta2^n for n < POWERS */
     double *bias;          /* A: logits of symbols the network lacks (the escapes) */
-    double *z, *p, *f;     /* scratch: A, A, (E + 1) * A */
+    double *z, *p, *q, *f; /* scratch: A, A, A, (E + 1) * A */
+    double *apm;           /* apm contexts * 33: probability that the likeliest symbol comes, by its stretch */
+    uint32_t apm_contexts;
     int32_t *bucket;       /* scratch: E + 1 */
     int32_t *lastsym;      /* scratch: E, -1 for a row never seen */
     uint32_t *cum;         /* scratch: A + 1 */
@@ -133,6 +140,10 @@ static double cm_log(double x) {  /* x > 0 */
     double q = 1.0 / 19.0;
     for (int k = 17; k >= 1; k -= 2) q = q * s2 + 1.0 / k;
     return e * 0.69314718055994530942 + 2.0 * s * q;
+}
+
+static double squash(double x) {  /* 1 / (1 + e^-x) */
+    return x >= 0 ? 1.0 / (1.0 + cm_exp(-x)) : cm_exp(x) / (1.0 + cm_exp(x));
 }
 
 /* ---- hashing ------------------------------------------------------------------------------- */
@@ -270,7 +281,7 @@ Model *cm_new(const Config *config, int32_t *symbols, const int32_t *lengths, ui
     m->X = 3 * m->E + 2;
     m->rows = 1u << c->rows_log2;
     m->match_rows = 1u << c->match_rows_log2;
-    size_t W = (size_t)SELECTORS * m->X * 2 * NUM_BUCKETS;
+    size_t W = (size_t)SELECTORS * m->X * SLOTS;
     size_t steps = c->steps > 0 ? (size_t)c->steps : 1;
     m->counts = calloc((size_t)m->E * m->rows * A + 1, sizeof(uint16_t));
     m->sums = calloc((size_t)m->E * m->rows + 1, sizeof(uint32_t));
@@ -295,6 +306,9 @@ Model *cm_new(const Config *config, int32_t *symbols, const int32_t *lengths, ui
     m->bias = malloc(A * sizeof(double));
     m->z = malloc(A * sizeof(double));
     m->p = malloc(A * sizeof(double));
+    m->q = malloc(A * sizeof(double));
+    m->apm_contexts = c->apm == 2 ? 1u << 16 : (uint32_t)A;
+    m->apm = malloc((size_t)m->apm_contexts * 33 * sizeof(double));
     m->f = malloc((size_t)(m->E + 1) * A * sizeof(double));
     m->bucket = calloc(m->E + 1, sizeof(int32_t));
     m->lastsym = calloc(m->E + 1, sizeof(int32_t));
@@ -303,7 +317,7 @@ Model *cm_new(const Config *config, int32_t *symbols, const int32_t *lengths, ui
     m->out = calloc(m->out_cap, 1);
     if (!m->counts || !m->sums || !m->distinct || !m->last || !m->lastsym || !m->logc || !m->hist || !m->seen || !m->word ||
         !m->prevword || !m->cur_rows || !m->coded || !m->where || !m->pointer || !m->run || !m->w ||
-        !m->m1 || !m->m2 || !m->updates || !m->pow1 || !m->pow2 || !m->bias || !m->z || !m->p || !m->f || !m->bucket ||
+        !m->m1 || !m->m2 || !m->updates || !m->pow1 || !m->pow2 || !m->bias || !m->z || !m->p || !m->q || !m->apm || !m->f || !m->bucket ||
         !m->cum || !m->out) {
         cm_free(m);
         return NULL;
@@ -316,13 +330,15 @@ Model *cm_new(const Config *config, int32_t *symbols, const int32_t *lengths, ui
     for (uint32_t i = 0; i < m->match_rows; i++) m->where[i] = -1;
     for (int l = 0; l < L; l++) m->pointer[l] = -1;
     for (size_t i = 0; i < W; i++) {  /* the seen and last-seen slots start neutral */
-        size_t slot = i / (2 * NUM_BUCKETS) % m->X;
+        size_t slot = i / (SLOTS) % m->X;
         m->w[i] = slot >= (size_t)m->E && slot < (size_t)3 * m->E ? 0.0 : c->mix_init;
     }
     for (int s = 0; s < SELECTORS; s++)  /* the network's weight starts at 1: its logits as they are */
-        for (int b = 0; b < 2 * NUM_BUCKETS; b++)
-            m->w[((size_t)s * m->X + m->X - 1) * 2 * NUM_BUCKETS + b] = 1.0;
+        for (int b = 0; b < SLOTS; b++)
+            m->w[((size_t)s * m->X + m->X - 1) * SLOTS + b] = 1.0;
     for (int a = 0; a < A; a++) m->bias[a] = a < c->vocab ? 0.0 : c->extra_logit;
+    for (uint32_t i = 0; i < m->apm_contexts; i++)  /* the identity to start with */
+        for (int j = 0; j < 33; j++) m->apm[(size_t)i * 33 + j] = squash((j - 16) * 0.5);
     for (int i = 0; i <= 256; i++) uniform_cum[i] = (uint32_t)i;
     m->symbols = symbols;
     m->lengths = lengths;
@@ -344,7 +360,7 @@ void cm_free(Model *m) {
     free(m->word); free(m->prevword); free(m->cur_rows); free(m->coded); free(m->where);
     free(m->pointer); free(m->run); free(m->w); free(m->m1); free(m->m2); free(m->updates);
     free(m->pow1); free(m->pow2);
-    free(m->bias); free(m->z); free(m->p); free(m->f); free(m->bucket); free(m->cum); free(m->out);
+    free(m->bias); free(m->z); free(m->p); free(m->q); free(m->apm); free(m->f); free(m->bucket); free(m->cum); free(m->out);
     free(m);
 }
 
@@ -424,7 +440,7 @@ int cm_step(Model *m, int decoding, const float *lm, int64_t *ids, float *grad) 
     const Config *c = &m->c;
     const int L = c->lanes, A = c->alphabet, V = c->vocab, E = m->E, X = m->X;
     const int t = m->step;
-    const size_t NBB = 2 * NUM_BUCKETS;
+    const size_t NBB = SLOTS;
     for (int l = 0; l < L; l++) {
         float *g = grad + (size_t)l * V;
         if (t >= m->lengths[l]) {
@@ -432,7 +448,17 @@ int cm_step(Model *m, int decoding, const float *lm, int64_t *ids, float *grad) 
             continue;
         }
         const float *logits = lm + (size_t)l * V;
-        int set = c->selector ? m->klass[m->hist[(size_t)l * HISTORY]] % SELECTORS : 0;
+        int set = 0;
+        if (c->selector == 1) set = m->klass[m->hist[(size_t)l * HISTORY]] % SELECTORS;
+        if (c->selector == 2) {  /* how long the match expert has been right */
+            int r = m->run[l];
+            set = m->pointer[l] < 0 ? 0 : r < 2 ? 1 : r < 8 ? 2 : r < 16 ? 3 : 4;
+        }
+        if (c->selector == 3) {  /* the longest context order seen before */
+            for (int i = c->num_orders - 1; i >= 0; i--)
+                if (m->sums[(size_t)i * m->rows + m->cur_rows[(size_t)l * E + i]]) { set = i + 1; break; }
+            set = set < SELECTORS ? set : SELECTORS - 1;
+        }
         double *w = m->w + (size_t)set * X * NBB;
         const uint32_t *rows = m->cur_rows + (size_t)l * E;
         /* 1. the experts */
@@ -445,7 +471,8 @@ int cm_step(Model *m, int decoding, const float *lm, int64_t *ids, float *grad) 
             const uint16_t *cnt = m->counts + at * A;
             uint32_t n = m->sums[at];
             double norm = cm_log(n + m->lognorm_base);
-            int b = bucket_of(n) + (m->distinct[at] == 1 ? NUM_BUCKETS : 0);
+            int kind = m->distinct[at] == 1 ? 1 : m->distinct[at] == 2 && c->kinds > 2 ? 2 : 0;
+            int b = bucket_of(n) + kind * NUM_BUCKETS;
             m->bucket[e] = b;
             double we = w[(size_t)e * NBB + b];
             double *f = m->f + (size_t)e * A;
@@ -470,13 +497,35 @@ int cm_step(Model *m, int decoding, const float *lm, int64_t *ids, float *grad) 
         double sum = 0.0;
         double *p = m->p;
         for (int a = 0; a < A; a++) { p[a] = cm_exp(z[a] - top); sum += p[a]; }
+        for (int a = 0; a < A; a++) p[a] /= sum;
+        /* 2b. the likeliest symbol's probability, refined by what followed that probability in
+         * this context before (an adaptive probability map, interpolated between 33 knots) */
+        double *q = p;
+        int best = 0;
+        size_t knot = 0;
+        double frac = 0.0, *apm = NULL;
+        for (int a = 1; a < A; a++) if (z[a] > z[best]) best = a;
+        if (c->apm && p[best] < 1.0 - 1e-9 && p[best] > 1e-9) {
+            const int32_t *hist = m->hist + (size_t)l * HISTORY;
+            uint32_t ctx = c->apm == 2 ? order_hash(hist, 2, 99u) >> 16 : (uint32_t)hist[0];
+            double st = cm_log(p[best] / (1.0 - p[best]));
+            st = st < -7.999 ? -7.999 : st > 7.999 ? 7.999 : st;
+            double pos = (st + 8.0) * 2.0;
+            knot = (size_t)floor(pos);
+            frac = pos - knot;
+            apm = m->apm + (size_t)ctx * 33;
+            double refined = (1.0 - frac) * apm[knot] + frac * apm[knot + 1];
+            double pn = (1.0 - c->apm_weight) * p[best] + c->apm_weight * refined;
+            pn = pn < 1e-6 ? 1e-6 : pn > 1.0 - 1e-6 ? 1.0 - 1e-6 : pn;
+            double rest = (1.0 - pn) / (1.0 - p[best]);
+            q = m->q;
+            for (int a = 0; a < A; a++) q[a] = p[a] * rest;
+            q[best] = pn;
+        }
         uint32_t *cum = m->cum;
         double scale = (double)(c->total - A);
         cum[0] = 0;
-        for (int a = 0; a < A; a++) {
-            p[a] /= sum;
-            cum[a + 1] = cum[a] + (uint32_t)floor(p[a] * scale) + 1u;
-        }
+        for (int a = 0; a < A; a++) cum[a + 1] = cum[a] + (uint32_t)floor(q[a] * scale) + 1u;
         /* 3. code the symbol */
         size_t at = (size_t)l * c->steps + t;
         int y;
@@ -501,7 +550,12 @@ int cm_step(Model *m, int decoding, const float *lm, int64_t *ids, float *grad) 
                 bytes[i] = (uint8_t)v;
             }
         }
-        /* 4. learn: the network's gradient, then an Adam step for each mixing weight used */
+        /* 4. learn: the map, the network's gradient, then an Adam step for each mixing weight used */
+        if (apm) {
+            double hit = y == best ? 1.0 : 0.0;
+            apm[knot] += c->apm_rate * (1.0 - frac) * (hit - apm[knot]);
+            apm[knot + 1] += c->apm_rate * frac * (hit - apm[knot + 1]);
+        }
         for (int a = 0; a < V; a++) g[a] = (float)(wlm * (p[a] - (a == y)));
         for (int a = V; a < A; a++) m->bias[a] -= 0.5 * (p[a] - (a == y));  /* plain SGD: Adam would push unseen escapes down a step per symbol */
         for (int e = 0; e < X; e++) {
