@@ -32,7 +32,7 @@ import torch
 from ..coder import MAX_TOTAL
 from ..models import RNNLM
 from .container import ArchiveError, Header, check_same, crc32, pack, unpack
-from .kernel import KERNEL_ID, MAX_ORDERS, Config, Kernel, Stream
+from .kernel import KERNEL_ID, MAX_ORDERS, Config, Kernel, Network, Stream
 from .model import OnlineLearner
 
 Progress = Callable[[int, int], None]  # (symbols done, symbols in all)
@@ -240,12 +240,27 @@ def _config(settings: CompressSettings, alphabet: Alphabet, lengths: list[int]) 
 
 
 def _code(lm: RNNLM, alphabet: Alphabet, settings: CompressSettings, stream: Stream,
-          payload: bytes | None, progress: Progress | None) -> Kernel:
-    """Run the lockstep loop over `stream`: encode it, or (given `payload`) decode into it."""
+          payload: bytes | None, progress: Progress | None, native: bool = False) -> Kernel:
+    """Run the lockstep loop over `stream`: encode it, or (given `payload`) decode into it. `native`:
+    the network runs in C (the online mode's one-layer LSTM), else in torch, a step per call."""
     lengths = stream.lengths.tolist()
     kernel = Kernel(_config(settings, alphabet, lengths), stream, alphabet.letter, alphabet.klass, payload)
+    steps, n = max(lengths, default=0), sum(lengths)
+    if native:  # the whole loop in C, a chunk of steps per call (for the progress)
+        network = Network(lm, settings.lanes, settings.block, settings.lr, alphabet.start)
+        done = 0
+        while done < steps:
+            chunk = min(2048, steps - done)
+            try:
+                kernel.run(network, chunk)
+            except ValueError as err:
+                raise ArchiveError(str(err)) from None
+            done += chunk
+            if progress is not None:
+                progress(sum(min(done, length) for length in lengths), n)
+        return kernel
     learner = OnlineLearner(lm, settings.lanes, settings.block, settings.lr, alphabet.start)
-    steps, n, done = max(lengths, default=0), sum(lengths), 0
+    done = 0
     for t in range(steps):
         logits = learner.logits()
         ids, grad = learner.slots()
@@ -269,6 +284,11 @@ def _online_lm(settings: CompressSettings) -> RNNLM:
         lm = RNNLM(256, settings.hidden, cell=settings.cell, impl="builtin", num_layers=settings.layers,
                    embedding=settings.embedding)
         return lm.eval()
+
+
+def _native(mode: str, lm: RNNLM) -> bool:
+    """The online mode's LSTM of one layer runs in C; other cells, deeper ones and trained runs in torch."""
+    return mode == "online" and Network.fits(lm)
 
 
 def model_digest(run_dir: Path) -> str:
@@ -315,7 +335,7 @@ def compress(data: bytes, *, model: str | Path | None = None, settings: Compress
             stream = _char_stream(data.decode("utf-8", errors="surrogateescape"), table, len(vocab),
                                   settings.lanes)
             info["symbols"] = int(stream.lengths.sum())
-        payload = _code(lm, alphabet, settings, stream, None, progress).finish()
+        payload = _code(lm, alphabet, settings, stream, None, progress, _native(mode, lm)).finish()
     if len(payload) >= len(data) and data:  # random or already compressed bytes: never expand them
         mode, payload = "stored", data
     return pack(Header(mode, len(data), crc32(data), info), payload)
@@ -347,7 +367,7 @@ def decompress(archive: bytes, *, model: str | Path | None = None, progress: Pro
             if not isinstance(symbols, int) or symbols < 0:
                 raise ArchiveError("the archive's header is damaged (no symbol count)")
         stream = Stream.empty([n for _, n in lane_spans(symbols, settings.lanes)])
-        _code(lm, alphabet, settings, stream, payload, progress)
+        _code(lm, alphabet, settings, stream, payload, progress, _native(header.mode, lm))
     return _checked(_original(stream, None if header.mode == "online" else vocab.idx_to_token), header)
 
 

@@ -24,12 +24,14 @@ import torch
 
 from ..corpora import cache_dir
 
-_SOURCE = Path(__file__).with_name("kernel.c")
+_SOURCE = Path(__file__).with_name("kernel.c")  # it #includes net.c
 # -ffp-contract=off: no fused multiply-adds, so every operation rounds alike whatever the compiler and
 # the instruction set; vectorised element-wise loops round exactly as scalar ones, and without
 # -ffast-math no sum is reordered. -march=native only makes them wider.
-_FLAGS = ("-O3", "-march=native", "-std=c11", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math")
-KERNEL_ID = hashlib.sha256(_SOURCE.read_bytes() + " ".join(_FLAGS).encode()).hexdigest()[:16]
+_FLAGS = ("-O3", "-march=native", "-std=c11", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math",
+          "-fno-math-errno")
+KERNEL_ID = hashlib.sha256(_SOURCE.read_bytes() + _SOURCE.with_name("net.c").read_bytes() +
+                           " ".join(_FLAGS).encode()).hexdigest()[:16]
 MAX_ORDERS = 8
 
 
@@ -45,10 +47,10 @@ class Config(ctypes.Structure):
         ("orders", ctypes.c_int32 * MAX_ORDERS),
         *[(name, ctypes.c_int32) for name in ("words", "match", "rows_log2", "match_rows_log2", "limit",
                                               "total", "esc_char", "esc_byte", "unk", "start", "selector",
-                                              "features", "kinds", "apm")],
+                                              "features", "kinds", "extras", "apm")],
         *[(name, ctypes.c_double)
           for name in ("prior", "mix_lr", "beta1", "beta2", "mix_init", "extra_logit",
-                      "apm_rate", "apm_weight")],
+                      "apm_rate", "apm_weight", "sgd")],
     ]
 
 
@@ -90,6 +92,11 @@ def library() -> ctypes.CDLL:
     lib.cm_bits.argtypes = [p]
     lib.cm_step.restype = i32
     lib.cm_step.argtypes = [p, i32, p, p, p]
+    lib.cm_net_new.restype = p
+    lib.cm_net_new.argtypes = [i32, i32, i32, i32, i32, f64, f64, f64, f64, i32, p, p, p, p, p, p]
+    lib.cm_net_free.argtypes = [p]
+    lib.cm_run.restype = i32
+    lib.cm_run.argtypes = [p, p, i32, i32]
     lib.cm_exp_of.restype = lib.cm_log_of.restype = f64
     lib.cm_exp_of.argtypes = lib.cm_log_of.argtypes = [f64]
     lib.cm_encode_with.restype = i64
@@ -177,8 +184,14 @@ class Kernel:
     def step(self, logits: torch.Tensor, ids: torch.Tensor, grad: torch.Tensor) -> None:
         """Code the next step: ``logits (L, V)`` float32 in; the network's next inputs ``ids (L,)``
         int64 and the gradient ``grad (L, V)`` float32 out. ValueError if the stream is damaged."""
-        status = self._lib.cm_step(self._handle, int(self.decoding), logits.data_ptr(), ids.data_ptr(),
-                                   grad.data_ptr())
+        self._check(self._lib.cm_step(self._handle, int(self.decoding), logits.data_ptr(), ids.data_ptr(),
+                                      grad.data_ptr()))
+
+    def run(self, network: Network, steps: int) -> None:
+        """Code `steps` steps with the network in C (net.c), learning as it goes."""
+        self._check(self._lib.cm_run(self._handle, network.handle, int(self.decoding), steps))
+
+    def _check(self, status: int) -> None:
         if status == -1:
             raise ValueError("the coded stream is damaged (it points outside every symbol)"
                              if self.decoding else "a symbol outside the alphabet")
@@ -202,3 +215,38 @@ class Kernel:
         if handle:
             self._lib.cm_free(handle)
             self._handle = None
+
+
+class Network:
+    """A one-layer LSTM language model run and trained in C (net.c), from a torch model's weights.
+
+    It computes what :class:`charlm.compression.model.OnlineLearner` computes with torch for such
+    a model (the same equations, block updates and Adam), in float32 but its own order of
+    operations: the two are different programs whose floats differ in the last bits.
+    """
+
+    def __init__(self, lm, lanes: int, block: int, lr: float, start: int, clip: float = 1.0) -> None:
+        c = lm.config
+        if c.cell != "lstm" or c.num_layers != 1 or lm.embedding is None or c.bidirectional:
+            raise ValueError("the network in C is a one-layer LSTM with an embedding")
+        core = lm.core
+        weights = [lm.embedding.weight, core.weight_ih_l0, core.weight_hh_l0,
+                   core.bias_ih_l0 + core.bias_hh_l0, lm.output.weight, lm.output.bias]
+        self._weights = [w.detach().float().contiguous() for w in weights]
+        self._lib = library()
+        self.handle = self._lib.cm_net_new(lanes, c.vocab_size, lm.embedding.weight.shape[1], c.num_hiddens,
+                                           block, lr, 0.9, 0.999, clip, start,
+                                           *(w.data_ptr() for w in self._weights))
+        if not self.handle:
+            raise KernelError("not enough memory for the network")
+
+    @staticmethod
+    def fits(lm) -> bool:
+        c = lm.config
+        return c.cell == "lstm" and c.num_layers == 1 and lm.embedding is not None and not c.bidirectional
+
+    def __del__(self) -> None:
+        handle = getattr(self, "handle", None)
+        if handle:
+            self._lib.cm_net_free(handle)
+            self.handle = None

@@ -1,0 +1,233 @@
+/* The online mode's network in C: a one-layer LSTM over bytes, stepping and learning while coding.
+ *
+ * Coding one lane one symbol at a time is what compresses best (every symbol is predicted from the
+ * text right before it), and at one lane a torch call per symbol costs far more than the network's
+ * arithmetic. This is the book's LSTM (d2l §9.2) with its gates in torch's order (i, f, g, o):
+ *
+ *   gates = W_x x_t + W_h h_{t-1} + b,  c_t = f * c_{t-1} + i * g,  h_t = o * tanh(c_t),
+ *   logits_t = W_o h_t + b_o,           x_t = the embedding of the previous symbol,
+ *
+ * started from the weights torch initialises with the archive's seed, trained by backpropagation
+ * through each block of `block` steps (from the state at its start) and Adam, with the gradient
+ * clipped to norm `clip`. The gradient of the code length with respect to the logits comes from
+ * the kernel (kernel.c) step by step.
+ *
+ * Float32 throughout, in a fixed order of operations: the matrix products run as sums of scaled
+ * rows (vectorisable without reordering any sum), and sums that must reduce use fixed partial
+ * sums. The sigmoid and tanh use kernel.c's exp: this file is compiled as part of kernel.c (it is
+ * #included there). The decoder repeats all of it bit for bit.
+ */
+
+typedef struct Net {
+    int L, V, D, H, block;         /* lanes, symbols (in and out), embedding width, hidden units */
+    double lr, beta1, beta2, clip;
+    int G;                         /* 4H */
+    /* parameters, each with its gradient and Adam's moments: one flat array in this order */
+    size_t size;
+    float *param, *grad, *m1, *m2;
+    float *emb, *wx, *wh, *b, *wo, *bo;    /* V x D, D x 4H, H x 4H, 4H, H x V, V (row k: input k) */
+    float *gemb, *gwx, *gwh, *gb, *gwo, *gbo;
+    /* state and what the backward pass needs of each step of the block */
+    float *h, *c;                  /* L x H */
+    float *h0, *c0;                /* L x H: the state at the block's start */
+    int64_t *inputs;               /* block x L */
+    float *acts;                   /* block x L x (4H gates + H c + H tanh c + H h) */
+    float *dlogits;                /* block x L x V: the kernel's gradients */
+    float *logits;                 /* L x V */
+    int t;                         /* steps into the block */
+    float *dh, *dc, *dg;           /* scratch */
+    double c1, c2;                 /* beta1^steps, beta2^steps: Adam's bias corrections */
+} Net;
+
+static float sigm(float x) { return (float)squash((double)x); }
+static float tanh_(float x) { return (float)(2.0 * squash(2.0 * (double)x) - 1.0); }
+
+static void axpy(float *restrict y, const float *restrict x, float a, int n) {  /* y += a x */
+    for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+/* x . y in a fixed order: eight running sums (one vector register), then a fixed tree. */
+static float dotf(const float *restrict x, const float *restrict y, int n) {
+    float acc[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) acc[j] += x[i + j] * y[i + j];
+    for (; i < n; i++) acc[0] += x[i] * y[i];
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+/* Transposes: rows k of `w` (n x m) become columns. */
+static void transpose(float *out, const float *w, int n, int m) {
+    for (int k = 0; k < n; k++)
+        for (int j = 0; j < m; j++) out[(size_t)j * n + k] = w[(size_t)k * m + j];
+}
+
+void cm_net_free(Net *n) {
+    if (!n) return;
+    free(n->param); free(n->grad); free(n->m1); free(n->m2);
+    free(n->h); free(n->c); free(n->h0); free(n->c0); free(n->inputs); free(n->acts); free(n->dlogits);
+    free(n->logits); free(n->dh); free(n->dc); free(n->dg);
+    free(n);
+}
+
+/* Torch's layouts in: emb (V x D), w_ih (4H x D), w_hh (4H x H), b (4H: b_ih + b_hh), w_out (V x H),
+ * b_out (V). `start`: every lane's first input. */
+Net *cm_net_new(int lanes, int V, int D, int H, int block, double lr, double beta1, double beta2,
+                double clip, int start, const float *emb, const float *w_ih, const float *w_hh,
+                const float *b, const float *w_out, const float *b_out) {
+    Net *n = calloc(1, sizeof(Net));
+    if (!n) return NULL;
+    n->L = lanes; n->V = V; n->D = D; n->H = H; n->G = 4 * H; n->block = block;
+    n->lr = lr; n->beta1 = beta1; n->beta2 = beta2; n->clip = clip; n->c1 = n->c2 = 1.0;
+    size_t G = (size_t)n->G;
+    n->size = (size_t)V * D + D * G + H * G + G + (size_t)H * V + V;
+    n->param = calloc(n->size, sizeof(float));
+    n->grad = calloc(n->size, sizeof(float));
+    n->m1 = calloc(n->size, sizeof(float));
+    n->m2 = calloc(n->size, sizeof(float));
+    n->h = calloc((size_t)lanes * H, sizeof(float));
+    n->c = calloc((size_t)lanes * H, sizeof(float));
+    n->h0 = calloc((size_t)lanes * H, sizeof(float));
+    n->c0 = calloc((size_t)lanes * H, sizeof(float));
+    n->inputs = malloc((size_t)(block + 1) * lanes * sizeof(int64_t));
+    n->acts = malloc((size_t)block * lanes * (G + 3 * H) * sizeof(float));
+    n->dlogits = calloc((size_t)block * lanes * V, sizeof(float));
+    n->logits = malloc((size_t)lanes * V * sizeof(float));
+    n->dh = malloc(H * sizeof(float));
+    n->dc = malloc(H * sizeof(float));
+    n->dg = malloc(G * sizeof(float));
+    if (!n->param || !n->grad || !n->m1 || !n->m2 || !n->h || !n->c ||
+        !n->h0 || !n->c0 || !n->inputs || !n->acts || !n->dlogits || !n->logits || !n->dh || !n->dc ||
+        !n->dg) {
+        cm_net_free(n);
+        return NULL;
+    }
+    float *p = n->param, *g = n->grad;
+    n->emb = p; n->gemb = g; p += (size_t)V * D; g += (size_t)V * D;
+    n->wx = p; n->gwx = g; p += D * G; g += D * G;
+    n->wh = p; n->gwh = g; p += H * G; g += H * G;
+    n->b = p; n->gb = g; p += G; g += G;
+    n->wo = p; n->gwo = g; p += (size_t)H * V; g += (size_t)H * V;
+    n->bo = p; n->gbo = g;
+    memcpy(n->emb, emb, (size_t)V * D * sizeof(float));
+    transpose(n->wx, w_ih, n->G, D);  /* torch's (4H x D) -> rows by input */
+    transpose(n->wh, w_hh, n->G, H);
+    memcpy(n->b, b, G * sizeof(float));
+    transpose(n->wo, w_out, V, H);
+    memcpy(n->bo, b_out, (size_t)V * sizeof(float));
+    for (int l = 0; l < lanes; l++) n->inputs[l] = start;
+    return n;
+}
+
+/* The logits (L x V) of every lane's next symbol; the state moves on by one. */
+const float *cm_net_forward(Net *n) {
+    const int H = n->H, G = n->G, D = n->D, V = n->V;
+    for (int l = 0; l < n->L; l++) {
+        float *act = n->acts + ((size_t)n->t * n->L + l) * (G + 3 * H);
+        float *gates = act, *c = act + G, *tc = c + H, *h = tc + H;
+        float *hl = n->h + (size_t)l * H, *cl = n->c + (size_t)l * H;
+        const float *x = n->emb + (size_t)n->inputs[(size_t)n->t * n->L + l] * D;
+        memcpy(gates, n->b, G * sizeof(float));
+        for (int k = 0; k < D; k++) axpy(gates, n->wx + (size_t)k * G, x[k], G);
+        for (int k = 0; k < H; k++) axpy(gates, n->wh + (size_t)k * G, hl[k], G);
+        for (int j = 0; j < H; j++) {
+            float i = sigm(gates[j]), f = sigm(gates[H + j]), gg = tanh_(gates[2 * H + j]);
+            float o = sigm(gates[3 * H + j]);
+            gates[j] = i; gates[H + j] = f; gates[2 * H + j] = gg; gates[3 * H + j] = o;
+            c[j] = f * cl[j] + i * gg;
+            tc[j] = tanh_(c[j]);
+            h[j] = o * tc[j];
+        }
+        memcpy(cl, c, H * sizeof(float));
+        memcpy(hl, h, H * sizeof(float));
+        float *logits = n->logits + (size_t)l * V;
+        memcpy(logits, n->bo, (size_t)V * sizeof(float));
+        for (int k = 0; k < H; k++) axpy(logits, n->wo + (size_t)k * V, h[k], V);
+    }
+    return n->logits;
+}
+
+/* Where the kernel writes this step's gradients (L x V) and the next inputs (L). */
+float *cm_net_dlogits(Net *n) { return n->dlogits + (size_t)n->t * n->L * n->V; }
+int64_t *cm_net_inputs(Net *n) { return n->inputs + (size_t)(n->t + 1) * n->L; }
+
+static double sum_squares(const float *x, size_t n) {
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += (double)x[i] * x[i]; s1 += (double)x[i + 1] * x[i + 1];
+        s2 += (double)x[i + 2] * x[i + 2]; s3 += (double)x[i + 3] * x[i + 3];
+    }
+    for (; i < n; i++) s0 += (double)x[i] * x[i];
+    return (s0 + s1) + (s2 + s3);
+}
+
+/* Backpropagation through the block just coded, then one Adam step. */
+static void learn(Net *n) {
+    const int H = n->H, G = n->G, D = n->D, V = n->V, L = n->L, T = n->t;
+    const float scale = 1.0f / (float)(L * T);  /* the mean code length per symbol, as in torch */
+    memset(n->grad, 0, n->size * sizeof(float));
+    for (int l = 0; l < L; l++) {
+        memset(n->dh, 0, H * sizeof(float));
+        memset(n->dc, 0, H * sizeof(float));
+        for (int t = T - 1; t >= 0; t--) {
+            const float *act = n->acts + ((size_t)t * L + l) * (G + 3 * H);
+            const float *gates = act, *c = act + G, *tc = c + H, *h = tc + H;
+            const float *hp = t ? n->acts + ((size_t)(t - 1) * L + l) * (G + 3 * H) + G + 2 * H
+                                : n->h0 + (size_t)l * H;
+            const float *cp = t ? n->acts + ((size_t)(t - 1) * L + l) * (G + 3 * H) + G
+                                : n->c0 + (size_t)l * H;
+            const float *dlog = n->dlogits + ((size_t)t * L + l) * V;
+            int64_t input = n->inputs[(size_t)t * L + l];
+            /* the output layer */
+            axpy(n->gbo, dlog, scale, V);
+            for (int k = 0; k < H; k++) {
+                n->dh[k] += dotf(n->wo + (size_t)k * V, dlog, V) * scale;
+                axpy(n->gwo + (size_t)k * V, dlog, h[k] * scale, V);
+            }
+            /* the cell */
+            float *dg = n->dg;
+            for (int j = 0; j < H; j++) {
+                float i = gates[j], f = gates[H + j], gg = gates[2 * H + j], o = gates[3 * H + j];
+                float dc = n->dc[j] + n->dh[j] * o * (1.0f - tc[j] * tc[j]);
+                dg[3 * H + j] = n->dh[j] * tc[j] * o * (1.0f - o);
+                dg[j] = dc * gg * i * (1.0f - i);
+                dg[2 * H + j] = dc * i * (1.0f - gg * gg);
+                dg[H + j] = dc * cp[j] * f * (1.0f - f);
+                n->dc[j] = dc * f;  /* to the step before */
+            }
+            (void)c;
+            for (int j = 0; j < G; j++) n->gb[j] += dg[j];
+            const float *x = n->emb + (size_t)input * D;
+            for (int k = 0; k < D; k++) axpy(n->gwx + (size_t)k * G, dg, x[k], G);
+            for (int k = 0; k < H; k++) axpy(n->gwh + (size_t)k * G, dg, hp[k], G);
+            for (int k = 0; k < D; k++) n->gemb[(size_t)input * D + k] += dotf(n->wx + (size_t)k * G, dg, G);
+            for (int k = 0; k < H; k++) n->dh[k] = dotf(n->wh + (size_t)k * G, dg, G);  /* to the step before */
+        }
+    }
+    double norm = sqrt(sum_squares(n->grad, n->size));
+    float factor = norm > n->clip ? (float)(n->clip / (norm + 1e-6)) : 1.0f;
+    n->c1 *= n->beta1;
+    n->c2 *= n->beta2;
+    const float step = (float)(n->lr / (1.0 - n->c1)), root = (float)sqrt(1.0 - n->c2);
+    const float b1 = (float)n->beta1, b2 = (float)n->beta2;
+    float *restrict param = n->param, *restrict m1 = n->m1, *restrict m2 = n->m2;
+    const float *restrict grad = n->grad;
+    for (size_t i = 0; i < n->size; i++) {  /* vectorised: sqrt and division round alike in vectors */
+        float g = grad[i] * factor;
+        m1[i] = b1 * m1[i] + (1.0f - b1) * g;
+        m2[i] = b2 * m2[i] + (1.0f - b2) * g * g;
+        param[i] -= step * m1[i] / (sqrtf(m2[i]) / root + 1e-8f);
+    }
+}
+
+/* After the kernel's step: at the end of a block, learn from it (unless nothing is left to code). */
+void cm_net_advance(Net *n, int more_to_come) {
+    n->t++;
+    if (n->t < n->block) return;
+    if (more_to_come && n->lr > 0) learn(n);
+    memcpy(n->h0, n->h, (size_t)n->L * n->H * sizeof(float));
+    memcpy(n->c0, n->c, (size_t)n->L * n->H * sizeof(float));
+    memcpy(n->inputs, n->inputs + (size_t)n->block * n->L, (size_t)n->L * sizeof(int64_t));
+    n->t = 0;
+}
