@@ -23,7 +23,7 @@ import gc
 import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +43,10 @@ class CompressSettings:
     """What shapes the probabilities. Network fields apply to the online mode (a pretrained run
     brings its own network); the rest to both. Defaults: docs/compression.md says what each buys."""
 
-    lanes: int = 8  # parts of the input coded side by side
-    block: int = 16  # steps between two updates (T)
-    lr: float = 3e-3  # Adam's learning rate of the network while coding; 0 = no learning
+    lanes: int = 0  # parts of the input coded side by side; 0: 1 online (best), 8 pretrained (faster)
+    block: int = 12  # steps between two updates (T)
+    lr: float = 2.5e-3  # Adam's learning rate of the network while coding; 0 = no learning
+    lr_decay: float = 0.0  # online mode: lr / sqrt(1 + symbols / lr_decay) (0 = constant)
     mix_lr: float = 0.003  # Adam's learning rate of the mixing weights
     orders: tuple[int, ...] = (1, 2, 3, 4, 5, 6)  # context orders mixed in; () = the network alone
     match: int = 8  # the match expert's context length; 0 = off
@@ -55,14 +56,16 @@ class CompressSettings:
     total: int = 1 << 22  # the coder's frequency total (quantisation of probabilities)
     threads: int = 1  # torch threads while coding: results depend on the split of sums
     cell: str = "lstm"
-    hidden: int = 256
+    hidden: int = 96
     layers: int = 1
     embedding: int = 32
     seed: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "orders", tuple(self.orders))
-        for name in ("lanes", "block", "rows", "threads", "hidden", "layers", "embedding"):
+        if not isinstance(self.lanes, int) or isinstance(self.lanes, bool) or self.lanes < 0:
+            raise ValueError(f"lanes must be an integer >= 0, got {self.lanes!r}")
+        for name in ("block", "rows", "threads", "hidden", "layers", "embedding"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -234,8 +237,8 @@ def _config(settings: CompressSettings, alphabet: Alphabet, lengths: list[int]) 
         words=settings.words, match=settings.match, rows_log2=rows.bit_length() - 1,
         match_rows_log2=min(20, fit.bit_length() - 1), limit=settings.limit, total=settings.total,
         esc_char=alphabet.escapes.get("char", -1), esc_byte=alphabet.escapes.get("byte", -1),
-        unk=alphabet.unk, start=alphabet.start, selector=0, features=1, kinds=3, prior=0.05,
-        mix_lr=settings.mix_lr, beta1=0.9, beta2=0.999, mix_init=0.3, extra_logit=-8.0,
+        unk=alphabet.unk, start=alphabet.start, selector=0, features=3, kinds=3, prior=0.05,
+        mix_lr=settings.mix_lr, beta1=0.9, beta2=0.999, mix_init=0.15, extra_logit=-8.0,
         apm=1, apm_rate=0.02, apm_weight=0.5)
 
 
@@ -247,7 +250,7 @@ def _code(lm: RNNLM, alphabet: Alphabet, settings: CompressSettings, stream: Str
     kernel = Kernel(_config(settings, alphabet, lengths), stream, alphabet.letter, alphabet.klass, payload)
     steps, n = max(lengths, default=0), sum(lengths)
     if native:  # the whole loop in C, a chunk of steps per call (for the progress)
-        network = Network(lm, settings.lanes, settings.block, settings.lr, alphabet.start)
+        network = Network(lm, settings.lanes, settings.block, settings.lr, alphabet.start, settings.lr_decay)
         done = 0
         while done < steps:
             chunk = min(2048, steps - done)
@@ -322,6 +325,8 @@ def compress(data: bytes, *, model: str | Path | None = None, settings: Compress
         raise TypeError(f"compress takes bytes, got {type(data).__name__}")
     data = bytes(data)
     settings = settings or CompressSettings()
+    if not settings.lanes:  # one lane codes best; a network in torch needs lanes to go fast
+        settings = replace(settings, lanes=1 if model is None else 8)
     info: dict[str, Any] = {"settings": settings.to_dict(), **_platform()}
     with _pinned(settings.threads):
         if model is None:
@@ -349,6 +354,8 @@ def decompress(archive: bytes, *, model: str | Path | None = None, progress: Pro
     if header.mode == "stored":
         return _checked(payload, header)
     settings = CompressSettings.from_dict(info.get("settings", {}))
+    if not settings.lanes:
+        raise ArchiveError("the archive's header is damaged (no lane count)")
     with _pinned(settings.threads):
         if header.mode == "online":
             if model is not None:

@@ -93,8 +93,13 @@ def library() -> ctypes.CDLL:
     lib.cm_step.restype = i32
     lib.cm_step.argtypes = [p, i32, p, p, p]
     lib.cm_net_new.restype = p
-    lib.cm_net_new.argtypes = [i32, i32, i32, i32, i32, f64, f64, f64, f64, i32, p, p, p, p, p, p]
+    lib.cm_net_new.argtypes = [i32, i32, i32, i32, i32, f64, f64, f64, f64, f64, i32, p, p, p, p, p, p]
     lib.cm_net_free.argtypes = [p]
+    lib.cm_net_forward.restype = p
+    lib.cm_net_forward.argtypes = [p]
+    lib.cm_net_inputs.restype = p
+    lib.cm_net_inputs.argtypes = [p]
+    lib.cm_net_advance.argtypes = [p, i32]
     lib.cm_run.restype = i32
     lib.cm_run.argtypes = [p, p, i32, i32]
     lib.cm_exp_of.restype = lib.cm_log_of.restype = f64
@@ -225,7 +230,8 @@ class Network:
     operations: the two are different programs whose floats differ in the last bits.
     """
 
-    def __init__(self, lm, lanes: int, block: int, lr: float, start: int, clip: float = 1.0) -> None:
+    def __init__(self, lm, lanes: int, block: int, lr: float, start: int, decay: float = 0.0,
+                 clip: float = 1.0) -> None:
         c = lm.config
         if c.cell != "lstm" or c.num_layers != 1 or lm.embedding is None or c.bidirectional:
             raise ValueError("the network in C is a one-layer LSTM with an embedding")
@@ -235,10 +241,23 @@ class Network:
         self._weights = [w.detach().float().contiguous() for w in weights]
         self._lib = library()
         self.handle = self._lib.cm_net_new(lanes, c.vocab_size, lm.embedding.weight.shape[1], c.num_hiddens,
-                                           block, lr, 0.9, 0.999, clip, start,
+                                           block, lr, 0.9, 0.999, clip, decay, start,
                                            *(w.data_ptr() for w in self._weights))
         if not self.handle:
             raise KernelError("not enough memory for the network")
+        self._shape = (lanes, c.vocab_size)
+
+    def forward(self, next_ids: torch.Tensor) -> torch.Tensor:
+        """One step without the kernel (for the tests): the logits ``(L, V)`` of the next symbols
+        of every lane; then `next_ids` ``(L,)`` become the inputs of the step after."""
+        L, V = self._shape
+        address = self._lib.cm_net_forward(self.handle)
+        logits = torch.frombuffer((ctypes.c_float * (L * V)).from_address(address), dtype=torch.float32)
+        logits = logits.clone().view(L, V)
+        slot = (ctypes.c_int64 * L).from_address(self._lib.cm_net_inputs(self.handle))
+        slot[:] = [int(i) for i in next_ids]
+        self._lib.cm_net_advance(self.handle, 1)
+        return logits
 
     @staticmethod
     def fits(lm) -> bool:
