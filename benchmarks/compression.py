@@ -75,8 +75,8 @@ def main() -> None:
     fields = {}
     for item in args.set:
         name, _, value = item.partition("=")
-        fields[name] = tuple(int(k) for k in value.split(",") if k) if name == "orders" else \
-            (value if name == "cell" else float(value) if name in ("lr", "mix_lr") else int(value))
+        kind = type(getattr(CompressSettings, name, 0))
+        fields[name] = tuple(int(k) for k in value.split(",") if k) if name == "orders" else kind(value)
     settings = CompressSettings(**fields)
     print(f"settings: {settings.to_dict()}")
     print("\n".join(measure(files, codecs(settings, args.model))))

@@ -239,7 +239,8 @@ def _config(settings: CompressSettings, alphabet: Alphabet, lengths: list[int]) 
         esc_char=alphabet.escapes.get("char", -1), esc_byte=alphabet.escapes.get("byte", -1),
         unk=alphabet.unk, start=alphabet.start, selector=0, features=3, kinds=3, prior=0.05,
         mix_lr=settings.mix_lr, beta1=0.9, beta2=0.999, mix_init=0.15, extra_logit=-8.0,
-        apm=1, apm_rate=0.02, apm_weight=0.5)
+        apm=1, apm_rate=0.02, apm_weight=0.5,
+        netsel=len(settings.orders) if settings.words else len(settings.orders) - 1)
 
 
 def _code(lm: RNNLM, alphabet: Alphabet, settings: CompressSettings, stream: Stream,

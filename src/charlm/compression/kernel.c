@@ -50,6 +50,7 @@ typedef struct {
     int32_t features;                /* count experts' extra features: 1 seen-in-context, 2 last-seen */
     int32_t kinds;                   /* 2: rows of one symbol have weights of their own; 3: of two too */
     int32_t extras;                  /* more experts: 1 folded order 3, 2 folded order 5, 4 sparse, 8 and 16 indirect */
+    int32_t netsel;                  /* the expert whose confidence picks the network's weight; -1 none */
     int32_t apm;                     /* refine the likeliest symbol's probability: 0 off, 1 by order 1, 2 by order 2 */
     double prior;                    /* added to every count */
     double mix_lr, beta1, beta2;     /* Adam for the mixing weights, one step per coded symbol */
@@ -499,7 +500,14 @@ int cm_step(Model *m, int decoding, const float *lm, int64_t *ids, float *grad) 
             for (size_t i = 0; i < (size_t)X * NBB; i++) w[i] += ws[i];
         }
         /* 1. the experts */
-        double wlm = w[(size_t)(X - 1) * NBB];
+        /* The network's weight by the confidence of one expert's context (`netsel`): where the
+         * counts know the context well, the network matters less. */
+        int lmslot = 0;
+        if (c->netsel >= 0 && c->netsel < E) {
+            size_t at = (size_t)c->netsel * m->rows + rows[c->netsel];
+            lmslot = bucket_of(m->sums[at]) + (m->distinct[at] == 1 ? NUM_BUCKETS : 0);
+        }
+        double wlm = w[(size_t)(X - 1) * NBB + lmslot];
         double *z = m->z;
         for (int a = 0; a < V; a++) z[a] = wlm * logits[a];
         for (int a = V; a < A; a++) z[a] = m->bias[a];
@@ -618,7 +626,7 @@ int cm_step(Model *m, int decoding, const float *lm, int64_t *ids, float *grad) 
             } else {
                 for (int a = 0; a < V; a++) gw += p[a] * logits[a];
                 gw -= y < V ? logits[y] : 0.0;
-                wi = (size_t)(X - 1) * NBB;
+                wi = (size_t)(X - 1) * NBB + lmslot;
             }
             for (int j = 0; j < nsets; j++) {
                 size_t wj = wi + (size_t)sets[j] * X * NBB;

@@ -47,7 +47,8 @@ class Config(ctypes.Structure):
         ("orders", ctypes.c_int32 * MAX_ORDERS),
         *[(name, ctypes.c_int32) for name in ("words", "match", "rows_log2", "match_rows_log2", "limit",
                                               "total", "esc_char", "esc_byte", "unk", "start", "selector",
-                                              "features", "kinds", "extras", "apm")],
+                                              "features", "kinds", "extras", "netsel",
+                                              "apm")],
         *[(name, ctypes.c_double)
           for name in ("prior", "mix_lr", "beta1", "beta2", "mix_init", "extra_logit",
                       "apm_rate", "apm_weight", "sgd")],
