@@ -75,7 +75,7 @@ def main() -> None:
     fields = {}
     for item in args.set:
         name, _, value = item.partition("=")
-        kind = type(getattr(CompressSettings, name, 0))
+        kind = float if name == "lr" else type(getattr(CompressSettings, name, 0))
         fields[name] = tuple(int(k) for k in value.split(",") if k) if name == "orders" else kind(value)
     settings = CompressSettings(**fields)
     print(f"settings: {settings.to_dict()}")

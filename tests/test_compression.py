@@ -286,6 +286,20 @@ def test_the_network_in_c_learns_as_well_as_the_one_in_torch(monkeypatch):
     assert abs(native - _coded_bits_per_byte(in_torch)) < 0.02 * native
 
 
+def test_without_a_c_compiler_compress_says_so_in_one_line(tmp_path):
+    (tmp_path / "in.txt").write_bytes(b"some text")
+    env = {**os.environ, "PYTHONPATH": SRC, "XDG_CACHE_HOME": str(tmp_path / "cache"),
+           "CC": str(tmp_path / "no-such-cc")}  # a fresh cache: the kernel must be built, and cannot
+    done = subprocess.run([sys.executable, "-m", "charlm", "compress", str(tmp_path / "in.txt"),
+                           str(tmp_path / "a.chlm"), "--online"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "charlm: error: charlm's compressor builds a small C kernel once and needs a C compiler for it: "
+        f"install gcc (or set CC); '{tmp_path / 'no-such-cc'}' does not run"]
+    assert not (tmp_path / "a.chlm").exists()
+
+
 def test_lanes_cover_the_input_once_with_lengths_differing_by_at_most_one():
     for n in range(0, 40):
         for lanes in (1, 2, 3, 7):

@@ -219,8 +219,9 @@ def _add_compress_flags(parser: argparse.ArgumentParser) -> None:
     from .compression import CompressSettings
 
     for f in dataclasses.fields(CompressSettings):
-        kind = _orders if f.name == "orders" else type(f.default)
-        shown = ",".join(map(str, f.default)) if f.name == "orders" else f.default
+        kind = _orders if f.name == "orders" else float if f.name == "lr" else type(f.default)
+        shown = ",".join(map(str, f.default)) if f.name == "orders" else \
+            "2.5e-3 online, 3e-4 with --model" if f.name == "lr" else f.default
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=argparse.SUPPRESS,
                             metavar="K,K" if f.name == "orders" else kind.__name__.upper(),
                             help=f"{COMPRESS_HELP[f.name]} (default: {shown})")

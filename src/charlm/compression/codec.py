@@ -45,9 +45,10 @@ class CompressSettings:
 
     lanes: int = 0  # parts of the input coded side by side; 0: 1 online (best), 8 pretrained (faster)
     block: int = 12  # steps between two updates (T)
-    lr: float = 2.5e-3  # Adam's learning rate of the network while coding; 0 = no learning
+    lr: float | None = None  # Adam's learning rate of the network while coding; 0 = no learning;
+    # None: 2.5e-3 online (a network from scratch), 3e-4 pretrained (a trained one adapts gently)
     lr_decay: float = 0.0  # online mode: lr / sqrt(1 + symbols / lr_decay) (0 = constant)
-    mix_lr: float = 0.003  # Adam's learning rate of the mixing weights
+    mix_lr: float = 0.002  # Adam's learning rate of the mixing weights, one step per symbol
     orders: tuple[int, ...] = (1, 2, 3, 4, 5, 6)  # context orders mixed in; () = the network alone
     match: int = 8  # the match expert's context length; 0 = off
     words: int = 2  # word experts: 0, 1 (the word so far) or 2 (and the word before it)
@@ -71,6 +72,8 @@ class CompressSettings:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         for name in ("lr", "mix_lr"):
             value = getattr(self, name)
+            if value is None and name == "lr":
+                continue
             if not isinstance(value, (int, float)) or not 0 <= value < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {value!r}")
         if self.rows & (self.rows - 1):
@@ -328,6 +331,8 @@ def compress(data: bytes, *, model: str | Path | None = None, settings: Compress
     settings = settings or CompressSettings()
     if not settings.lanes:  # one lane codes best; a network in torch needs lanes to go fast
         settings = replace(settings, lanes=1 if model is None else 8)
+    if settings.lr is None:
+        settings = replace(settings, lr=2.5e-3 if model is None else 3e-4)
     info: dict[str, Any] = {"settings": settings.to_dict(), **_platform()}
     with _pinned(settings.threads):
         if model is None:
@@ -355,8 +360,8 @@ def decompress(archive: bytes, *, model: str | Path | None = None, progress: Pro
     if header.mode == "stored":
         return _checked(payload, header)
     settings = CompressSettings.from_dict(info.get("settings", {}))
-    if not settings.lanes:
-        raise ArchiveError("the archive's header is damaged (no lane count)")
+    if not settings.lanes or settings.lr is None:
+        raise ArchiveError("the archive's header is damaged (no lane count or learning rate)")
     with _pinned(settings.threads):
         if header.mode == "online":
             if model is not None:

@@ -35,7 +35,7 @@ KERNEL_ID = hashlib.sha256(_SOURCE.read_bytes() + _SOURCE.with_name("net.c").rea
 MAX_ORDERS = 8
 
 
-class KernelError(RuntimeError):
+class KernelError(OSError):
     """The C kernel cannot be built or loaded here (no compiler), or ran out of memory."""
 
 
@@ -55,16 +55,22 @@ class Config(ctypes.Structure):
     ]
 
 
+_NO_COMPILER = "charlm's compressor builds a small C kernel once and needs a C compiler for it: " \
+    "install gcc (or set CC)"
+
+
 def _compile(target: Path) -> None:
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if not compiler:
-        raise KernelError("charlm's compressor builds a small C kernel once and needs a C compiler for it: "
-                          "install gcc (or set CC)")
+        raise KernelError(_NO_COMPILER)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         built = Path(tmp) / target.name
-        result = subprocess.run([compiler, *_FLAGS, "-o", str(built), str(_SOURCE), "-lm"],
-                                capture_output=True, text=True)
+        try:
+            result = subprocess.run([compiler, *_FLAGS, "-o", str(built), str(_SOURCE), "-lm"],
+                                    capture_output=True, text=True)
+        except OSError:  # $CC names nothing that runs
+            raise KernelError(f"{_NO_COMPILER}; {compiler!r} does not run") from None
         if result.returncode != 0:
             first = (result.stderr.strip().splitlines() or ["no message"])[0]
             raise KernelError(f"building the compression kernel with {compiler} failed: {first}")
