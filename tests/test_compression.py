@@ -286,6 +286,19 @@ def test_the_network_in_c_learns_as_well_as_the_one_in_torch(monkeypatch):
     assert abs(native - _coded_bits_per_byte(in_torch)) < 0.02 * native
 
 
+def test_the_portable_and_the_native_builds_write_the_same_archive(monkeypatch):
+    from charlm.compression import kernel
+
+    data = TEXT.encode()[:2000] + bytes(range(256))
+    settings = CompressSettings(hidden=24, embedding=8)
+    native = compress(data, settings=settings)
+    build = kernel.library
+    monkeypatch.setattr(kernel, "library", lambda native=True: build(False))
+    portable = compress(data, settings=settings)
+    assert portable == native
+    assert decompress(native) == data
+
+
 def test_without_a_c_compiler_compress_says_so_in_one_line(tmp_path):
     (tmp_path / "in.txt").write_bytes(b"some text")
     env = {**os.environ, "PYTHONPATH": SRC, "XDG_CACHE_HOME": str(tmp_path / "cache"),

@@ -3,9 +3,11 @@ loaded with ctypes. kernel.c says what it does and why it is C; this module buil
 coding run (a :class:`Kernel`) around torch tensors that both sides share without copies.
 
 The build is plain C (no Python or torch headers), so it takes about a second. It lands in
-``$XDG_CACHE_HOME/charlm/kernels`` (or ``~/.cache/charlm/kernels``), named by a digest of the source
+``$XDG_CACHE_HOME/charlm/kernels`` (or ``~/.cache/charlm/kernels``), named by a digest of the sources
 and the flags: a changed kernel is a new file, and archives record that digest (:data:`KERNEL_ID`),
-since another kernel gives other probabilities.
+since another kernel gives other probabilities. The build is for this CPU (``-march=native``: wider
+vectors), or portable where the compiler refuses that flag; the two compute the same bits (a test
+holds them to it), so an archive does not depend on which one made it.
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ from ..corpora import cache_dir
 _SOURCE = Path(__file__).with_name("kernel.c")  # it #includes net.c
 # -ffp-contract=off: no fused multiply-adds, so every operation rounds alike whatever the compiler and
 # the instruction set; vectorised element-wise loops round exactly as scalar ones, and without
-# -ffast-math no sum is reordered. -march=native only makes them wider.
-_FLAGS = ("-O3", "-march=native", "-std=c11", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math",
-          "-fno-math-errno")
+# -ffast-math no sum is reordered. -march=native only makes the vectors wider.
+_FLAGS = ("-O3", "-std=c11", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math", "-fno-math-errno")
+_NATIVE = ("-march=native",)
 KERNEL_ID = hashlib.sha256(_SOURCE.read_bytes() + _SOURCE.with_name("net.c").read_bytes() +
                            " ".join(_FLAGS).encode()).hexdigest()[:16]
 MAX_ORDERS = 8
@@ -59,7 +61,7 @@ _NO_COMPILER = "charlm's compressor builds a small C kernel once and needs a C c
     "install gcc (or set CC)"
 
 
-def _compile(target: Path) -> None:
+def _compile(target: Path, flags: tuple[str, ...]) -> None:
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if not compiler:
         raise KernelError(_NO_COMPILER)
@@ -67,7 +69,7 @@ def _compile(target: Path) -> None:
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         built = Path(tmp) / target.name
         try:
-            result = subprocess.run([compiler, *_FLAGS, "-o", str(built), str(_SOURCE), "-lm"],
+            result = subprocess.run([compiler, *flags, "-o", str(built), str(_SOURCE), "-lm"],
                                     capture_output=True, text=True)
         except OSError:  # $CC names nothing that runs
             raise KernelError(f"{_NO_COMPILER}; {compiler!r} does not run") from None
@@ -77,14 +79,26 @@ def _compile(target: Path) -> None:
         os.replace(built, target)  # atomic: a concurrent build never loads half a file
 
 
-@cache
-def library() -> ctypes.CDLL:
-    """The built kernel, compiled on first use."""
-    # Built for this CPU (-march=native): a cache shared by machines of another kind needs its own file.
+def _built(native: bool) -> Path:
+    """The kernel's shared library, compiled if the cache lacks it."""
+    # A build for this CPU gets the CPU's kind in its name: a cache shared by machines of another kind.
     cpu = torch.backends.cpu.get_cpu_capability().lower()
-    target = cache_dir() / "kernels" / f"kernel-{KERNEL_ID}-{cpu}.so"
+    name = f"kernel-{KERNEL_ID}-{cpu}.so" if native else f"kernel-{KERNEL_ID}.so"
+    target = cache_dir() / "kernels" / name
     if not target.is_file():
-        _compile(target)
+        _compile(target, _FLAGS + _NATIVE if native else _FLAGS)
+    return target
+
+
+@cache
+def library(native: bool = True) -> ctypes.CDLL:
+    """The built kernel, compiled on first use: for this CPU where the compiler can, else portable."""
+    try:
+        target = _built(native)
+    except KernelError as err:
+        if not native or _NO_COMPILER in str(err):
+            raise
+        target = _built(False)  # a compiler that does not know -march=native
     lib = ctypes.CDLL(str(target))
     p, i32, i64, f64 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_double
     lib.cm_new.restype = p
