@@ -131,17 +131,13 @@ def _pinned(threads: int) -> Iterator[None]:
 # ---- the symbols of each mode ------------------------------------------------------------------
 
 
-def _classes(token: str) -> tuple[int, int]:
-    """(letter, class) of a symbol: its case-folded code inside words (0 ends a word), and its class
-    for the kernel's mixing weight sets."""
+def _letter(token: str) -> int:
+    """A symbol's case-folded code inside words, for the word experts; 0 for one that ends a word."""
     if len(token) != 1:
-        return 0, 7
-    ch = token
-    if ch.isalpha() or ord(ch) >= 0x80:  # the bytes of a UTF-8 character are part of its word
-        return (ord(ch.lower()) % 255) + 1, 1 if ch.islower() else 2 if ch.isupper() else 6
-    if ch == "'":  # inside a word: don't, it's
-        return 39, 4
-    return 0, 0 if ch == " " else 5 if ch == "\n" else 3 if ch.isdigit() else 4
+        return 0
+    if token.isalpha() or ord(token) >= 0x80:  # the bytes of a UTF-8 character are part of its word
+        return ord(token.lower()) % 255 + 1
+    return 39 if token == "'" else 0  # inside a word: don't, it's
 
 
 @dataclass
@@ -152,20 +148,16 @@ class Alphabet:
     vocab: int  # V: the network's logits cover symbols [0, V); the rest are escapes
     start: int  # the network's input before a lane's first symbol
     unk: int  # the network's input for an escape
-    letter: torch.Tensor  # (A,) uint8: see _classes
-    klass: torch.Tensor  # (A,) uint8
+    letter: torch.Tensor  # (A,) uint8: see _letter
     escapes: dict[str, int] = field(default_factory=dict)  # "char" | "byte" -> symbol id
 
 
-def _tables(tokens: list[str], size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    pairs = [_classes(tok) for tok in tokens] + [(0, 7)] * (size - len(tokens))
-    return (torch.tensor([a for a, _ in pairs], dtype=torch.uint8),
-            torch.tensor([b for _, b in pairs], dtype=torch.uint8))
+def _letters(tokens: list[str], size: int) -> torch.Tensor:
+    return torch.tensor([_letter(tok) for tok in tokens] + [0] * (size - len(tokens)), dtype=torch.uint8)
 
 
 def _byte_alphabet() -> Alphabet:
-    letter, klass = _tables([chr(b) for b in range(256)], 256)
-    return Alphabet(256, 256, start=ord("\n"), unk=0, letter=letter, klass=klass)
+    return Alphabet(256, 256, start=ord("\n"), unk=0, letter=_letters([chr(b) for b in range(256)], 256))
 
 
 def _char_alphabet(vocab) -> tuple[Alphabet, dict[str, int]]:
@@ -173,8 +165,8 @@ def _char_alphabet(vocab) -> tuple[Alphabet, dict[str, int]]:
     table = {tok: i for i, tok in enumerate(vocab.idx_to_token) if len(tok) == 1}
     unk = vocab.unk
     start = table.get("\n", table.get(" ", unk))
-    letter, klass = _tables(list(vocab.idx_to_token), V + 2)
-    return Alphabet(V + 2, V, start, unk, letter, klass, {"char": V, "byte": V + 1}), table
+    letter = _letters(list(vocab.idx_to_token), V + 2)
+    return Alphabet(V + 2, V, start, unk, letter, {"char": V, "byte": V + 1}), table
 
 
 def _char_stream(text: str, table: dict[str, int], V: int, lanes: int) -> Stream:
@@ -240,7 +232,7 @@ def _config(settings: CompressSettings, alphabet: Alphabet, lengths: list[int]) 
         words=settings.words, match=settings.match, rows_log2=rows.bit_length() - 1,
         match_rows_log2=min(20, fit.bit_length() - 1), limit=settings.limit, total=settings.total,
         esc_char=alphabet.escapes.get("char", -1), esc_byte=alphabet.escapes.get("byte", -1),
-        unk=alphabet.unk, start=alphabet.start, selector=0, features=3, kinds=3, prior=0.05,
+        unk=alphabet.unk, start=alphabet.start, features=3, kinds=3, prior=0.05,
         mix_lr=settings.mix_lr, beta1=0.9, beta2=0.999, mix_init=0.15, extra_logit=-8.0,
         apm=1, apm_rate=0.02, apm_weight=0.5,
         netsel=len(settings.orders) if settings.words else len(settings.orders) - 1)
@@ -251,7 +243,7 @@ def _code(lm: RNNLM, alphabet: Alphabet, settings: CompressSettings, stream: Str
     """Run the lockstep loop over `stream`: encode it, or (given `payload`) decode into it. `native`:
     the network runs in C (the online mode's one-layer LSTM), else in torch, a step per call."""
     lengths = stream.lengths.tolist()
-    kernel = Kernel(_config(settings, alphabet, lengths), stream, alphabet.letter, alphabet.klass, payload)
+    kernel = Kernel(_config(settings, alphabet, lengths), stream, alphabet.letter, payload)
     steps, n = max(lengths, default=0), sum(lengths)
     if native:  # the whole loop in C, a chunk of steps per call (for the progress)
         network = Network(lm, settings.lanes, settings.block, settings.lr, alphabet.start, settings.lr_decay)

@@ -31,7 +31,6 @@
 #define MATCH_SCALE 8.0     /* the match expert's one-hot value */
 #define HISTORY 32          /* symbols of history kept per lane (the longest context) */
 #define POWERS 16384       /* Adam's bias corrections beta^n, tabulated */
-#define SELECTORS 25        /* weight sets: the base one, then 8 by each of three selectors (additive) */
 
 typedef struct {
     int32_t lanes, alphabet, vocab;  /* A symbols; the network's logits cover the first `vocab` */
@@ -46,17 +45,14 @@ typedef struct {
     int32_t total;                   /* the coder's frequency total */
     int32_t esc_char, esc_byte;      /* escape symbols (pretrained mode), -1 = none */
     int32_t unk, start;              /* the network's input for symbols >= vocab, and before the first */
-    int32_t selector;                /* 1: weight sets chosen by the previous symbol's class */
     int32_t features;                /* count experts' extra features: 1 seen-in-context, 2 last-seen */
     int32_t kinds;                   /* 2: rows of one symbol have weights of their own; 3: of two too */
-    int32_t extras;                  /* more experts: 1 folded order 3, 2 folded order 5, 4 sparse, 8 and 16 indirect */
     int32_t netsel;                  /* the expert whose confidence picks the network's weight; -1 none */
     int32_t apm;                     /* refine the likeliest symbol's probability: 0 off, 1 by order 1, 2 by order 2 */
     double prior;                    /* added to every count */
     double mix_lr, beta1, beta2;     /* Adam for the mixing weights, one step per coded symbol */
     double mix_init, extra_logit;
-    double apm_rate, apm_weight;
-    double sgd;     /* its table's learning rate; its share of the final probability */
+    double apm_rate, apm_weight;     /* its table's learning rate; its share of the final probability */
 } Config;
 
 typedef struct {
@@ -73,16 +69,13 @@ typedef struct {
     int32_t *hist;         /* L * HISTORY, newest first */
     int32_t *seen;         /* L: symbols this lane has coded */
     uint32_t *word, *prevword;  /* L: hashes of the current and the previous word, 0 = none */
-    uint32_t *ind1, *ind2; /* A and 2^16: the last two symbols that followed an order-1 / order-2 context */
     uint32_t *cur_rows;    /* L * E: each expert's row for the next symbol */
     int32_t *coded;        /* steps * L: every symbol, -1 before it is coded */
     int32_t *where;        /* match_rows: position that followed a context last time */
     int64_t *pointer;      /* L: position the match expert predicts from, -1 = none */
     int32_t *run;          /* L: how many of its predictions in a row were right */
     const uint8_t *letter; /* A: 0 for a symbol that ends a word, else its case-folded code */
-    const uint8_t *klass;  /* A: the symbol's class, for the weight sets */
-    double *w, *m1, *m2;   /* SELECTORS * X * SLOTS */
-    double *weff;          /* X * SLOTS: the sum of this step's sets */
+    double *w, *m1, *m2;   /* X * SLOTS: the mixing weights and Adam's moments */
     int32_t *updates;      /* the same, Adam's step counts */
     double *pow1, *pow2;   /* beta1^n, beta2^n for n < POWERS */
     double *bias;          /* A: logits of symbols the network lacks (the escapes) */
@@ -186,26 +179,6 @@ static void context_rows(Model *m, int l) {
         uint32_t h = mix32(m->word[l] + 0x5bd1e995u * m->prevword[l] + 202u);
         rows[e++] = mix32(h + (m->word[l] ? 0u : (uint32_t)hist[0] + 7u)) & mask;
     }
-    uint32_t folded[6];  /* case-folded history: "The" and "the" share their statistics */
-    for (int j = 0; j < 6; j++) folded[j] = m->letter[hist[j]] ? m->letter[hist[j]] : (uint32_t)hist[j] + 512u;
-    if (m->c.extras & 1) {
-        uint32_t h = 303u;
-        for (int j = 0; j < 3; j++) h = mix32(h + folded[j]);
-        rows[e++] = h & mask;
-    }
-    if (m->c.extras & 2) {
-        uint32_t h = 404u;
-        for (int j = 0; j < 5; j++) h = mix32(h + folded[j]);
-        rows[e++] = h & mask;
-    }
-    if (m->c.extras & 4)  /* sparse: the two symbols before the last one */
-        rows[e++] = mix32(mix32(505u + (uint32_t)hist[1]) + (uint32_t)hist[2]) & mask;
-    if (m->c.extras & 8)  /* indirect: what followed the last symbol the last two times, and it */
-        rows[e++] = mix32(mix32(606u + m->ind1[hist[0]]) + (uint32_t)hist[0]) & mask;
-    if (m->c.extras & 16) {  /* indirect: what followed the last two symbols the last two times, and them */
-        uint32_t c2 = mix32((uint32_t)hist[0] * 0x10001u + (uint32_t)hist[1] + 9u) >> 16;
-        rows[e++] = mix32(mix32(707u + m->ind2[c2]) + (uint32_t)hist[0] * 977u + (uint32_t)hist[1]) & mask;
-    }
 }
 
 static uint32_t match_hash(const Model *m, int l) {
@@ -300,17 +273,17 @@ static int utf8_length(int lead) {
 void cm_free(Model *m);
 
 Model *cm_new(const Config *config, int32_t *symbols, const int32_t *lengths, uint8_t *extra,
-              uint8_t *extra_len, const uint8_t *letter, const uint8_t *klass) {
+              uint8_t *extra_len, const uint8_t *letter) {
     Model *m = calloc(1, sizeof(Model));
     if (!m) return NULL;
     m->c = *config;
     const Config *c = &m->c;
     int L = c->lanes, A = c->alphabet;
-    m->E = c->num_orders + c->words + __builtin_popcount((unsigned)c->extras & 31u);
+    m->E = c->num_orders + c->words;
     m->X = 3 * m->E + 2;
     m->rows = 1u << c->rows_log2;
     m->match_rows = 1u << c->match_rows_log2;
-    size_t W = (size_t)SELECTORS * m->X * SLOTS;
+    size_t W = (size_t)m->X * SLOTS;
     size_t steps = c->steps > 0 ? (size_t)c->steps : 1;
     m->counts = calloc((size_t)m->E * m->rows * A + 1, sizeof(uint16_t));
     m->sums = calloc((size_t)m->E * m->rows + 1, sizeof(uint32_t));
@@ -320,8 +293,6 @@ Model *cm_new(const Config *config, int32_t *symbols, const int32_t *lengths, ui
     m->hist = calloc((size_t)L * HISTORY, sizeof(int32_t));
     m->seen = calloc(L, sizeof(int32_t));
     m->word = calloc(L, sizeof(uint32_t));
-    m->ind1 = calloc(A, sizeof(uint32_t));
-    m->ind2 = calloc(1u << 16, sizeof(uint32_t));
     m->prevword = calloc(L, sizeof(uint32_t));
     m->cur_rows = calloc((size_t)L * m->E + 1, sizeof(uint32_t));
     m->coded = malloc(steps * L * sizeof(int32_t));
@@ -329,7 +300,6 @@ Model *cm_new(const Config *config, int32_t *symbols, const int32_t *lengths, ui
     m->pointer = malloc(L * sizeof(int64_t));
     m->run = calloc(L, sizeof(int32_t));
     m->w = calloc(W, sizeof(double));
-    m->weff = malloc((size_t)m->X * SLOTS * sizeof(double));
     m->m1 = calloc(W, sizeof(double));
     m->m2 = calloc(W, sizeof(double));
     m->updates = calloc(W, sizeof(int32_t));
@@ -347,9 +317,9 @@ Model *cm_new(const Config *config, int32_t *symbols, const int32_t *lengths, ui
     m->cum = malloc((A + 1) * sizeof(uint32_t));
     m->out_cap = 4096;
     m->out = calloc(m->out_cap, 1);
-    if (!m->counts || !m->sums || !m->distinct || !m->last || !m->lastsym || !m->logc || !m->hist || !m->seen || !m->word || !m->ind1 || !m->ind2 ||
+    if (!m->counts || !m->sums || !m->distinct || !m->last || !m->lastsym || !m->logc || !m->hist || !m->seen || !m->word ||
         !m->prevword || !m->cur_rows || !m->coded || !m->where || !m->pointer || !m->run || !m->w ||
-        !m->m1 || !m->m2 || !m->updates || !m->weff || !m->pow1 || !m->pow2 || !m->bias || !m->z || !m->p || !m->q || !m->apm || !m->f || !m->bucket ||
+        !m->m1 || !m->m2 || !m->updates || !m->pow1 || !m->pow2 || !m->bias || !m->z || !m->p || !m->q || !m->apm || !m->f || !m->bucket ||
         !m->cum || !m->out) {
         cm_free(m);
         return NULL;
@@ -361,7 +331,7 @@ Model *cm_new(const Config *config, int32_t *symbols, const int32_t *lengths, ui
     for (size_t i = 0; i < steps * L; i++) m->coded[i] = -1;
     for (uint32_t i = 0; i < m->match_rows; i++) m->where[i] = -1;
     for (int l = 0; l < L; l++) m->pointer[l] = -1;
-    for (size_t i = 0; i < (size_t)m->X * SLOTS; i++) {  /* the base set; the selected ones start at 0 */
+    for (size_t i = 0; i < W; i++) {
         size_t slot = i / SLOTS;
         m->w[i] = slot == (size_t)m->X - 1 ? 1.0  /* the network's logits as they are */
                   : slot >= (size_t)m->E && slot < (size_t)3 * m->E ? 0.0 : c->mix_init;
@@ -375,7 +345,6 @@ Model *cm_new(const Config *config, int32_t *symbols, const int32_t *lengths, ui
     m->extra = extra;
     m->extra_len = extra_len;
     m->letter = letter;
-    m->klass = klass;
     m->high = FULL;
     for (int l = 0; l < L; l++) {
         for (int j = 0; j < HISTORY; j++) m->hist[(size_t)l * HISTORY + j] = c->start;
@@ -387,8 +356,8 @@ Model *cm_new(const Config *config, int32_t *symbols, const int32_t *lengths, ui
 void cm_free(Model *m) {
     if (!m) return;
     free(m->counts); free(m->sums); free(m->distinct); free(m->last); free(m->lastsym); free(m->logc); free(m->hist); free(m->seen);
-    free(m->word); free(m->ind1); free(m->ind2); free(m->prevword); free(m->cur_rows); free(m->coded); free(m->where);
-    free(m->pointer); free(m->run); free(m->w); free(m->weff); free(m->m1); free(m->m2); free(m->updates);
+    free(m->word); free(m->prevword); free(m->cur_rows); free(m->coded); free(m->where);
+    free(m->pointer); free(m->run); free(m->w); free(m->m1); free(m->m2); free(m->updates);
     free(m->pow1); free(m->pow2);
     free(m->bias); free(m->z); free(m->p); free(m->q); free(m->apm); free(m->f); free(m->bucket); free(m->cum); free(m->out);
     free(m);
@@ -479,27 +448,7 @@ int cm_step(Model *m, int decoding, const float *lm, int64_t *ids, float *grad) 
         }
         const float *logits = lm + (size_t)l * V;
         const uint32_t *rows = m->cur_rows + (size_t)l * E;
-        /* The weights of this step: the base set plus, for each selector on, the set it picks. */
-        int sets[4], nsets = 0;
-        sets[nsets++] = 0;
-        if (c->selector & 1) sets[nsets++] = 1 + m->klass[m->hist[(size_t)l * HISTORY]] % 8;
-        if (c->selector & 2) {  /* how long the match expert has been right */
-            int r = m->run[l];
-            sets[nsets++] = 9 + (m->pointer[l] < 0 ? 0 : r < 2 ? 1 : r < 8 ? 2 : r < 16 ? 3 : 4);
-        }
-        if (c->selector & 4) {  /* the longest context order seen before */
-            int k = 0;
-            for (int i = c->num_orders - 1; i >= 0; i--)
-                if (m->sums[(size_t)i * m->rows + m->cur_rows[(size_t)l * E + i]]) { k = i + 1; break; }
-            sets[nsets++] = 17 + (k < 8 ? k : 7);
-        }
-        double *w = m->weff;
-        for (size_t i = 0; i < (size_t)X * NBB; i++) w[i] = 0.0;
-        for (int j = 0; j < nsets; j++) {
-            const double *ws = m->w + (size_t)sets[j] * X * NBB;
-            for (size_t i = 0; i < (size_t)X * NBB; i++) w[i] += ws[i];
-        }
-        /* 1. the experts */
+        const double *w = m->w;
         /* The network's weight by the confidence of one expert's context (`netsel`): where the
          * counts know the context well, the network matters less. */
         int lmslot = 0;
@@ -628,15 +577,12 @@ int cm_step(Model *m, int decoding, const float *lm, int64_t *ids, float *grad) 
                 gw -= y < V ? logits[y] : 0.0;
                 wi = (size_t)(X - 1) * NBB + lmslot;
             }
-            for (int j = 0; j < nsets; j++) {
-                size_t wj = wi + (size_t)sets[j] * X * NBB;
-                int n = ++m->updates[wj];
-                m->m1[wj] = c->beta1 * m->m1[wj] + (1 - c->beta1) * gw;
-                m->m2[wj] = c->beta2 * m->m2[wj] + (1 - c->beta2) * gw * gw;
-                double c1 = n < POWERS ? m->pow1[n] : 0.0, c2 = n < POWERS ? m->pow2[n] : 0.0;
-                double mh = m->m1[wj] / (1 - c1), vh = m->m2[wj] / (1 - c2);
-                m->w[wj] -= c->sgd > 0 ? c->sgd * gw : c->mix_lr * mh / (sqrt(vh) + 1e-8);
-            }
+            int n = ++m->updates[wi];
+            m->m1[wi] = c->beta1 * m->m1[wi] + (1 - c->beta1) * gw;
+            m->m2[wi] = c->beta2 * m->m2[wi] + (1 - c->beta2) * gw * gw;
+            double c1 = n < POWERS ? m->pow1[n] : 0.0, c2 = n < POWERS ? m->pow2[n] : 0.0;
+            double mh = m->m1[wi] / (1 - c1), vh = m->m2[wi] / (1 - c2);
+            m->w[wi] -= c->mix_lr * mh / (sqrt(vh) + 1e-8);
         }
         /* 5. count it, follow or find a match, move the contexts on */
         for (int e = 0; e < E; e++) count(m, e, rows[e], y);
@@ -649,9 +595,6 @@ int cm_step(Model *m, int decoding, const float *lm, int64_t *ids, float *grad) 
             m->pointer[l] = hit ? m->pointer[l] + L : -1;
             if (m->seen[l] >= c->match) m->where[match_hash(m, l)] = (int32_t)position;
         }
-        uint32_t c2 = mix32((uint32_t)hist[0] * 0x10001u + (uint32_t)hist[1] + 9u) >> 16;
-        m->ind1[hist[0]] = m->ind1[hist[0]] << 16 | (uint32_t)y;
-        m->ind2[c2] = m->ind2[c2] << 16 | (uint32_t)y;
         memmove(hist + 1, hist, (HISTORY - 1) * sizeof(int32_t));
         hist[0] = y;
         m->seen[l]++;

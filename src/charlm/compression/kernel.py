@@ -48,12 +48,11 @@ class Config(ctypes.Structure):
         *[(name, ctypes.c_int32) for name in ("lanes", "alphabet", "vocab", "steps", "num_orders")],
         ("orders", ctypes.c_int32 * MAX_ORDERS),
         *[(name, ctypes.c_int32) for name in ("words", "match", "rows_log2", "match_rows_log2", "limit",
-                                              "total", "esc_char", "esc_byte", "unk", "start", "selector",
-                                              "features", "kinds", "extras", "netsel",
-                                              "apm")],
+                                              "total", "esc_char", "esc_byte", "unk", "start", "features",
+                                              "kinds", "netsel", "apm")],
         *[(name, ctypes.c_double)
-          for name in ("prior", "mix_lr", "beta1", "beta2", "mix_init", "extra_logit",
-                      "apm_rate", "apm_weight", "sgd")],
+          for name in ("prior", "mix_lr", "beta1", "beta2", "mix_init", "extra_logit", "apm_rate",
+                       "apm_weight")],
     ]
 
 
@@ -102,7 +101,7 @@ def library(native: bool = True) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(target))
     p, i32, i64, f64 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_double
     lib.cm_new.restype = p
-    lib.cm_new.argtypes = [ctypes.POINTER(Config), p, p, p, p, p, p]
+    lib.cm_new.argtypes = [ctypes.POINTER(Config), p, p, p, p, p]
     lib.cm_free.argtypes = [p]
     lib.cm_set_input.argtypes = [p, p, ctypes.c_size_t]
     lib.cm_finish.restype = i64
@@ -190,16 +189,15 @@ class Stream:
 class Kernel:
     """One coding run: :meth:`step` codes one step of every lane from the network's logits."""
 
-    def __init__(self, config: Config, stream: Stream, letter: torch.Tensor, klass: torch.Tensor,
+    def __init__(self, config: Config, stream: Stream, letter: torch.Tensor,
                  payload: bytes | None = None) -> None:
         self._lib = library()
         # Keep every buffer the C side points into alive as long as the model is.
-        self.stream, self._letter, self._klass = stream, letter.contiguous(), klass.contiguous()
+        self.stream, self._letter = stream, letter.contiguous()
         self._config = config
         self._handle = self._lib.cm_new(ctypes.byref(config), stream.symbols.data_ptr(),
                                         stream.lengths.data_ptr(), stream.extra.data_ptr(),
-                                        stream.extra_len.data_ptr(), self._letter.data_ptr(),
-                                        self._klass.data_ptr())
+                                        stream.extra_len.data_ptr(), self._letter.data_ptr())
         if not self._handle:
             raise KernelError("not enough memory for the compressor's context tables (try a smaller --rows)")
         self.decoding = payload is not None
