@@ -1,23 +1,31 @@
 /* The compressor's per-step work in one call: context experts, mixing, arithmetic coding, learning.
  *
- * charlm's compressor predicts each symbol with a recurrent network (run by torch in Python) mixed
- * with context experts (here). Coding runs one step at a time, and a step done as some sixty small
- * torch operations spends most of its time dispatching them; this file does everything after the
- * network's logits in one C call per step:
+ * charlm's compressor predicts each symbol with a recurrent network mixed with context experts.
+ * Coding runs one step at a time, and a step done as some sixty small torch operations spends most
+ * of its time dispatching them; this file does everything after the network's logits in one C
+ * call per step (cm_step), and with the online mode's network in C too (net.c) a whole chunk of
+ * steps per call (cm_run):
  *
  *   1. each expert's log-probabilities for the next symbol of every lane: hashed order-k counts,
- *      word counts, and the match expert (the symbol that followed the last occurrence of the
- *      current context);
- *   2. geometric mixing: z = w_lm * logits + bias + sum_e w[set][e][bucket_e] * f_e, softmax;
- *   3. integer frequencies floor(p * (total - A)) + 1 and the arithmetic coder (the same stream as
+ *      word counts (the word so far; with the word before it), and the match expert (the symbol
+ *      that followed the last occurrence of the current context);
+ *   2. geometric mixing, a product of experts, then a softmax:
+ *        z = w_net[b] * logits + bias + sum_e (w[e][b_e] * log p_e + w_seen[e][b_e] * [c_e > 0]
+ *                                               + w_last[e][b_e] * [seen last in e's context])
+ *      where b_e is the confidence bucket of expert e's context (log2 of its count, and whether one,
+ *      two or more symbols followed it) and b that of the word expert;
+ *   3. an adaptive probability map refines the likeliest symbol's probability by what followed that
+ *      probability after the same previous symbol before;
+ *   4. integer frequencies floor(q * (total - A)) + 1 and the arithmetic coder (the same stream as
  *      charlm/coder.py: Witten, Neal & Cleary, 32 bits), encoding or decoding the symbol;
- *   4. learning from the symbol: the mixing weights take an Adam step at once, the counts count
- *      it, and the network's gradient w_lm * (p - onehot) is written out for torch's block update.
+ *   5. learning from the symbol: each mixing weight used takes an Adam step at once, the map and
+ *      the counts learn it, and the network's gradient w_net * (p - onehot) is written out for the
+ *      network's block update (net.c, or torch for a trained run).
  *
- * The decoder must compute bit-identical probabilities, so everything here is plain IEEE double
- * arithmetic in a fixed order: no libm transcendental functions (exp and log are the polynomials
- * below; floor, frexp, ldexp and sqrt are exact by definition), and the build disables
- * floating-point contraction (kernel.py). Integers hash the contexts.
+ * The decoder must compute bit-identical probabilities, so everything here is plain IEEE arithmetic
+ * in a fixed order: no libm transcendental functions (exp and log are the polynomials below;
+ * floor, frexp and sqrt are exact by definition), no fused multiply-adds (the build turns
+ * contraction off, kernel.py), sums reduce in a fixed order. Integers hash the contexts.
  */
 #include <math.h>
 #include <stdint.h>
