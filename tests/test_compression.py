@@ -313,6 +313,20 @@ def test_without_a_c_compiler_compress_says_so_in_one_line(tmp_path):
     assert not (tmp_path / "a.chlm").exists()
 
 
+@pytest.mark.parametrize("alphabet", [258, 3000, 60000])
+def test_the_count_tables_stay_within_their_memory_budget(alphabet):
+    from charlm.compression.codec import TABLE_BYTES, Alphabet, _config
+
+    letters = torch.zeros(alphabet, dtype=torch.uint8)
+    config = _config(CompressSettings(lanes=1), Alphabet(alphabet, alphabet - 2, 0, 0, letters),
+                     [10_000_000])
+    tables = 8 * (1 << config.rows_log2) * alphabet * 2  # 6 orders and 2 word experts of 16-bit counts
+    assert tables <= TABLE_BYTES
+    assert config.rows_log2 >= 8
+    if alphabet == 258:
+        assert config.rows_log2 == 16  # bytes get the full default
+
+
 def test_lanes_cover_the_input_once_with_lengths_differing_by_at_most_one():
     for n in range(0, 40):
         for lanes in (1, 2, 3, 7):

@@ -36,6 +36,7 @@ from .kernel import KERNEL_ID, MAX_ORDERS, Config, Kernel, Network, Stream
 from .model import OnlineLearner
 
 Progress = Callable[[int, int], None]  # (symbols done, symbols in all)
+TABLE_BYTES = 1 << 29  # the context counts' memory at most (16-bit counts), unless --rows is lower
 
 
 @dataclass(frozen=True)
@@ -222,9 +223,12 @@ def lane_spans(n: int, lanes: int) -> list[tuple[int, int]]:
 def _config(settings: CompressSettings, alphabet: Alphabet, lengths: list[int]) -> Config:
     n = sum(lengths)
     # Tables no larger than the input needs (a short text has few contexts): 8 experts of 2^16 rows
-    # of 256 counts are 268 MB. Both sides know the input's length, so both size alike.
+    # of 256 counts are 268 MB. A large vocabulary (thousands of Chinese characters) gets fewer rows,
+    # so that the counts stay within TABLE_BYTES. Both sides know all this, so both size alike.
     fit = 1 << max(8, (n - 1).bit_length() + 2)
-    rows = min(settings.rows, fit)
+    experts = max(1, len(settings.orders) + settings.words)
+    budget = 1 << max(8, (TABLE_BYTES // (2 * experts * alphabet.size)).bit_length() - 1)
+    rows = min(settings.rows, fit, budget)
     orders = list(settings.orders) + [0] * (MAX_ORDERS - len(settings.orders))
     return Config(
         lanes=settings.lanes, alphabet=alphabet.size, vocab=alphabet.vocab, steps=max(lengths, default=0),
