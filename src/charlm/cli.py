@@ -189,7 +189,6 @@ COMPRESS_HELP = {
     "lanes": "parts of the input coded side by side (faster, larger); 0 = 1 online, 8 with --model",
     "block": "symbols per lane between two updates of the model",
     "lr": "Adam's learning rate of the network while coding; 0 = the network does not learn",
-    "lr_decay": "online mode: the learning rate falls as lr / sqrt(1 + symbols / LR_DECAY); 0 = constant",
     "mix_lr": "Adam's learning rate of the weights mixing the network and the context experts (per symbol)",
     "orders": "context orders mixed with the network, comma-separated; 'none' = the network alone",
     "match": "context length of the match expert (follows earlier text that repeats); 0 = off",

@@ -48,7 +48,6 @@ class CompressSettings:
     block: int = 12  # steps between two updates (T)
     lr: float | None = None  # Adam's learning rate of the network while coding; 0 = no learning;
     # None: 2.5e-3 online (a network from scratch), 3e-4 pretrained (a trained one adapts gently)
-    lr_decay: float = 0.0  # online mode: lr / sqrt(1 + symbols / lr_decay) (0 = constant)
     mix_lr: float = 0.002  # Adam's learning rate of the mixing weights, one step per symbol
     orders: tuple[int, ...] = (1, 2, 3, 4, 5, 6)  # context orders mixed in; () = the network alone
     match: int = 8  # the match expert's context length; 0 = off
@@ -250,7 +249,7 @@ def _code(lm: RNNLM, alphabet: Alphabet, settings: CompressSettings, stream: Str
     kernel = Kernel(_config(settings, alphabet, lengths), stream, alphabet.letter, payload)
     steps, n = max(lengths, default=0), sum(lengths)
     if native:  # the whole loop in C, a chunk of steps per call (for the progress)
-        network = Network(lm, settings.lanes, settings.block, settings.lr, alphabet.start, settings.lr_decay)
+        network = Network(lm, settings.lanes, settings.block, settings.lr, alphabet.start)
         done = 0
         while done < steps:
             chunk = min(2048, steps - done)

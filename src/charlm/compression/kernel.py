@@ -113,7 +113,7 @@ def library(native: bool = True) -> ctypes.CDLL:
     lib.cm_step.restype = i32
     lib.cm_step.argtypes = [p, i32, p, p, p]
     lib.cm_net_new.restype = p
-    lib.cm_net_new.argtypes = [i32, i32, i32, i32, i32, f64, f64, f64, f64, f64, i32, p, p, p, p, p, p]
+    lib.cm_net_new.argtypes = [i32, i32, i32, i32, i32, f64, f64, f64, f64, i32, p, p, p, p, p, p]
     lib.cm_net_free.argtypes = [p]
     lib.cm_net_forward.restype = p
     lib.cm_net_forward.argtypes = [p]
@@ -249,8 +249,7 @@ class Network:
     operations: the two are different programs whose floats differ in the last bits.
     """
 
-    def __init__(self, lm, lanes: int, block: int, lr: float, start: int, decay: float = 0.0,
-                 clip: float = 1.0) -> None:
+    def __init__(self, lm, lanes: int, block: int, lr: float, start: int, clip: float = 1.0) -> None:
         c = lm.config
         if c.cell != "lstm" or c.num_layers != 1 or lm.embedding is None or c.bidirectional:
             raise ValueError("the network in C is a one-layer LSTM with an embedding")
@@ -260,7 +259,7 @@ class Network:
         self._weights = [w.detach().float().contiguous() for w in weights]
         self._lib = library()
         self.handle = self._lib.cm_net_new(lanes, c.vocab_size, lm.embedding.weight.shape[1], c.num_hiddens,
-                                           block, lr, 0.9, 0.999, clip, decay, start,
+                                           block, lr, 0.9, 0.999, clip, start,
                                            *(w.data_ptr() for w in self._weights))
         if not self.handle:
             raise KernelError("not enough memory for the network")

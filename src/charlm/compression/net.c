@@ -20,8 +20,7 @@
 
 typedef struct Net {
     int L, V, D, H, block;         /* lanes, symbols (in and out), embedding width, hidden units */
-    double lr, beta1, beta2, clip, decay;  /* lr / sqrt(1 + symbols / decay); decay 0: constant */
-    int64_t symbols;               /* symbols learnt from so far */
+    double lr, beta1, beta2, clip;
     int G;                         /* 4H */
     /* parameters, each with its gradient and Adam's moments: one flat array in this order */
     size_t size;
@@ -74,12 +73,12 @@ void cm_net_free(Net *n) {
 /* Torch's layouts in: emb (V x D), w_ih (4H x D), w_hh (4H x H), b (4H: b_ih + b_hh), w_out (V x H),
  * b_out (V). `start`: every lane's first input. */
 Net *cm_net_new(int lanes, int V, int D, int H, int block, double lr, double beta1, double beta2,
-                double clip, double decay, int start, const float *emb, const float *w_ih, const float *w_hh,
+                double clip, int start, const float *emb, const float *w_ih, const float *w_hh,
                 const float *b, const float *w_out, const float *b_out) {
     Net *n = calloc(1, sizeof(Net));
     if (!n) return NULL;
     n->L = lanes; n->V = V; n->D = D; n->H = H; n->G = 4 * H; n->block = block;
-    n->lr = lr; n->beta1 = beta1; n->beta2 = beta2; n->clip = clip; n->decay = decay; n->c1 = n->c2 = 1.0;
+    n->lr = lr; n->beta1 = beta1; n->beta2 = beta2; n->clip = clip; n->c1 = n->c2 = 1.0;
     size_t G = (size_t)n->G;
     n->size = (size_t)V * D + D * G + H * G + G + (size_t)H * V + V;
     n->param = calloc(n->size, sizeof(float));
@@ -210,10 +209,7 @@ static void learn(Net *n) {
     float factor = norm > n->clip ? (float)(n->clip / (norm + 1e-6)) : 1.0f;
     n->c1 *= n->beta1;
     n->c2 *= n->beta2;
-    n->symbols += (int64_t)L * T;
-    /* a text's first symbols call for fast learning, a long text's later ones for finer steps */
-    double lr = n->decay > 0 ? n->lr / sqrt(1.0 + (double)n->symbols / n->decay) : n->lr;
-    const float step = (float)(lr / (1.0 - n->c1)), root = (float)sqrt(1.0 - n->c2);
+    const float step = (float)(n->lr / (1.0 - n->c1)), root = (float)sqrt(1.0 - n->c2);
     const float b1 = (float)n->beta1, b2 = (float)n->beta2;
     float *restrict param = n->param, *restrict m1 = n->m1, *restrict m2 = n->m2;
     const float *restrict grad = n->grad;
