@@ -48,7 +48,7 @@ class CompressSettings:
     block: int = 12  # steps between two updates (T)
     lr: float | None = None  # Adam's learning rate of the network while coding; 0 = no learning;
     # None: 2.5e-3 online (a network from scratch), 3e-4 pretrained (a trained one adapts gently)
-    mix_lr: float = 0.002  # Adam's learning rate of the mixing weights, one step per symbol
+    mix_lr: float = 0.001  # Adam's learning rate of the mixing weights, one step per symbol
     orders: tuple[int, ...] = (1, 2, 3, 4, 5, 6)  # context orders mixed in; () = the network alone
     match: int = 8  # the match expert's context length; 0 = off
     words: int = 2  # word experts: 0, 1 (the word so far) or 2 (and the word before it)
