@@ -81,13 +81,13 @@ def test_context_counts_help_on_repeated_text():
     assert _coded_bits_per_byte(mixed) < 0.7 * _coded_bits_per_byte(alone)
 
 
-def test_a_whole_corpus_round_trips_below_gzip(data_dir):
-    import zlib
-
+def test_a_whole_corpus_round_trips_within_the_issues_target(data_dir):
+    # Deterministic (the same bits on every machine), so a part that stops pulling its weight, the
+    # probability map or a feature of the mixing say, shows here even though it still round-trips.
     data = (data_dir / "timemachine.txt").read_bytes()
     archive = compress(data)
     assert decompress(archive) == data
-    assert len(archive) < len(zlib.compress(data, 9))
+    assert 8 * len(archive) / len(data) <= 2.2  # measured 2.191; bzip2 -9 2.506, xz -9e 2.783
 
 
 def test_decoding_in_another_process_gives_the_original(tmp_path):
