@@ -106,7 +106,6 @@ typedef struct {
     uint8_t *extra;        /* L * steps * 4: the bytes an escape carries */
     uint8_t *extra_len;    /* L * steps */
     int32_t step;
-    double bits;           /* code length so far, -log2 of the probabilities */
 } Model;
 
 #define FULL 0xFFFFFFFFull
@@ -388,7 +387,6 @@ int64_t cm_finish(Model *m) {
 }
 
 const uint8_t *cm_output(const Model *m) { return m->out; }
-double cm_bits(const Model *m) { return m->bits; }
 
 /* ---- sums in a fixed order: four running partial sums, so that they pipeline ---------------- */
 
@@ -539,7 +537,6 @@ int cm_step(Model *m, int decoding, const float *lm, int64_t *ids, float *grad) 
             y = m->symbols[at];
             if (y < 0 || y >= A || encode(m, cum[y], cum[y + 1], cum[A])) return y < 0 || y >= A ? -1 : -2;
         }
-        m->bits -= cm_log((double)(cum[y + 1] - cum[y]) / cum[A]) / 0.69314718055994530942;
         if (y == c->esc_char || y == c->esc_byte) {
             uint8_t *bytes = m->extra + at * 4;
             int first = code_byte(m, decoding, bytes[0]);

@@ -108,8 +108,6 @@ def library(native: bool = True) -> ctypes.CDLL:
     lib.cm_finish.argtypes = [p]
     lib.cm_output.restype = p
     lib.cm_output.argtypes = [p]
-    lib.cm_bits.restype = f64
-    lib.cm_bits.argtypes = [p]
     lib.cm_step.restype = i32
     lib.cm_step.argtypes = [p, i32, p, p, p]
     lib.cm_net_new.restype = p
@@ -229,10 +227,6 @@ class Kernel:
             raise KernelError("out of memory while coding")
         return ctypes.string_at(self._lib.cm_output(self._handle), n)
 
-    @property
-    def bits(self) -> float:
-        """The code length so far, in bits (from the quantised frequencies)."""
-        return self._lib.cm_bits(self._handle)
 
     def __del__(self) -> None:
         handle = getattr(self, "_handle", None)
