@@ -78,7 +78,9 @@ TRAIN_HELP = {
     "clip": "clip gradients to this global L2 norm; 0 = off",
     "seed": "random seed (same seed, same machine: same losses)",
     "device": "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps",
-    "bf16": "bfloat16 mixed precision (autocast; CUDA, or CPUs with AVX-512 BF16 / AMX)",
+    "precision": "auto (bf16 where the device computes it in hardware: AVX-512 BF16, AMX, a CUDA GPU "
+                 "of compute capability 8.0+; else fp32), fp32, or bf16 (autocast); `charlm info` says "
+                 "what auto picks here",
     "eval-every": "epochs between validations; 0 = only at the end",
     "sample-every": "epochs between samples after --prefix; 0 = never",
     "prefix": "text that starts each sample (default: the book's for its corpora)",
@@ -104,6 +106,8 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, **opts)
         else:
             parser.add_argument(f"--{flag}", type=kind, metavar=kind.__name__.upper(), **opts)
+    parser.add_argument("--bf16", dest="precision", action="store_const", const="bf16",
+                        default=argparse.SUPPRESS, help="the same as --precision bf16")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from . import machine
 from .batches import SAMPLING_MODES
+from .machine import PRECISIONS
 from .models.lm import IMPLS, check_known_fields
 from .text import CLEAN_MODES, TOKEN_KINDS
 
@@ -76,7 +78,7 @@ class TrainConfig:
     clip: float = 1.0  # gradient clipping threshold on the global L2 norm; 0 = off
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | mps
-    bf16: bool = False  # bfloat16 autocast (CUDA, or a CPU with AVX-512 BF16 or AMX)
+    precision: str = "auto"  # auto (bf16 where the hardware computes it natively, else fp32) | fp32 | bf16
     # reporting and checkpoints
     eval_every: int = 50  # epochs between validations (and at the end); 0 = only at the end
     val_rows: int = 1  # the validation text is scored as this many rows side by side: 1 = one pass with
@@ -101,6 +103,7 @@ class TrainConfig:
         _choice("sampling", self.sampling, SAMPLING_MODES)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("lr_schedule", self.lr_schedule, SCHEDULES)
+        _choice("precision", self.precision, PRECISIONS)
         if self.max_tokens == 0 or self.max_tokens < -1:
             raise ValueError(f"--max-tokens must be a positive count or -1 for all, got {self.max_tokens}")
         if not self.lr > 0:
@@ -133,6 +136,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        data = _upgrade(data)
         check_known_fields(cls, data, "training settings")
         return cls(**data)
 
@@ -160,9 +164,30 @@ def load_recipe(name: str) -> dict[str, Any]:
 
 
 def from_recipe(name: str | None = None, **overrides: Any) -> TrainConfig:
-    """The defaults, then the recipe's settings, then `overrides` (the flags the user typed)."""
+    """The defaults, then the recipe's settings, then `overrides` (the flags the user typed).
+
+    A recipe that names a device needs it: without one it is a one-line error, unless the user's
+    own ``device`` overrides the recipe's.
+    """
     settings = load_recipe(name)["settings"] if name else {}
-    return TrainConfig.from_dict({**settings, **overrides})
+    config = TrainConfig.from_dict({**settings, **overrides})
+    if name and "device" in settings and "device" not in overrides:
+        try:
+            machine.choose_device(settings["device"], machine.probe())
+        except ValueError:
+            kind = {"cuda": "CUDA", "mps": "MPS"}.get(settings["device"].split(":")[0], settings["device"])
+            raise ValueError(f"recipe {name} needs a {kind} device; none was found "
+                             f"(--device cpu runs it on the CPU, far slower)") from None
+    return config
+
+
+def _upgrade(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings saved before `precision` replaced the `bf16` switch: a run keeps the precision it
+    trained in (False was plain fp32), so a resumed run goes on exactly as it began."""
+    data = dict(data)
+    if "bf16" in data and "precision" not in data:
+        data["precision"] = "bf16" if data.pop("bf16") else "fp32"
+    return data
 
 
 def _flag(name: str) -> str:

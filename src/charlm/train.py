@@ -23,7 +23,7 @@ import torch.nn.functional as nnf
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
-from . import distributed
+from . import distributed, machine
 from .batches import BatchStream
 from .config import DEFAULT_PREFIXES, TrainConfig
 from .dataset import Splits, load_splits
@@ -33,6 +33,7 @@ from .generate import GenerateConfig, generate
 from .models import RNNLM, detach_state
 from .optim import cosine_lr, grad_clipping, make_optimizer, make_schedule
 from .plot import plot_perplexity
+from .threads import ThreadGovernor
 from .vocab import Vocab
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,10 @@ class Trainer:
         self.config, self.run_dir = config, run_dir
         self.dist, self.device = distributed.setup(resolve_device(config.device))
         distributed.check_batch_size(config.batch_size, self.dist)
+        self.precision = machine.choose_precision(config.precision, machine.probe(), self.device.type)
+        if self.dist.is_main:
+            log.info("precision %s: %s", self.precision.value, self.precision.reason)
+        self.governor: ThreadGovernor | None = None  # fits the CPU threads to the load (fit())
         self.data = load_data(config)
         if config.prefix is None:  # resolved once and saved, so `charlm generate` starts alike
             self.config = config = config.replace(prefix=default_prefix(config, self.data))
@@ -159,7 +164,7 @@ class Trainer:
             state = self.model.begin_state(X.shape[0], self.device)
         elif self.config.detach:
             state = detach_state(state)  # truncated BPTT: gradients stop at the batch boundary
-        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.config.bf16):
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision.value == "bf16"):
             logits, state = self.net(X, state)
         loss = loss_fn(logits, Y)
         if not loss.item() < MAX_LOSS:  # NaN compares false too
@@ -220,6 +225,8 @@ class Trainer:
             pos.batch, pos.loss_sum, pos.num_tokens = k + 1, pos.loss_sum + loss * Y.numel(), \
                 pos.num_tokens + Y.numel()
             pos.seconds = time.perf_counter() - start
+            if self.governor is not None:
+                self.governor.tick()
             if distributed.any_across(self.signals.signum is not None, self.dist, self.device):
                 if not self.config.detach:  # no update yet this epoch: restart it on resume
                     self.position, self.epoch_losses = Position(epoch=pos.epoch), []
@@ -348,7 +355,11 @@ class Trainer:
         that cannot be written stops training too: going on without checkpoints would risk more
         work than it saves."""
         try:
-            self.loop()
+            if self.device.type == "cpu":
+                with ThreadGovernor(machine.probe()) as self.governor:
+                    self.loop()
+            else:
+                self.loop()
         except ckpt.RunWriteError as err:
             raise ckpt.RunWriteError(f"{err}; training stopped after epoch {self.position.epoch}, with "
                                      f"the last checkpoint in {self.run_dir} intact: continue it with "
