@@ -167,3 +167,80 @@ def test_every_recipe_trains_and_its_loss_falls(recipe, tmp_path, data_dir):
 def test_an_unknown_recipe_is_a_one_line_error(capsys):
     assert main(["train", "--recipe", "nope"]) == 2
     assert "--recipe 'nope' does not exist; choose one of" in capsys.readouterr().err
+
+
+# -- machines of other kinds, simulated: the precision and device choices end to end --------------
+
+def _simulate(monkeypatch, **facts):
+    """This machine as charlm's probe would describe another kind (an AVX2-only CPU, no GPU, ...)."""
+    from charlm import machine
+
+    simulated = machine.replace(machine.probe(), **facts)
+    monkeypatch.setattr(machine, "probe", lambda: simulated)
+    return simulated
+
+
+AVX2_ONLY = {"cpu_model": "AMD EPYC 7B13 (simulated)", "cpu_features": frozenset({"avx2", "fma", "bmi2"}),
+             "onednn_bf16": False}
+AUTO_RECIPES = [name for name in recipe_names() if load_recipe(name)["settings"].get("precision") == "auto"]
+
+
+def test_no_recipe_hard_codes_bf16():
+    assert AUTO_RECIPES and all("bf16" not in load_recipe(name)["settings"] for name in recipe_names())
+
+
+@pytest.mark.parametrize("recipe", AUTO_RECIPES)
+def test_the_quality_recipes_train_in_fp32_on_a_cpu_without_bf16(recipe, tmp_path, data_dir, monkeypatch,
+                                                                   caplog):
+    _simulate(monkeypatch, **AVX2_ONLY)
+    caplog.set_level("INFO", logger="charlm")
+    assert main(["train", "--recipe", recipe, "--epochs", "3", "--out", str(tmp_path / "r"), "--device", "cpu",
+                 "--num-hiddens", "32", "--sample-every", "0", "--max-tokens", "30000", "--batch-size", "8",
+                 "--warmup-steps", "5"]) == 0
+    assert "precision fp32: this CPU (AMD EPYC 7B13 (simulated), no AVX-512 BF16 / AMX) has no bf16 " \
+           "hardware" in caplog.text
+    losses = train_losses(tmp_path / "r")
+    assert losses[-1] < losses[0]
+
+
+def test_auto_precision_trains_in_bf16_where_the_cpu_has_it(book, tmp_path, monkeypatch, caplog):
+    _simulate(monkeypatch, cpu_features=frozenset({"avx512f", "avx512_bf16", "amx_bf16"}), onednn_bf16=True)
+    seen = []
+    import torch
+
+    real = torch.autocast
+
+    def spy(device_type, dtype=None, enabled=True, **kw):
+        seen.append(enabled)
+        return real(device_type, dtype, enabled=False, **kw)  # bf16 needs the real hardware: record only
+
+    monkeypatch.setattr(torch, "autocast", spy)
+    caplog.set_level("INFO", logger="charlm")
+    assert main(["train", "--corpus", str(book), "--out", str(tmp_path / "r"), *TINY]) == 0
+    assert "precision bf16: this CPU computes bf16 products in hardware" in caplog.text
+    assert seen and all(seen)
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["train"]["precision"] == "auto"
+
+
+def test_bf16_on_a_cpu_without_it_is_one_line_and_exit_2(book, tmp_path, monkeypatch, capsys):
+    _simulate(monkeypatch, **AVX2_ONLY)
+    for flag in (["--precision", "bf16"], ["--bf16"]):
+        assert main(["train", "--corpus", str(book), "--out", str(tmp_path / "r"), *TINY, *flag]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("charlm: error: --precision bf16: this CPU (AMD EPYC "
+                                                       "7B13 (simulated), no AVX-512 BF16 / AMX) cannot run bf16")
+
+
+@pytest.mark.parametrize("recipe", ["shakespeare-gpu", "ptb-char-gpu"])
+def test_a_gpu_recipe_without_a_gpu_says_so_in_one_line(recipe, monkeypatch, capsys, tmp_path):
+    _simulate(monkeypatch, cuda=None, cuda_bf16=False)
+    assert main(["train", "--recipe", recipe, "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err == f"charlm: error: recipe {recipe} needs a CUDA device; none was found " \
+                                      "(--device cpu runs it on the CPU, far slower)\n"
+
+
+def test_a_run_saved_with_the_old_bf16_switch_resumes_in_its_own_precision():
+    old = from_recipe().to_dict()
+    del old["precision"]
+    assert from_recipe().from_dict({**old, "bf16": True}).precision == "bf16"
+    assert from_recipe().from_dict({**old, "bf16": False}).precision == "fp32"

@@ -263,7 +263,7 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from . import distributed
-    from .config import from_recipe
+    from .config import check_recipe_device, from_recipe
     from .train import train
 
     given = {k.replace("-", "_"): v for k, v in vars(args).items() if k not in _GLOBAL_ARGS}
@@ -273,6 +273,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.resume is not None:
             result = train(resume=args.resume, **given)
         else:
+            if args.recipe:
+                check_recipe_device(args.recipe, given)
             config = from_recipe(args.recipe, **given)
             name = args.recipe or config.model
             out = args.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"

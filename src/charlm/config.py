@@ -164,21 +164,23 @@ def load_recipe(name: str) -> dict[str, Any]:
 
 
 def from_recipe(name: str | None = None, **overrides: Any) -> TrainConfig:
-    """The defaults, then the recipe's settings, then `overrides` (the flags the user typed).
-
-    A recipe that names a device needs it: without one it is a one-line error, unless the user's
-    own ``device`` overrides the recipe's.
-    """
+    """The defaults, then the recipe's settings, then `overrides` (the flags the user typed)."""
     settings = load_recipe(name)["settings"] if name else {}
-    config = TrainConfig.from_dict({**settings, **overrides})
-    if name and "device" in settings and "device" not in overrides:
-        try:
-            machine.choose_device(settings["device"], machine.probe())
-        except ValueError:
-            kind = {"cuda": "CUDA", "mps": "MPS"}.get(settings["device"].split(":")[0], settings["device"])
-            raise ValueError(f"recipe {name} needs a {kind} device; none was found "
-                             f"(--device cpu runs it on the CPU, far slower)") from None
-    return config
+    return TrainConfig.from_dict({**settings, **overrides})
+
+
+def check_recipe_device(name: str, overrides: Mapping[str, Any]) -> None:
+    """A recipe that names a device needs it, unless the user's own ``device`` overrides the recipe's:
+    without one, a one-line error before any data is read."""
+    wanted = load_recipe(name)["settings"].get("device")
+    if wanted is None or "device" in overrides:
+        return
+    try:
+        machine.choose_device(wanted, machine.probe())
+    except ValueError:
+        kind = {"cuda": "CUDA", "mps": "MPS"}.get(wanted.split(":")[0], wanted)
+        raise ValueError(f"recipe {name} needs a {kind} device; none was found "
+                         f"(--device cpu runs it on the CPU, far slower)") from None
 
 
 def _upgrade(data: Mapping[str, Any]) -> dict[str, Any]:

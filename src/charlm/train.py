@@ -120,10 +120,10 @@ class Trainer:
         self.dist, self.device = distributed.setup(resolve_device(config.device))
         distributed.check_batch_size(config.batch_size, self.dist)
         self.precision = machine.choose_precision(config.precision, machine.probe(), self.device.type)
-        if self.dist.is_main:
-            log.info("precision %s: %s", self.precision.value, self.precision.reason)
         self.governor: ThreadGovernor | None = None  # fits the CPU threads to the load (fit())
         self.data = load_data(config)
+        if self.dist.is_main:
+            log.info("precision %s: %s", self.precision.value, self.precision.reason)
         if config.prefix is None:  # resolved once and saved, so `charlm generate` starts alike
             self.config = config = config.replace(prefix=default_prefix(config, self.data))
         torch.manual_seed(config.seed)  # parameter initialisation and dropout draw from this seed
