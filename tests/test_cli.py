@@ -244,3 +244,22 @@ def test_a_run_saved_with_the_old_bf16_switch_resumes_in_its_own_precision():
     del old["precision"]
     assert from_recipe().from_dict({**old, "bf16": True}).precision == "bf16"
     assert from_recipe().from_dict({**old, "bf16": False}).precision == "fp32"
+
+
+def test_with_onednn_held_to_avx2_the_cpu_recipe_trains_in_fp32_and_bf16_is_refused(tmp_path, data_dir):
+    # ONEDNN_MAX_CPU_ISA=AVX2 makes oneDNN act as on an AVX2-only CPU (the Zen 3 where a bf16 recipe
+    # died inside oneDNN), whatever this CPU is: the real library, not a simulated probe.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "ONEDNN_MAX_CPU_ISA": "AVX2",
+           "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+    base = [sys.executable, "-m", "charlm", "train", "--recipe", "shakespeare-cpu-10min", "--epochs", "1",
+            "--num-hiddens", "32", "--max-tokens", "20000", "--sample-every", "0"]
+    done = subprocess.run([*base, "--out", str(tmp_path / "r")], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "precision fp32: " in done.stderr and "Traceback" not in done.stderr
+    refused = subprocess.run([*base, "--out", str(tmp_path / "s"), "--precision", "bf16"], capture_output=True,
+                             text=True, env=env, timeout=300)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("charlm: error: ") and refused.stderr.count("\n") == 1
+    assert "--precision bf16: " in refused.stderr
+    assert "cannot run bf16" in refused.stderr or "refuses bf16" in refused.stderr

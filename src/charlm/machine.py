@@ -177,35 +177,41 @@ def choose_precision(requested: str, machine: Machine, device: str = "cpu") -> C
     """`--precision`: bf16 autocast or plain fp32 on `device` ("cpu", "cuda", "mps", "cuda:1").
 
     ``auto`` picks bf16 only where the products run in bf16 hardware (AVX-512 BF16 or AMX, or a CUDA
-    GPU of compute capability 8.0 or newer), where it was measured faster; fp32 everywhere else,
-    including CPUs that would emulate bf16 more slowly. An explicit ``bf16`` that cannot run here is
-    an error naming the flag, never a failure deep inside oneDNN.
+    GPU of compute capability 8.0 or newer), where it was measured faster (docs/benchmarks.md); fp32
+    everywhere else, including CPUs that would emulate bf16 more slowly. An explicit ``bf16`` that
+    cannot run here is an error naming the flag, never a failure deep inside oneDNN.
     """
     if requested not in PRECISIONS:
         raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
-    kind = device.split(":")[0]
     if requested == "fp32":
         return Choice("fp32", "asked for")
-    runs, native, where = _bf16_support(machine, kind)
+    runs, native, why_not = _bf16_support(machine, device.split(":")[0])
     if requested == "bf16":
         if not runs:
-            raise ValueError(f"--precision bf16: {where} cannot run bf16; use --precision auto or fp32")
-        return Choice("bf16", "asked for" if native else f"asked for (emulated on {where}: slower than fp32)")
-    if runs and native:
-        return Choice("bf16", f"{where} computes bf16 products in hardware")
-    return Choice("fp32", f"{where} has no bf16 hardware" if kind != "mps" else "bf16 autocast is not "
-                  "used on MPS")
+            raise ValueError(f"--precision bf16: {why_not}; use --precision auto or fp32")
+        return Choice("bf16", "asked for" if native else f"asked for (emulated: {why_not}, slower than fp32)")
+    if native:
+        return Choice("bf16", "this CPU computes bf16 products in hardware" if device == "cpu" else
+                      f"{machine.cuda} computes bf16 products in hardware")
+    return Choice("fp32", why_not.replace("cannot run bf16", "has no bf16 hardware"))
 
 
 def _bf16_support(machine: Machine, kind: str) -> tuple[bool, bool, str]:
-    """(bf16 runs, it runs in hardware, the device in words) for a device kind."""
+    """(bf16 runs on this device kind, it runs in hardware, why not) ."""
     if kind == "cuda":
-        return bool(machine.cuda), machine.cuda_bf16, f"the CUDA device ({machine.cuda or 'none'})"
+        why = f"{machine.cuda} has no bf16 hardware (compute capability < 8.0)" if machine.cuda else \
+            "there is no CUDA device"
+        return bool(machine.cuda), machine.cuda_bf16, why
     if kind == "mps":
-        return False, False, "MPS"
+        return False, False, "charlm does not use bf16 autocast on MPS"
     features = "AVX-512 BF16 / AMX" if machine.arch == "x86_64" else "FEAT_BF16"
-    where = f"this CPU ({machine.cpu_model}, no {features})" if not machine.native_bf16 else "this CPU"
-    return machine.onednn_bf16, machine.native_bf16 and machine.onednn_bf16, where
+    lacks = f"this CPU ({machine.cpu_model}, no {features})"
+    if not machine.onednn_bf16:  # oneDNN refuses bf16 LSTMs where the CPU has none
+        return False, False, f"{lacks} cannot run bf16" if not machine.native_bf16 else \
+            f"oneDNN refuses bf16 on this CPU ({machine.cpu_model}; is ONEDNN_MAX_CPU_ISA set?)"
+    if not machine.native_bf16:
+        return True, False, f"{lacks} has no bf16 hardware"
+    return True, True, ""
 
 
 def kernel_target(machine: Machine) -> Choice:
