@@ -286,17 +286,27 @@ def test_the_network_in_c_learns_as_well_as_the_one_in_torch(monkeypatch):
     assert abs(native - _coded_bits_per_byte(in_torch)) < 0.02 * native
 
 
-def test_the_portable_and_the_native_builds_write_the_same_archive(monkeypatch):
+def test_every_build_this_cpu_runs_writes_the_same_archive_and_reads_the_others(monkeypatch):
+    # The kernel is built per instruction-set level (portable, x86-64-v3, x86-64-v4); archives must
+    # not depend on which build wrote them, or one machine could not read another's.
+    from charlm import machine
     from charlm.compression import kernel
 
+    cpu = machine.probe()
+    targets = ["portable"] + [level for level, needs in reversed(machine.X86_LEVELS.items())
+                              if cpu.arch == "x86_64" and set(needs) <= cpu.cpu_features]
     data = TEXT.encode()[:2000] + bytes(range(256))
     settings = CompressSettings(hidden=24, embedding=8)
-    native = compress(data, settings=settings)
     build = kernel.library
-    monkeypatch.setattr(kernel, "library", lambda native=True: build(False))
-    portable = compress(data, settings=settings)
-    assert portable == native
-    assert decompress(native) == data
+    archives = {}
+    for target in targets:
+        monkeypatch.setattr(kernel, "library", lambda target=None, level=target: build(level))
+        archives[target] = compress(data, settings=settings)
+    assert len(set(archives.values())) == 1, {t: len(a) for t, a in archives.items()}
+    for reader in targets:
+        monkeypatch.setattr(kernel, "library", lambda target=None, level=reader: build(level))
+        for writer in targets:
+            assert decompress(archives[writer]) == data, f"written by {writer}, read by {reader}"
 
 
 def test_without_a_c_compiler_compress_says_so_in_one_line(tmp_path):

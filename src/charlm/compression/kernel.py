@@ -5,8 +5,10 @@ coding run (a :class:`Kernel`) around torch tensors that both sides share withou
 The build is plain C (no Python or torch headers), so it takes about a second. It lands in
 ``$XDG_CACHE_HOME/charlm/kernels`` (or ``~/.cache/charlm/kernels``), named by a digest of the sources
 and the flags: a changed kernel is a new file, and archives record that digest (:data:`KERNEL_ID`),
-since another kernel gives other probabilities. The build is for this CPU (``-march=native``: wider
-vectors), or portable where the compiler refuses that flag; the two compute the same bits (a test
+since another kernel gives other probabilities. The build is for the CPU's instruction-set level
+(x86-64-v4 or -v3: wider vectors; :func:`charlm.machine.kernel_target`), named by that level so a
+cache shared by machines of different kinds never loads code a CPU cannot run, or portable (arm64,
+older x86, a compiler that does not know the level). Every build computes the same bits (a test
 holds them to it), so an archive does not depend on which one made it.
 """
 
@@ -14,8 +16,8 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import logging
 import os
-import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -24,17 +26,22 @@ from pathlib import Path
 
 import torch
 
+from .. import machine
 from ..corpora import cache_dir
 
 _SOURCE = Path(__file__).with_name("kernel.c")  # it #includes net.c
 # -ffp-contract=off: no fused multiply-adds, so every operation rounds alike whatever the compiler and
 # the instruction set; vectorised element-wise loops round exactly as scalar ones, and without
-# -ffast-math no sum is reordered. -march=native only makes the vectors wider.
+# -ffast-math no sum is reordered. A target's flags (machine.target_flags) only make the vectors
+# wider and tune the schedule.
 _FLAGS = ("-O3", "-std=c11", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math", "-fno-math-errno")
-_NATIVE = ("-march=native",)
+# Lowest level first: a CPU runs a level's build and every build below it.
+TARGETS = ("portable", *reversed(machine.X86_LEVELS))
 KERNEL_ID = hashlib.sha256(_SOURCE.read_bytes() + _SOURCE.with_name("net.c").read_bytes() +
                            " ".join(_FLAGS).encode()).hexdigest()[:16]
 MAX_ORDERS = 8
+
+_log = logging.getLogger(__name__)
 
 
 class KernelError(OSError):
@@ -61,7 +68,7 @@ _NO_COMPILER = "charlm's compressor builds a small C kernel once and needs a C c
 
 
 def _compile(target: Path, flags: tuple[str, ...]) -> None:
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    compiler = machine.find_compiler()
     if not compiler:
         raise KernelError(_NO_COMPILER)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -78,27 +85,60 @@ def _compile(target: Path, flags: tuple[str, ...]) -> None:
         os.replace(built, target)  # atomic: a concurrent build never loads half a file
 
 
-def _built(native: bool) -> Path:
-    """The kernel's shared library, compiled if the cache lacks it."""
-    # A build for this CPU gets the CPU's kind in its name: a cache shared by machines of another kind.
-    cpu = torch.backends.cpu.get_cpu_capability().lower()
-    name = f"kernel-{KERNEL_ID}-{cpu}.so" if native else f"kernel-{KERNEL_ID}.so"
-    target = cache_dir() / "kernels" / name
-    if not target.is_file():
-        _compile(target, _FLAGS + _NATIVE if native else _FLAGS)
-    return target
+def _built(target: str) -> Path:
+    """The kernel's shared library for an instruction-set level, compiled if the cache lacks it."""
+    path = cache_dir() / "kernels" / f"kernel-{KERNEL_ID}-{target}.so"
+    if not path.is_file():
+        _compile(path, _FLAGS + machine.target_flags(target))
+    return path
 
 
 @cache
-def library(native: bool = True) -> ctypes.CDLL:
-    """The built kernel, compiled on first use: for this CPU where the compiler can, else portable."""
+def _build_for(target: str) -> tuple[str, Path]:
+    """The level actually built and its library: `target`, or portable where the compiler cannot
+    build that level (too old to know -march=x86-64-v4). No compiler at all is an error."""
     try:
-        target = _built(native)
+        return target, _built(target)
     except KernelError as err:
-        if not native or _NO_COMPILER in str(err):
+        if target == "portable" or _NO_COMPILER in str(err):
             raise
-        target = _built(False)  # a compiler that does not know -march=native
-    lib = ctypes.CDLL(str(target))
+        _log.warning("the compression kernel did not build for %s (%s); using the portable build",
+                     target, err)
+        return "portable", _built("portable")
+
+
+def _chosen(target: str | None) -> str:
+    """`target`, or this machine's level when None; a level this CPU cannot run is an error."""
+    best = machine.kernel_target(machine.probe()).value
+    if target is None:
+        return best
+    if target not in TARGETS:
+        raise ValueError(f"unknown kernel target {target!r}; one of {', '.join(TARGETS)}")
+    if TARGETS.index(target) > TARGETS.index(best):  # it would load, then die of SIGILL
+        raise ValueError(f"this CPU cannot run the {target} kernel; the highest level it runs is {best}")
+    return target
+
+
+def kernel_status() -> tuple[str, str]:
+    """For `charlm info`: the level the kernel is built for and its file, or why it cannot be built
+    (builds it on the first call, about a second; never raises)."""
+    target = machine.kernel_target(machine.probe()).value
+    try:
+        built, path = _build_for(target)
+    except KernelError as err:
+        return target, str(err)
+    return built, str(path)
+
+
+def library(target: str | None = None) -> ctypes.CDLL:
+    """The built kernel, compiled on first use: for `target` (portable, x86-64-v3, x86-64-v4), by
+    default the highest level this CPU runs, falling back to portable where the compiler cannot."""
+    return _load(_build_for(_chosen(target))[1])
+
+
+@cache
+def _load(path: Path) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(path))
     p, i32, i64, f64 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_double
     lib.cm_new.restype = p
     lib.cm_new.argtypes = [ctypes.POINTER(Config), p, p, p, p, p]

@@ -1,0 +1,259 @@
+"""The kernels are built for an instruction-set level, never for one exact CPU.
+
+charlm's machines change from day to day (an AVX2-only Zen 3, an AVX-512 Zen 5, a Xeon with AMX, an
+arm64 laptop) and may share one build cache. So both native builds, the C++ recurrences
+(:mod:`charlm.models.native`) and the compressor's C (:mod:`charlm.compression.kernel`), are built
+for x86-64-v4, x86-64-v3 or portable, carry that level in their names, and compute what the Python
+path computes whichever level they were built for.
+
+Only one build of the C++ kernels can be loaded into a process (its operators would register twice),
+so the tests that build another level run in a subprocess.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from charlm import machine
+from charlm.compression import kernel
+from charlm.machine import Machine, kernel_target, target_flags
+from charlm.models import native
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+AVX512 = frozenset({"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl", "avx2", "fma", "bmi2"})
+AVX2 = frozenset({"avx2", "fma", "bmi2"})
+CROSS_CC, CROSS_CXX = "aarch64-linux-gnu-gcc", "aarch64-linux-gnu-g++"  # apt: gcc/g++-aarch64-linux-gnu
+
+
+def _runs_here(target: str) -> bool:
+    cpu = machine.probe()
+    needs = set(machine.X86_LEVELS.get(target, ()))
+    return target == "portable" or (cpu.arch == "x86_64" and needs <= cpu.cpu_features)
+
+
+# -- the choice of level -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cpu, expected", [
+    (Machine(arch="x86_64", cpu_features=AVX512 | {"amx_bf16", "amx_tile"}), "x86-64-v4"),  # a Xeon with AMX
+    (Machine(arch="x86_64", cpu_features=AVX2), "x86-64-v3"),  # Zen 3: AVX2, no AVX-512
+    (Machine(arch="x86_64", cpu_features=frozenset({"fma"})), "portable"),  # before AVX2
+    (Machine(arch="x86_64", cpu_features=AVX512 - {"avx512vl"}), "x86-64-v3"),  # v4 needs all five
+    (Machine(arch="arm64", cpu_features=frozenset({"asimd", "bf16"})), "portable"),
+], ids=["avx512-amx", "avx2-only", "no-avx2", "avx512-without-vl", "arm64"])
+def test_the_kernels_are_built_for_the_highest_level_the_cpu_runs(cpu, expected):
+    assert kernel_target(cpu).value == expected
+
+
+def test_the_portable_build_passes_no_machine_flag_so_an_arm64_compiler_accepts_it():
+    assert not [flag for flag in target_flags("portable") if flag.startswith("-m")]
+    assert not [flag for flag in native.cflags("portable") if flag.startswith("-m")]
+    assert not [flag for flag in kernel._FLAGS if flag.startswith("-m")]
+
+
+def test_each_level_is_a_build_of_its_own_name_so_a_shared_cache_never_mixes_them():
+    names = [native.extension_name(target) for target in native.TARGETS]
+    assert len(set(names)) == len(names)
+    assert all(target.replace("-", "_") in name for target, name in zip(native.TARGETS, names))
+    assert "-march=x86-64-v3" in native.cflags("x86-64-v3")
+    assert "-march=native" not in " ".join(native.cflags("x86-64-v4"))  # this CPU's exact model: no
+
+
+def test_forcing_a_level_the_cpu_lacks_is_an_error_naming_the_variable(monkeypatch):
+    monkeypatch.setattr(machine, "probe", lambda: Machine(arch="x86_64", cpu_features=AVX2))
+    monkeypatch.setenv("CHARLM_KERNELS_TARGET", "x86-64-v4")
+    native._load.cache_clear()
+    try:
+        with pytest.raises(ValueError, match=r"CHARLM_KERNELS_TARGET=x86-64-v4: this CPU .* cannot run it; "
+                                             r"the highest level it runs is x86-64-v3"):
+            native.available()
+        status = native.build_status()  # for `charlm info`: says so, does not raise
+        assert not status.built and "CHARLM_KERNELS_TARGET=x86-64-v4" in status.reason
+        monkeypatch.setenv("CHARLM_KERNELS_TARGET", "avx512")
+        with pytest.raises(ValueError, match="CHARLM_KERNELS_TARGET must be auto or one of portable, "
+                                             "x86-64-v3, x86-64-v4, got 'avx512'"):
+            native.available()
+    finally:
+        native._load.cache_clear()
+        monkeypatch.undo()
+
+
+def test_the_compression_kernel_refuses_a_level_the_cpu_lacks(monkeypatch):
+    monkeypatch.setattr(machine, "probe", lambda: Machine(arch="x86_64", cpu_features=AVX2))
+    with pytest.raises(ValueError, match="cannot run the x86-64-v4 kernel"):
+        kernel.library("x86-64-v4")
+
+
+# -- building and falling back -----------------------------------------------------------------------
+
+def test_a_compiler_that_does_not_know_the_level_gets_the_portable_build(monkeypatch, caplog):
+    built = []
+
+    def build(target):
+        built.append(target)
+        if target != "portable":
+            raise RuntimeError("Error building extension 'x': [1/3] c++ ...\n"
+                               "cc1plus: error: bad value 'x86-64-v4' for '-march=' switch\n")
+
+    monkeypatch.setattr(native, "_build", build)
+    with caplog.at_level(logging.WARNING, logger="charlm.models.native"):
+        status = native._build_with_fallback(machine.Choice("x86-64-v4", "the CPU has AVX-512"), forced=False)
+    assert built == ["x86-64-v4", "portable"]
+    assert status == native.KernelStatus(True, "portable", "the x86-64-v4 build failed: cc1plus: error: "
+                                         "bad value 'x86-64-v4' for '-march=' switch")
+    assert "building the portable ones" in caplog.text
+    built.clear()
+    with pytest.raises(RuntimeError):  # a level asked for by name is that level or nothing
+        native._build_with_fallback(machine.Choice("x86-64-v4", "CHARLM_KERNELS_TARGET"), forced=True)
+    assert built == ["x86-64-v4"]
+
+
+def test_a_c_compiler_that_does_not_know_the_level_gets_the_portable_compression_kernel(monkeypatch):
+    compile_for_real = kernel._compile
+
+    def old_compiler(path, flags):
+        if any(flag.startswith("-march=") for flag in flags):
+            raise kernel.KernelError("building the compression kernel with cc failed: cc1: error: bad value "
+                                     "'x86-64-v4' for '-march=' switch")
+        compile_for_real(path, flags)
+
+    monkeypatch.setattr(kernel, "_compile", old_compiler)
+    kernel._build_for.cache_clear()
+    try:
+        target, path = kernel._build_for("x86-64-v4")
+        assert target == "portable" and path.name.endswith("-portable.so")
+    finally:
+        kernel._build_for.cache_clear()
+
+
+def test_the_build_message_appears_only_when_a_build_really_starts(monkeypatch, tmp_path, caplog):
+    from torch.utils import cpp_extension
+
+    monkeypatch.setattr(cpp_extension, "load", lambda **kwargs: None)  # the build itself is not the point
+    monkeypatch.setattr(cpp_extension, "_get_build_directory", lambda name, verbose: str(tmp_path))
+    name = native.extension_name("portable")
+    with caplog.at_level(logging.INFO, logger="charlm.models.native"):
+        native._build("portable")
+        assert "building charlm's C++ kernels for portable" in caplog.text
+        caplog.clear()
+        (tmp_path / f"{name}.so").write_bytes(b"")  # the cache holds the build: it only loads
+        native._build("portable")
+        assert caplog.text == ""
+
+
+def test_switched_off_kernels_say_so_in_their_status(monkeypatch):
+    monkeypatch.setenv("CHARLM_KERNELS", "0")
+    native._load.cache_clear()
+    try:
+        assert native.build_status() == native.KernelStatus(False, None, "switched off (CHARLM_KERNELS=0)")
+    finally:
+        native._load.cache_clear()
+        monkeypatch.undo()
+    assert native.build_status().built
+
+
+# -- every level computes what the Python loops compute ----------------------------------------------
+
+# Run in a fresh process: build for one level, then hold the kernels to the Python loops.
+_COMPARE = """
+import os, torch
+from charlm.models import RNNLM, native
+status = native.build_status()
+assert status.built and status.target == os.environ["CHARLM_KERNELS_TARGET"], status
+for cell in ("rnn", "gru", "lstm"):
+    torch.manual_seed(0)
+    model = RNNLM(11, 7, cell=cell, impl="scratch", num_layers=2).double()
+    X = torch.randint(11, (3, 6), generator=torch.Generator().manual_seed(1))
+    results = []
+    for kernels in (True, False):
+        model.zero_grad()
+        with native.use_kernels(kernels):
+            logits, _ = model(X)
+            (logits * torch.linspace(-1, 1, 11, dtype=torch.float64)).sum().backward()
+        results.append((logits.detach(), [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(results[0], results[1])
+print("same as the Python loops on", status.target)
+"""
+
+
+@pytest.mark.parametrize("target", ["x86-64-v3", "portable"])
+def test_the_kernels_built_for_a_level_compute_what_the_python_loops_compute(target):
+    if not _runs_here(target):
+        pytest.skip(f"this CPU cannot run {target}")
+    # CHARLM_KERNELS=1: a failed build is an error, not a silent pass on the Python loops. The
+    # extension cache is the session's (tests/conftest.py): a new level is a build of ~20-60 s, once.
+    env = {**os.environ, "PYTHONPATH": SRC, "CHARLM_KERNELS": "1", "CHARLM_KERNELS_TARGET": target}
+    done = subprocess.run([sys.executable, "-c", _COMPARE], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == f"same as the Python loops on {target}"
+
+
+# Run in a fresh process with no C++ compiler and an empty extension cache.
+_NO_COMPILER = """
+import warnings, torch
+from charlm.models import RNNLM, native
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    assert not native.available() and not native.available()
+    model = RNNLM(11, 7, cell="gru")
+    model(torch.randint(11, (3, 6)))[0].sum().backward()  # trains on the Python loops
+print(len(caught), caught[0].message)
+print(native.build_status())
+"""
+
+
+def test_without_a_cxx_compiler_the_kernels_warn_once_and_the_python_loops_run(tmp_path):
+    env = {**os.environ, "PYTHONPATH": SRC, "CXX": str(tmp_path / "no-such-c++"), "PATH": str(tmp_path),
+           "TORCH_EXTENSIONS_DIR": str(tmp_path / "extensions")}
+    env.pop("CHARLM_KERNELS", None)
+    env.pop("CHARLM_KERNELS_TARGET", None)
+    done = subprocess.run([sys.executable, "-c", _NO_COMPILER], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    warning, status = done.stdout.strip().splitlines()
+    assert warning.startswith("1 charlm: C++ kernels unavailable, using the slower Python loops (no C++ "
+                              "compiler:")
+    assert status.startswith("KernelStatus(built=False, target=") and "install g++, or set CXX" in status
+
+
+def test_the_compression_kernel_status_names_its_level_and_file_or_why_not(monkeypatch, tmp_path):
+    target, where = kernel.kernel_status()
+    assert target == kernel_target(machine.probe()).value and Path(where).is_file()
+    kernel._build_for.cache_clear()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty"))  # a cache without the build
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    try:
+        target, why = kernel.kernel_status()  # for `charlm info`: no exception
+        assert why.startswith("charlm's compressor builds a small C kernel once and needs a C compiler")
+    finally:
+        kernel._build_for.cache_clear()
+
+
+# -- the portable sources compile for arm64 ----------------------------------------------------------
+
+@pytest.mark.skipif(not shutil.which(CROSS_CC), reason=f"no {CROSS_CC} (apt: gcc-aarch64-linux-gnu)")
+def test_the_portable_compression_kernel_builds_for_arm64(monkeypatch, tmp_path):
+    monkeypatch.setenv("CC", CROSS_CC)
+    library = tmp_path / "kernel.so"
+    kernel._compile(library, kernel._FLAGS + target_flags("portable"))  # exactly the build charlm runs
+    header = library.read_bytes()[:20]
+    assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == 183  # EM_AARCH64
+
+
+@pytest.mark.skipif(not shutil.which(CROSS_CXX), reason=f"no {CROSS_CXX} (apt: g++-aarch64-linux-gnu)")
+def test_the_portable_cpp_kernels_compile_for_arm64():
+    from torch.utils import cpp_extension
+
+    # -fsyntax-only: the code and the flags are accepted; linking would need an arm64 libtorch.
+    includes = [arg for path in cpp_extension.include_paths() for arg in ("-isystem", path)]
+    for source in native.SOURCES:
+        command = [CROSS_CXX, "-fsyntax-only", *native.cflags("portable"), *includes, str(source)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
