@@ -263,3 +263,34 @@ def test_with_onednn_held_to_avx2_the_cpu_recipe_trains_in_fp32_and_bf16_is_refu
     assert refused.stderr.startswith("charlm: error: ") and refused.stderr.count("\n") == 1
     assert "--precision bf16: " in refused.stderr
     assert "cannot run bf16" in refused.stderr or "refuses bf16" in refused.stderr
+
+
+def test_info_shows_the_machine_and_the_choices_training_makes(capsys):
+    from charlm import machine
+
+    assert main(["info", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    facts = machine.probe()
+    assert data["machine"]["cpu"] == facts.describe_cpu()
+    assert data["choices"]["precision"]["value"] == machine.choose_precision("auto", facts, "cpu").value
+    assert data["choices"]["kernel target"]["value"] == machine.kernel_target(facts).value
+    assert all(choice["reason"] for choice in data["choices"].values())
+    assert main(["info"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("machine\n") and "\nchoices (auto)\n" in text and "  precision " in text
+
+
+def test_info_on_an_avx2_laptop_without_a_compiler_says_what_charlm_does_there(monkeypatch, capsys):
+    from charlm.models import native
+
+    _simulate(monkeypatch, **AVX2_ONLY, compiler=None, cores=4)
+    monkeypatch.setattr(native, "build_status", lambda: native.KernelStatus(False, None, "no C++ compiler"))
+    assert main(["info", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    choices = data["choices"]
+    assert choices["precision"]["value"] == "fp32" and "no bf16 hardware" in choices["precision"]["reason"]
+    assert choices["kernel target"]["value"] == "x86-64-v3"
+    assert choices["scratch models"] == {"value": "Python loops", "reason": "the C++ kernels are not "
+                                         "available: no C++ compiler"}
+    assert choices["threads"]["value"] == "4"
+    assert data["machine"]["compiler"].startswith("none found")

@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("corpora", help="list the named corpora and whether they are available offline")
     sub.add_parser("recipes", help="list the training recipes (the book's experiments)")
+    info = sub.add_parser("info", help="this machine, and what charlm chooses on it (precision, threads, "
+                          "kernels), with the reasons")
+    info.add_argument("--json", action="store_true", help="one JSON object instead of the table")
 
     train = sub.add_parser("train", help="train a model (defaults: the book's RNN on The Time Machine)",
                            epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -237,6 +240,14 @@ def cmd_corpora(args: argparse.Namespace) -> int:
         where = is_cached(name)
         status = f"available: {where}" if where else f"not cached: downloads from {spec.url}"
         print(f"{name:18} {spec.description}\n{'':18} {status}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .info import format_report, report
+
+    data = report()
+    print(json.dumps(data, indent=2) if args.json else format_report(data))
     return 0
 
 
@@ -438,7 +449,7 @@ def _transform(args: argparse.Namespace, verb: str, fn) -> int:
     return 0
 
 
-COMMANDS = {"corpora": cmd_corpora, "recipes": cmd_recipes, "train": cmd_train,
+COMMANDS = {"corpora": cmd_corpora, "recipes": cmd_recipes, "info": cmd_info, "train": cmd_train,
             "generate": cmd_generate, "evaluate": cmd_evaluate, "compress": cmd_compress,
             "decompress": cmd_decompress}
 
