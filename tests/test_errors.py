@@ -48,6 +48,7 @@ CLI_ROWS = {
     "option-unknown-cleaning": (["train", "--clean", "fancy"], "--clean must be one of d2l, lower, lyrics"),
     "option-unknown-tokenizer": (["train", "--token", "bpe"], "--token must be one of char, word, got 'bpe'"),
     "option-unknown-corpus": (["train", "--corpus", "moby-dick"], "unknown corpus 'moby-dick'"),
+    "option-unknown-precision": (["train", "--precision", "fp16"], "--precision must be one of auto, fp32, bf16, got 'fp16'"),
     "option-unknown-recipe": (["train", "--recipe", "nope"], "--recipe 'nope' does not exist"),
     "option-unknown-command": (["frobnicate"], "argument COMMAND: invalid choice: 'frobnicate'"),
     "resume-not-a-run": (["train", "--resume", "folder"], "folder: not a charlm run folder (no config.json)"),
@@ -93,6 +94,11 @@ ELSEWHERE = {
     "files-corpus-sha1": "tests/test_corpora.py::test_sha1_mismatch_is_an_error_and_nothing_is_kept",
     "signal-interrupt": "tests/test_cli.py::test_a_signal_saves_a_checkpoint_and_resume_finishes_the_run",
     "compress-no-compiler": "tests/test_compression.py::test_without_a_c_compiler_compress_says_so_in_one_line",
+    "hardware-bf16-absent": "tests/test_cli.py::test_bf16_on_a_cpu_without_it_is_one_line_and_exit_2",
+    "hardware-recipe-needs-cuda": "tests/test_cli.py::test_a_gpu_recipe_without_a_gpu_says_so_in_one_line",
+    "hardware-device-absent": "tests/test_machine.py::test_the_device_is_cuda_then_mps_then_cpu",
+    "hardware-kernel-level": "tests/test_kernel_builds.py::test_forcing_a_level_the_cpu_lacks_is_an_error_naming_the_variable",
+    "hardware-no-cxx-compiler": "tests/test_kernel_builds.py::test_without_a_cxx_compiler_the_kernels_warn_once_and_the_python_loops_run",
     "training-diverges": "tests/test_train.py::test_a_diverging_loss_stops_training_and_keeps_the_last_good_checkpoint",
 }
 

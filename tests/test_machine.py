@@ -102,22 +102,6 @@ def test_the_device_is_cuda_then_mps_then_cpu():
         machine.choose_device("tpu", H200)
 
 
-@pytest.mark.parametrize("facts, target", [
-    (ZEN3, "x86-64-v3"), (ZEN5, "x86-64-v4"), (XEON_AMX, "x86-64-v4"), (MAC, "portable"),
-    (Machine(cpu_features=frozenset({"fma"})), "portable"),  # an x86 CPU without AVX2
-])
-def test_the_kernels_are_built_for_the_highest_level_the_cpu_has(facts, target):
-    assert machine.kernel_target(facts).value == target
-
-
-def test_a_portable_build_passes_no_machine_flag_to_the_compiler():
-    assert machine.target_flags("portable") == ()
-    assert "-march=x86-64-v3" in machine.target_flags("x86-64-v3")
-    assert not any("512" in flag for flag in machine.target_flags("x86-64-v3"))
-    with pytest.raises(ValueError, match="unknown kernel target"):
-        machine.target_flags("native")
-
-
 @pytest.mark.parametrize("others, threads", [(None, 2), (0.0, 2), (0.4, 2), (0.6, 1), (1.0, 1), (2.0, 1)])
 def test_threads_are_one_per_cpu_that_other_processes_leave_at_least_half_free(others, threads):
     assert machine.choose_threads(ZEN3, others).value == str(threads)

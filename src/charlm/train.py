@@ -122,8 +122,6 @@ class Trainer:
         self.precision = machine.choose_precision(config.precision, machine.probe(), self.device.type)
         self.governor: ThreadGovernor | None = None  # fits the CPU threads to the load (fit())
         self.data = load_data(config)
-        if self.dist.is_main:
-            log.info("precision %s: %s", self.precision.value, self.precision.reason)
         if config.prefix is None:  # resolved once and saved, so `charlm generate` starts alike
             self.config = config = config.replace(prefix=default_prefix(config, self.data))
         torch.manual_seed(config.seed)  # parameter initialisation and dropout draw from this seed
@@ -354,6 +352,8 @@ class Trainer:
         """Train until `config.epochs` epochs are done in total; a signal saves and stops. A file
         that cannot be written stops training too: going on without checkpoints would risk more
         work than it saves."""
+        if self.dist.is_main:
+            log.info("precision %s: %s", self.precision.value, self.precision.reason)
         try:
             if self.device.type == "cpu":
                 with ThreadGovernor(machine.probe()) as self.governor:
