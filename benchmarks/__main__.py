@@ -14,12 +14,14 @@ Ceiling: the GFLOP/s of ``torch.mm`` on this machine at the recurrent product's 
 from __future__ import annotations
 
 import argparse
-import platform
+import os
+import re
 import time
 from pathlib import Path
 
 import torch
 
+from charlm import machine
 from charlm.models import native
 
 from . import generation, speed
@@ -87,28 +89,59 @@ def generation_rows(args: argparse.Namespace) -> list[str]:
     return rows
 
 
-def document(args: argparse.Namespace, training: list[str], ceiling: list[str], gen: list[str]) -> str:
-    machine = (f"{args.device}, {platform.machine()}, {platform.processor() or 'cpu'}, "
-               f"{torch.get_num_threads()} threads, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
+INTRO = [
+    "# Benchmarks", "",
+    "Written by `python -m benchmarks`: one section per kind of machine measured, each replaced only when "
+    "that kind runs the suite again (the header of each names the CPU, its instruction sets, the threads "
+    "and the device). Repetitions are interleaved; medians, with the range in brackets.", "",
+    "Setups: `rnn-512` is the book's RNN (512 hidden), `gru-256` and `lstm-256` its GRU and LSTM, all "
+    "on 28 one-hot tokens, batch 32, 35 steps; `lstm-2x512` is tiny-shakespeare sized (vocabulary 65, "
+    "a 64-wide embedding, 2 x 512 LSTM, batch 64, 100 steps). A step is forward, cross-entropy, "
+    "backward, clipping to norm 1 and SGD. \"vs charlm builtin\" compares with `impl=\"builtin\"` "
+    "(torch.nn) in the same precision. GFLOP/s counts the dense products of a step "
+    "(`benchmarks.speed.Setup.flops`), the one-hot product excluded. Step memory: peak resident memory "
+    "during a step above what is held between steps, in a fresh process. \"charlm scratch\" runs on "
+    "charlm's C++ kernels; \"Python loops\" is the same model on the fallback used where they cannot "
+    "be built. `python -m benchmarks.load` measures training beside other processes.", "",
+]
+_KIND = re.compile(r"<!-- kind: (.*?) -->\n(.*?)<!-- end of kind -->\n", re.S)
+# Variables that make this CPU act as a lesser one (oneDNN, MKL and charlm's kernels held to AVX2).
+_LIMITS = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "CHARLM_KERNELS_TARGET")
+
+
+def machine_kind(device: str) -> str:
+    """The section's title: the device, the CPU and its instruction sets, and any limit set on them."""
+    facts = machine.probe()
+    kind = f"{device}: {facts.describe_cpu()}"
+    if device != "cpu" and facts.cuda:
+        kind = f"{device}: {facts.cuda}, beside {facts.describe_cpu()}"
+    limits = [f"{k}={os.environ[k]}" for k in _LIMITS if k in os.environ]
+    return kind + (f", held to {' '.join(limits)}" if limits else "")
+
+
+def section(args: argparse.Namespace, training: list[str], ceiling: list[str], gen: list[str]) -> str:
+    status = native.build_status()
+    built = f"built for {status.target}" if status.built else f"NOT built ({status.reason}): Python loops"
     header = ["| setup | variant | tokens/s (range) | vs book's scratch | vs charlm builtin | GFLOP/s | "
               "step memory MiB |", "|---|---|---|---|---|---|---|"]
     return "\n".join([
-        "# Benchmarks", "",
-        f"Written by `python -m benchmarks` ({machine}); {args.repeats} interleaved repetitions of "
-        f"{args.iterations} training steps per variant; medians, with the range in brackets.", "",
-        "Setups: `rnn-512` is the book's RNN (512 hidden), `gru-256` and `lstm-256` its GRU and LSTM, all "
-        "on 28 one-hot tokens, batch 32, 35 steps; `lstm-2x512` is tiny-shakespeare sized (vocabulary 65, "
-        "a 64-wide embedding, 2 x 512 LSTM, batch 64, 100 steps). A step is forward, cross-entropy, "
-        "backward, clipping to norm 1 and SGD. \"vs charlm builtin\" compares with `impl=\"builtin\"` "
-        "(torch.nn) in the same precision. GFLOP/s counts the dense products of a step "
-        "(`benchmarks.speed.Setup.flops`), the one-hot product excluded. Step memory: peak resident memory "
-        "during a step above what is held between steps, in a fresh process. \"charlm scratch\" runs on "
-        f"charlm's C++ kernels ({'built' if native.available() else 'NOT built: Python loops'}); "
-        "\"Python loops\" is the same model on the fallback used where they cannot be built.", "",
-        "## Training", "", *header, *training, "",
-        "## The ceiling: matrix products on this machine", "", *ceiling, "",
-        "## Generation (greedy, untrained models, 200 characters after a 15-character prefix)", "", *gen, "",
+        f"## {machine_kind(args.device)}", "",
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}; "
+        f"{args.repeats} interleaved repetitions of {args.iterations} training steps per variant; "
+        f"C++ kernels {built}.", "",
+        "### Training", "", *header, *training, "",
+        "### The ceiling: matrix products", "", *ceiling, "",
+        "### Generation (greedy, untrained models, 200 characters after a 15-character prefix)", "", *gen, "",
     ])
+
+
+def document(old: str, kind: str, text: str) -> str:
+    """The doc with this kind's section replaced (or added), the other kinds' and the notes kept."""
+    tables, _, notes = old.partition(NOTES)
+    kinds = dict(_KIND.findall(tables))
+    kinds[kind] = text + "\n"
+    blocks = [f"<!-- kind: {k} -->\n{body}<!-- end of kind -->\n" for k, body in kinds.items()]
+    return "\n".join([*INTRO, *blocks]) + f"\n{NOTES}{notes or chr(10)}"
 
 
 def main() -> None:
@@ -131,9 +164,9 @@ def main() -> None:
     print("\n".join(ceiling))
     gen = generation_rows(args)
     if args.write_doc:
-        notes = DOC.read_text(encoding="utf-8").partition(NOTES)[2] if DOC.exists() else ""
-        text = document(args, training, ceiling, gen) + f"\n{NOTES}{notes or chr(10)}"
-        DOC.write_text(text, encoding="utf-8")
+        old = DOC.read_text(encoding="utf-8") if DOC.exists() else ""
+        DOC.write_text(document(old, machine_kind(args.device), section(args, training, ceiling, gen)),
+                       encoding="utf-8")
         print(f"wrote {DOC}")
 
 

@@ -63,3 +63,22 @@ def test_the_quality_report_reads_the_loss_known_at_each_wall_time(tmp_path):
     assert quality.loss_at(points, 600) == 1.6
     assert "| 120 | 1.6000 |" in quality.report(tmp_path) and "Best validation loss: 1.6000" in \
         quality.report(tmp_path)
+
+
+def test_the_speed_doc_keeps_one_section_per_machine_kind_and_the_notes():
+    from benchmarks.__main__ import NOTES, document
+
+    doc = document("", "cpu: Zen 3 (avx2)", "## cpu: Zen 3 (avx2)\n\nfirst")
+    doc = document(doc + "my analysis\n", "cpu: Xeon (amx_bf16)", "## cpu: Xeon (amx_bf16)\n\nxeon")
+    doc = document(doc, "cpu: Zen 3 (avx2)", "## cpu: Zen 3 (avx2)\n\nagain")  # Zen 3 runs again
+    assert "again" in doc and "first" not in doc and "xeon" in doc
+    assert doc.index("Zen 3") < doc.index("Xeon") < doc.index(NOTES) < doc.index("my analysis")
+    assert doc.count("## cpu: Zen 3") == 1
+
+
+def test_the_load_benchmark_reports_each_run_as_a_ratio_to_the_run_alone():
+    from benchmarks.load import table
+
+    rows = table([{"alone": 100.0, "busy loop": 50.0}, {"alone": 200.0, "busy loop": 80.0}])
+    assert rows[2] == "| alone | 150 | 1.00x (1.00-1.00) |"
+    assert rows[3] == "| busy loop | 65 | 0.45x (0.40-0.50) |"
