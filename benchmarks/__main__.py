@@ -106,7 +106,7 @@ INTRO = [
 ]
 _KIND = re.compile(r"<!-- kind: (.*?) -->\n(.*?)<!-- end of kind -->\n", re.S)
 # Variables that make this CPU act as a lesser one (oneDNN, MKL and charlm's kernels held to AVX2).
-_LIMITS = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "CHARLM_KERNELS_TARGET")
+_LIMITS = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY", "CHARLM_KERNELS_TARGET")
 
 
 def machine_kind(device: str) -> str:

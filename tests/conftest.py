@@ -9,7 +9,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 # The C++ kernels are built into torch's extension cache, under the XDG cache folder. The fixture
 # below gives each test its own XDG cache, so a CLI test in a subprocess would rebuild the kernels
-# (15 s) every time: pin one extension cache for the whole session instead.
+# (15-35 s per instruction-set level) every time: pin one extension cache for the whole session instead.
 _USER_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(_USER_CACHE / "torch_extensions" / "charlm-tests"))
 

@@ -294,3 +294,22 @@ def test_info_on_an_avx2_laptop_without_a_compiler_says_what_charlm_does_there(m
                                          "available: no C++ compiler"}
     assert choices["threads"]["value"] == "4"
     assert data["machine"]["compiler"].startswith("none found")
+
+
+def test_a_budgeted_recipe_takes_the_settings_for_the_precision_this_machine_trains_in(monkeypatch):
+    recipe = load_recipe("shakespeare-cpu-10min")
+    fp32 = recipe["by_precision"]["fp32"]
+    _simulate(monkeypatch, **AVX2_ONLY)
+    config = from_recipe("shakespeare-cpu-10min")
+    assert all(getattr(config, k) == v for k, v in fp32.items())
+    assert from_recipe("shakespeare-cpu-10min", num_hiddens=64).num_hiddens == 64  # a flag still wins
+    _simulate(monkeypatch, cpu_features=frozenset({"avx512f", "amx_bf16"}), onednn_bf16=True)
+    bf16 = from_recipe("shakespeare-cpu-10min")
+    assert all(getattr(bf16, k) == v for k, v in recipe["settings"].items() if k in fp32)
+    assert from_recipe("shakespeare-cpu-10min", precision="fp32").num_hiddens == fp32.get("num_hiddens", 512)
+
+
+def test_recipes_lists_the_settings_a_recipe_takes_in_fp32(capsys):
+    assert main(["recipes"]) == 0
+    out = capsys.readouterr().out
+    assert "in fp32: --dropout 0.2 --dropout-output 0.1 --num-hiddens 384" in out

@@ -16,8 +16,9 @@ from charlm.checkpoint import load_trainer
 from charlm.distributed import DistInfo
 
 TEXT = "the time traveller for so it will be convenient to speak of him was expounding\n" * 20
+# fp32: the equalities below are to float rounding, which bf16 (auto's choice on some CPUs) would swamp.
 ARGS = ["--max-tokens", "-1", "--num-hiddens", "16", "--batch-size", "4", "--num-steps", "8",
-        "--epochs", "3", "--sample-every", "0", "--eval-every", "3", "--device", "cpu"]
+        "--epochs", "3", "--sample-every", "0", "--eval-every", "3", "--device", "cpu", "--precision", "fp32"]
 
 
 

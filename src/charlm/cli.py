@@ -269,6 +269,8 @@ def cmd_recipes(args: argparse.Namespace) -> int:
         target = f"book: {recipe['book_reports']}" if "book_reports" in recipe else \
             f"target: {recipe.get('reference', '-')}"
         print(f"{name:28} {recipe['description']}\n{'':28} {target}\n{'':28} {settings or '(the defaults)'}")
+        for precision, changes in recipe.get("by_precision", {}).items():
+            print(f"{'':28} in {precision}: {' '.join(_as_flag(k, v) for k, v in changes.items())}")
     return 0
 
 

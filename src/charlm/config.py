@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from .batches import SAMPLING_MODES
 from .machine import PRECISIONS
 from .models.lm import IMPLS, check_known_fields
 from .text import CLEAN_MODES, TOKEN_KINDS
+
+log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "plateau", "cosine")
@@ -164,9 +167,35 @@ def load_recipe(name: str) -> dict[str, Any]:
 
 
 def from_recipe(name: str | None = None, **overrides: Any) -> TrainConfig:
-    """The defaults, then the recipe's settings, then `overrides` (the flags the user typed)."""
-    settings = load_recipe(name)["settings"] if name else {}
+    """The defaults, then the recipe's settings (with those for the precision this machine trains
+    in), then `overrides` (the flags the user typed)."""
+    recipe = load_recipe(name) if name else {"settings": {}}
+    settings = {**recipe["settings"], **for_precision(recipe, {**recipe["settings"], **overrides})}
     return TrainConfig.from_dict({**settings, **overrides})
+
+
+def for_precision(recipe: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """A recipe's ``by_precision`` settings for the precision `settings` resolve to on this machine.
+
+    A budgeted recipe's best model depends on the speed it gets: where bf16 runs in hardware a CPU
+    trains a 2 x 512 LSTM about 2.7 times faster than in fp32, so in fp32 the same minutes buy more
+    from a smaller model (docs/quality.md). Nothing here when the device or precision cannot be had:
+    training then says why in one line.
+    """
+    variants = recipe.get("by_precision") or {}
+    if not variants:
+        return {}
+    facts = machine.probe()
+    try:
+        device = machine.choose_device(str(settings.get("device", "auto")), facts).value
+        precision = machine.choose_precision(str(settings.get("precision", "auto")), facts, device).value
+    except ValueError:
+        return {}
+    chosen = dict(variants.get(precision, {}))
+    if chosen:
+        log.info("recipe settings for %s on this machine: %s", precision,
+                 ", ".join(f"{k} {v}" for k, v in chosen.items()))
+    return chosen
 
 
 def check_recipe_device(name: str, overrides: Mapping[str, Any]) -> None:

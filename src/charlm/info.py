@@ -16,7 +16,7 @@ from .models import native
 
 # Environment variables that change what the libraries underneath do, shown when set.
 ENVIRONMENT = ("CHARLM_KERNELS", "CHARLM_KERNELS_TARGET", "OMP_NUM_THREADS", "ONEDNN_MAX_CPU_ISA",
-               "MKL_ENABLE_INSTRUCTIONS", "CUDA_VISIBLE_DEVICES")
+               "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "CUDA_VISIBLE_DEVICES")
 
 
 def report() -> dict[str, Any]:
