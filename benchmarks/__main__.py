@@ -55,7 +55,7 @@ def ceiling_rows(setups: list[speed.Setup]) -> list[str]:
 
 
 def training_rows(setup: speed.Setup, args: argparse.Namespace) -> list[str]:
-    names = speed.variants(setup)
+    names = speed.variants(setup, args.device)
     data = speed.random_batch(setup)
     steps = {name: speed.VARIANTS[name](setup, data) for name in names}
     timings = speed.measure(steps, setup.tokens, repeats=args.repeats, iterations=args.iterations)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
+from charlm import machine
 from charlm.models import RNNLM, detach_state, native
 from charlm.optim import grad_clipping
 from charlm.train import loss_fn
@@ -146,9 +147,15 @@ VARIANTS: dict[str, Callable[..., Step]] = {
 }
 
 
-def variants(setup: Setup) -> list[str]:
-    """The variants that apply to `setup`: the book's code only runs one-hot single layers."""
-    return [name for name in VARIANTS if setup.is_book or not name.startswith("book's")]
+def variants(setup: Setup, device: str = "cpu") -> list[str]:
+    """The variants that apply to `setup` on `device`: the book's code only runs one-hot single
+    layers, and bf16 only where it runs (oneDNN refuses bf16 LSTMs on CPUs without it)."""
+    names = [name for name in VARIANTS if setup.is_book or not name.startswith("book's")]
+    try:
+        machine.choose_precision("bf16", machine.probe(), device)
+    except ValueError:
+        names = [name for name in names if not name.endswith("bf16")]
+    return names
 
 
 def random_batch(setup: Setup, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

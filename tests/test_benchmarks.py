@@ -14,7 +14,7 @@ def test_every_variant_trains_and_is_timed():
     data = speed.random_batch(TINY)
     steps = {name: speed.VARIANTS[name](TINY, data) for name in speed.variants(TINY)}
     timings = speed.measure(steps, TINY.tokens, repeats=2, iterations=1, warmup=1)
-    assert set(timings) == set(speed.VARIANTS)
+    assert set(timings) == set(speed.variants(TINY))
     assert all(len(t.tokens_per_sec) == 2 and t.median > 0 for t in timings.values())
 
 
@@ -82,3 +82,14 @@ def test_the_load_benchmark_reports_each_run_as_a_ratio_to_the_run_alone():
     rows = table([{"alone": 100.0, "busy loop": 50.0}, {"alone": 200.0, "busy loop": 80.0}])
     assert rows[2] == "| alone | 150 | 1.00x (1.00-1.00) |"
     assert rows[3] == "| busy loop | 65 | 0.45x (0.40-0.50) |"
+
+
+def test_bf16_variants_are_measured_only_where_bf16_runs(monkeypatch):
+    from charlm import machine
+
+    real = machine.probe()
+    monkeypatch.setattr(machine, "probe", lambda: machine.replace(real, onednn_bf16=False))
+    assert not any(name.endswith("bf16") for name in speed.variants(TINY))
+    monkeypatch.setattr(machine, "probe", lambda: machine.replace(real, onednn_bf16=True,
+                                                                   cpu_features=frozenset({"amx_bf16"})))
+    assert "charlm builtin bf16" in speed.variants(TINY)
