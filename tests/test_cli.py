@@ -313,3 +313,18 @@ def test_recipes_lists_the_settings_a_recipe_takes_in_fp32(capsys):
     assert main(["recipes"]) == 0
     out = capsys.readouterr().out
     assert "in fp32: --dropout 0.2 --dropout-output 0.1 --num-hiddens 384" in out
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_on_a_cuda_gpu_auto_precision_trains_under_bf16_autocast_where_the_gpu_has_it(book, tmp_path, caplog):
+    import torch
+
+    caplog.set_level("INFO", logger="charlm")
+    tiny = [a if a != "cpu" else "cuda" for a in TINY]
+    assert main(["train", "--corpus", str(book), "--out", str(tmp_path / "r"), *tiny, "--model", "lstm",
+                 "--impl", "builtin"]) == 0
+    native = torch.cuda.get_device_capability(0) >= (8, 0)
+    assert f"precision {'bf16' if native else 'fp32'}: " in caplog.text
+    losses = train_losses(tmp_path / "r")
+    assert losses[-1] < losses[0]
