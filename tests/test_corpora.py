@@ -3,12 +3,14 @@
 import hashlib
 import http.server
 import threading
+import urllib.error
+import urllib.request
 from functools import partial
 
 import pytest
 
 from charlm import CORPORA, CorpusError, corpora, load_corpus
-from charlm.corpora import CorpusSpec, cache_dir, locate, read_file_text
+from charlm.corpora import CorpusSpec, cache_dir, is_cached, locate, read_file_text
 
 BOOK = b"It was the best of times.\nIt was the worst of times.\n" * 50
 
@@ -163,3 +165,37 @@ def test_zip_member_and_fallback_encoding_of_named_corpora(data_dir):
     # jaychou is a zip member; the offline War of the Worlds is Windows-1252 and falls back to it.
     assert corpora.read_corpus_text("jaychou-lyrics").startswith("想要有直升机")
     assert "Martians" in corpora.read_corpus_text("war-of-the-worlds")
+
+
+def _no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError("no network in this test")
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+
+
+def test_the_time_machine_ships_with_charlm_so_the_book_runs_with_no_network_and_no_data(monkeypatch):
+    monkeypatch.delenv("CHARLM_DATA", raising=False)
+    _no_network(monkeypatch)
+    assert is_cached("timemachine") == corpora.embedded_file(CORPORA["timemachine"])
+    path = locate("timemachine")
+    assert path == cache_dir() / "timemachine.txt"
+    assert hashlib.sha1(path.read_bytes()).hexdigest() == CORPORA["timemachine"].sha1
+    corpus, vocab = load_corpus("timemachine", max_tokens=10_000)
+    assert len(corpus) == 10_000 and len(vocab) == 28  # the book's figures
+
+
+def test_a_damaged_copy_inside_charlm_is_refused_like_a_bad_download(monkeypatch, tmp_path):
+    import gzip
+
+    monkeypatch.delenv("CHARLM_DATA", raising=False)
+    _no_network(monkeypatch)
+    bad = tmp_path / "timemachine.txt.gz"
+    bad.write_bytes(gzip.compress(b"not the book"))
+    monkeypatch.setattr(corpora, "embedded_file", lambda spec: bad)
+    with pytest.raises(CorpusError, match=r"the copy inside charlm .* has SHA-1 .*expected 090b5e7e"):
+        locate("timemachine")
+    bad.write_bytes(b"not gzip at all")
+    with pytest.raises(CorpusError, match="the copy inside charlm .* cannot be read"):
+        locate("timemachine")
+    assert not (cache_dir() / "timemachine.txt").exists()

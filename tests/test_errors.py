@@ -92,6 +92,7 @@ ELSEWHERE = {
     "files-weights-mismatch": "tests/test_checkpoint.py::test_weights_that_do_not_fit_the_config_are_refused",
     "files-untrusted-pickle": "tests/test_checkpoint.py::test_trainer_state_never_unpickles_code",
     "files-corpus-sha1": "tests/test_corpora.py::test_sha1_mismatch_is_an_error_and_nothing_is_kept",
+    "files-embedded-corpus": "tests/test_corpora.py::test_a_damaged_copy_inside_charlm_is_refused_like_a_bad_download",
     "signal-interrupt": "tests/test_cli.py::test_a_signal_saves_a_checkpoint_and_resume_finishes_the_run",
     "compress-no-compiler": "tests/test_compression.py::test_without_a_c_compiler_compress_says_so_in_one_line",
     "hardware-bf16-absent": "tests/test_cli.py::test_bf16_on_a_cpu_without_it_is_one_line_and_exit_2",

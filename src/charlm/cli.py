@@ -234,11 +234,13 @@ def _add_compress_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_corpora(args: argparse.Namespace) -> int:
-    from .corpora import CORPORA, is_cached
+    from .corpora import CORPORA, embedded_file, is_cached
 
     for name, spec in CORPORA.items():
         where = is_cached(name)
         status = f"available: {where}" if where else f"not cached: downloads from {spec.url}"
+        if where and where == embedded_file(spec):
+            status = f"available: shipped with charlm ({where})"
         print(f"{name:18} {spec.description}\n{'':18} {status}")
     return 0
 

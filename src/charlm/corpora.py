@@ -1,14 +1,15 @@
 """Named corpora and user text files: find them, download them, check them, read them.
 
 A named corpus is looked for, in order, in the folder named by ``CHARLM_DATA`` (an offline data
-folder), then in the user cache (``$XDG_CACHE_HOME/charlm`` or ``~/.cache/charlm``); failing both it
-is downloaded into the cache — streamed to a temporary file, SHA-1 checked, then renamed, so the
+folder), then in the user cache (``$XDG_CACHE_HOME/charlm`` or ``~/.cache/charlm``); failing both,
+*The Time Machine* is unpacked from the copy charlm ships, and the others are downloaded into the cache — streamed to a temporary file, SHA-1 checked, then renamed, so the
 cache never holds a partial or wrong file. Any other path is read as a user text file.
 """
 
 from __future__ import annotations
 
 import codecs
+import gzip
 import hashlib
 import logging
 import os
@@ -49,13 +50,17 @@ class CorpusSpec:
     split_fracs: tuple[float, float] = (0.05, 0.05)
     # Encodings tried in turn; the offline copy of #36 is Windows-1252, the publisher's is UTF-8.
     encodings: tuple[str, ...] = ("utf-8",)
+    # A gzip copy inside the package (charlm/data/), so the book's default runs with no network and
+    # no data folder; SHA-1 checked like a download when it is unpacked into the cache.
+    embedded: str | None = None
 
 
 CORPORA: dict[str, CorpusSpec] = {spec.name: spec for spec in [
     CorpusSpec("timemachine", "timemachine.txt",
                "http://d2l-data.s3-accelerate.amazonaws.com/timemachine.txt",
                "090b5e7e70c295757f55df93cb0a180b9691891a",
-               "H. G. Wells, The Time Machine: the d2l book's file"),
+               "H. G. Wells, The Time Machine: the d2l book's file (public domain; shipped with charlm)",
+               embedded="timemachine.txt.gz"),
     CorpusSpec("war-of-the-worlds", "36-0.txt", "https://www.gutenberg.org/files/36/36-0.txt",
                "fdf575eff02987ac9da1ca5623679883b38cdfdd",
                "H. G. Wells, The War of the Worlds (Project Gutenberg #36)", publisher_updates=True,
@@ -147,8 +152,38 @@ def locate(name: str) -> Path:
             return cached
         log.warning("%s: SHA-1 mismatch, removing it and downloading again", cached)
         cached.unlink()
+    if spec.embedded:
+        return unpack_embedded(spec, cached)
     log.info("downloading corpus %s from %s", name, spec.url)
     return download(spec, cached)
+
+
+def embedded_file(spec: CorpusSpec) -> Path | None:
+    """The gzip copy of a corpus that ships inside the package, if it has one."""
+    return Path(__file__).with_name("data") / spec.embedded if spec.embedded else None
+
+
+def unpack_embedded(spec: CorpusSpec, dest: Path) -> Path:
+    """Unpack the package's copy into `dest` (the cache) atomically, SHA-1 checked like a download."""
+    source = embedded_file(spec)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out, gzip.open(source, "rb") as packed:
+            shutil.copyfileobj(packed, out)
+        if sha1_of(tmp) != spec.sha1:
+            raise CorpusError(f"corpus {spec.name!r}: the copy inside charlm ({source}) has SHA-1 "
+                              f"{sha1_of(tmp)}, expected {spec.sha1}; reinstall charlm, or set "
+                              f"{DATA_ENV} to a folder holding {spec.filename}")
+        os.replace(tmp, dest)
+        return dest
+    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        raise CorpusError(f"corpus {spec.name!r}: the copy inside charlm ({source}) cannot be read "
+                          f"({err}); reinstall charlm, or set {DATA_ENV} to a folder holding "
+                          f"{spec.filename}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def corpus_spec(name: str) -> CorpusSpec:
@@ -165,7 +200,7 @@ def is_cached(name: str) -> Path | None:
     for folder in (os.environ.get(DATA_ENV), cache_dir()):
         if folder and (Path(folder) / spec.filename).is_file():
             return Path(folder) / spec.filename
-    return None
+    return embedded_file(spec)
 
 
 def decode_text(data: bytes, origin: str, encoding: str = "utf-8", *, sniff_only: bool = False) -> str:
