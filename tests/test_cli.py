@@ -119,7 +119,7 @@ def test_a_signal_saves_a_checkpoint_and_resume_finishes_the_run(book, tmp_path,
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
-    assert "checkpoint saved in" in err
+    assert "checkpoint saved in" in err and f"continue it with: charlm train --resume {run}" in err
     saved = load_trainer(run / "trainer.pt")
     assert saved["epoch"] >= 1
     assert main(["train", "--resume", str(run), "--epochs", str(saved["epoch"] + 2)]) == 0
@@ -329,3 +329,41 @@ def test_on_a_cuda_gpu_auto_precision_trains_under_bf16_autocast_where_the_gpu_h
     assert f"precision {'bf16' if native else 'fp32'}: " in caplog.text
     losses = train_losses(tmp_path / "r")
     assert losses[-1] < losses[0]
+
+
+# -- the first hour: notes, suggestions, and what a run leaves out -------------------------------
+
+@pytest.mark.parametrize("argv, suggestion", [
+    (["trian"], "(did you mean train?)"),
+    (["train", "--recipe", "lstm-consice"], "(did you mean lstm-concise?)"),
+    (["train", "--corpus", "tinyshakspeare"], "(did you mean tinyshakespeare?)"),
+    (["train", "--model", "lsmt"], "(did you mean lstm?)"),
+])
+def test_a_misspelled_name_suggests_the_closest_one(argv, suggestion, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main(argv)
+    except SystemExit as exit_info:
+        code = exit_info.code
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and suggestion in err
+
+
+def test_a_prefix_with_unseen_characters_gives_one_plain_note_before_the_text(book, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--corpus", str(book), "--out", str(run), *TINY, "-q"]) == 0
+    capsys.readouterr()
+    assert main(["generate", str(run), "--prefix", "Time #", "--num-preds", "5", "--seed", "0"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("Time #") and "note" not in captured.out
+    notes = captured.err.strip().splitlines()
+    assert notes == ["charlm: note: prefix tokens not in the vocabulary, read as <unk>: 'T', '#'"]
+
+
+def test_a_run_that_leaves_most_of_its_text_unused_says_so(book, tmp_path, caplog):
+    from charlm.dataset import load_splits
+
+    caplog.set_level("INFO", logger="charlm")
+    assert main(["train", "--corpus", str(book), "--out", str(tmp_path / "r"), *TINY, "--max-tokens", "500"]) == 0
+    total = load_splits(book).train.numel()
+    assert f"using the first 500 of {total:,} training characters (--max-tokens -1 for all)" in caplog.text

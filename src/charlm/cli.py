@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import logging
 import os
+import re
 import sys
 import time
 import warnings
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
+from .suggest import did_you_mean
 
 EXAMPLES = """examples:
   charlm train                                   the book's RNN on The Time Machine (500 epochs)
@@ -115,6 +118,10 @@ class _Parser(argparse.ArgumentParser):
     error (argparse's own prints the whole usage first). Subcommands' parsers are of this class too."""
 
     def error(self, message: str) -> NoReturn:
+        wrong = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if wrong:  # a misspelled command or choice: name the closest one
+            choices = [c.strip(" '") for c in wrong[2].split(",")]
+            message += did_you_mean(wrong[1], choices)
         self.exit(2, f"charlm: error: {message} (see `{self.prog} --help`)\n")
 
 
@@ -332,9 +339,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print("\n\n".join(generate(run.model, run.vocab, prefix, config, token=run.token)))
         return 0
     sep = " " if run.token == "word" else ""
-    steps = stream(run.model, run.vocab, prefix, config, token=run.token)
+    steps = iter(stream(run.model, run.vocab, prefix, config, token=run.token))
+    first = next(steps, None)  # notes about the prefix come out now, not inside the text
     sys.stdout.write(prefix)  # one sample: print tokens as they come
-    for (tok,) in steps:
+    for (tok,) in itertools.chain([first] if first else [], steps):
         sys.stdout.write(sep + tok)
         sys.stdout.flush()
     sys.stdout.write("\n")
@@ -474,9 +482,14 @@ def _setup_logging(quiet: bool) -> None:
     root.handlers[:] = [handler]
     main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports
     root.setLevel(logging.WARNING if quiet or not main_process else logging.INFO)
-    logging.captureWarnings(True)
     warnings.simplefilter("default")
-    logging.getLogger("py.warnings").handlers[:] = [handler]
+    warnings.showwarning = _note  # a warning reaches the user as one plain line, no source path
+
+
+def _note(message: Warning | str, category: type[Warning], filename: str, lineno: int, file=None,
+          line=None) -> None:
+    text = " ".join(str(message).split()).removeprefix("charlm: ")
+    logging.getLogger("charlm").warning("charlm: note: %s", text)
 
 
 def main(argv: list[str] | None = None) -> int:

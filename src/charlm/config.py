@@ -20,6 +20,7 @@ from . import machine
 from .batches import SAMPLING_MODES
 from .machine import PRECISIONS
 from .models.lm import IMPLS, check_known_fields
+from .suggest import did_you_mean
 from .text import CLEAN_MODES, TOKEN_KINDS
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,8 @@ def recipe_names() -> list[str]:
 def load_recipe(name: str) -> dict[str, Any]:
     """A recipe: a description, what the book reports, and the training settings it changes."""
     if name not in recipe_names():
-        raise ValueError(f"--recipe {name!r} does not exist; choose one of {', '.join(recipe_names())}")
+        raise ValueError(f"--recipe {name!r} does not exist{did_you_mean(name, recipe_names())}; "
+                         f"choose one of {', '.join(recipe_names())}")
     data = json.loads((resources.files("charlm") / "recipes" / f"{name}.json").read_text("utf-8"))
     if data.get("format") != RECIPE_FORMAT or data.get("version") != 1:
         raise ValueError(f"recipe {name!r} is not a version-1 charlm recipe")
@@ -232,4 +234,5 @@ def _at_least(name: str, value: Any, minimum: int) -> None:
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"--{_flag(name)} must be one of {', '.join(choices)}, got {value!r}")
+        raise ValueError(f"--{_flag(name)} must be one of {', '.join(choices)}, got {value!r}"
+                         f"{did_you_mean(value, choices)}")

@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .suggest import did_you_mean
+
 log = logging.getLogger(__name__)
 
 DATA_ENV = "CHARLM_DATA"
@@ -190,8 +192,8 @@ def corpus_spec(name: str) -> CorpusSpec:
     try:
         return CORPORA[name]
     except KeyError:
-        raise CorpusError(f"unknown corpus {name!r}: choose one of {', '.join(CORPORA)} "
-                          "or give the path of a text file") from None
+        raise CorpusError(f"unknown corpus {name!r}{did_you_mean(name, CORPORA)}: choose one of "
+                          f"{', '.join(CORPORA)} or give the path of a text file") from None
 
 
 def is_cached(name: str) -> Path | None:

@@ -13,6 +13,7 @@ training tokens kept, so validation text may contain `<unk>`.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ import torch
 from . import tokenstream
 from .corpora import CORPORA, CorpusError, has_own_splits, iter_source_text
 from .vocab import Vocab
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 DEFAULT_SPLIT_FRACS = (0.05, 0.05)
@@ -154,6 +157,7 @@ def load_splits(source: str | Path, *, clean: str = "d2l", token: str = "char", 
     n = _count_tokens(source, **opts)
     train_end, val_end = split_bounds(n, *split_fracs(source))
     keep = min(train_end, max_tokens) if max_tokens > 0 else train_end
+    _note_cut(keep, train_end, token)
     if keep == 0:
         raise CorpusError(f"{source}: too short to hold a training split")
     vocab = vocab if vocab is not None else _vocab(source, keep, opts)
@@ -163,10 +167,20 @@ def load_splits(source: str | Path, *, clean: str = "d2l", token: str = "char", 
     return Splits(train, val, test, vocab)
 
 
+def _note_cut(keep: int, total: int, token: str) -> None:
+    """Say so when --max-tokens leaves most of the training text unused (the book's 10,000 default
+    on a user's whole book would otherwise train on its first pages without a word)."""
+    if keep < total:
+        unit = "characters" if token == "char" else "tokens"
+        log.info("using the first %s of %s training %s (--max-tokens -1 for all)", f"{keep:,}", f"{total:,}",
+                 unit)
+
+
 def _own_splits(source: str, max_tokens: int, vocab: Vocab | None, opts: dict) -> Splits:
     """A corpus that ships its own train / valid / test files (PTB): each file is one split."""
     sizes = {s: _count_tokens(source, split=s, **opts) for s in SPLITS}
     keep = min(sizes["train"], max_tokens) if max_tokens > 0 else sizes["train"]
+    _note_cut(keep, sizes["train"], opts["token"])
     vocab = vocab if vocab is not None else _vocab(source, keep, {**opts, "split": "train"})
     dtype = tokenstream.id_dtype(sum(sizes.values()), len(vocab))
     parts = [_encode(source, vocab, [keep if s == "train" else sizes[s]], dtype, {**opts, "split": s})[0]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shlex
 import signal
 import time
 from dataclasses import dataclass, field
@@ -43,7 +44,8 @@ class TrainingInterrupted(Exception):
     """Training stopped by a signal (Ctrl-C, SIGTERM) after saving a checkpoint."""
 
     def __init__(self, signum: int, run_dir: Path | None) -> None:
-        super().__init__(f"training interrupted by signal {signum}; checkpoint saved in {run_dir}"
+        super().__init__(f"training interrupted by signal {signum}; checkpoint saved in {run_dir}; "
+                         f"continue it with: charlm train --resume {shlex.quote(str(run_dir))}"
                          if run_dir else f"training interrupted by signal {signum}")
         self.signum, self.run_dir = signum, run_dir
 
