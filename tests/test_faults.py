@@ -249,7 +249,9 @@ def test_an_exploding_loss_from_the_command_line_is_one_line_with_advice(book, t
                  "--save-every", "1", "--lr", "100", "--clip", "0"])
     line = one_error_line(capsys)
     assert code == DIVERGED_EXIT
-    assert "the loss became" in line and "lower --lr or clip gradients (--clip 1)" in line
+    # the loss, or first the gradient, becomes non-finite (which, depends on the products' rounding)
+    assert ("the loss became" in line or "the gradient norm became" in line)
+    assert "lower --lr or clip gradients (--clip 1)" in line
     if (run / "trainer.pt").exists():  # whatever checkpoint there is holds numbers
         assert all(torch.isfinite(t).all() for t in load_trainer(run / "trainer.pt")["model"].values())
         assert all(torch.isfinite(t).all() for t in load(run).model.state_dict().values())

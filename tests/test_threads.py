@@ -1,5 +1,6 @@
 """The thread governor gives way to other processes and takes the CPUs back when they are free."""
 
+import pytest
 import torch
 
 from charlm import machine
@@ -85,5 +86,21 @@ def test_without_a_proc_stat_the_threads_stay_one_per_cpu():
         clock.advance(2.0, ours=1.0, others=2.0)
         g.tick()
         assert g.threads == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_charlm_threads_fixes_the_count_whatever_the_load(monkeypatch):
+    before = torch.get_num_threads()
+    monkeypatch.setenv("CHARLM_THREADS", "1")
+    clock = FakeClock()
+    try:
+        with governor(clock) as g:
+            clock.advance(2.0, ours=1.0, others=0.0)
+            g.tick()
+            assert g.threads == 1 and torch.get_num_threads() == 1
+        monkeypatch.setenv("CHARLM_THREADS", "many")
+        with pytest.raises(ValueError, match="CHARLM_THREADS must be auto or a count >= 1, got 'many'"):
+            governor(clock)
     finally:
         torch.set_num_threads(before)

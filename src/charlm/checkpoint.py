@@ -234,6 +234,11 @@ def _check_format(path: Path, data: Any) -> None:
                               f"(it reads versions 1 to {RUN_VERSION}); upgrade charlm")
 
 
+def describe_weights(name: str) -> str:
+    """What a weights file of a run holds, for the line that says which were used."""
+    return f"{name} ({'the best validation loss' if name == WEIGHTS['best'] else 'the last checkpoint'})"
+
+
 @dataclass
 class Run:
     """A trained model with what it needs to be used: its vocabulary and configuration."""
@@ -242,17 +247,20 @@ class Run:
     vocab: Vocab
     config: dict[str, Any]  # the run's config.json
     path: Path
+    weights: str = WEIGHTS["last"]  # the weights file that was loaded
 
     @property
     def token(self) -> str:
         return self.config.get("train", {}).get("token", "char")
 
 
-def load(run_dir: str | Path, *, which: str = "last", device: str | torch.device = "cpu") -> Run:
+def load(run_dir: str | Path, *, which: str = "best", device: str | torch.device = "cpu") -> Run:
     """Rebuild a model and its vocabulary from a run folder alone: config -> model -> weights -> eval().
 
-    `which` picks ``"last"`` (model.safetensors) or ``"best"`` (best.safetensors, the best
-    validation score). Every way a file can be wrong is a CheckpointError naming it.
+    `which` picks ``"best"`` (best.safetensors, the weights of the best validation loss, where the
+    run kept them, else the last ones: what a user wants from a run that went on to overfit) or
+    ``"last"`` (model.safetensors). ``Run.weights`` names the file used. Every way a file can be
+    wrong is a CheckpointError naming it.
     """
     run_dir = Path(run_dir)
     if which not in WEIGHTS:
@@ -266,8 +274,11 @@ def load(run_dir: str | Path, *, which: str = "last", device: str | torch.device
     if len(vocab) != model.config.vocab_size:
         raise CheckpointError(f"{run_dir / 'vocab.json'}: {len(vocab)} tokens, but the model was built "
                               f"for vocab_size={model.config.vocab_size}")
-    model.load_state_dict(read_weights(run_dir / WEIGHTS[which], model))
-    return Run(model.to(device).eval(), vocab, config, run_dir)
+    name = WEIGHTS[which]
+    if which == "best" and not (run_dir / name).is_file():
+        name = WEIGHTS["last"]  # a run that never validated keeps only its last weights
+    model.load_state_dict(read_weights(run_dir / name, model))
+    return Run(model.to(device).eval(), vocab, config, run_dir, name)
 
 
 def read_weights(path: Path, model: RNNLM) -> dict[str, torch.Tensor]:

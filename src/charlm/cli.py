@@ -79,7 +79,8 @@ TRAIN_HELP = {
     "warmup-steps": "cosine schedule: optimizer steps of linear warm-up from 0 to --lr",
     "min-lr": "cosine schedule: the learning rate at the end of the run",
     "clip": "clip gradients to this global L2 norm; 0 = off",
-    "seed": "random seed (same seed, same machine: same losses)",
+    "seed": "random seed (same seed, same machine, same thread count: same losses; CHARLM_THREADS=N "
+            "fixes the count, which otherwise follows the machine's load)",
     "device": "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps",
     "precision": "auto (bf16 where the device computes it in hardware: AVX-512 BF16, AMX, a CUDA GPU "
                  "of compute capability 8.0+; else fp32), fp32, or bf16 (autocast); `charlm info` says "
@@ -169,8 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--num-samples", type=int, default=1, help="independent samples (default: 1)")
     gen.add_argument("--seed", type=int, default=None, help="random seed (default: fresh each run)")
     gen.add_argument("--strict", action="store_true", help="unknown prefix tokens are an error")
-    gen.add_argument("--which", choices=("last", "best"), default="last",
-                     help="weights: last checkpoint or best validation (default: last)")
+    gen.add_argument("--which", choices=("best", "last"), default="best",
+                     help="weights: best (the best validation loss, where the run kept them; else the "
+                          "last) or last (default: best)")
     gen.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default: cpu)")
 
     ev = sub.add_parser("evaluate", help="perplexity and bits per token of a run on held-out text")
@@ -178,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--corpus", default=None, help="corpus name or text file (default: the run's)")
     ev.add_argument("--split", choices=("train", "val", "test", "all"), default=None,
                     help="split of the corpus (default: val for the run's corpus, all for another)")
-    ev.add_argument("--which", choices=("last", "best"), default="last", help="weights (default: last)")
+    ev.add_argument("--which", choices=("best", "last"), default="best",
+                    help="weights: best (the best validation loss, where the run kept them; else the "
+                         "last) or last (default: best)")
     ev.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default: cpu)")
 
     comp = sub.add_parser("compress", help="compress a file losslessly with a language model")
@@ -317,7 +321,7 @@ _GLOBAL_ARGS = {"command", "debug", "quiet", "out", "resume", "recipe"}
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .checkpoint import load
+    from .checkpoint import describe_weights, load
     from .config import DEFAULT_PREFIXES
     from .device import resolve_device
     from .generate import GenerateConfig, generate, stream
@@ -336,11 +340,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
         field, _, rest = str(err).partition(" ")
         raise ValueError(f"--{field.replace('_', '-')} {rest}") from None
     if config.num_samples > 1:  # several samples: print each whole, separated by a blank line
+        logging.getLogger("charlm").info("weights: %s", describe_weights(run.weights))
         print("\n\n".join(generate(run.model, run.vocab, prefix, config, token=run.token)))
         return 0
     sep = " " if run.token == "word" else ""
     steps = iter(stream(run.model, run.vocab, prefix, config, token=run.token))
     first = next(steps, None)  # notes about the prefix come out now, not inside the text
+    logging.getLogger("charlm").info("weights: %s", describe_weights(run.weights))
     sys.stdout.write(prefix)  # one sample: print tokens as they come
     for (tok,) in itertools.chain([first] if first else [], steps):
         sys.stdout.write(sep + tok)

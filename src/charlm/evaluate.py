@@ -71,10 +71,10 @@ def evaluate_ids(model: RNNLM, ids: torch.Tensor, *, num_steps: int = 256, rows:
 
 
 def evaluate_run(run_dir: str | Path, *, corpus: str | None = None, split: str | None = None,
-                 which: str = "last", device: str = "cpu") -> tuple[EvalResult, str, str]:
+                 which: str = "best", device: str = "cpu") -> tuple[EvalResult, str, str]:
     """Score a saved run on a split of its own corpus (default: validation) or on any corpus/file
     (default: the whole text), cleaned and tokenized as the run was. Returns the result, the
-    run's token kind (``char`` or ``word``) and a description of the data."""
+    run's token kind (``char`` or ``word``) and a description of the data and the weights used."""
     from .checkpoint import load
     from .dataset import load_corpus, load_splits
     from .device import resolve_device
@@ -96,4 +96,4 @@ def evaluate_run(run_dir: str | Path, *, corpus: str | None = None, split: str |
     if unknown:
         log.warning("%d of %d tokens are not in the run's vocabulary and count as <unk>", unknown, len(ids))
     result = evaluate_ids(run.model, ids)
-    return result, opts["token"], f"{source} ({split})"
+    return result, opts["token"], f"{source} ({split}) with {run.weights}"

@@ -13,9 +13,10 @@ import torch
 from . import __version__, machine
 from .compression import kernel as compression_kernel
 from .models import native
+from .threads import fixed_threads
 
 # Environment variables that change what the libraries underneath do, shown when set.
-ENVIRONMENT = ("CHARLM_KERNELS", "CHARLM_KERNELS_TARGET", "OMP_NUM_THREADS", "ONEDNN_MAX_CPU_ISA",
+ENVIRONMENT = ("CHARLM_KERNELS", "CHARLM_KERNELS_TARGET", "CHARLM_THREADS", "OMP_NUM_THREADS", "ONEDNN_MAX_CPU_ISA",
                "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "CUDA_VISIBLE_DEVICES")
 
 
@@ -42,6 +43,8 @@ def report() -> dict[str, Any]:
         "environment": " ".join(f"{k}={os.environ[k]}" for k in ENVIRONMENT if k in os.environ) or "-",
     }
     threads = machine.choose_threads(facts)
+    if fixed_threads():
+        threads = machine.Choice(str(fixed_threads()), "CHARLM_THREADS: fixed, whatever the load")
     choices = {
         "device": device,
         "precision": machine.choose_precision("auto", facts, device.value),

@@ -44,6 +44,18 @@ def busy_cpu_seconds(cpus: set[int], stat: str | None = None) -> float | None:
     return total / _TICK
 
 
+def fixed_threads() -> int | None:
+    """``CHARLM_THREADS=N``: exactly N threads, never changed. Products summed by another number of
+    threads round differently, so a run that must repeat bit for bit (same seed, same machine) on a
+    machine whose load varies fixes the count; unset or ``auto``: fitted to the load."""
+    value = os.environ.get("CHARLM_THREADS", "auto").strip().lower()
+    if value in ("", "auto"):
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"CHARLM_THREADS must be auto or a count >= 1, got {value!r}")
+    return int(value)
+
+
 class ThreadGovernor:
     """Call :meth:`tick` often (between batches); about every `interval` seconds it re-measures the
     others' load on this process's CPUs and sets ``torch.set_num_threads`` to match."""
@@ -59,7 +71,8 @@ class ThreadGovernor:
         self.facts = machine.replace(facts, cores=max(1, min(facts.cores, self.before)))
         self.interval, self.own, self.clock = interval, own, clock
         self.busy = busy or (lambda: busy_cpu_seconds(cpus))
-        self.threads = int(machine.choose_threads(self.facts).value)
+        self.fixed = fixed_threads()
+        self.threads = self.fixed or int(machine.choose_threads(self.facts).value)
         self._mark = (clock(), self.busy(), own())
         self.set(self.threads)
 
@@ -75,6 +88,8 @@ class ThreadGovernor:
         self.threads = threads
 
     def tick(self) -> None:
+        if self.fixed:
+            return
         now = self.clock()
         then, busy_then, own_then = self._mark
         if now - then < self.interval:

@@ -310,7 +310,8 @@ class Trainer:
         if best:
             ckpt.save_weights(self.run_dir / "best.safetensors", self.model)
         try:
-            plot_perplexity(self.history, self.run_dir / "perplexity.png")
+            plot_perplexity(self.history, self.run_dir / "perplexity.png", data=self.config.corpus,
+                            token=self.config.token)
         except OSError as err:
             raise ckpt.write_failure(self.run_dir / "perplexity.png", err) from err
 

@@ -307,7 +307,7 @@ def model_digest(run_dir: Path) -> str:
 def _pretrained(run_dir: Path) -> tuple[RNNLM, Alphabet, dict[str, int], Any]:
     from ..checkpoint import load
 
-    run = load(run_dir)
+    run = load(run_dir, which="last")  # the weights model_digest hashes: both sides load the same
     if run.token != "char":
         raise ValueError(f"{run_dir}: compression needs a character-level run, this one is {run.token!r}")
     if not run.model.can_generate:
