@@ -1,4 +1,4 @@
-"""Shared test setup: the offline data folder, and a private download cache for every test."""
+"""Shared test setup: the corpora (offline folder, or downloaded once), and a private cache for every test."""
 
 import os
 from pathlib import Path
@@ -14,17 +14,41 @@ _USER_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(_USER_CACHE / "torch_extensions" / "charlm-tests"))
 
 
+@pytest.fixture(scope="session")
+def _corpora() -> Path | None:
+    """Where the tests read the corpora: $CHARLM_DATA, else ../shared/data beside the checkout, else
+    (a fresh clone anywhere else) each corpus downloaded once, SHA-1 checked, into a folder of the
+    user's cache kept for later test runs. None if they cannot be had (the tests that need them fail
+    with charlm's own message, which says what to do)."""
+    if os.environ.get("CHARLM_DATA"):
+        return Path(os.environ["CHARLM_DATA"])
+    if SHARED_DATA.is_dir():
+        return SHARED_DATA
+    from charlm.corpora import CORPORA, CorpusError, download
+
+    folder = _USER_CACHE / "charlm" / "test-corpora"
+    try:
+        for spec in CORPORA.values():
+            if not (folder / spec.filename).is_file():
+                download(spec, folder / spec.filename)
+    except CorpusError as err:
+        print(f"\ncharlm tests: {err}")
+        return None
+    return folder
+
+
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Never read or write the user's real cache; use ../shared/data when CHARLM_DATA is unset."""
+def _isolated_cache(tmp_path_factory, monkeypatch, _corpora):
+    """Never read or write the user's real cache; read the corpora from `_corpora`."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
-    if not os.environ.get("CHARLM_DATA") and SHARED_DATA.is_dir():
-        monkeypatch.setenv("CHARLM_DATA", str(SHARED_DATA))
+    if _corpora is not None:
+        monkeypatch.setenv("CHARLM_DATA", str(_corpora))
 
 
 @pytest.fixture
 def data_dir() -> Path:
-    """The offline corpora folder; tests that need the real books fail loudly without it."""
+    """The corpora folder; tests that need the real books fail loudly without it."""
     folder = os.environ.get("CHARLM_DATA")
-    assert folder and Path(folder).is_dir(), "set CHARLM_DATA to the shared corpora folder (../shared/data)"
+    assert folder and Path(folder).is_dir(), "the corpora could not be downloaded: set CHARLM_DATA to a " \
+        "folder holding them (see README.md)"
     return Path(folder)

@@ -199,3 +199,20 @@ def test_a_damaged_copy_inside_charlm_is_refused_like_a_bad_download(monkeypatch
     with pytest.raises(CorpusError, match="the copy inside charlm .* cannot be read"):
         locate("timemachine")
     assert not (cache_dir() / "timemachine.txt").exists()
+
+
+def test_a_mirror_serves_every_corpus_under_its_file_name_sha1_checked(server, monkeypatch, data_dir):
+    # What the test suite does on a fresh clone with no ../shared/data (tests/conftest.py): fetch each
+    # corpus once. These machines reach no corpus host, so a loopback server plays the mirror.
+    root, base, hits = server
+    for name in ("tinyshakespeare.txt", "ptb.zip"):
+        (root / name).write_bytes((data_dir / name).read_bytes())
+    monkeypatch.delenv("CHARLM_DATA")
+    monkeypatch.setenv("CHARLM_MIRROR", base + "/")
+    assert locate("tinyshakespeare").read_bytes() == (data_dir / "tinyshakespeare.txt").read_bytes()
+    assert locate("ptb") == cache_dir() / "ptb.zip"
+    assert sorted(hits) == ["/ptb.zip", "/tinyshakespeare.txt"]
+    (root / "tinyshakespeare.txt").write_bytes(b"a different file")  # a mirror is trusted no further
+    (cache_dir() / "tinyshakespeare.txt").unlink()
+    with pytest.raises(CorpusError, match=f"downloaded from {base}/tinyshakespeare.txt has SHA-1"):
+        locate("tinyshakespeare")

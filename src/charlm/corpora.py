@@ -27,6 +27,7 @@ from .suggest import did_you_mean
 log = logging.getLogger(__name__)
 
 DATA_ENV = "CHARLM_DATA"
+MIRROR_ENV = "CHARLM_MIRROR"
 _SNIFF_BYTES = 1 << 16
 CHUNK_BYTES = 1 << 24  # a user's file is decoded 16 MiB at a time (see iter_file_text)
 
@@ -111,18 +112,27 @@ def _check_sha1(spec: CorpusSpec, path: Path) -> bool:
     return False
 
 
+def source_url(spec: CorpusSpec) -> str:
+    """Where a corpus is fetched from: its public address, or ``$CHARLM_MIRROR/<file name>`` where a
+    mirror is set (a machine that reaches no corpus host, a local copy served over HTTP); the SHA-1
+    check is the same either way."""
+    mirror = os.environ.get(MIRROR_ENV, "").strip()
+    return f"{mirror.rstrip('/')}/{spec.filename}" if mirror else spec.url
+
+
 def download(spec: CorpusSpec, dest: Path) -> Path:
-    """Fetch `spec.url` into `dest` atomically, checking the SHA-1; raise CorpusError on failure."""
+    """Fetch the corpus into `dest` atomically, checking the SHA-1; raise CorpusError on failure."""
+    url = source_url(spec)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(spec.url, timeout=60) as response:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
             shutil.copyfileobj(response, out)
             out.flush()
             os.fsync(out.fileno())
         if not _check_sha1(spec, tmp):
-            raise CorpusError(f"corpus {spec.name!r}: the file downloaded from {spec.url} has SHA-1 "
+            raise CorpusError(f"corpus {spec.name!r}: the file downloaded from {url} has SHA-1 "
                               f"{sha1_of(tmp)}, expected {spec.sha1}; it was not kept")
         os.replace(tmp, dest)
         return dest
@@ -131,7 +141,7 @@ def download(spec: CorpusSpec, dest: Path) -> Path:
             raise
         raise CorpusError(f"corpus {spec.name!r} is not in ${DATA_ENV} "
                           f"({os.environ.get(DATA_ENV) or 'unset'}) nor in the cache ({dest.parent}), "
-                          f"and downloading {spec.url} failed ({err}); set {DATA_ENV} to a folder "
+                          f"and downloading {url} failed ({err}); set {DATA_ENV} to a folder "
                           f"holding {spec.filename}") from None
     finally:
         tmp.unlink(missing_ok=True)
@@ -156,7 +166,7 @@ def locate(name: str) -> Path:
         cached.unlink()
     if spec.embedded:
         return unpack_embedded(spec, cached)
-    log.info("downloading corpus %s from %s", name, spec.url)
+    log.info("downloading corpus %s from %s", name, source_url(spec))
     return download(spec, cached)
 
 
