@@ -99,6 +99,7 @@ ELSEWHERE = {
     "hardware-recipe-needs-cuda": "tests/test_cli.py::test_a_gpu_recipe_without_a_gpu_says_so_in_one_line",
     "hardware-device-absent": "tests/test_machine.py::test_the_device_is_cuda_then_mps_then_cpu",
     "hardware-kernel-level": "tests/test_kernel_builds.py::test_forcing_a_level_the_cpu_lacks_is_an_error_naming_the_variable",
+    "hardware-threads-setting": "tests/test_threads.py::test_charlm_threads_fixes_the_count_whatever_the_load",
     "hardware-no-cxx-compiler": "tests/test_kernel_builds.py::test_without_a_cxx_compiler_the_kernels_warn_once_and_the_python_loops_run",
     "training-diverges": "tests/test_train.py::test_a_diverging_loss_stops_training_and_keeps_the_last_good_checkpoint",
 }

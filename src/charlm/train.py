@@ -34,7 +34,7 @@ from .generate import GenerateConfig, generate
 from .models import RNNLM, detach_state
 from .optim import cosine_lr, grad_clipping, make_optimizer, make_schedule
 from .plot import plot_perplexity
-from .threads import ThreadGovernor
+from .threads import ThreadGovernor, fixed_threads
 from .vocab import Vocab
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,7 @@ class Trainer:
         distributed.check_batch_size(config.batch_size, self.dist)
         self.precision = machine.choose_precision(config.precision, machine.probe(), self.device.type)
         self.governor: ThreadGovernor | None = None  # fits the CPU threads to the load (fit())
+        fixed_threads()  # a bad CHARLM_THREADS is an error now, before any data is read
         self.data = load_data(config)
         if config.prefix is None:  # resolved once and saved, so `charlm generate` starts alike
             self.config = config = config.replace(prefix=default_prefix(config, self.data))
