@@ -18,9 +18,10 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from .suggest import did_you_mean
 
@@ -120,31 +121,40 @@ def source_url(spec: CorpusSpec) -> str:
     return f"{mirror.rstrip('/')}/{spec.filename}" if mirror else spec.url
 
 
-def download(spec: CorpusSpec, dest: Path) -> Path:
-    """Fetch the corpus into `dest` atomically, checking the SHA-1; raise CorpusError on failure."""
-    url = source_url(spec)
+def _store_checked(spec: CorpusSpec, dest: Path, open_source: Callable[[], IO[bytes]], origin: str,
+                   advice: str) -> Path:
+    """Copy the stream `open_source()` gives into `dest` through a temporary file beside it, renamed
+    into place only when whole and of the right SHA-1: the cache never holds a partial or wrong file."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-            shutil.copyfileobj(response, out)
+        with os.fdopen(fd, "wb") as out, open_source() as stream:
+            shutil.copyfileobj(stream, out)
             out.flush()
             os.fsync(out.fileno())
         if not _check_sha1(spec, tmp):
-            raise CorpusError(f"corpus {spec.name!r}: the file downloaded from {url} has SHA-1 "
-                              f"{sha1_of(tmp)}, expected {spec.sha1}; it was not kept")
+            raise CorpusError(f"corpus {spec.name!r}: {origin} has SHA-1 {sha1_of(tmp)}, expected "
+                              f"{spec.sha1}; {advice}")
         os.replace(tmp, dest)
         return dest
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def download(spec: CorpusSpec, dest: Path) -> Path:
+    """Fetch the corpus into `dest` atomically, checking the SHA-1; raise CorpusError on failure."""
+    url = source_url(spec)
+    try:
+        return _store_checked(spec, dest, lambda: urllib.request.urlopen(url, timeout=60),
+                              f"the file downloaded from {url}", "it was not kept")
+    except CorpusError:
+        raise
     except (urllib.error.URLError, OSError, ValueError) as err:
-        if isinstance(err, CorpusError):
-            raise
         raise CorpusError(f"corpus {spec.name!r} is not in ${DATA_ENV} "
                           f"({os.environ.get(DATA_ENV) or 'unset'}) nor in the cache ({dest.parent}), "
                           f"and downloading {url} failed ({err}); set {DATA_ENV} to a folder "
                           f"holding {spec.filename}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def locate(name: str) -> Path:
@@ -178,24 +188,15 @@ def embedded_file(spec: CorpusSpec) -> Path | None:
 def unpack_embedded(spec: CorpusSpec, dest: Path) -> Path:
     """Unpack the package's copy into `dest` (the cache) atomically, SHA-1 checked like a download."""
     source = embedded_file(spec)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
+    advice = f"reinstall charlm, or set {DATA_ENV} to a folder holding {spec.filename}"
     try:
-        with os.fdopen(fd, "wb") as out, gzip.open(source, "rb") as packed:
-            shutil.copyfileobj(packed, out)
-        if sha1_of(tmp) != spec.sha1:
-            raise CorpusError(f"corpus {spec.name!r}: the copy inside charlm ({source}) has SHA-1 "
-                              f"{sha1_of(tmp)}, expected {spec.sha1}; reinstall charlm, or set "
-                              f"{DATA_ENV} to a folder holding {spec.filename}")
-        os.replace(tmp, dest)
-        return dest
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        return _store_checked(spec, dest, lambda: gzip.open(source, "rb"),
+                              f"the copy inside charlm ({source})", advice)
+    except CorpusError:
+        raise
+    except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
         raise CorpusError(f"corpus {spec.name!r}: the copy inside charlm ({source}) cannot be read "
-                          f"({err}); reinstall charlm, or set {DATA_ENV} to a folder holding "
-                          f"{spec.filename}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+                          f"({err}); {advice}") from None
 
 
 def corpus_spec(name: str) -> CorpusSpec:
