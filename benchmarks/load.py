@@ -77,7 +77,8 @@ def table(rounds: list[dict[str, float]]) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=30, help="epochs per training run (default 30)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the three settings (default 3)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
@@ -88,7 +89,8 @@ def main() -> None:
     from charlm import machine
 
     facts = machine.probe()
-    print(f"# {facts.describe_cpu()}, {facts.cores} cores; charlm train {' '.join(args.extra) or '(defaults)'}, "
+    command = " ".join(args.extra) or "(defaults)"
+    print(f"# {facts.describe_cpu()}, {facts.cores} cores; charlm train {command}, "
           f"{args.epochs} epochs; {' '.join(args.env) or 'environment as is'}", flush=True)
     rounds = []
     with tempfile.TemporaryDirectory() as tmp:

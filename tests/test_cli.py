@@ -195,7 +195,8 @@ def test_the_quality_recipes_train_in_fp32_on_a_cpu_without_bf16(recipe, tmp_pat
                                                                    caplog):
     _simulate(monkeypatch, **AVX2_ONLY)
     caplog.set_level("INFO", logger="charlm")
-    assert main(["train", "--recipe", recipe, "--epochs", "3", "--out", str(tmp_path / "r"), "--device", "cpu",
+    assert main(["train", "--recipe", recipe, "--epochs", "3", "--out", str(tmp_path / "r"),
+                 "--device", "cpu",
                  "--num-hiddens", "32", "--sample-every", "0", "--max-tokens", "30000", "--batch-size", "8",
                  "--warmup-steps", "5"]) == 0
     assert "precision fp32: this CPU (AMD EPYC 7B13 (simulated), no AVX-512 BF16 / AMX) has no bf16 " \
@@ -228,8 +229,9 @@ def test_bf16_on_a_cpu_without_it_is_one_line_and_exit_2(book, tmp_path, monkeyp
     for flag in (["--precision", "bf16"], ["--bf16"]):
         assert main(["train", "--corpus", str(book), "--out", str(tmp_path / "r"), *TINY, *flag]) == 2
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and err.startswith("charlm: error: --precision bf16: this CPU (AMD EPYC "
-                                                       "7B13 (simulated), no AVX-512 BF16 / AMX) cannot run bf16")
+        assert err.count("\n") == 1
+        assert err.startswith("charlm: error: --precision bf16: this CPU (AMD EPYC 7B13 (simulated), "
+                              "no AVX-512 BF16 / AMX) cannot run bf16")
 
 
 @pytest.mark.parametrize("recipe", ["shakespeare-gpu", "ptb-char-gpu"])
@@ -258,7 +260,8 @@ def test_with_onednn_held_to_avx2_the_cpu_recipe_trains_in_fp32_and_bf16_is_refu
                           timeout=300)
     assert done.returncode == 0, done.stderr
     assert "precision fp32: " in done.stderr and "Traceback" not in done.stderr
-    refused = subprocess.run([*base, "--out", str(tmp_path / "s"), "--precision", "bf16"], capture_output=True,
+    refused = subprocess.run([*base, "--out", str(tmp_path / "s"), "--precision", "bf16"],
+                             capture_output=True,
                              text=True, env=env, timeout=300)
     assert refused.returncode == 2
     assert refused.stderr.startswith("charlm: error: ") and refused.stderr.count("\n") == 1
@@ -384,6 +387,7 @@ def test_a_run_that_leaves_most_of_its_text_unused_says_so(book, tmp_path, caplo
     from charlm.dataset import load_splits
 
     caplog.set_level("INFO", logger="charlm")
-    assert main(["train", "--corpus", str(book), "--out", str(tmp_path / "r"), *TINY, "--max-tokens", "500"]) == 0
+    argv = ["train", "--corpus", str(book), "--out", str(tmp_path / "r"), *TINY, "--max-tokens", "500"]
+    assert main(argv) == 0
     total = load_splits(book).train.numel()
     assert f"using the first 500 of {total:,} training characters (--max-tokens -1 for all)" in caplog.text

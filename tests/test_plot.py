@@ -8,8 +8,15 @@ import warnings
 import pytest
 
 from charlm import plot
-from charlm.plot import (CEILING, epoch_limits, framed, perplexity_figure, plain_number, plain_ticks,
-                         plot_perplexity)
+from charlm.plot import (
+    CEILING,
+    epoch_limits,
+    framed,
+    perplexity_figure,
+    plain_number,
+    plain_ticks,
+    plot_perplexity,
+)
 
 
 def short_run(val_epochs):

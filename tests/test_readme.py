@@ -71,9 +71,10 @@ def test_every_readme_command_runs(tmp_path, monkeypatch, data_dir, capsys):
 
 
 @pytest.mark.parametrize("line, argv", [
-    ("$ charlm train --corpus a.txt \\\n      --epochs 2   # a comment", ["charlm", "train", "--corpus", "a.txt",
-                                                                       "--epochs", "2"]),
-    ('$ charlm generate runs/x --prefix "the time"', ["charlm", "generate", "runs/x", "--prefix", "the time"]),
+    ("$ charlm train --corpus a.txt \\\n      --epochs 2   # a comment",
+     ["charlm", "train", "--corpus", "a.txt", "--epochs", "2"]),
+    ('$ charlm generate runs/x --prefix "the time"',
+     ["charlm", "generate", "runs/x", "--prefix", "the time"]),
 ])
 def test_readme_lines_are_read_as_a_shell_would(line, argv):
     assert readme_commands(f"```console\n{line}\n```") == [argv]

@@ -2,7 +2,8 @@
 
 A named corpus is looked for, in order, in the folder named by ``CHARLM_DATA`` (an offline data
 folder), then in the user cache (``$XDG_CACHE_HOME/charlm`` or ``~/.cache/charlm``); failing both,
-*The Time Machine* is unpacked from the copy charlm ships, and the others are downloaded into the cache — streamed to a temporary file, SHA-1 checked, then renamed, so the
+*The Time Machine* is unpacked from the copy charlm ships, and the others are downloaded into the
+cache — streamed to a temporary file, SHA-1 checked, then renamed, so the
 cache never holds a partial or wrong file. Any other path is read as a user text file.
 """
 

@@ -16,7 +16,8 @@ from .models import native
 from .threads import fixed_threads
 
 # Environment variables that change what the libraries underneath do, shown when set.
-ENVIRONMENT = ("CHARLM_KERNELS", "CHARLM_KERNELS_TARGET", "CHARLM_THREADS", "OMP_NUM_THREADS", "ONEDNN_MAX_CPU_ISA",
+ENVIRONMENT = ("CHARLM_KERNELS", "CHARLM_KERNELS_TARGET", "CHARLM_THREADS", "OMP_NUM_THREADS",
+               "ONEDNN_MAX_CPU_ISA",
                "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "CUDA_VISIBLE_DEVICES")
 
 
@@ -34,7 +35,8 @@ def report() -> dict[str, Any]:
         "cores": f"{facts.cores} usable by this process (of {os.cpu_count()})",
         "torch": f"{torch.__version__}; CPU code path {torch.backends.cpu.get_cpu_capability()}; "
                  f"oneDNN bf16 LSTM {'runs' if facts.onednn_bf16 else 'refused'}",
-        "cuda": f"{facts.cuda} (bf16 {'native' if facts.cuda_bf16 else 'not native'})" if facts.cuda else "none",
+        "cuda": f"{facts.cuda} (bf16 {'native' if facts.cuda_bf16 else 'not native'})" if facts.cuda
+        else "none",
         "mps": "yes" if facts.mps else "no",
         "compiler": facts.compiler or "none found (install gcc, or set CC)",
         "C++ kernels": cpp,
@@ -54,7 +56,8 @@ def report() -> dict[str, Any]:
         "scratch models": machine.scratch_path(device.value, kernels.built, kernels.reason),
         "builtin models": machine.Choice("torch.nn", "oneDNN's fused LSTM on the CPU, cuDNN on CUDA"),
     }
-    return {"machine": found, "choices": {k: {"value": c.value, "reason": c.reason} for k, c in choices.items()}}
+    return {"machine": found,
+            "choices": {k: {"value": c.value, "reason": c.reason} for k, c in choices.items()}}
 
 
 def format_report(data: dict[str, Any]) -> str:

@@ -257,7 +257,8 @@ def choose_threads(machine: Machine, others_busy: float | None = None) -> Choice
 def scratch_path(device: str, kernels_built: bool, why_not: str = "") -> Choice:
     """Where `impl="scratch"` models (the book's equations) run their time loops on `device`."""
     if device.split(":")[0] != "cpu":
-        return Choice("Python loops", f"on {device}: tensor operations per step (the C++ kernels are CPU code)")
+        return Choice("Python loops", f"on {device}: tensor operations per step (the C++ kernels are "
+                      "CPU code)")
     if kernels_built:
         return Choice("C++ kernels", "charlm's time loops, one pass of element-wise work per step")
     return Choice("Python loops", f"the C++ kernels are not available: {why_not}")
