@@ -6,21 +6,23 @@
  * call per step (cm_step), and with the online mode's network in C too (net.c) a whole chunk of
  * steps per call (cm_run):
  *
- *   1. each expert's log-probabilities for the next symbol of every lane: hashed order-k counts,
- *      word counts (the word so far; with the word before it), and the match expert (the symbol
- *      that followed the last occurrence of the current context);
- *   2. geometric mixing, a product of experts, then a softmax:
+ *   1. predict: each expert's log-probabilities for the next symbol of every lane: hashed order-k
+ *      counts, word counts (the word so far; with the word before it), and the match expert (the
+ *      symbol that followed the last occurrence of the current context);
+ *   2. mix: geometric mixing, a product of experts, then a softmax:
  *        z = w_net[b] * logits + bias + sum_e (w[e][b_e] * log p_e + w_seen[e][b_e] * [c_e > 0]
  *                                               + w_last[e][b_e] * [seen last in e's context])
+ *                                     + w_match[r] * 8 * [the match expert's symbol]
  *      where b_e is the confidence bucket of expert e's context (log2 of its count, and whether one,
- *      two or more symbols followed it) and b that of the word expert;
- *   3. an adaptive probability map refines the likeliest symbol's probability by what followed that
- *      probability after the same previous symbol before;
- *   4. integer frequencies floor(q * (total - A)) + 1 and the arithmetic coder (the same stream as
- *      charlm/coder.py: Witten, Neal & Cleary, 32 bits), encoding or decoding the symbol;
- *   5. learning from the symbol: each mixing weight used takes an Adam step at once, the map and
- *      the counts learn it, and the network's gradient w_net * (p - onehot) is written out for the
- *      network's block update (net.c, or torch for a trained run).
+ *      two or more symbols followed it), b that of the word expert (`netsel`) and r how many of the
+ *      match expert's predictions in a row were right;
+ *   3. refine_likeliest: an adaptive probability map refines the likeliest symbol's probability by
+ *      what followed that probability after the same previous symbol before;
+ *   4. code_symbol: integer frequencies floor(q * (total - A)) + 1 and the arithmetic coder (the
+ *      same stream as reference_coder.py: Witten, Neal & Cleary, 32 bits), encoding or decoding;
+ *   5. learn_from, move_on: learning from the symbol: each mixing weight used takes an Adam step at
+ *      once, the map and the counts learn it, and the network's gradient w_net * (p - onehot) is
+ *      written out for the network's block update (net.c, or torch for a trained run).
  *
  * The decoder must compute bit-identical probabilities, so everything here is plain IEEE arithmetic
  * in a fixed order: no libm transcendental functions (exp and log are the polynomials below;
@@ -192,7 +194,7 @@ static uint32_t match_hash(const Model *m, int l) {
     return order_hash(m->hist + (size_t)l * HISTORY, m->c.match, 77u) & (m->match_rows - 1);
 }
 
-/* ---- the coder: exactly charlm/coder.py's stream ------------------------------------------- */
+/* ---- the coder: exactly reference_coder.py's stream --------------------------------------- */
 
 static int emit(Model *m, int bit) {
     size_t need = (m->out_bits + 1 + (size_t)m->pending + 7) / 8 + 1;
@@ -409,7 +411,7 @@ static double seen_mass(const double *p, const uint16_t *cnt, int n) {
     return (s0 + s1) + (s2 + s3);
 }
 
-/* ---- one step ------------------------------------------------------------------------------ */
+/* ---- one step, in five stages ------------------------------------------------------------------ */
 
 static void count(Model *m, int e, uint32_t row, int y) {
     size_t at = (size_t)e * m->rows + row;
@@ -437,184 +439,309 @@ static int bucket_of(uint32_t n) {
     return b;  /* floor(log2(n + 1)), capped */
 }
 
+/* Where a mixing weight lives: `set` is which input it weighs (see Model.X), `bucket` the confidence
+ * of that input's context; each set holds SLOTS weights. */
+static size_t weight_at(int set, int bucket) {
+    return (size_t)set * SLOTS + (size_t)bucket;
+}
+
+/* What one lane's step hands from each stage to the next. */
+typedef struct {
+    int lane;
+    size_t at;              /* the symbol's place in `symbols`: lane * steps + t */
+    const float *logits;    /* V: the network's logits for it */
+    const uint32_t *rows;   /* E: each count expert's row, the hashed context */
+    int net_slot;           /* the network's weight's bucket: the netsel expert's confidence */
+    double w_net;           /* that weight */
+    int predicted;          /* the match expert's symbol; -1 = it predicts none */
+    int best;               /* the likeliest symbol under p */
+    double *apm;            /* the map's row the refinement read (33 knots); NULL = not refined */
+    size_t knot;            /* the knot left of the likeliest probability's stretch, */
+    double frac;            /* and how far past it (0..1) */
+    const double *q;        /* the probabilities the coder uses: p, or m->q where the map refined p */
+    int y;                  /* the symbol coded */
+} Step;
+
+/* Stage 1, the experts. Each count expert's log-probabilities log(c_a + prior) - log(n + A * prior)
+ * from its row (into f: the prior keeps an unseen symbol possible), the confidence bucket of the
+ * row (log2 of its count and whether one, two or more symbols followed it: a context seen once
+ * means something other than one seen often, so each bucket gets weights of its own), and the
+ * symbol it saw last. The match expert: the symbol that followed the last occurrence of this
+ * context, bucketed by how many of its predictions in a row were right. */
+static void predict(Model *m, Step *s) {
+    const Config *c = &m->c;
+    const int A = c->alphabet;
+    for (int e = 0; e < m->E; e++) {
+        size_t at = (size_t)e * m->rows + s->rows[e];
+        const uint16_t *cnt = m->counts + at * A;
+        uint32_t n = m->sums[at];
+        double norm = cm_log(n + m->lognorm_base);
+        int kind = m->distinct[at] == 1 ? 1 : m->distinct[at] == 2 && c->kinds > 2 ? 2 : 0;
+        m->bucket[e] = bucket_of(n) + kind * NUM_BUCKETS;
+        double *f = m->f + (size_t)e * A;
+        for (int a = 0; a < A; a++) f[a] = m->logc[cnt[a]] - norm;
+        m->lastsym[e] = n ? m->last[at] : -1;
+    }
+    s->predicted = -1;
+    if (c->match) {
+        int64_t ptr = m->pointer[s->lane];
+        if (ptr >= 0 && ptr < (int64_t)m->step * c->lanes + s->lane) s->predicted = m->coded[ptr];
+        m->bucket[m->E] = m->run[s->lane] < NUM_BUCKETS - 1 ? m->run[s->lane] : NUM_BUCKETS - 1;
+    }
+}
+
+/* The network's weight, chosen by the confidence of one expert's context (`netsel`): where the
+ * counts know the context well, the network matters less. */
+static void network_weight(const Model *m, Step *s) {
+    const Config *c = &m->c;
+    s->net_slot = 0;
+    if (c->netsel >= 0 && c->netsel < m->E) {
+        size_t at = (size_t)c->netsel * m->rows + s->rows[c->netsel];
+        s->net_slot = bucket_of(m->sums[at]) + (m->distinct[at] == 1 ? NUM_BUCKETS : 0);
+    }
+    s->w_net = m->w[weight_at(m->X - 1, s->net_slot)];
+}
+
+/* p = softmax(z), shifted by the largest logit so that exp never overflows. */
+static void softmax(const double *z, double *p, int n) {
+    double top = z[0];
+    for (int a = 1; a < n; a++) if (z[a] > top) top = z[a];
+    double sum = 0.0;
+    for (int a = 0; a < n; a++) { p[a] = cm_exp(z[a] - top); sum += p[a]; }
+    for (int a = 0; a < n; a++) p[a] /= sum;
+}
+
+/* Stage 2, geometric mixing: a product of the experts, each raised to a learned weight, is a sum
+ * of their weighted log-probabilities (formula at the top of this file); the symbols the network
+ * has no logit for (the escapes) start from a learned bias instead. Then p = softmax(z). */
+static void mix(Model *m, Step *s) {
+    const Config *c = &m->c;
+    const int A = c->alphabet, V = c->vocab, E = m->E;
+    const double *w = m->w;
+    double *z = m->z;
+    network_weight(m, s);
+    for (int a = 0; a < V; a++) z[a] = s->w_net * s->logits[a];
+    for (int a = V; a < A; a++) z[a] = m->bias[a];
+    for (int e = 0; e < E; e++) {
+        int b = m->bucket[e];
+        double we = w[weight_at(e, b)];
+        /* seen in this context at all: a learned escape, per bucket */
+        double ws = (c->features & 1) ? w[weight_at(E + e, b)] : 0.0;
+        const uint16_t *cnt = m->counts + ((size_t)e * m->rows + s->rows[e]) * A;
+        const double *f = m->f + (size_t)e * A;
+        for (int a = 0; a < A; a++) z[a] += we * f[a] + (cnt[a] ? ws : 0.0);
+        if ((c->features & 2) && m->lastsym[e] >= 0) z[m->lastsym[e]] += w[weight_at(2 * E + e, b)];
+    }
+    if (s->predicted >= 0) z[s->predicted] += w[weight_at(3 * E, m->bucket[E])] * MATCH_SCALE;
+    softmax(z, m->p, A);
+}
+
+/* Stage 3, an adaptive probability map: the likeliest symbol's probability, looked up by its
+ * stretch ln(p / (1 - p)) between 33 knots of a row chosen by the previous symbol(s), learns what
+ * actually followed such a probability in such a context; the final probability blends the two
+ * (apm_weight), and the other symbols share the rest in their old ratios. It corrects the mixer
+ * where it is systematically over- or under-confident. */
+static void refine_likeliest(Model *m, Step *s) {
+    const Config *c = &m->c;
+    const int A = c->alphabet;
+    const double *p = m->p;
+    s->q = p;
+    s->apm = NULL;
+    s->best = 0;
+    for (int a = 1; a < A; a++) if (m->z[a] > m->z[s->best]) s->best = a;
+    double pb = p[s->best];
+    if (!(c->apm && pb < 1.0 - 1e-9 && pb > 1e-9)) return;  /* off, or a stretch of no use */
+    const int32_t *hist = m->hist + (size_t)s->lane * HISTORY;
+    uint32_t ctx = c->apm == 2 ? order_hash(hist, 2, 99u) >> 16 : (uint32_t)hist[0];
+    double st = cm_log(pb / (1.0 - pb));
+    st = st < -7.999 ? -7.999 : st > 7.999 ? 7.999 : st;
+    double pos = (st + 8.0) * 2.0;  /* knots at stretches -8, -7.5, ..., 8 */
+    s->knot = (size_t)floor(pos);
+    s->frac = pos - s->knot;
+    s->apm = m->apm + (size_t)ctx * 33;
+    double refined = (1.0 - s->frac) * s->apm[s->knot] + s->frac * s->apm[s->knot + 1];
+    double pn = (1.0 - c->apm_weight) * pb + c->apm_weight * refined;
+    pn = pn < 1e-6 ? 1e-6 : pn > 1.0 - 1e-6 ? 1.0 - 1e-6 : pn;
+    double rest = (1.0 - pn) / (1.0 - pb);
+    double *q = m->q;
+    for (int a = 0; a < A; a++) q[a] = p[a] * rest;
+    q[s->best] = pn;
+    s->q = q;
+}
+
+/* Integer frequencies floor(q * (total - A)) + 1 as cumulative counts: at least 1 each, so that any
+ * symbol can be coded, and one multiply and a floor in float64, so both sides get the same. */
+static const uint32_t *frequencies(Model *m, const double *q) {
+    const int A = m->c.alphabet;
+    uint32_t *cum = m->cum;
+    double scale = (double)(m->c.total - A);
+    cum[0] = 0;
+    for (int a = 0; a < A; a++) cum[a + 1] = cum[a] + (uint32_t)floor(q[a] * scale) + 1u;
+    return cum;
+}
+
+/* An escape's bytes (a character's UTF-8, or one byte that is not UTF-8), each under the fixed
+ * uniform model: nothing has learned to predict what the vocabulary lacks. */
+static int code_escape(Model *m, int decoding, size_t at, int one_byte) {
+    uint8_t *bytes = m->extra + at * 4;
+    int first = code_byte(m, decoding, bytes[0]);
+    if (first < 0) return decoding ? -1 : -2;
+    int n = one_byte ? 1 : utf8_length(first);
+    if (decoding) { bytes[0] = (uint8_t)first; m->extra_len[at] = (uint8_t)n; }
+    for (int i = 1; i < n; i++) {
+        int v = code_byte(m, decoding, bytes[i]);
+        if (v < 0) return decoding ? -1 : -2;
+        bytes[i] = (uint8_t)v;
+    }
+    return 0;
+}
+
+/* Stage 4, the arithmetic coder: the encoder codes the given symbol under q's frequencies, the
+ * decoder finds it from them (both narrow the interval alike), then any bytes an escape carries.
+ * 0, -1 for a damaged stream or a symbol outside the alphabet, -2 for memory. */
+static int code_symbol(Model *m, int decoding, Step *s) {
+    const Config *c = &m->c;
+    const int A = c->alphabet;
+    const uint32_t *cum = frequencies(m, s->q);
+    if (decoding) {
+        s->y = decode(m, cum, A);
+        if (s->y < 0) return -1;
+        m->symbols[s->at] = s->y;
+    } else {
+        s->y = m->symbols[s->at];
+        if (s->y < 0 || s->y >= A) return -1;
+        if (encode(m, cum[s->y], cum[s->y + 1], cum[A])) return -2;
+    }
+    if (s->y != c->esc_char && s->y != c->esc_byte) return 0;
+    return code_escape(m, decoding, s->at, s->y == c->esc_byte);
+}
+
+/* The map's two knots move towards what happened: 1 if the likeliest symbol came, else 0. */
+static void learn_map(Model *m, const Step *s) {
+    if (!s->apm) return;
+    double hit = s->y == s->best ? 1.0 : 0.0, rate = m->c.apm_rate;
+    s->apm[s->knot] += rate * (1.0 - s->frac) * (hit - s->apm[s->knot]);
+    s->apm[s->knot + 1] += rate * s->frac * (hit - s->apm[s->knot + 1]);
+}
+
+/* The code length -log p(y)'s gradient with respect to the network's logits, w_net * (p - onehot y),
+ * for the network's block update (net.c, or torch); the escapes' biases take a plain SGD step on
+ * theirs (Adam would push unseen escapes down a step per symbol). */
+static void network_gradient(Model *m, const Step *s, float *g) {
+    const int A = m->c.alphabet, V = m->c.vocab;
+    const double *p = m->p;
+    for (int a = 0; a < V; a++) g[a] = (float)(s->w_net * (p[a] - (a == s->y)));
+    for (int a = V; a < A; a++) m->bias[a] -= 0.5 * (p[a] - (a == s->y));
+}
+
+/* The code length's gradient with respect to the weight of input set `set` used for this symbol,
+ * and where that weight lives: d/dw of -log p(y) is E_p[x] - x_y, x the input the weight scales.
+ * 0 where the set took no part (a feature off, an empty row, no match). */
+static int mixing_gradient(const Model *m, const Step *s, int set, double *gw, size_t *wi) {
+    const int A = m->c.alphabet, V = m->c.vocab, E = m->E, y = s->y;
+    const double *p = m->p;
+    if (set < E) {  /* the log-probabilities */
+        *gw = dot(p, m->f + (size_t)set * A, A) - m->f[(size_t)set * A + y];
+        *wi = weight_at(set, m->bucket[set]);
+    } else if (set < 2 * E) {  /* seen in the context */
+        if (!(m->c.features & 1)) return 0;
+        const uint16_t *cnt = m->counts + ((size_t)(set - E) * m->rows + s->rows[set - E]) * A;
+        *gw = seen_mass(p, cnt, A) - (cnt[y] ? 1.0 : 0.0);
+        *wi = weight_at(set, m->bucket[set - E]);
+    } else if (set < 3 * E) {  /* seen last in the context */
+        int last = m->lastsym[set - 2 * E];
+        if (!(m->c.features & 2) || last < 0) return 0;
+        *gw = p[last] - (last == y);
+        *wi = weight_at(set, m->bucket[set - 2 * E]);
+    } else if (set == 3 * E) {  /* the match */
+        if (s->predicted < 0) return 0;
+        *gw = MATCH_SCALE * (p[s->predicted] - (s->predicted == y));
+        *wi = weight_at(set, m->bucket[E]);
+    } else {  /* the network */
+        *gw = 0.0;
+        for (int a = 0; a < V; a++) *gw += p[a] * s->logits[a];
+        *gw -= y < V ? s->logits[y] : 0.0;
+        *wi = weight_at(set, s->net_slot);
+    }
+    return 1;
+}
+
+/* One Adam step (Kingma & Ba, 2015) for weight `wi`, at once: a weight learns from every symbol
+ * it weighed, and its step count corrects the moments' bias (beta^n from the tables). */
+static void adam_step(Model *m, size_t wi, double gw) {
+    const Config *c = &m->c;
+    int n = ++m->updates[wi];
+    m->m1[wi] = c->beta1 * m->m1[wi] + (1 - c->beta1) * gw;
+    m->m2[wi] = c->beta2 * m->m2[wi] + (1 - c->beta2) * gw * gw;
+    double c1 = n < POWERS ? m->pow1[n] : 0.0, c2 = n < POWERS ? m->pow2[n] : 0.0;
+    double mh = m->m1[wi] / (1 - c1), vh = m->m2[wi] / (1 - c2);
+    m->w[wi] -= c->mix_lr * mh / (sqrt(vh) + 1e-8);
+}
+
+/* Stage 5, learning from the symbol, in this order (the decoder repeats it): the map, the network's
+ * gradient, each mixing weight used; then move_on: the counts and the contexts. */
+static void learn_from(Model *m, const Step *s, float *g) {
+    learn_map(m, s);
+    network_gradient(m, s, g);
+    for (int set = 0; set < m->X; set++) {
+        double gw;
+        size_t wi;
+        if (mixing_gradient(m, s, set, &gw, &wi)) adam_step(m, wi, gw);
+    }
+}
+
+/* The counts take the symbol in; the match expert follows its pointer on where it was right and
+ * looks the new context up where it was not; the history, the words and every expert's row move
+ * on to the context of the lane's next symbol. */
+static void move_on(Model *m, const Step *s) {
+    const Config *c = &m->c;
+    const int l = s->lane, y = s->y;
+    for (int e = 0; e < m->E; e++) count(m, e, s->rows[e], y);
+    int64_t position = (int64_t)m->step * c->lanes + l;
+    m->coded[position] = y;
+    if (c->match) {  /* the context before y now points at y */
+        int hit = s->predicted == y;
+        m->run[l] = hit ? m->run[l] + 1 : 0;
+        m->pointer[l] = hit ? m->pointer[l] + c->lanes : -1;
+        if (m->seen[l] >= c->match) m->where[match_hash(m, l)] = (int32_t)position;
+    }
+    int32_t *hist = m->hist + (size_t)l * HISTORY;
+    memmove(hist + 1, hist, (HISTORY - 1) * sizeof(int32_t));
+    hist[0] = y;
+    m->seen[l]++;
+    if (c->match && m->pointer[l] < 0 && m->seen[l] >= c->match)
+        m->pointer[l] = m->where[match_hash(m, l)];  /* the symbol that followed this context last time */
+    if (m->letter[y]) {
+        m->word[l] = mix32(m->word[l] * 0x2F0B4A1Bu + m->letter[y]) | 1u;
+    } else if (m->word[l]) {
+        m->prevword[l] = m->word[l];
+        m->word[l] = 0;
+    }
+    context_rows(m, l);
+}
+
 /* Code step `step` of every lane. `lm` holds the network's logits (L x vocab, float32); on return
  * `ids` (L) holds the network's next inputs and `grad` (L x vocab) the gradient of the code length
  * with respect to the logits (zero for a lane that has ended). 0, or -1 for a damaged stream, -2
  * for memory. */
 int cm_step(Model *m, int decoding, const float *lm, int64_t *ids, float *grad) {
     const Config *c = &m->c;
-    const int L = c->lanes, A = c->alphabet, V = c->vocab, E = m->E, X = m->X;
-    const int t = m->step;
-    const size_t NBB = SLOTS;
-    for (int l = 0; l < L; l++) {
-        float *g = grad + (size_t)l * V;
-        if (t >= m->lengths[l]) {
-            memset(g, 0, (size_t)V * sizeof(float));
+    for (int l = 0; l < c->lanes; l++) {
+        float *g = grad + (size_t)l * c->vocab;
+        if (m->step >= m->lengths[l]) {  /* the lane has ended */
+            memset(g, 0, (size_t)c->vocab * sizeof(float));
             continue;
         }
-        const float *logits = lm + (size_t)l * V;
-        const uint32_t *rows = m->cur_rows + (size_t)l * E;
-        const double *w = m->w;
-        /* The network's weight by the confidence of one expert's context (`netsel`): where the
-         * counts know the context well, the network matters less. */
-        int lmslot = 0;
-        if (c->netsel >= 0 && c->netsel < E) {
-            size_t at = (size_t)c->netsel * m->rows + rows[c->netsel];
-            lmslot = bucket_of(m->sums[at]) + (m->distinct[at] == 1 ? NUM_BUCKETS : 0);
-        }
-        double wlm = w[(size_t)(X - 1) * NBB + lmslot];
-        double *z = m->z;
-        for (int a = 0; a < V; a++) z[a] = wlm * logits[a];
-        for (int a = V; a < A; a++) z[a] = m->bias[a];
-        for (int e = 0; e < E; e++) {
-            size_t at = (size_t)e * m->rows + rows[e];
-            const uint16_t *cnt = m->counts + at * A;
-            uint32_t n = m->sums[at];
-            double norm = cm_log(n + m->lognorm_base);
-            int kind = m->distinct[at] == 1 ? 1 : m->distinct[at] == 2 && c->kinds > 2 ? 2 : 0;
-            int b = bucket_of(n) + kind * NUM_BUCKETS;
-            m->bucket[e] = b;
-            double we = w[(size_t)e * NBB + b];
-            double *f = m->f + (size_t)e * A;
-            double ws = (c->features & 1) ? w[(size_t)(E + e) * NBB + b] : 0.0;
-            for (int a = 0; a < A; a++) {  /* seen in this context at all: a learned escape, per bucket */
-                f[a] = m->logc[cnt[a]] - norm;
-                z[a] += we * f[a] + (cnt[a] ? ws : 0.0);
-            }
-            m->lastsym[e] = n ? m->last[at] : -1;
-            if ((c->features & 2) && n) z[m->last[at]] += w[(size_t)(2 * E + e) * NBB + b];
-        }
-        int predicted = -1;
-        if (c->match) {
-            int64_t ptr = m->pointer[l];
-            if (ptr >= 0 && ptr < (int64_t)t * L + l) predicted = m->coded[ptr];
-            m->bucket[E] = m->run[l] < NUM_BUCKETS - 1 ? m->run[l] : NUM_BUCKETS - 1;
-            if (predicted >= 0) z[predicted] += w[(size_t)3 * E * NBB + m->bucket[E]] * MATCH_SCALE;
-        }
-        /* 2. softmax and frequencies */
-        double top = z[0];
-        for (int a = 1; a < A; a++) if (z[a] > top) top = z[a];
-        double sum = 0.0;
-        double *p = m->p;
-        for (int a = 0; a < A; a++) { p[a] = cm_exp(z[a] - top); sum += p[a]; }
-        for (int a = 0; a < A; a++) p[a] /= sum;
-        /* 2b. the likeliest symbol's probability, refined by what followed that probability in
-         * this context before (an adaptive probability map, interpolated between 33 knots) */
-        double *q = p;
-        int best = 0;
-        size_t knot = 0;
-        double frac = 0.0, *apm = NULL;
-        for (int a = 1; a < A; a++) if (z[a] > z[best]) best = a;
-        if (c->apm && p[best] < 1.0 - 1e-9 && p[best] > 1e-9) {
-            const int32_t *hist = m->hist + (size_t)l * HISTORY;
-            uint32_t ctx = c->apm == 2 ? order_hash(hist, 2, 99u) >> 16 : (uint32_t)hist[0];
-            double st = cm_log(p[best] / (1.0 - p[best]));
-            st = st < -7.999 ? -7.999 : st > 7.999 ? 7.999 : st;
-            double pos = (st + 8.0) * 2.0;
-            knot = (size_t)floor(pos);
-            frac = pos - knot;
-            apm = m->apm + (size_t)ctx * 33;
-            double refined = (1.0 - frac) * apm[knot] + frac * apm[knot + 1];
-            double pn = (1.0 - c->apm_weight) * p[best] + c->apm_weight * refined;
-            pn = pn < 1e-6 ? 1e-6 : pn > 1.0 - 1e-6 ? 1.0 - 1e-6 : pn;
-            double rest = (1.0 - pn) / (1.0 - p[best]);
-            q = m->q;
-            for (int a = 0; a < A; a++) q[a] = p[a] * rest;
-            q[best] = pn;
-        }
-        uint32_t *cum = m->cum;
-        double scale = (double)(c->total - A);
-        cum[0] = 0;
-        for (int a = 0; a < A; a++) cum[a + 1] = cum[a] + (uint32_t)floor(q[a] * scale) + 1u;
-        /* 3. code the symbol */
-        size_t at = (size_t)l * c->steps + t;
-        int y;
-        if (decoding) {
-            y = decode(m, cum, A);
-            if (y < 0) return -1;
-            m->symbols[at] = y;
-        } else {
-            y = m->symbols[at];
-            if (y < 0 || y >= A || encode(m, cum[y], cum[y + 1], cum[A])) return y < 0 || y >= A ? -1 : -2;
-        }
-        if (y == c->esc_char || y == c->esc_byte) {
-            uint8_t *bytes = m->extra + at * 4;
-            int first = code_byte(m, decoding, bytes[0]);
-            if (first < 0) return decoding ? -1 : -2;
-            int n = y == c->esc_byte ? 1 : utf8_length(first);
-            if (decoding) { bytes[0] = (uint8_t)first; m->extra_len[at] = (uint8_t)n; }
-            for (int i = 1; i < n; i++) {
-                int v = code_byte(m, decoding, bytes[i]);
-                if (v < 0) return decoding ? -1 : -2;
-                bytes[i] = (uint8_t)v;
-            }
-        }
-        /* 4. learn: the map, the network's gradient, then an Adam step for each mixing weight used */
-        if (apm) {
-            double hit = y == best ? 1.0 : 0.0;
-            apm[knot] += c->apm_rate * (1.0 - frac) * (hit - apm[knot]);
-            apm[knot + 1] += c->apm_rate * frac * (hit - apm[knot + 1]);
-        }
-        for (int a = 0; a < V; a++) g[a] = (float)(wlm * (p[a] - (a == y)));
-        for (int a = V; a < A; a++) m->bias[a] -= 0.5 * (p[a] - (a == y));  /* plain SGD: Adam would push unseen escapes down a step per symbol */
-        for (int e = 0; e < X; e++) {
-            size_t wi;
-            double gw = 0.0;
-            if (e < E) {
-                gw = dot(p, m->f + (size_t)e * A, A) - m->f[(size_t)e * A + y];
-                wi = (size_t)e * NBB + m->bucket[e];
-            } else if (e < 2 * E) {
-                if (!(c->features & 1)) continue;
-                const uint16_t *cnt = m->counts + ((size_t)(e - E) * m->rows + rows[e - E]) * A;
-                gw = seen_mass(p, cnt, A) - (cnt[y] ? 1.0 : 0.0);
-                wi = (size_t)e * NBB + m->bucket[e - E];
-            } else if (e < 3 * E) {
-                int last = m->lastsym[e - 2 * E];
-                if (!(c->features & 2) || last < 0) continue;
-                gw = p[last] - (last == y);
-                wi = (size_t)e * NBB + m->bucket[e - 2 * E];
-            } else if (e == 3 * E) {
-                if (predicted < 0) continue;
-                gw = MATCH_SCALE * (p[predicted] - (predicted == y));
-                wi = (size_t)e * NBB + m->bucket[E];
-            } else {
-                for (int a = 0; a < V; a++) gw += p[a] * logits[a];
-                gw -= y < V ? logits[y] : 0.0;
-                wi = (size_t)(X - 1) * NBB + lmslot;
-            }
-            int n = ++m->updates[wi];
-            m->m1[wi] = c->beta1 * m->m1[wi] + (1 - c->beta1) * gw;
-            m->m2[wi] = c->beta2 * m->m2[wi] + (1 - c->beta2) * gw * gw;
-            double c1 = n < POWERS ? m->pow1[n] : 0.0, c2 = n < POWERS ? m->pow2[n] : 0.0;
-            double mh = m->m1[wi] / (1 - c1), vh = m->m2[wi] / (1 - c2);
-            m->w[wi] -= c->mix_lr * mh / (sqrt(vh) + 1e-8);
-        }
-        /* 5. count it, follow or find a match, move the contexts on */
-        for (int e = 0; e < E; e++) count(m, e, rows[e], y);
-        int32_t *hist = m->hist + (size_t)l * HISTORY;
-        int64_t position = (int64_t)t * L + l;
-        m->coded[position] = y;
-        if (c->match) {
-            int hit = predicted == y;
-            m->run[l] = hit ? m->run[l] + 1 : 0;
-            m->pointer[l] = hit ? m->pointer[l] + L : -1;
-            if (m->seen[l] >= c->match) m->where[match_hash(m, l)] = (int32_t)position;
-        }
-        memmove(hist + 1, hist, (HISTORY - 1) * sizeof(int32_t));
-        hist[0] = y;
-        m->seen[l]++;
-        if (c->match && m->pointer[l] < 0 && m->seen[l] >= c->match) {
-            int32_t found = m->where[match_hash(m, l)];
-            m->pointer[l] = found;  /* the symbol that followed this context last time */
-        }
-        if (m->letter[y]) {
-            m->word[l] = mix32(m->word[l] * 0x2F0B4A1Bu + m->letter[y]) | 1u;
-        } else if (m->word[l]) {
-            m->prevword[l] = m->word[l];
-            m->word[l] = 0;
-        }
-        context_rows(m, l);
-        ids[l] = y < V ? y : c->unk;
+        Step s = {.lane = l, .at = (size_t)l * c->steps + m->step, .logits = lm + (size_t)l * c->vocab,
+                  .rows = m->cur_rows + (size_t)l * m->E};
+        predict(m, &s);                             /* 1. each expert's view of the next symbol */
+        mix(m, &s);                                 /* 2. one distribution p */
+        refine_likeliest(m, &s);                    /* 3. q: p, its likeliest symbol corrected */
+        int status = code_symbol(m, decoding, &s);  /* 4. the symbol y, coded under q */
+        if (status) return status;
+        learn_from(m, &s, g);                       /* 5. learning from y, */
+        move_on(m, &s);                             /*    then the next context */
+        ids[l] = s.y < c->vocab ? s.y : c->unk;
     }
     m->step++;
     return 0;
