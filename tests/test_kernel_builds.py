@@ -3,8 +3,9 @@
 charlm's machines change from day to day (an AVX2-only Zen 3, an AVX-512 Zen 5, a Xeon with AMX, an
 arm64 laptop) and may share one build cache. So both native builds, the C++ recurrences
 (:mod:`charlm.models.native`) and the compressor's C (:mod:`charlm.compression.kernel`), are built
-for x86-64-v4, x86-64-v3 or portable, carry that level in their names, and compute what the Python
-path computes whichever level they were built for.
+for x86-64-v4, x86-64-v3 or portable (:mod:`charlm.native_build` chooses), carry that level in their
+names in one cache folder, and compute what the Python path computes whichever level they were built
+for. Importing charlm builds nothing and reads no source.
 
 Only one build of the C++ kernels can be loaded into a process (its operators would register twice),
 so the tests that build another level run in a subprocess.
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from charlm import machine
+from charlm import machine, native_build
 from charlm.compression import kernel
 from charlm.machine import Machine, kernel_target, target_flags
 from charlm.models import native
@@ -90,6 +91,20 @@ def test_the_compression_kernel_refuses_a_level_the_cpu_lacks(monkeypatch):
         kernel.library("x86-64-v4")
 
 
+def test_the_compression_kernel_is_built_for_the_level_charlm_kernels_target_names(monkeypatch):
+    monkeypatch.setattr(machine, "probe", lambda: Machine(arch="x86_64", cpu_features=AVX512))
+    monkeypatch.setenv("CHARLM_KERNELS_TARGET", "x86-64-v3")  # as CI's run held to AVX2 sets it
+    assert kernel._chosen(None) == "x86-64-v3"
+    monkeypatch.setenv("CHARLM_KERNELS_TARGET", "auto")
+    assert kernel._chosen(None) == "x86-64-v4"
+    monkeypatch.setattr(machine, "probe", lambda: Machine(arch="x86_64", cpu_features=AVX2))
+    monkeypatch.setenv("CHARLM_KERNELS_TARGET", "x86-64-v4")
+    with pytest.raises(ValueError, match=r"CHARLM_KERNELS_TARGET=x86-64-v4: this CPU .* cannot run it"):
+        kernel.library()
+    target, why = kernel.kernel_status()  # for `charlm info`: says so, does not raise
+    assert target == "x86-64-v3" and why.startswith("CHARLM_KERNELS_TARGET=x86-64-v4: this CPU")
+
+
 # -- building and falling back -----------------------------------------------------------------------
 
 def test_a_compiler_that_does_not_know_the_level_gets_the_portable_build(monkeypatch, caplog):
@@ -127,24 +142,45 @@ def test_a_c_compiler_that_does_not_know_the_level_gets_the_portable_compression
     kernel._build_for.cache_clear()
     try:
         target, path = kernel._build_for("x86-64-v4")
-        assert target == "portable" and path.name.endswith("-portable.so")
+        assert target == "portable" and path.name == f"charlm_compression_portable_{kernel.kernel_id()}.so"
     finally:
         kernel._build_for.cache_clear()
 
 
-def test_the_build_message_appears_only_when_a_build_really_starts(monkeypatch, tmp_path, caplog):
+def test_the_build_message_appears_only_when_a_build_really_starts(monkeypatch, caplog):
     from torch.utils import cpp_extension
 
-    monkeypatch.setattr(cpp_extension, "load", lambda **kwargs: None)  # the build itself is not the point
-    monkeypatch.setattr(cpp_extension, "_get_build_directory", lambda name, verbose: str(tmp_path))
+    loads = []
+    monkeypatch.setattr(cpp_extension, "load", lambda **kwargs: loads.append(kwargs))  # not the point here
+    monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)  # the tests' shared folder: not this time
     name = native.extension_name("portable")
+    folder = native_build.cache_folder() / name
     with caplog.at_level(logging.INFO, logger="charlm.models.native"):
         native._build("portable")
         assert "building charlm's C++ kernels for portable" in caplog.text
+        assert loads[-1]["build_directory"] == str(folder)
         caplog.clear()
-        (tmp_path / f"{name}.so").write_bytes(b"")  # the cache holds the build: it only loads
+        (folder / f"{name}.so").write_bytes(b"")  # the cache holds the build: it only loads
         native._build("portable")
         assert caplog.text == ""
+    with caplog.at_level(logging.INFO, logger="charlm.compression.kernel"):
+        kernel._built("portable")  # this test's cache is empty: a real build, about a second
+        assert "building charlm's compression kernel for portable" in caplog.text
+        caplog.clear()
+        kernel._built("portable")
+        assert caplog.text == ""
+
+
+def test_both_native_builds_share_one_cache_folder_and_name_their_level(monkeypatch, tmp_path):
+    monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
+    library = kernel._built("portable")
+    cpp = native.build_folder(native.extension_name("x86-64-v3"))
+    assert library.parent == cpp.parent == native_build.cache_folder()
+    assert library.name.startswith("charlm_compression_portable_") and cpp.name.startswith(
+        "charlm_kernels_x86_64_v3_")
+    # TORCH_EXTENSIONS_DIR still puts the C++ build in torch's folder, as torch documents it.
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "torch"))
+    assert native.build_folder("x") == tmp_path / "torch" / "x"
 
 
 def test_switched_off_kernels_say_so_in_their_status(monkeypatch):
@@ -225,7 +261,7 @@ def test_without_a_cxx_compiler_the_kernels_warn_once_and_the_python_loops_run(t
 
 def test_the_compression_kernel_status_names_its_level_and_file_or_why_not(monkeypatch, tmp_path):
     target, where = kernel.kernel_status()
-    assert target == kernel_target(machine.probe()).value and Path(where).is_file()
+    assert target == native_build.choose_target(machine.probe()).value and Path(where).is_file()
     kernel._build_for.cache_clear()
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty"))  # a cache without the build
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
@@ -234,6 +270,33 @@ def test_the_compression_kernel_status_names_its_level_and_file_or_why_not(monke
         assert why.startswith("charlm's compressor builds a small C kernel once and needs a C compiler")
     finally:
         kernel._build_for.cache_clear()
+
+
+# -- importing charlm reads no source ---------------------------------------------------------------
+
+# Run in a fresh process: record every file opened (the audit hook sees builtins.open, io.open and
+# os.open alike) while charlm is imported, then while the kernel's digest is computed.
+_IMPORT = """
+import sys
+opened = []
+sys.addaudithook(lambda event, args: opened.append(str(args[0])) if event == "open" else None)
+import charlm
+from charlm.compression import kernel
+sources = lambda: sorted({p.rsplit("/", 1)[-1] for p in opened if p.endswith((".c", ".cpp", ".h"))})
+print(sources(), kernel.kernel_id.cache_info().currsize)
+assert kernel.KERNEL_ID == kernel.kernel_id()
+print(sources())
+"""
+
+
+def test_importing_charlm_reads_no_kernel_source_until_the_digest_is_asked_for():
+    env = {**os.environ, "PYTHONPATH": SRC}
+    done = subprocess.run([sys.executable, "-c", _IMPORT], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    at_import, after = done.stdout.strip().splitlines()
+    assert at_import == "[] 0"  # nothing read, the digest not computed
+    assert after == "['kernel.c', 'net.c']"  # the hook does see the sources once the digest is asked for
 
 
 # -- the portable sources compile for arm64 ----------------------------------------------------------

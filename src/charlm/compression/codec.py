@@ -32,7 +32,7 @@ import torch
 from ..coder import MAX_TOTAL
 from ..models import RNNLM
 from .container import ArchiveError, Header, check_same, crc32, pack, unpack
-from .kernel import KERNEL_ID, MAX_ORDERS, Config, Kernel, Network, Stream
+from .kernel import MAX_ORDERS, Config, Kernel, Network, Stream, kernel_id
 from .model import OnlineLearner
 
 Progress = Callable[[int, int], None]  # (symbols done, symbols in all)
@@ -110,7 +110,7 @@ _MATCH = ("torch", "cpu", "kernel")
 
 def _platform() -> dict[str, Any]:
     return {"torch": torch.__version__.split("+")[0], "cpu": torch.backends.cpu.get_cpu_capability(),
-            "kernel": KERNEL_ID}
+            "kernel": kernel_id()}
 
 
 @contextmanager

@@ -2,46 +2,56 @@
 loaded with ctypes. kernel.c says what it does and why it is C; this module builds it and wraps one
 coding run (a :class:`Kernel`) around torch tensors that both sides share without copies.
 
-The build is plain C (no Python or torch headers), so it takes about a second. It lands in
-``$XDG_CACHE_HOME/charlm/kernels`` (or ``~/.cache/charlm/kernels``), named by a digest of the sources
-and the flags: a changed kernel is a new file, and archives record that digest (:data:`KERNEL_ID`),
-since another kernel gives other probabilities. The build is for the CPU's instruction-set level
-(x86-64-v4 or -v3: wider vectors; :func:`charlm.machine.kernel_target`), named by that level so a
-cache shared by machines of different kinds never loads code a CPU cannot run, or portable (arm64,
-older x86, a compiler that does not know the level). Every build computes the same bits (a test
-holds them to it), so an archive does not depend on which one made it.
+The build is plain C (no Python or torch headers), so it takes about a second. It is cached with
+charlm's other native build (:mod:`charlm.native_build`: ``~/.cache/charlm/kernels``), named by a
+digest of the sources and the flags: a changed kernel is a new file, and archives record that digest
+(:func:`kernel_id`), since another kernel gives other probabilities. The build is for the CPU's
+instruction-set level (x86-64-v4 or -v3: wider vectors; ``CHARLM_KERNELS_TARGET`` may ask for a lower
+one), named by that level so a cache shared by machines of different kinds never loads code a CPU
+cannot run, or portable (arm64, older x86, a compiler that does not know the level). Every build
+computes the same bits (a test holds them to it), so an archive does not depend on which one made it.
+Where no build can be made, compressing and decompressing raise :class:`KernelError`.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import logging
-import os
+import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 import torch
 
-from .. import machine
-from ..corpora import cache_dir
+from .. import machine, native_build
 
-_SOURCE = Path(__file__).with_name("kernel.c")  # it #includes net.c
+# What the build reads: kernel.c, which #includes net.c.
+_SOURCES = (Path(__file__).with_name("kernel.c"), Path(__file__).with_name("net.c"))
 # -ffp-contract=off: no fused multiply-adds, so every operation rounds alike whatever the compiler and
 # the instruction set; vectorised element-wise loops round exactly as scalar ones, and without
 # -ffast-math no sum is reordered. A target's flags (machine.target_flags) only make the vectors
 # wider and tune the schedule.
 _FLAGS = ("-O3", "-std=c11", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math", "-fno-math-errno")
-# Lowest level first: a CPU runs a level's build and every build below it.
-TARGETS = ("portable", *reversed(machine.X86_LEVELS))
-KERNEL_ID = hashlib.sha256(_SOURCE.read_bytes() + _SOURCE.with_name("net.c").read_bytes() +
-                           " ".join(_FLAGS).encode()).hexdigest()[:16]
+TARGETS = native_build.TARGETS
 MAX_ORDERS = 8
 
 _log = logging.getLogger(__name__)
+
+
+@cache
+def kernel_id() -> str:
+    """The digest of the kernel's sources and flags that archives record: 16 hex digits. Computed on
+    first use, not at import (it reads the C sources)."""
+    return native_build.source_digest(_SOURCES, " ".join(_FLAGS))
+
+
+def __getattr__(name: str) -> str:
+    # KERNEL_ID, the name the digest had as a constant, is still there, computed when first asked for.
+    if name == "KERNEL_ID":
+        return kernel_id()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class KernelError(OSError):
@@ -67,28 +77,36 @@ _NO_COMPILER = "charlm's compressor builds a small C kernel once and needs a C c
     "install gcc (or set CC)"
 
 
-def _compile(target: Path, flags: tuple[str, ...]) -> None:
+def _compiler() -> str:
+    """The C compiler to build with; KernelError saying what to install where there is none."""
     compiler = machine.find_compiler()
     if not compiler:
         raise KernelError(_NO_COMPILER)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        built = Path(tmp) / target.name
+    if not shutil.which(compiler):  # $CC names nothing that runs
+        raise KernelError(f"{_NO_COMPILER}; {compiler!r} does not run")
+    return compiler
+
+
+def _compile(target: Path, flags: tuple[str, ...]) -> None:
+    compiler = _compiler()
+    with native_build.atomic_output(target) as built:  # a concurrent build never loads half a file
         try:
-            result = subprocess.run([compiler, *flags, "-o", str(built), str(_SOURCE), "-lm"],
+            result = subprocess.run([compiler, *flags, "-o", str(built), str(_SOURCES[0]), "-lm"],
                                     capture_output=True, text=True)
-        except OSError:  # $CC names nothing that runs
+        except OSError:  # found, but it does not run (not an executable for this machine)
             raise KernelError(f"{_NO_COMPILER}; {compiler!r} does not run") from None
         if result.returncode != 0:
             first = (result.stderr.strip().splitlines() or ["no message"])[0]
             raise KernelError(f"building the compression kernel with {compiler} failed: {first}")
-        os.replace(built, target)  # atomic: a concurrent build never loads half a file
 
 
 def _built(target: str) -> Path:
     """The kernel's shared library for an instruction-set level, compiled if the cache lacks it."""
-    path = cache_dir() / "kernels" / f"kernel-{KERNEL_ID}-{target}.so"
+    name = native_build.build_name("charlm_compression", target, kernel_id())
+    path = native_build.cache_folder() / f"{name}.so"
     if not path.is_file():
+        _compiler()  # without one, that is the message, not that a build starts
+        native_build.announce(_log, "charlm's compression kernel", target, "about a second")
         _compile(path, _FLAGS + machine.target_flags(target))
     return path
 
@@ -108,10 +126,12 @@ def _build_for(target: str) -> tuple[str, Path]:
 
 
 def _chosen(target: str | None) -> str:
-    """`target`, or this machine's level when None; a level this CPU cannot run is an error."""
-    best = machine.kernel_target(machine.probe()).value
+    """`target`, or when None the level ``CHARLM_KERNELS_TARGET`` asks for, by default this machine's
+    own; a level this CPU cannot run is an error."""
+    cpu = machine.probe()
     if target is None:
-        return best
+        return native_build.choose_target(cpu).value
+    best = machine.kernel_target(cpu).value
     if target not in TARGETS:
         raise ValueError(f"unknown kernel target {target!r}; one of {', '.join(TARGETS)}")
     if TARGETS.index(target) > TARGETS.index(best):  # it would load, then die of SIGILL
@@ -122,7 +142,10 @@ def _chosen(target: str | None) -> str:
 def kernel_status() -> tuple[str, str]:
     """For `charlm info`: the level the kernel is built for and its file, or why it cannot be built
     (builds it on the first call, about a second; never raises)."""
-    target = machine.kernel_target(machine.probe()).value
+    try:
+        target = _chosen(None)
+    except ValueError as err:  # CHARLM_KERNELS_TARGET names a level this CPU cannot run
+        return machine.kernel_target(machine.probe()).value, str(err)
     try:
         built, path = _build_for(target)
     except KernelError as err:
@@ -132,7 +155,8 @@ def kernel_status() -> tuple[str, str]:
 
 def library(target: str | None = None) -> ctypes.CDLL:
     """The built kernel, compiled on first use: for `target` (portable, x86-64-v3, x86-64-v4), by
-    default the highest level this CPU runs, falling back to portable where the compiler cannot."""
+    default the level ``CHARLM_KERNELS_TARGET`` names or else the highest this CPU runs, falling back
+    to portable where the compiler cannot build it."""
     return _load(_build_for(_chosen(target))[1])
 
 
@@ -176,8 +200,8 @@ def _flat(rows: list[list[int]]) -> torch.Tensor:
 
 
 def encode_with(symbols: list[int], cums: list[list[int]]) -> bytes:
-    """The kernel's coder on its own: like :func:`charlm.coder.encode` (the same bytes), one
-    cumulative-count list per symbol, all of one alphabet size."""
+    """The kernel's coder on its own, one cumulative-count list per symbol, all of one alphabet size:
+    the same bytes as :func:`charlm.compression.reference_coder.encode`."""
     lib, n = library(), len(symbols)
     A = len(cums[0]) - 1 if cums else 1
     cum = _flat(cums)

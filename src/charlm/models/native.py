@@ -3,8 +3,9 @@
 On the CPU the fast models (:mod:`charlm.models.fused`) run their time loops in these kernels when
 they can be built: one C++ loop per sequence, the matrix products on ATen, and all the element-wise
 work of a step in one pass. They are compiled once per machine with the C++ compiler and ninja
-(``torch.utils.cpp_extension``, half a minute to a minute) and cached under
-``~/.cache/torch_extensions``.
+(``torch.utils.cpp_extension``, half a minute to a minute) and cached beside the compressor's C
+kernel (:mod:`charlm.native_build`: ``~/.cache/charlm/kernels``; until then they were cached in
+``~/.cache/torch_extensions``), or under ``TORCH_EXTENSIONS_DIR`` where that is set.
 
 The build is for the CPU's instruction-set level, not for the exact CPU (``-march=native``): x86-64-v4
 (AVX-512) or x86-64-v3 (AVX2 and FMA) where the CPU has it, else portable (the compiler's baseline:
@@ -17,28 +18,30 @@ equations as Python loops of tensor operations, which give the same results, onl
 Environment:
   ``CHARLM_KERNELS=0`` turns the kernels off; ``CHARLM_KERNELS=1`` makes a failed build an error.
   ``CHARLM_KERNELS_TARGET=portable|x86-64-v3|x86-64-v4`` builds for that level instead of the
-  CPU's own (a level the CPU cannot run is an error); unset or ``auto``: the CPU's level.
+  CPU's own (a level the CPU cannot run is an error); unset or ``auto``: the CPU's level. A level
+  named so is that level or nothing: no portable build in its place.
+  ``TORCH_EXTENSIONS_DIR``: torch's own cache folder for the build instead of charlm's (the tests
+  set it so that their processes share one build).
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import os
 import shutil
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from charlm import machine
+from charlm import machine, native_build
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
 SOURCES = [CSRC / "recurrences.cpp", CSRC / "decoding.cpp"]  # both include cells.h
-# Lowest level first: a CPU runs a level's build and every build below it.
-TARGETS = ("portable", *reversed(machine.X86_LEVELS))
+TARGETS = native_build.TARGETS  # lowest level first
 LDFLAGS = ["-fopenmp"]
 DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 _OFF, _ON = ("0", "off", "false", "no"), ("1", "on", "true", "yes")
@@ -78,28 +81,13 @@ def cflags(target: str) -> list[str]:
 
 
 def extension_name(target: str) -> str:
-    """The build's name: its target, and a digest of the sources, the flags and torch's version, so
-    that an edited kernel, other flags or a new torch get a fresh build and an old one is never loaded."""
-    stamp = " ".join([*cflags(target), *LDFLAGS, torch.__version__]).encode()
-    text = b"".join(path.read_bytes() for path in [*SOURCES, CSRC / "cells.h"])
-    digest = hashlib.sha1(text + stamp).hexdigest()[:12]
-    return f"charlm_kernels_{target.replace('-', '_')}_{digest}"
-
-
-def choose_target(cpu: machine.Machine, requested: str = "auto") -> machine.Choice:
-    """The level to build for: `requested` (``CHARLM_KERNELS_TARGET``) if this CPU runs it, else the CPU's."""
-    requested = requested.strip().lower() or "auto"
-    if requested == "auto":
-        return machine.kernel_target(cpu)
-    if requested not in TARGETS:
-        raise ValueError(f"CHARLM_KERNELS_TARGET must be auto or one of {', '.join(TARGETS)}, "
-                         f"got {requested!r}")
-    best = machine.kernel_target(cpu).value
-    if TARGETS.index(requested) > TARGETS.index(best):
-        # Code for a level the CPU lacks loads fine and dies of SIGILL at its first instruction.
-        raise ValueError(f"CHARLM_KERNELS_TARGET={requested}: this CPU ({cpu.describe_cpu()}) cannot run "
-                         f"it; the highest level it runs is {best}")
-    return machine.Choice(requested, "CHARLM_KERNELS_TARGET")
+    """The build's name: its target, and a digest of the sources, the flags, torch's version and
+    Python's (the library links against torch's Python bindings), so that an edited kernel, other
+    flags or a new torch get a fresh build and an old one is never loaded."""
+    python = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    stamp = " ".join([*cflags(target), *LDFLAGS, torch.__version__, python])
+    digest = native_build.source_digest([*SOURCES, CSRC / "cells.h"], stamp)
+    return native_build.build_name("charlm_kernels", target, digest)
 
 
 def _first_error(message: str) -> str:
@@ -108,20 +96,33 @@ def _first_error(message: str) -> str:
     return next((line for line in lines if "error:" in line), lines[0])
 
 
+def build_folder(name: str) -> Path:
+    """The folder of the build `name`: in charlm's kernel cache, or in torch's extension cache where
+    ``TORCH_EXTENSIONS_DIR`` names one."""
+    from torch.utils import cpp_extension
+
+    if os.environ.get("TORCH_EXTENSIONS_DIR"):
+        return Path(cpp_extension._get_build_directory(name, verbose=False))
+    folder = native_build.cache_folder() / name
+    folder.mkdir(parents=True, exist_ok=True)  # torch writes its ninja file there first
+    return folder
+
+
 def _build(target: str) -> None:
-    """Build the kernels for `target` (unless torch's cache holds them) and load them."""
+    """Build the kernels for `target` (unless the cache holds them) and load them. torch's build
+    holds a lock file in the build's folder, so processes that start it at once build it once."""
     from torch.utils import cpp_extension
 
     compiler = os.environ.get("CXX", "c++")  # the compiler torch's build calls
     if not shutil.which(compiler):
         raise OSError(f"no C++ compiler: {compiler!r} is not on the PATH (install g++, or set CXX)")
     name = extension_name(target)
-    folder = Path(cpp_extension._get_build_directory(name, verbose=False))
+    folder = build_folder(name)
     if not (folder / f"{name}.so").is_file():
-        _log.info("building charlm's C++ kernels for %s (once per machine, about half a minute to a "
-                  "minute)", target)
+        native_build.announce(_log, "charlm's C++ kernels", target, "about half a minute to a minute")
     cpp_extension.load(name=name, sources=[str(path) for path in SOURCES], extra_cflags=cflags(target),
-                       extra_ldflags=LDFLAGS, is_python_module=False, verbose=False)
+                       extra_ldflags=LDFLAGS, build_directory=str(folder), is_python_module=False,
+                       verbose=False)
 
 
 def _build_with_fallback(choice: machine.Choice, forced: bool) -> KernelStatus:
@@ -147,13 +148,13 @@ def _load() -> bool:
     if _setting() in _OFF:
         _status = KernelStatus(False, None, "switched off (CHARLM_KERNELS=0)")
         return False
-    requested = os.environ.get("CHARLM_KERNELS_TARGET", "auto")
-    choice = choose_target(machine.probe(), requested)  # a level this CPU lacks: an error, always
+    requested = native_build.requested_target()
+    choice = native_build.choose_target(machine.probe(), requested)  # a level this CPU lacks: an error
     if _loaded():  # loaded earlier in this process
         _status = _loaded_as or KernelStatus(True, None, "loaded earlier in this process")
         return True
     try:
-        forced = requested.strip().lower() not in ("", "auto")
+        forced = requested != "auto"
         _status = _loaded_as = _build_with_fallback(choice, forced)
         return _loaded()
     except Exception as error:  # a missing compiler shows up as one of many error types
