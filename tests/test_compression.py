@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from charlm.cli import main
-from charlm.coder import cumulative
-from charlm.coder import encode as reference_encode
+from charlm.compression.reference_coder import cumulative
+from charlm.compression.reference_coder import encode as reference_encode
 from charlm.compression import ArchiveError, CompressSettings, compress, decompress, lane_spans
 from charlm.compression.container import Header, pack, unpack
 from charlm.compression.kernel import Network, decode_with, encode_with, library

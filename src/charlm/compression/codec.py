@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from ..coder import MAX_TOTAL
+from .reference_coder import MAX_TOTAL
 from ..models import RNNLM
 from .container import ArchiveError, Header, check_same, crc32, pack, unpack
 from .kernel import MAX_ORDERS, Config, Kernel, Network, Stream, kernel_id

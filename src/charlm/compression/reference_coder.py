@@ -1,4 +1,9 @@
-"""Arithmetic coding over integer frequencies: the coder under ``charlm compress`` (issue 8).
+"""The arithmetic coder in plain Python: the reference that kernel.c's coder is held to (issue 8).
+
+``charlm compress`` codes in C (:mod:`charlm.compression.kernel`), which writes exactly this module's
+stream; the tests encode and decode with both and compare the bytes. This module is the coder's
+readable specification and its test oracle; the compressor itself takes only ``MAX_TOTAL`` from it
+(the largest ``--total``).
 
 A model that gives the next symbol probability p lets an arithmetic coder spend -log2 p bits on
 it, so bits per character *is* the compressed size (the book's exercise, d2l §8.4). This is the
@@ -14,15 +19,14 @@ narrows to each symbol's share of it, and whenever its leading bit is settled th
 Frequencies must be integers >= 1 (a symbol of probability 0 could never be coded) adding up to
 at most ``MAX_TOTAL``, so that every symbol keeps a sub-interval of at least 64 values. The decoder
 must be given exactly the frequencies the encoder used, symbol by symbol:
-:func:`quantize` turns a model's probabilities into such frequencies deterministically.
+the compression kernel (``frequencies`` in compression/kernel.c) turns a model's probabilities into
+such frequencies deterministically.
 """
 
 from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Sequence
-
-import torch
 
 PRECISION = 32
 _FULL = (1 << PRECISION) - 1
@@ -49,20 +53,6 @@ def cumulative(freqs: Sequence[int]) -> list[int]:
     if cum[-1] > MAX_TOTAL:
         raise CoderError(f"frequencies add up to {cum[-1]}, more than {MAX_TOTAL}")
     return cum
-
-
-def quantize(probs: torch.Tensor, total: int = 1 << 16) -> list[int]:
-    """Integer frequencies for a probability vector: ``floor(p * (total - V)) + 1``, so every
-    symbol gets at least 1 and they add up to at most `total`. Deterministic: the same float
-    probabilities give the same integers on every machine (one multiply and a floor, in float64).
-
-    >>> quantize(torch.tensor([0.5, 0.25, 0.25, 0.0]), total=104)
-    [51, 26, 26, 1]
-    """
-    if not 0 < total <= MAX_TOTAL or total <= probs.numel():
-        raise CoderError(f"total must be in ({probs.numel()}, {MAX_TOTAL}], got {total}")
-    scaled = torch.floor(probs.double().clamp(0, 1) * (total - probs.numel())).long() + 1
-    return scaled.tolist()
 
 
 def _narrow(low: int, high: int, cum_low: int, cum_high: int, total: int) -> tuple[int, int]:

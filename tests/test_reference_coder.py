@@ -1,4 +1,4 @@
-"""The arithmetic coder: every stream of symbols comes back exactly, and costs what the
+"""The reference arithmetic coder: every stream of symbols comes back exactly, and costs what the
 probabilities say it should (-log2 p bits a symbol, plus a few bits at the end)."""
 
 from __future__ import annotations
@@ -8,11 +8,18 @@ import math
 import random
 
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charlm.coder import MAX_TOTAL, CoderError, Decoder, Encoder, cumulative, decode, encode, quantize
+from charlm.compression.reference_coder import (
+    MAX_TOTAL,
+    CoderError,
+    Decoder,
+    Encoder,
+    cumulative,
+    decode,
+    encode,
+)
 
 SETTINGS = settings(max_examples=200, deadline=None, derandomize=True)
 FREQS = st.lists(st.integers(1, 5000), min_size=1, max_size=300)
@@ -88,16 +95,6 @@ def test_a_symbol_outside_the_frequencies_or_a_missing_list_is_refused():
         encode([3], [cumulative([1, 1])])
     with pytest.raises(CoderError, match="fewer frequency lists"):
         encode([0, 1], [cumulative([1, 1])])
-
-
-@SETTINGS
-@given(probs=st.lists(st.floats(0, 1), min_size=1, max_size=300))
-def test_quantize_gives_every_symbol_at_least_one_and_stays_within_the_total(probs):
-    p = torch.tensor(probs, dtype=torch.float32)
-    p = p / p.sum() if p.sum() > 0 else torch.full_like(p, 1 / len(probs))
-    freqs = quantize(p)
-    assert len(freqs) == len(probs) and min(freqs) >= 1 and sum(freqs) <= 1 << 16
-    assert freqs == quantize(p.clone())  # the same floats, the same integers
 
 
 def test_the_encoder_and_decoder_classes_code_one_symbol_at_a_time():
