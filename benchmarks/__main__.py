@@ -85,7 +85,7 @@ def generation_rows(args: argparse.Namespace) -> list[str]:
             print(rows[-1], flush=True)
     growth = generation.memory_growth_mb(speed.SETUPS["rnn-512"])
     rows.append(f"\nResident memory gained between character 1,000 and character 20,000 of one stream "
-                f"(rnn-512, `charlm.generate.stream`): {growth:.2f} MiB.")
+                f"(rnn-512, `charlm.generation.stream`): {growth:.2f} MiB.")
     return rows
 
 

@@ -42,8 +42,8 @@ def codecs(settings: CompressSettings, model: Path | None) -> list[Codec]:
     ]
     if model is not None:
         rows.append((f"charlm pretrained ({model.name})",
-                     lambda d: compress(d, model=model, settings=settings),
-                     lambda a: decompress(a, model=model)))
+                     lambda d: compress(d, run=model, settings=settings),
+                     lambda a: decompress(a, run=model)))
     return rows
 
 
@@ -77,7 +77,7 @@ def main() -> None:
         name, _, value = item.partition("=")
         kind = float if name == "lr" else type(getattr(CompressSettings, name, 0))
         fields[name] = tuple(int(k) for k in value.split(",") if k) if name == "orders" else kind(value)
-    settings = CompressSettings(**fields)
+    settings = CompressSettings.of(**fields)
     print(f"settings: {settings.to_dict()}")
     print("\n".join(measure(files, codecs(settings, args.model))))
 

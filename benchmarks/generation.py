@@ -1,11 +1,11 @@
 """Generation speed: characters per second of greedy prediction after a prefix.
 
 The baseline is the book's ``predict_ch8`` (:mod:`benchmarks.book`): one forward call per token,
-warm-up included, with autograd recording every step. charlm's :func:`charlm.generate.generate`
+warm-up included, with autograd recording every step. charlm's :func:`charlm.generation.generate`
 runs the same greedy loop with the same-sized model, for one stream and for 64 streams at once
 (``num_samples``; the streams share every matrix product): in C++ (:mod:`charlm.models.decoding`),
 and for one stream also as the Python loop that runs where the kernels cannot be built. Untrained
-models: speed does not depend on the weights. Memory: :func:`charlm.generate.stream` keeps only the
+models: speed does not depend on the weights. Memory: :func:`charlm.generation.stream` keeps only the
 recurrent state, so the resident memory must not grow with the length of the text; measured in a
 fresh process.
 """
@@ -22,8 +22,8 @@ from collections.abc import Callable
 
 import torch
 
-from charlm.generate import GenerateConfig, generate, stream
-from charlm.models import RNNLM, native
+from charlm.generation import GenerateConfig, generate, stream
+from charlm.models import RNNLM, ModelConfig, native
 from charlm.vocab import Vocab
 
 from . import book
@@ -39,7 +39,7 @@ def _vocab() -> Vocab:
 
 def _charlm_model(setup: Setup) -> RNNLM:
     torch.manual_seed(0)
-    return RNNLM(setup.vocab_size, setup.num_hiddens, cell=setup.cell, impl="scratch")
+    return RNNLM(ModelConfig(setup.vocab_size, setup.num_hiddens, cell=setup.cell, impl="scratch"))
 
 
 def runners(setup: Setup, num_preds: int) -> dict[str, tuple[Callable[[], None], int]]:

@@ -1,7 +1,7 @@
 """Training speed on a busy machine: the same run alone, beside a busy loop, and beside itself.
 
     python -m benchmarks.load                  # the book's default run, 3 rounds (about 4 minutes)
-    python -m benchmarks.load --epochs 10 --rounds 1 -- --model lstm --num-hiddens 256
+    python -m benchmarks.load --epochs 10 --rounds 1 -- --cell lstm --num-hiddens 256
 
 Users train beside a browser, an IDE or a second training run. A process whose threads spin at a
 barrier every step waiting for a partner the scheduler has put aside loses far more than its fair

@@ -8,7 +8,7 @@ warm-up, and the table gives the median tokens/s with the range over repetitions
 
 A training iteration is what the book's ``train_epoch_ch8`` does per batch: forward, mean
 cross-entropy, backward, clip the global gradient norm to 1, SGD with lr 1 (charlm's own training
-step: :func:`charlm.train.loss_fn`, :func:`charlm.optim.grad_clipping`, ``torch.optim.SGD``).
+step: :func:`charlm.evaluation.cross_entropy`, :func:`charlm.optim.grad_clipping`, ``torch.optim.SGD``).
 Inputs are random token ids; speed does not depend on the text.
 """
 
@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import torch
 
 from charlm import machine
-from charlm.models import RNNLM, detach_state, native
+from charlm.evaluation import cross_entropy
+from charlm.models import RNNLM, ModelConfig, detach_state, native
 from charlm.optim import grad_clipping
-from charlm.train import loss_fn
 
 from . import book
 
@@ -104,9 +104,9 @@ def _book_step(net, data) -> Step:
 
 def charlm_step(setup: Setup, data: tuple[torch.Tensor, torch.Tensor], impl: str, *,
                 bf16: bool = False) -> Step:
-    """charlm's training iteration (as :class:`charlm.train.Trainer` does it) for one impl."""
-    model = RNNLM(setup.vocab_size, setup.num_hiddens, cell=setup.cell, impl=impl,
-                  num_layers=setup.num_layers, embedding=setup.embedding)
+    """charlm's training iteration (as :class:`charlm.training.Trainer` does it) for one impl."""
+    model = RNNLM(ModelConfig(setup.vocab_size, setup.num_hiddens, cell=setup.cell, impl=impl,
+                  num_layers=setup.num_layers, embedding=setup.embedding))
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     X, Y = data
     carried = [None]
@@ -115,7 +115,7 @@ def charlm_step(setup: Setup, data: tuple[torch.Tensor, torch.Tensor], impl: str
         state = model.begin_state(X.shape[0]) if carried[0] is None else detach_state(carried[0])
         with torch.autocast(X.device.type, torch.bfloat16, enabled=bf16):
             logits, carried[0] = model(X, state)
-        loss = loss_fn(logits, Y)
+        loss = cross_entropy(logits, Y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_clipping(model.parameters(), 1.0)

@@ -1,10 +1,14 @@
-"""Mini-batch iterators: the book's random sampling and sequential partitioning, exactly."""
+"""Mini-batch iterators: the book's random sampling and sequential partitioning, exactly; then the
+same windows (d2l §8.3.4) for any corpus length, batch size, num_steps and id dtype (hypothesis)."""
 
 import pytest
 import torch
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from charlm import random_batches, sequential_batches
 from charlm.batches import BatchStream, num_batches
+from strategies import PROPERTY
 
 CORPUS = torch.arange(1000)  # token id == position, so every X shows where it came from
 
@@ -129,3 +133,99 @@ def test_without_random_offset_every_epoch_starts_at_token_zero(sampling):
             assert torch.all(starts % 7 == 0)  # subsequences cut at 0, 7, 14, ...
     with_offset = BatchStream(CORPUS, 4, 7, sampling=sampling, seed=0)
     assert {int(torch.cat([X[:, 0] for X, _ in with_offset]).min()) for _ in range(10)} != {0}
+
+
+# ---- for any corpus and sizes (d2l §8.3.4) ---------------------------------------------------------
+
+stream_args = st.fixed_dictionaries({
+    "length": st.integers(0, 300), "batch_size": st.integers(1, 6), "num_steps": st.integers(1, 9),
+    "sampling": st.sampled_from(["random", "sequential"]), "random_offset": st.booleans(),
+    "seed": st.integers(0, 2**32), "shuffle": st.integers(0, 2**32),
+    "dtype": st.sampled_from([torch.int64, torch.int32, torch.int16, list])})
+
+
+def _stream(args):
+    """A stream over a corpus of distinct ids in shuffled order, and each id's corpus position.
+    The corpus is handed over as an int64, int32 or int16 tensor or a list; batches are int64."""
+    g = torch.Generator().manual_seed(args["shuffle"])
+    corpus = torch.randperm(args["length"], generator=g) + 1000  # ids are not positions
+    position = {int(token): pos for pos, token in enumerate(corpus)}
+    given = corpus.tolist() if args["dtype"] is list else corpus.to(args["dtype"])
+    stream = BatchStream(given, args["batch_size"], args["num_steps"], sampling=args["sampling"],
+                         seed=args["seed"], random_offset=args["random_offset"])
+    return stream, corpus, position
+
+
+def _min_tokens(args):
+    # One batch needs batch_size * num_steps inputs plus one target after them, whatever the
+    # offset: up to num_steps - 1 for random sampling and num_steps for sequential (the book's ranges).
+    largest_offset = {"random": args["num_steps"] - 1, "sequential": args["num_steps"]}[args["sampling"]]
+    return args["batch_size"] * args["num_steps"] + (largest_offset if args["random_offset"] else 0) + 1
+
+
+@PROPERTY
+@given(args=stream_args)
+def test_a_corpus_too_short_for_one_batch_is_a_value_error(args):
+    if args["length"] < _min_tokens(args):
+        with pytest.raises(ValueError, match=f"corpus of {args['length']} tokens is too short for one batch"):
+            _stream(args)
+    else:
+        stream, _, _ = _stream(args)
+        assert stream.min_tokens == _min_tokens(args)
+        for _ in range(3):
+            assert len(list(stream)) >= 1
+
+
+@PROPERTY
+@given(args=stream_args)
+def test_every_batch_is_windows_of_the_corpus_and_y_is_x_one_token_later(args):
+    assume(args["length"] >= _min_tokens(args))
+    stream, corpus, position = _stream(args)
+    B, T = args["batch_size"], args["num_steps"]
+    for _ in range(2):
+        for X, Y in stream:
+            assert X.shape == Y.shape == (B, T) and X.dtype == Y.dtype == torch.int64
+            for i in range(B):
+                pos = position[int(X[i, 0])]
+                assert torch.equal(X[i], corpus[pos:pos + T])
+                assert torch.equal(Y[i], corpus[pos + 1:pos + T + 1])
+
+
+def _starts(batches, position):
+    return [[position[int(t)] for t in X[:, 0]] for X, _ in batches]  # (num_batches, B) positions
+
+
+@PROPERTY
+@given(args=stream_args.filter(lambda a: a["sampling"] == "sequential"))
+def test_sequential_rows_continue_across_batches_and_the_count_is_the_books(args):
+    assume(args["length"] >= _min_tokens(args))
+    stream, _, position = _stream(args)
+    B, T, L = args["batch_size"], args["num_steps"], args["length"]
+    for _ in range(2):
+        expected = len(stream)
+        starts = _starts(list(stream), position)
+        offset = starts[0][0]
+        assert 0 <= offset <= (T if args["random_offset"] else 0)
+        # Book: num_tokens = ((L - offset - 1) // B) * B, rows of num_tokens // B, cut every T columns.
+        row_len = (L - offset - 1) // B
+        assert len(starts) == expected == row_len // T
+        for k, row_starts in enumerate(starts):  # row i of batch k starts k * T into row i
+            assert row_starts == [offset + i * row_len + k * T for i in range(B)]
+
+
+@PROPERTY
+@given(args=stream_args.filter(lambda a: a["sampling"] == "random"))
+def test_random_sampling_uses_each_subsequence_at_most_once_per_epoch(args):
+    assume(args["length"] >= _min_tokens(args))
+    stream, _, position = _stream(args)
+    B, T, L = args["batch_size"], args["num_steps"], args["length"]
+    for _ in range(2):
+        expected = len(stream)
+        starts = [s for row in _starts(list(stream), position) for s in row]
+        offset = starts[0] % T
+        assert offset == 0 or args["random_offset"]
+        # Book: num_subseqs = (L - offset - 1) // T subsequences at offset + k * T; num_subseqs // B batches.
+        num_subseqs = (L - offset - 1) // T
+        assert len(starts) == expected * B == (num_subseqs // B) * B
+        assert all((s - offset) % T == 0 and (s - offset) // T < num_subseqs for s in starts)
+        assert len(set(starts)) == len(starts)  # same grid, distinct starts: no two windows overlap

@@ -1,16 +1,21 @@
 """Run folders: atomic files, round trips, and a clear error for every damaged file."""
 
+import gzip
 import json
 import pickle
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
-from charlm import RNNLM, Vocab, load
+from charlm import RNNLM, ModelConfig, TrainConfig, Vocab, load, resume
 from charlm.checkpoint import (
+    RUN_VERSION,
     CheckpointError,
     atomic_write,
     load_trainer,
+    run_configs,
     save_run_files,
     save_trainer,
     save_weights,
@@ -20,8 +25,8 @@ from charlm.checkpoint import (
 @pytest.fixture
 def run(tmp_path):
     vocab = Vocab(list("hello world"))
-    model = RNNLM(len(vocab), 8, cell="lstm", num_layers=2)
-    save_run_files(tmp_path, model, vocab, {"token": "char"})
+    model = RNNLM(ModelConfig(len(vocab), 8, cell="lstm", num_layers=2))
+    save_run_files(tmp_path, model, vocab, TrainConfig(model=model.config))
     save_weights(tmp_path / "model.safetensors", model)
     return tmp_path, model
 
@@ -33,7 +38,7 @@ def test_load_rebuilds_the_same_model_in_eval_mode(run):
     assert torch.equal(loaded.model(X)[0], model.eval()(X)[0]) and not loaded.model.training
     assert loaded.model.config == model.config and loaded.token == "char"
     config = json.loads((folder / "config.json").read_text())
-    assert config["version"] == 1 and list(config) == sorted(config)
+    assert config["version"] == 2 and list(config) == sorted(config)
 
 
 def _flip_bit(data: bytes, at: int) -> bytes:
@@ -60,14 +65,14 @@ def test_a_damaged_weights_file_is_an_error_naming_it(run, damage, match):
 def test_a_config_from_a_newer_format_is_refused(run):
     folder, _ = run
     config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, "version": 2}))
-    with pytest.raises(CheckpointError, match="format version 2 is not supported"):
+    (folder / "config.json").write_text(json.dumps({**config, "version": 3}))
+    with pytest.raises(CheckpointError, match="format version 3 is not supported"):
         load(folder)
 
 
 def test_weights_that_do_not_fit_the_config_are_refused(run):
     folder, _ = run
-    save_weights(folder / "model.safetensors", RNNLM(9, 16, cell="lstm", num_layers=2))
+    save_weights(folder / "model.safetensors", RNNLM(ModelConfig(9, 16, cell="lstm", num_layers=2)))
     with pytest.raises(CheckpointError, match="has shape"):
         load(folder)
 
@@ -107,3 +112,46 @@ def test_a_failed_write_leaves_the_previous_file_intact(tmp_path):
     with pytest.raises(OSError):
         atomic_write(path, crash)
     assert path.read_bytes() == b"good" and [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+# -- run folders written by earlier releases ---------------------------------------------------------
+
+FOLDERS = Path(__file__).parent / "data" / "run-folders"
+
+
+def _tiny_text(folder: Path) -> None:
+    """The text the kept runs were trained on: the first 6,000 characters of the embedded book."""
+    from charlm.corpora import CORPORA, embedded_file
+
+    text = gzip.decompress(embedded_file(CORPORA["timemachine"]).read_bytes()).decode("utf-8")
+    (folder / "tiny.txt").write_text(text[:6000], encoding="utf-8")
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_a_run_folder_of_each_format_loads_into_typed_configs(version):
+    model, train = run_configs(FOLDERS / version)
+    assert model == ModelConfig(vocab_size=28, num_hiddens=8, cell="lstm", impl="builtin", embedding=4,
+                                gru_reset_after=model.gru_reset_after)
+    assert isinstance(train, TrainConfig) and train.model == model
+    assert (train.corpus, train.epochs, train.batch_size, train.num_steps) == ("tiny.txt", 2, 4, 10)
+    run = load(FOLDERS / version)
+    assert run.config == train and run.token == "char" and len(run.vocab) == 28
+
+
+def test_both_formats_hold_the_same_run():
+    """v1 and v2 were trained with the same settings, before and after the redesign: the same weights."""
+    v1, v2 = load(FOLDERS / "v1", which="last"), load(FOLDERS / "v2", which="last")
+    for name, tensor in v1.model.state_dict().items():
+        assert torch.equal(tensor, v2.model.state_dict()[name]), name
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_a_run_folder_of_each_format_resumes_and_is_saved_in_the_current_format(version, tmp_path,
+                                                                                 monkeypatch):
+    shutil.copytree(FOLDERS / version, tmp_path / "run")
+    _tiny_text(tmp_path)
+    monkeypatch.chdir(tmp_path)  # the runs name their corpus "tiny.txt"
+    result = resume(tmp_path / "run", epochs=3, sample_every=0)
+    assert [r["epoch"] for r in result.history] == [1, 2, 3]
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["version"] == RUN_VERSION and "cell" not in saved["train"]

@@ -9,9 +9,10 @@ import time
 
 import pytest
 
-from charlm.checkpoint import load_trainer
+from charlm.checkpoint import load_trainer, run_configs
 from charlm.cli import main
 from charlm.config import for_precision, from_recipe, load_recipe, recipe_names
+from charlm.fields import to_flat
 
 TEXT = "the time traveller for so it will be convenient to speak of him was expounding\n" * 20
 TINY = ["--num-hiddens", "16", "--batch-size", "4", "--num-steps", "8", "--epochs", "3",
@@ -46,7 +47,7 @@ def test_train_generate_evaluate_end_to_end(book, tmp_path, capsys):
     samples = capsys.readouterr().out[:-1].split("\n\n")  # the texts, each ending as generated
     assert len(samples) == 3 and len(set(samples)) == 1  # greedy: all the same
 
-    assert main(["evaluate", str(run)]) == 0
+    assert main(["evaluate", str(run), "--json"]) == 0
     report = json.loads(capsys.readouterr().out.splitlines()[0])
     assert report["perplexity"] > 1 and report["bits_per_character"] > 0 and "(val)" in report["data"]
 
@@ -54,7 +55,7 @@ def test_train_generate_evaluate_end_to_end(book, tmp_path, capsys):
 def test_resume_from_the_command_line_counts_epochs_in_total(book, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--corpus", str(book), "--out", str(run), *TINY]) == 0
-    assert main(["train", "--resume", str(run), "--epochs", "5"]) == 0
+    assert main(["resume", str(run), "--epochs", "5"]) == 0
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4, 5]
 
@@ -81,7 +82,7 @@ def test_a_corpus_shorter_than_one_batch_exits_2(tmp_path, capsys):
     assert "too short for one batch of batch_size=32 x num_steps=35" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["train", "--model", "transformer"], ["generate"], ["frobnicate"]])
+@pytest.mark.parametrize("argv", [["train", "--cell", "transformer"], ["generate"], ["frobnicate"]])
 def test_argument_errors_exit_2(argv):
     try:
         code = main(argv)
@@ -119,10 +120,10 @@ def test_a_signal_saves_a_checkpoint_and_resume_finishes_the_run(book, tmp_path,
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
-    assert "checkpoint saved in" in err and f"continue it with: charlm train --resume {run}" in err
+    assert "checkpoint saved in" in err and f"continue it with: charlm resume {run}" in err
     saved = load_trainer(run / "trainer.pt")
     assert saved["epoch"] >= 1
-    assert main(["train", "--resume", str(run), "--epochs", str(saved["epoch"] + 2)]) == 0
+    assert main(["resume", str(run), "--epochs", str(saved["epoch"] + 2)]) == 0
     epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert epochs == list(range(1, saved["epoch"] + 3))
 
@@ -133,7 +134,7 @@ def test_evaluate_on_another_text_uses_the_runs_cleaning_and_vocabulary(book, tm
     other = tmp_path / "other.txt"
     other.write_text("The Time-Traveller, for so it WILL be convenient!\n" * 3)
     capsys.readouterr()
-    assert main(["evaluate", str(run), "--corpus", str(other)]) == 0
+    assert main(["evaluate", str(run), "--corpus", str(other), "--json"]) == 0
     report = json.loads(capsys.readouterr().out.splitlines()[0])
     # d2l cleaning of the run: letters and spaces only, lower case; lines joined with no separator
     assert report["num_tokens"] == len("the time traveller for so it will be convenient") * 3 - 1
@@ -155,7 +156,7 @@ def test_every_recipe_trains_and_its_loss_falls(recipe, tmp_path, data_dir):
     assert main(["train", "--recipe", recipe, "--epochs", "3", "--out", str(tmp_path / "r"),
                  "--num-hiddens", "32", "--device", "cpu", "--sample-every", "0", "--max-tokens", "30000",
                  "-q"]) == 0
-    config = json.loads((tmp_path / "r" / "config.json").read_text())["train"]
+    config = to_flat(run_configs(tmp_path / "r")[1])
     assert config["num_hiddens"] == 32 and config["epochs"] == 3
     # the recipe's settings, with those for the precision this machine trains in (fp32 without bf16)
     settings = {**load_recipe(recipe)["settings"], **for_precision(load_recipe(recipe), {"device": "cpu"})}
@@ -221,7 +222,7 @@ def test_auto_precision_trains_in_bf16_where_the_cpu_has_it(book, tmp_path, monk
     assert main(["train", "--corpus", str(book), "--out", str(tmp_path / "r"), *TINY]) == 0
     assert "precision bf16: this CPU computes bf16 products in hardware" in caplog.text
     assert seen and all(seen)
-    assert json.loads((tmp_path / "r" / "config.json").read_text())["train"]["precision"] == "auto"
+    assert run_configs(tmp_path / "r")[1].precision == "auto"
 
 
 def test_bf16_on_a_cpu_without_it_is_one_line_and_exit_2(book, tmp_path, monkeypatch, capsys):
@@ -305,12 +306,13 @@ def test_a_budgeted_recipe_takes_the_settings_for_the_precision_this_machine_tra
     fp32 = recipe["by_precision"]["fp32"]
     _simulate(monkeypatch, **AVX2_ONLY)
     config = from_recipe("shakespeare-cpu-10min")
-    assert all(getattr(config, k) == v for k, v in fp32.items())
-    assert from_recipe("shakespeare-cpu-10min", num_hiddens=64).num_hiddens == 64  # a flag still wins
+    assert all(to_flat(config)[k] == v for k, v in fp32.items())
+    assert from_recipe("shakespeare-cpu-10min", num_hiddens=64).model.num_hiddens == 64  # a flag still wins
     _simulate(monkeypatch, cpu_features=frozenset({"avx512f", "amx_bf16"}), onednn_bf16=True)
     bf16 = from_recipe("shakespeare-cpu-10min")
-    assert all(getattr(bf16, k) == v for k, v in recipe["settings"].items() if k in fp32)
-    assert from_recipe("shakespeare-cpu-10min", precision="fp32").num_hiddens == fp32.get("num_hiddens", 512)
+    assert all(to_flat(bf16)[k] == v for k, v in recipe["settings"].items() if k in fp32)
+    assert from_recipe("shakespeare-cpu-10min", precision="fp32").model.num_hiddens == \
+        fp32.get("num_hiddens", 512)
 
 
 def test_recipes_lists_the_settings_a_recipe_takes_in_fp32(capsys):
@@ -326,7 +328,7 @@ def test_on_a_cuda_gpu_auto_precision_trains_under_bf16_autocast_where_the_gpu_h
 
     caplog.set_level("INFO", logger="charlm")
     tiny = [a if a != "cpu" else "cuda" for a in TINY]
-    assert main(["train", "--corpus", str(book), "--out", str(tmp_path / "r"), *tiny, "--model", "lstm",
+    assert main(["train", "--corpus", str(book), "--out", str(tmp_path / "r"), *tiny, "--cell", "lstm",
                  "--impl", "builtin"]) == 0
     native = torch.cuda.get_device_capability(0) >= (8, 0)
     assert f"precision {'bf16' if native else 'fp32'}: " in caplog.text
@@ -340,7 +342,7 @@ def test_on_a_cuda_gpu_auto_precision_trains_under_bf16_autocast_where_the_gpu_h
     (["trian"], "(did you mean train?)"),
     (["train", "--recipe", "lstm-consice"], "(did you mean lstm-concise?)"),
     (["train", "--corpus", "tinyshakspeare"], "(did you mean tinyshakespeare?)"),
-    (["train", "--model", "lsmt"], "(did you mean lstm?)"),
+    (["train", "--cell", "lsmt"], "(did you mean lstm?)"),
 ])
 def test_a_misspelled_name_suggests_the_closest_one(argv, suggestion, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -370,7 +372,7 @@ def test_generate_and_evaluate_use_the_best_validation_weights_and_say_so(book, 
     capsys.readouterr()
     scores = {}
     for which in ([], ["--which", "best"], ["--which", "last"]):
-        assert main(["evaluate", str(run), *which]) == 0
+        assert main(["evaluate", str(run), *which, "--json"]) == 0
         report = json.loads(capsys.readouterr().out.splitlines()[0])
         scores[tuple(which)] = report["loss"]
         used = "model.safetensors" if which[-1:] == ["last"] else "best.safetensors"
@@ -379,7 +381,7 @@ def test_generate_and_evaluate_use_the_best_validation_weights_and_say_so(book, 
     assert main(["generate", str(run), "--prefix", "the", "--num-preds", "3"]) == 0
     assert "weights: best.safetensors (the best validation loss)" in capsys.readouterr().err
     (run / "best.safetensors").unlink()  # a run that kept no best weights: the last ones, said so
-    assert main(["evaluate", str(run)]) == 0
+    assert main(["evaluate", str(run), "--json"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[0])["data"].endswith("with model.safetensors")
 
 

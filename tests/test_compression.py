@@ -3,6 +3,7 @@ and the parts that make them exact (the stepper, the C kernel's coder and arithm
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import random
@@ -14,15 +15,15 @@ import pytest
 import torch
 
 from charlm.cli import main
-from charlm.compression.reference_coder import cumulative
-from charlm.compression.reference_coder import encode as reference_encode
 from charlm.compression import ArchiveError, CompressSettings, compress, decompress, lane_spans
 from charlm.compression.container import Header, pack, unpack
 from charlm.compression.kernel import Network, decode_with, encode_with, library
 from charlm.compression.model import BuiltinStepper
-from charlm.models import RNNLM
+from charlm.compression.reference_coder import cumulative
+from charlm.compression.reference_coder import encode as reference_encode
+from charlm.models import RNNLM, ModelConfig
 
-SMALL = CompressSettings(hidden=32, embedding=8, orders=(1, 2, 3))
+SMALL = CompressSettings.of(num_hiddens=32, embedding=8, orders=(1, 2, 3))
 TEXT = ("The Time Traveller (for so it will be convenient to speak of him) was expounding a recondite "
         "matter to us. His grey eyes shone and twinkled, and his usually pale face was flushed. ") * 6
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -47,13 +48,13 @@ def test_random_binary_round_trips_and_is_stored_not_expanded():
 @pytest.mark.parametrize("lanes,block", [(1, 1), (3, 5), (8, 16), (16, 4)])
 def test_every_lane_and_block_layout_round_trips(lanes, block):
     data = TEXT.encode()[:401]  # 401 is prime: lanes of unequal length, a last partial block
-    settings = CompressSettings(hidden=16, embedding=8, orders=(1, 2), lanes=lanes, block=block)
+    settings = CompressSettings.of(num_hiddens=16, embedding=8, orders=(1, 2), lanes=lanes, block=block)
     assert decompress(compress(data, settings=settings)) == data
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 def test_each_cell_and_a_deep_model_round_trip(cell):
-    settings = CompressSettings(hidden=16, embedding=8, layers=2, cell=cell, orders=())
+    settings = CompressSettings.of(num_hiddens=16, embedding=8, num_layers=2, cell=cell, orders=())
     data = TEXT.encode()[:500]
     assert decompress(compress(data, settings=settings)) == data
 
@@ -65,19 +66,19 @@ def _coded_bits_per_byte(archive: bytes) -> float:
 
 def test_the_model_learns_while_it_codes():
     data = TEXT.encode() * 2
-    network_alone = CompressSettings(hidden=32, embedding=8, orders=(), words=0, match=0, lr=0.01)
+    network_alone = CompressSettings.of(num_hiddens=32, embedding=8, orders=(), words=0, match=0, lr=0.01)
     learning = _coded_bits_per_byte(compress(data, settings=network_alone))
-    frozen = _coded_bits_per_byte(compress(data, settings=CompressSettings(**{**network_alone.to_dict(),
-                                                                             "lr": 0.0, "mix_lr": 0.0})))
+    frozen = _coded_bits_per_byte(compress(data, settings=dataclasses.replace(network_alone, lr=0.0,
+                                                                                       mix_lr=0.0)))
     assert frozen > 7.5  # an untrained network stays near 8 bits a byte
     assert learning < 6.5
 
 
 def test_context_counts_help_on_repeated_text():
     data = TEXT.encode()
-    alone = compress(data, settings=CompressSettings(hidden=16, embedding=8, orders=(), words=0, match=0))
-    mixed = compress(data, settings=CompressSettings(hidden=16, embedding=8, orders=(1, 2, 3, 4), words=0,
-                                                          match=0))
+    small = {"num_hiddens": 16, "embedding": 8, "words": 0, "match": 0}
+    alone = compress(data, settings=CompressSettings.of(orders=(), **small))
+    mixed = compress(data, settings=CompressSettings.of(orders=(1, 2, 3, 4), **small))
     assert _coded_bits_per_byte(mixed) < 0.7 * _coded_bits_per_byte(alone)
 
 
@@ -94,7 +95,7 @@ def test_decoding_in_another_process_gives_the_original(tmp_path):
     data = "Ünïcödé text, newlines\r\n and\ttabs. ".encode() * 30
     (tmp_path / "in.txt").write_bytes(data)
     assert main(["compress", str(tmp_path / "in.txt"), str(tmp_path / "a.chlm"), "--online", "-q",
-                 "--hidden", "32", "--embedding", "8"]) == 0
+                 "--num-hiddens", "32", "--embedding", "8"]) == 0
     env = {**os.environ, "PYTHONPATH": SRC}
     done = subprocess.run([sys.executable, "-m", "charlm", "decompress", str(tmp_path / "a.chlm"), "-"],
                           env=env, capture_output=True, timeout=300)
@@ -107,7 +108,7 @@ def test_stdin_to_stdout_in_another_process(tmp_path):
     data = TEXT.encode()[:600]
     env = {**os.environ, "PYTHONPATH": SRC}
     packed = subprocess.run([sys.executable, "-m", "charlm", "compress", "-", "-", "--online", "-q",
-                             "--hidden", "16", "--embedding", "8"], input=data, env=env,
+                             "--num-hiddens", "16", "--embedding", "8"], input=data, env=env,
                             capture_output=True, timeout=300)
     assert packed.returncode == 0, packed.stderr.decode()
     unpacked = subprocess.run([sys.executable, "-m", "charlm", "decompress", "-", "-", "-q"],
@@ -120,7 +121,7 @@ def char_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     (root / "book.txt").write_text(TEXT * 3)
     assert main(["train", "--corpus", str(root / "book.txt"), "--clean", "raw", "--max-tokens", "-1",
-                 "--num-hiddens", "32", "--embedding", "16", "--model", "lstm", "--epochs", "3",
+                 "--num-hiddens", "32", "--embedding", "16", "--cell", "lstm", "--epochs", "3",
                  "--batch-size", "4", "--num-steps", "16", "--lr", "0.01", "--optimizer", "adam",
                  "--out", str(root / "run"), "--device", "cpu", "-q", "--sample-every", "0"]) == 0
     return root / "run"
@@ -129,31 +130,31 @@ def char_run(tmp_path_factory):
 def test_pretrained_mode_round_trips_with_characters_outside_the_vocabulary(char_run):
     # Known characters, unknown ones (escaped with their UTF-8 bytes), and bytes that are not UTF-8.
     data = TEXT.encode()[:300] + "Ωmega ☕ 🙂 ".encode() + b"\xff\xfe raw \xc3(" + TEXT.encode()[:100]
-    archive = compress(data, model=char_run, settings=SMALL)
-    assert decompress(archive, model=char_run) == data
+    archive = compress(data, run=char_run, settings=SMALL)
+    assert decompress(archive, run=char_run) == data
 
 
 @pytest.mark.parametrize("impl", ["scratch", "builtin"])
 def test_pretrained_mode_works_for_scratch_and_builtin_runs(impl, tmp_path):
     (tmp_path / "book.txt").write_text(TEXT)
     assert main(["train", "--corpus", str(tmp_path / "book.txt"), "--clean", "raw", "--max-tokens", "-1",
-                 "--num-hiddens", "16", "--model", "gru", "--impl", impl, "--epochs", "1",
+                 "--num-hiddens", "16", "--cell", "gru", "--impl", impl, "--epochs", "1",
                  "--batch-size", "4", "--num-steps", "8", "--out", str(tmp_path / "run"), "--device", "cpu",
                  "-q", "--sample-every", "0"]) == 0
     data = TEXT.encode()[:200]
-    assert decompress(compress(data, model=tmp_path / "run", settings=SMALL), model=tmp_path / "run") == data
+    assert decompress(compress(data, run=tmp_path / "run", settings=SMALL), run=tmp_path / "run") == data
 
 
 def test_a_trained_model_codes_its_kind_of_text_better_than_an_untrained_one(char_run):
     data = TEXT.encode()
-    settings = CompressSettings(orders=(), words=0, match=0, lr=0.0, mix_lr=0.0)
-    pretrained = compress(data, model=char_run, settings=settings)
+    settings = CompressSettings.of(orders=(), words=0, match=0, lr=0.0, mix_lr=0.0)
+    pretrained = compress(data, run=char_run, settings=settings)
     online = compress(data, settings=settings)
     assert _coded_bits_per_byte(pretrained) < 0.5 * _coded_bits_per_byte(online)
 
 
 def test_the_wrong_model_is_refused_before_decoding(char_run, tmp_path):
-    archive = compress(TEXT.encode()[:100], model=char_run, settings=SMALL)
+    archive = compress(TEXT.encode()[:100], run=char_run, settings=SMALL)
     other = tmp_path / "other"
     other.mkdir()
     for f in char_run.iterdir():
@@ -163,7 +164,7 @@ def test_the_wrong_model_is_refused_before_decoding(char_run, tmp_path):
     weights[-1] ^= 1
     (other / "model.safetensors").write_bytes(bytes(weights))
     with pytest.raises(ArchiveError, match="is not the model this archive was made with"):
-        decompress(archive, model=other)
+        decompress(archive, run=other)
 
 
 def test_a_decoder_that_computes_other_floats_is_caught_by_the_crc():
@@ -177,14 +178,14 @@ def test_a_decoder_that_computes_other_floats_is_caught_by_the_crc():
 
 def test_compressing_restores_the_callers_thread_count():
     before = torch.get_num_threads()
-    compress(b"abc", settings=CompressSettings(hidden=8, embedding=4, threads=before + 1))
+    compress(b"abc", settings=CompressSettings.of(num_hiddens=8, embedding=4, threads=before + 1))
     assert torch.get_num_threads() == before
 
 
 def test_the_cli_reports_sizes_and_bits_per_byte(tmp_path, capsys):
     (tmp_path / "in.txt").write_bytes(TEXT.encode())
     assert main(["compress", str(tmp_path / "in.txt"), str(tmp_path / "a.chlm"), "--online",
-                 "--hidden", "16", "--embedding", "8"]) == 0
+                 "--num-hiddens", "16", "--embedding", "8"]) == 0
     err = capsys.readouterr().err
     size = (tmp_path / "a.chlm").stat().st_size
     assert f"compressed {len(TEXT)} bytes <-> {size} bytes, {8 * size / len(TEXT):.3f} bits per byte" in err
@@ -197,7 +198,7 @@ def test_the_cli_reports_sizes_and_bits_per_byte(tmp_path, capsys):
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 def test_the_stepper_computes_what_the_torch_nn_model_computes(cell):
     torch.manual_seed(0)
-    lm = RNNLM(40, 24, cell=cell, impl="builtin", num_layers=2, embedding=12).eval()
+    lm = RNNLM(ModelConfig(40, 24, cell=cell, impl="builtin", num_layers=2, embedding=12)).eval()
     stepper = BuiltinStepper(lm)
     ids = torch.randint(0, 40, (3, 9))
     expected, _ = lm(ids)
@@ -208,8 +209,8 @@ def test_the_stepper_computes_what_the_torch_nn_model_computes(cell):
 
 
 def _payload_bits(data: bytes, **settings) -> int:
-    base = {"hidden": 8, "embedding": 4, "lanes": 1, "lr": 0.0, **settings}
-    header, payload = unpack(compress(data, settings=CompressSettings(**base)))
+    base = {"num_hiddens": 8, "embedding": 4, "lanes": 1, "lr": 0.0, **settings}
+    header, payload = unpack(compress(data, settings=CompressSettings.of(**base)))
     assert header.mode != "stored"
     return 8 * len(payload)
 
@@ -266,7 +267,7 @@ def test_the_kernels_exp_and_log_are_accurate_to_the_last_bits():
 
 def test_the_network_in_c_computes_what_torch_computes():
     torch.manual_seed(0)
-    lm = RNNLM(256, 24, cell="lstm", impl="builtin", embedding=12).eval()
+    lm = RNNLM(ModelConfig(256, 24, cell="lstm", impl="builtin", embedding=12)).eval()
     net = Network(lm, lanes=3, block=1000, lr=0.0, start=10)  # no learning: the forward pass alone
     ids = torch.randint(0, 256, (3, 40))
     expected, _ = lm(torch.cat([torch.full((3, 1), 10), ids[:, :-1]], 1))
@@ -278,7 +279,7 @@ def test_the_network_in_c_learns_as_well_as_the_one_in_torch(monkeypatch):
     from charlm.compression import codec
 
     data = TEXT.encode()
-    settings = CompressSettings(hidden=32, embedding=8, orders=(1, 2), words=0, match=0, lr=0.01)
+    settings = CompressSettings.of(num_hiddens=32, embedding=8, orders=(1, 2), words=0, match=0, lr=0.01)
     native = _coded_bits_per_byte(compress(data, settings=settings))
     monkeypatch.setattr(codec, "_native", lambda mode, lm: False)
     in_torch = compress(data, settings=settings)
@@ -296,7 +297,7 @@ def test_every_build_this_cpu_runs_writes_the_same_archive_and_reads_the_others(
     targets = ["portable"] + [level for level, needs in reversed(machine.X86_LEVELS.items())
                               if cpu.arch == "x86_64" and set(needs) <= cpu.cpu_features]
     data = TEXT.encode()[:2000] + bytes(range(256))
-    settings = CompressSettings(hidden=24, embedding=8)
+    settings = CompressSettings.of(num_hiddens=24, embedding=8)
     build = kernel.library
     archives = {}
     for target in targets:
@@ -328,7 +329,7 @@ def test_the_count_tables_stay_within_their_memory_budget(alphabet):
     from charlm.compression.codec import TABLE_BYTES, Alphabet, _config
 
     letters = torch.zeros(alphabet, dtype=torch.uint8)
-    config = _config(CompressSettings(lanes=1), Alphabet(alphabet, alphabet - 2, 0, 0, letters),
+    config = _config(CompressSettings.of(lanes=1), Alphabet(alphabet, alphabet - 2, 0, 0, letters),
                      [10_000_000])
     tables = 8 * (1 << config.rows_log2) * alphabet * 2  # 6 orders and 2 word experts of 16-bit counts
     assert tables <= TABLE_BYTES
@@ -363,7 +364,7 @@ def test_the_container_round_trips_and_checks_every_field():
                                  {"rows": 1000}, {"words": 3}, {"limit": 1}])
 def test_settings_out_of_range_are_refused(bad):
     with pytest.raises(ValueError):
-        CompressSettings(**bad)
+        CompressSettings.of(**bad)
 
 
 def test_progress_is_reported_up_to_the_whole_input_both_ways():

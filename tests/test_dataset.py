@@ -3,13 +3,14 @@
 import pytest
 
 from charlm import load_corpus, load_splits
-from charlm.dataset import split_stream
+from charlm.dataset import split_bounds
 
 
 def test_split_is_contiguous_tails_in_order():
-    train, val, test = split_stream(list(range(100)), 0.05, 0.05)
-    assert (len(train), len(val), len(test)) == (90, 5, 5)  # not 89: the boundary is exact
-    assert train + val + test == list(range(100))
+    # [ train | val | test ] of 100 tokens: [0, 90), [90, 95), [95, 100). Not 89: 1 - 0.05 - 0.05
+    # is 0.8999... in floats, and the boundary is computed exactly.
+    assert split_bounds(100, 0.05, 0.05) == (90, 95)
+    assert split_bounds(1_115_394, 0.1, 0.0) == (1_003_854, 1_115_394)  # tinyshakespeare, no test part
 
 
 def test_tinyshakespeare_validation_is_the_last_ten_percent(data_dir):
@@ -53,7 +54,7 @@ def test_unknown_split_name_is_an_error(tmp_path):
 def test_max_tokens_must_be_positive_or_minus_one(tmp_path, max_tokens):
     path = tmp_path / "t.txt"
     path.write_text("abc")
-    with pytest.raises(ValueError, match="max_tokens must be a positive count or -1"):
+    with pytest.raises(ValueError, match="--max-tokens must be a positive count or -1"):
         load_corpus(str(path), max_tokens=max_tokens)
 
 

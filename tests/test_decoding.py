@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from charlm.generate import GenerateConfig, generate, stream
-from charlm.models import RNNLM, decoding, native
+from charlm.generation import GenerateConfig, generate, stream
+from charlm.models import RNNLM, ModelConfig, decoding, native
 from charlm.vocab import Vocab
 
 ALPHABET = list(" abcdefghijklmnopqrstuvwxyz")
@@ -38,7 +38,7 @@ def kernels():
 
 def _model(dtype: torch.dtype = torch.float64, scale: float = 0.1, **options) -> RNNLM:
     torch.manual_seed(0)
-    model = RNNLM(len(ALPHABET) + 1, 16, **options).to(dtype)
+    model = RNNLM(ModelConfig(len(ALPHABET) + 1, 16, **options)).to(dtype)
     with torch.no_grad():
         for param in model.parameters():
             param.normal_(0.0, scale)

@@ -87,7 +87,7 @@ def test_interrupted_two_process_run_resumes_exactly(tmp_path):
     saved = load_trainer(tmp_path / "cut" / "trainer.pt")
     assert saved["hidden"][0].shape[1] == 4  # the whole batch's rows, gathered from both ranks
     epochs = str(saved["epoch"] + 2)
-    resumed = _charlm("train", "--resume", "cut", "--epochs", epochs, cwd=tmp_path, nproc=2)
+    resumed = _charlm("resume", "cut", "--epochs", epochs, cwd=tmp_path, nproc=2)
     assert resumed.returncode == 0, resumed.stderr
     assert _charlm("train", "--corpus", "book.txt", "--out", "straight", *ARGS, "--epochs", epochs,
                    "--eval-every", "0", cwd=tmp_path, nproc=2).returncode == 0

@@ -10,6 +10,7 @@ the document and these tables to the same rows, so neither can drift from the ot
 from __future__ import annotations
 
 import importlib
+import json
 import re
 from pathlib import Path
 
@@ -44,15 +45,15 @@ CLI_ROWS = {
     "option-temperature": (["generate", "charrun", "--temperature", "-1"], "--temperature must be >= 0"),
     "option-top-p-zero": (["generate", "charrun", "--top-p", "0"], "--top-p must be in (0, 1], got 0.0"),
     "option-top-p-above-one": (["generate", "charrun", "--top-p", "1.5"], "--top-p must be in (0, 1], got 1.5"),
-    "option-unknown-model": (["train", "--model", "transformer"], "--model must be one of rnn, gru, lstm"),
+    "option-unknown-cell": (["train", "--cell", "transformer"], "--cell must be one of rnn, gru, lstm"),
     "option-unknown-cleaning": (["train", "--clean", "fancy"], "--clean must be one of d2l, lower, lyrics"),
     "option-unknown-tokenizer": (["train", "--token", "bpe"], "--token must be one of char, word, got 'bpe'"),
     "option-unknown-corpus": (["train", "--corpus", "moby-dick"], "unknown corpus 'moby-dick'"),
     "option-unknown-precision": (["train", "--precision", "fp16"], "--precision must be one of auto, fp32, bf16, got 'fp16'"),
     "option-unknown-recipe": (["train", "--recipe", "nope"], "--recipe 'nope' does not exist"),
     "option-unknown-command": (["frobnicate"], "argument COMMAND: invalid choice: 'frobnicate'"),
-    "resume-not-a-run": (["train", "--resume", "folder"], "folder: not a charlm run folder (no config.json)"),
-    "resume-missing": (["train", "--resume", "nowhere"], "nowhere: no such run folder"),
+    "resume-not-a-run": (["resume", "folder"], "folder: not a charlm run folder (no config.json)"),
+    "resume-missing": (["resume", "nowhere"], "nowhere: no such run folder"),
     "out-holds-a-run": (["train", "--corpus", "book.txt", "--out", "charrun"], "--out charrun already holds a run"),
     "generate-empty-prefix": (["generate", "charrun", "--prefix", ""], "prefix must not be empty"),
     "generate-unknown-prefix": (["generate", "charrun", "--prefix", "XYZ#"],
@@ -66,26 +67,28 @@ CLI_ROWS = {
     "files-weights-truncated": (["generate", "truncated", "--which", "last"], "truncated/model.safetensors: damaged or not a safetensors file"),
     "files-weights-bit-flip": (["generate", "flipped", "--which", "last"], "flipped/model.safetensors: damaged: the tensors do not match the SHA-256"),
     "compress-missing-input": (["compress", "missing.txt", "o.chlm", "--online"], "missing.txt: No such file or directory"),
-    "compress-no-mode": (["compress", "book.txt", "o.chlm"], "one of the arguments --model --online is required"),
+    "compress-two-modes": (["compress", "book.txt", "o.chlm", "--online", "--run", "charrun"], "--online and --run choose two different modes; give one"),
+    "compress-network-with-run": (["compress", "book.txt", "o.chlm", "--run", "charrun", "--num-hiddens", "8"], "--num-hiddens shapes the online network; a --run brings its own"),
+    "compress-mix-lr": (["compress", "book.txt", "o.chlm", "--mix-lr", "-1"], "--mix-lr must be in [0, 1), got -1.0"),
     "compress-output-exists": (["compress", "book.txt", "empty.txt", "--online"], "empty.txt: already exists (use --force to overwrite)"),
     "compress-same-file": (["compress", "book.txt", "book.txt", "--online", "--force"], "input and output are the same file"),
     "compress-bad-setting": (["compress", "book.txt", "o.chlm", "--online", "--lanes", "-1"], "--lanes must be an integer >= 0, got -1"),
-    "compress-word-model": (["compress", "book.txt", "o.chlm", "--model", "wordrun"], "compression needs a character-level run"),
+    "compress-word-model": (["compress", "book.txt", "o.chlm", "--run", "wordrun"], "compression needs a character-level run"),
     "decompress-not-an-archive": (["decompress", "book.txt", "o.txt"], "not a charlm archive"),
     "decompress-truncated": (["decompress", "cut.chlm", "o.txt"], "the archive is cut short: "),
     "decompress-corrupted": (["decompress", "flipped.chlm", "o.txt"], "the archive is damaged: its coded bytes fail their CRC-32"),
     "decompress-header-damaged": (["decompress", "header.chlm", "o.txt"], "the archive's header is damaged (CRC-32 mismatch)"),
     "decompress-newer-format": (["decompress", "newer.chlm", "o.txt"], "archive format version 3; this charlm reads version 2"),
     "decompress-other-torch": (["decompress", "torch.chlm", "o.txt"], "the archive was made with torch '0.0.1'"),
-    "decompress-wrong-model": (["decompress", "char.chlm", "o.txt", "--model", "otherrun"], "otherrun is not the model this archive was made with"),
-    "decompress-needs-model": (["decompress", "char.chlm", "o.txt"], "this archive was made with a trained model: give it with --model RUN"),
-    "decompress-online-with-model": (["decompress", "online.chlm", "o.txt", "--model", "charrun"], "made in the online mode: it needs no --model"),
+    "decompress-wrong-model": (["decompress", "char.chlm", "o.txt", "--run", "otherrun"], "otherrun is not the model this archive was made with"),
+    "decompress-needs-run": (["decompress", "char.chlm", "o.txt"], "this archive was made with a trained model: give it with --run RUN"),
+    "decompress-online-with-run": (["decompress", "online.chlm", "o.txt", "--run", "charrun"], "made in the online mode: it needs no --run"),
 }
 
 # id -> "tests/<module>.py::<test>": rows whose test needs more than a command line
 ELSEWHERE = {
     "text-2gb": "tests/test_tokenstream.py::test_a_large_file_is_never_a_python_list_of_its_characters",
-    "text-vocabulary-size": "tests/test_properties.py::test_every_token_of_the_text_maps_to_an_index_and_back",
+    "text-vocabulary-size": "tests/test_vocab.py::test_every_token_of_the_text_maps_to_an_index_and_back",
     "text-streamed-errors": "tests/test_tokenstream.py::test_streamed_files_get_the_same_errors_as_whole_ones",
     "files-weights-damaged": "tests/test_checkpoint.py::test_a_damaged_weights_file_is_an_error_naming_it",
     "files-vocab-mismatch": "tests/test_checkpoint.py::test_a_vocabulary_that_does_not_match_the_model_is_refused",
@@ -101,7 +104,7 @@ ELSEWHERE = {
     "hardware-kernel-level": "tests/test_kernel_builds.py::test_forcing_a_level_the_cpu_lacks_is_an_error_naming_the_variable",
     "hardware-threads-setting": "tests/test_threads.py::test_charlm_threads_fixes_the_count_whatever_the_load",
     "hardware-no-cxx-compiler": "tests/test_kernel_builds.py::test_without_a_cxx_compiler_the_kernels_warn_once_and_the_python_loops_run",
-    "training-diverges": "tests/test_train.py::test_a_diverging_loss_stops_training_and_keeps_the_last_good_checkpoint",
+    "training-diverges": "tests/test_training.py::test_a_diverging_loss_stops_training_and_keeps_the_last_good_checkpoint",
 }
 
 
@@ -130,7 +133,7 @@ def folder(tmp_path_factory):
             if f.is_file():
                 (root / name / f.name).write_bytes(f.read_bytes())
     config = root / "newer" / "config.json"
-    config.write_text(re.sub(r'"version": 1\b', '"version": 99', config.read_text(), count=1))
+    config.write_text(json.dumps({**json.loads(config.read_text()), "version": 99}))
     weights = root / "truncated" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     weights = root / "flipped" / "model.safetensors"
@@ -143,10 +146,10 @@ def folder(tmp_path_factory):
 def _archives(root: Path) -> None:
     """Good archives of both modes, and damaged ones made from them."""
     text = TEXT[:300].encode()
-    settings = CompressSettings(hidden=16, embedding=8, orders=(1, 2))
+    settings = CompressSettings.of(num_hiddens=16, embedding=8, orders=(1, 2))
     online = compress(text, settings=settings)
     (root / "online.chlm").write_bytes(online)
-    (root / "char.chlm").write_bytes(compress(text, model=root / "charrun", settings=settings))
+    (root / "char.chlm").write_bytes(compress(text, run=root / "charrun", settings=settings))
     (root / "cut.chlm").write_bytes(online[:-5])
     flipped = bytearray(online)
     flipped[-3] ^= 0x01

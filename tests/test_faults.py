@@ -24,7 +24,7 @@ from charlm import load
 from charlm.checkpoint import load_trainer
 from charlm.cli import main
 from charlm.config import TrainConfig
-from charlm.train import Trainer, TrainingDiverged, train
+from charlm.training import Trainer, TrainingDiverged, train
 
 TEXT = "the time traveller for so it will be convenient to speak of him was expounding\n" * 20
 TINY = ["--num-hiddens", "16", "--batch-size", "4", "--num-steps", "8", "--max-tokens", "-1",
@@ -42,7 +42,7 @@ def book(tmp_path):
 
 
 def tiny(book, **changes):
-    return TrainConfig(corpus=str(book), max_tokens=-1, num_hiddens=16, batch_size=4, num_steps=8,
+    return TrainConfig.of(corpus=str(book), max_tokens=-1, num_hiddens=16, batch_size=4, num_steps=8,
                        eval_every=0, sample_every=0, device="cpu").replace(**changes)
 
 
@@ -89,7 +89,7 @@ def test_kill_9_mid_training_loses_at_most_one_checkpoint_interval_and_resume_fi
     assert all(name.startswith(".") and ".tmp" in name for name in leftovers), leftovers
 
     (run / ".trainer.pt.k1ll3d.tmp").write_bytes(b"half a checkpoint")  # as a kill mid-save leaves it
-    assert main(["train", "--resume", str(run), "-q"]) == 0
+    assert main(["resume", str(run), "-q"]) == 0
     assert epochs_logged(run) == list(range(1, epochs + 1))  # each epoch once, the lost ones redone
     assert load_trainer(run / "trainer.pt")["epoch"] == epochs
     assert {p.name for p in run.iterdir()} <= RUN_FILES  # and the temporaries are gone
@@ -144,7 +144,7 @@ def test_a_full_disk_mid_training_stops_with_one_clear_line_and_keeps_the_last_c
     line = one_error_line(capsys)
     assert code == 2
     assert f"{run / 'trainer.pt'}: could not be written: the disk is full" in line
-    assert "training stopped after epoch 4" in line and f"--resume {run}" in line
+    assert "training stopped after epoch 4" in line and f"`charlm resume {run}`" in line
 
     saved = load_trainer(run / "trainer.pt")  # the checkpoint of epoch 2, whole
     assert saved["epoch"] == 2
@@ -153,7 +153,7 @@ def test_a_full_disk_mid_training_stops_with_one_clear_line_and_keeps_the_last_c
     assert not list(run.glob(".*.tmp"))  # the half-written temporaries are gone
 
     monkeypatch.undo()  # space freed: the run continues from its last checkpoint
-    assert main(["train", "--resume", str(run), "-q"]) == 0
+    assert main(["resume", str(run), "-q"]) == 0
     assert epochs_logged(run) == [1, 2, 3, 4] and load_trainer(run / "trainer.pt")["epoch"] == 4
 
 
@@ -182,7 +182,7 @@ def no_training(monkeypatch):
     """Fail the test if training starts: a folder error must come before the data is even read."""
     def refuse(*args, **kwargs):
         raise AssertionError("training started before the run folder was checked")
-    monkeypatch.setattr(importlib.import_module("charlm.train"), "Trainer", refuse)
+    monkeypatch.setattr(importlib.import_module("charlm.training"), "Trainer", refuse)
 
 
 def refuse_new_files(monkeypatch, code):
@@ -234,8 +234,8 @@ def test_resume_into_a_folder_that_became_read_only_is_one_line_and_changes_noth
     train(tiny(book, epochs=1), out=run)
     before = {p.name: p.read_bytes() for p in run.iterdir()}
     refuse_new_files(monkeypatch, errno.EROFS)
-    assert main(["train", "--resume", str(run), "--epochs", "2"]) == 2
-    assert f"--resume {run}: cannot save a run there: the file system is read-only" in one_error_line(capsys)
+    assert main(["resume", str(run), "--epochs", "2"]) == 2
+    assert f"{run}: cannot save a run there: the file system is read-only" in one_error_line(capsys)
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
 
 
@@ -259,7 +259,7 @@ def test_an_exploding_loss_from_the_command_line_is_one_line_with_advice(book, t
 
 def test_a_non_finite_gradient_stops_before_the_step_so_the_weights_stay_good(book, tmp_path):
     trainer = Trainer(tiny(book, epochs=3, save_every=1), tmp_path / "run")
-    ckpt.save_run_files(tmp_path / "run", trainer.model, trainer.data.vocab, trainer.config.to_dict())
+    ckpt.save_run_files(tmp_path / "run", trainer.model, trainer.data.vocab, trainer.config)
     step, calls = trainer.step, []
 
     def explode_at_the_end_of_epoch_two(X, Y, state):
@@ -276,7 +276,7 @@ def test_a_non_finite_gradient_stops_before_the_step_so_the_weights_stay_good(bo
 
 def test_weights_broken_at_the_end_of_an_epoch_are_never_saved(book, tmp_path):
     trainer = Trainer(tiny(book, epochs=3, save_every=1), tmp_path / "run")
-    ckpt.save_run_files(tmp_path / "run", trainer.model, trainer.data.vocab, trainer.config.to_dict())
+    ckpt.save_run_files(tmp_path / "run", trainer.model, trainer.data.vocab, trainer.config)
     update, calls = trainer.update, []
 
     def overflow_on_the_last_update_of_epoch_two(loss):

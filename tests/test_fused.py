@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from charlm.models import RNNLM, copy_scratch_to_builtin, native
+from charlm.models import RNNLM, ModelConfig, copy_scratch_to_builtin, native
 
 VOCAB_SIZE, NUM_HIDDENS, BATCH, STEPS = 11, 7, 3, 6
 
@@ -40,11 +40,11 @@ def path(request):
 
 def _pair(options: dict) -> tuple[RNNLM, RNNLM]:
     torch.manual_seed(0)
-    book = RNNLM(VOCAB_SIZE, NUM_HIDDENS, impl="book", **options).double()
+    book = RNNLM(ModelConfig(VOCAB_SIZE, NUM_HIDDENS, impl="book", **options)).double()
     with torch.no_grad():
         for param in book.parameters():
             param.normal_(0.0, 0.5)
-    fast = RNNLM(VOCAB_SIZE, NUM_HIDDENS, impl="scratch", **options).double()
+    fast = RNNLM(ModelConfig(VOCAB_SIZE, NUM_HIDDENS, impl="scratch", **options)).double()
     fast.load_state_dict(book.state_dict())
     return book, fast
 
@@ -115,7 +115,7 @@ def test_packed_weights_follow_parameter_updates_without_autograd():
 def test_fast_scratch_trains_in_bf16_close_to_float32(path):
     """Under bf16 autocast the recurrence runs in bf16; the loss stays within bf16 rounding."""
     torch.manual_seed(0)
-    model = RNNLM(VOCAB_SIZE, 32, cell="gru")
+    model = RNNLM(ModelConfig(VOCAB_SIZE, 32, cell="gru"))
     X = torch.randint(VOCAB_SIZE, (4, 10))
     reference = model(X)[0].float()
     with torch.autocast("cpu", torch.bfloat16):
@@ -135,17 +135,17 @@ def test_fast_scratch_matches_torch_nn(cell, path):
     if cell == "gru":
         options["gru_reset_after"] = True
     torch.manual_seed(0)
-    fast = RNNLM(VOCAB_SIZE, NUM_HIDDENS, impl="scratch", **options).double()
-    builtin = RNNLM(VOCAB_SIZE, NUM_HIDDENS, impl="builtin", **options).double()
+    fast = RNNLM(ModelConfig(VOCAB_SIZE, NUM_HIDDENS, impl="scratch", **options)).double()
+    builtin = RNNLM(ModelConfig(VOCAB_SIZE, NUM_HIDDENS, impl="builtin", **options)).double()
     copy_scratch_to_builtin(fast, builtin)
     X = torch.randint(VOCAB_SIZE, (BATCH, STEPS))
     torch.testing.assert_close(fast(X)[0], builtin(X)[0])
 
 
 def test_impl_book_is_the_step_by_step_loop():
-    model = RNNLM(VOCAB_SIZE, NUM_HIDDENS, cell="gru", impl="book")
+    model = RNNLM(ModelConfig(VOCAB_SIZE, NUM_HIDDENS, cell="gru", impl="book"))
     assert not any(getattr(m, "fast", False) for m in model.modules())
-    assert all(m.fast for m in RNNLM(VOCAB_SIZE, NUM_HIDDENS, cell="gru").core.layers)
+    assert all(m.fast for m in RNNLM(ModelConfig(VOCAB_SIZE, NUM_HIDDENS, cell="gru")).core.layers)
 
 
 def test_the_scratch_models_run_on_the_kernels_forward_and_backward(monkeypatch):
@@ -161,7 +161,7 @@ def test_the_scratch_models_run_on_the_kernels_forward_and_backward(monkeypatch)
     monkeypatch.setattr(native, "ops", Recording)
     for options in ({"cell": "rnn"}, {"cell": "gru"}, {"cell": "gru", "gru_reset_after": True},
                     {"cell": "lstm"}):
-        model = RNNLM(VOCAB_SIZE, NUM_HIDDENS, **options)
+        model = RNNLM(ModelConfig(VOCAB_SIZE, NUM_HIDDENS, **options))
         model(torch.randint(VOCAB_SIZE, (BATCH, STEPS)))[0].sum().backward()
     expected = {f"{cell}_{part}" for cell in ("rnn", "gru", "gru_reset_after", "lstm")
                 for part in ("forward", "backward")}
@@ -188,7 +188,7 @@ def test_a_failed_kernel_build_falls_back_to_the_python_loops_with_one_warning(m
     try:
         with pytest.warns(RuntimeWarning, match="no C.. compiler here"):
             assert not native.available()
-        model = RNNLM(VOCAB_SIZE, NUM_HIDDENS, cell="gru")
+        model = RNNLM(ModelConfig(VOCAB_SIZE, NUM_HIDDENS, cell="gru"))
         model(torch.randint(VOCAB_SIZE, (BATCH, STEPS)))[0].sum().backward()  # trains on the loops
         native._load.cache_clear()
         monkeypatch.setenv("CHARLM_KERNELS", "1")

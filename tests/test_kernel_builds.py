@@ -199,12 +199,12 @@ def test_switched_off_kernels_say_so_in_their_status(monkeypatch):
 # Run in a fresh process: build for one level, then hold the kernels to the Python loops.
 _COMPARE = """
 import os, torch
-from charlm.models import RNNLM, native
+from charlm.models import RNNLM, ModelConfig, native
 status = native.build_status()
 assert status.built and status.target == os.environ["CHARLM_KERNELS_TARGET"], status
 for cell in ("rnn", "gru", "lstm"):
     torch.manual_seed(0)
-    model = RNNLM(11, 7, cell=cell, impl="scratch", num_layers=2).double()
+    model = RNNLM(ModelConfig(11, 7, cell=cell, impl="scratch", num_layers=2)).double()
     X = torch.randint(11, (3, 6), generator=torch.Generator().manual_seed(1))
     results = []
     for kernels in (True, False):
@@ -234,11 +234,11 @@ def test_the_kernels_built_for_a_level_compute_what_the_python_loops_compute(tar
 # Run in a fresh process with no C++ compiler and an empty extension cache.
 _NO_COMPILER = """
 import warnings, torch
-from charlm.models import RNNLM, native
+from charlm.models import RNNLM, ModelConfig, native
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     assert not native.available() and not native.available()
-    model = RNNLM(11, 7, cell="gru")
+    model = RNNLM(ModelConfig(11, 7, cell="gru"))
     model(torch.randint(11, (3, 6)))[0].sum().backward()  # trains on the Python loops
 print(len(caught), caught[0].message)
 print(native.build_status())

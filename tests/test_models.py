@@ -56,8 +56,8 @@ def _as_tuple(state):
 
 def _twins(**options) -> tuple[RNNLM, RNNLM]:
     """A float64 scratch model with random weights and a builtin model holding the same weights."""
-    scratch = RNNLM(VOCAB_SIZE, NUM_HIDDENS, impl="scratch", **options).double()
-    builtin = RNNLM(VOCAB_SIZE, NUM_HIDDENS, impl="builtin", **options).double()
+    scratch = RNNLM(ModelConfig(VOCAB_SIZE, NUM_HIDDENS, impl="scratch", **options)).double()
+    builtin = RNNLM(ModelConfig(VOCAB_SIZE, NUM_HIDDENS, impl="builtin", **options)).double()
     _randomize(scratch)
     copy_scratch_to_builtin(scratch, builtin)
     return scratch, builtin
@@ -124,8 +124,8 @@ STATE_CASES.append(("scratch", "gru", True))
 
 @pytest.mark.parametrize("impl,cell,reset_after", STATE_CASES)
 def test_carrying_the_state_over_two_halves_equals_one_pass(impl, cell, reset_after):
-    model = RNNLM(VOCAB_SIZE, NUM_HIDDENS, cell=cell, impl=impl, num_layers=2,
-                  gru_reset_after=reset_after).double()
+    model = RNNLM(ModelConfig(VOCAB_SIZE, NUM_HIDDENS, cell=cell, impl=impl, num_layers=2,
+                  gru_reset_after=reset_after)).double()
     _randomize(model)
     inputs = _inputs(num_steps=6)
     whole_logits, whole_state = model(inputs)
@@ -217,7 +217,8 @@ def test_book_gru_matches_a_numpy_reference_over_several_steps():
 @pytest.mark.parametrize("impl", ["scratch", "builtin"])
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 def test_shapes_of_logits_and_state(cell, impl, bidirectional):
-    model = RNNLM(VOCAB_SIZE, NUM_HIDDENS, cell=cell, impl=impl, num_layers=3, bidirectional=bidirectional)
+    model = RNNLM(ModelConfig(VOCAB_SIZE, NUM_HIDDENS, cell=cell, impl=impl, num_layers=3,
+                              bidirectional=bidirectional))
     logits, state = model(_inputs())
     assert logits.shape == (BATCH_SIZE, NUM_STEPS, VOCAB_SIZE)
     expected = (3 * (2 if bidirectional else 1), BATCH_SIZE, NUM_HIDDENS)
@@ -227,16 +228,22 @@ def test_shapes_of_logits_and_state(cell, impl, bidirectional):
 
 
 def test_a_state_from_one_impl_feeds_the_other():
-    scratch = RNNLM(VOCAB_SIZE, NUM_HIDDENS, cell="lstm", num_layers=2)
-    builtin = RNNLM(VOCAB_SIZE, NUM_HIDDENS, cell="lstm", impl="builtin", num_layers=2)
-    _, state = scratch(_inputs())
-    _, state = builtin(_inputs(), state)
-    scratch(_inputs(), state)
+    # Both cores lay the state out as torch.nn does, (num_layers, B, H) for each of (H, C): with the
+    # same weights, a state handed over from one impl continues exactly as the other's own would.
+    scratch, builtin = _twins(cell="lstm", num_layers=2)
+    first, second = _inputs(seed=2), _inputs(seed=6)
+    for source, target in [(builtin, scratch), (scratch, builtin)]:
+        _, handed_over = source(first)
+        logits, state = target(second, handed_over)
+        own_logits, own_state = target(second, target(first)[1])
+        assert_close(logits, own_logits)
+        assert_close(state, own_state)
+        assert not torch.allclose(logits, target(second)[0])  # the state mattered: a zero one differs
 
 
 @pytest.mark.parametrize("impl", ["scratch", "builtin"])
 def test_begin_state_follows_the_parameters_dtype_and_the_requested_device(impl):
-    model = RNNLM(VOCAB_SIZE, NUM_HIDDENS, cell="lstm", impl=impl).double()
+    model = RNNLM(ModelConfig(VOCAB_SIZE, NUM_HIDDENS, cell="lstm", impl=impl)).double()
     H, C = model.begin_state(BATCH_SIZE)
     assert H.dtype == C.dtype == torch.float64 and H.device.type == "cpu"
     assert not torch.any(H) and not torch.any(C) and H.data_ptr() != C.data_ptr()
@@ -248,7 +255,7 @@ def test_begin_state_follows_the_parameters_dtype_and_the_requested_device(impl)
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("impl", ["scratch", "builtin"])
 def test_model_runs_on_cuda(impl):
-    model = RNNLM(VOCAB_SIZE, NUM_HIDDENS, cell="gru", impl=impl).cuda()
+    model = RNNLM(ModelConfig(VOCAB_SIZE, NUM_HIDDENS, cell="gru", impl=impl)).cuda()
     logits, state = model(_inputs().cuda())
     assert logits.device.type == state.device.type == model.begin_state(1).device.type == "cuda"
 
@@ -262,7 +269,7 @@ BOOK_NAMES = {
 
 @pytest.mark.parametrize("cell", BOOK_NAMES)
 def test_scratch_parameters_carry_the_books_names_and_shapes(cell):
-    params = dict(RNNLM(VOCAB_SIZE, NUM_HIDDENS, cell=cell, num_layers=2).named_parameters())
+    params = dict(RNNLM(ModelConfig(VOCAB_SIZE, NUM_HIDDENS, cell=cell, num_layers=2)).named_parameters())
     expected = {"W_hq", "b_q"} | {f"core.layers.{k}.{n}" for k in (0, 1) for n in BOOK_NAMES[cell]}
     assert set(params) == expected
     gate = BOOK_NAMES[cell][0][-1]
@@ -272,24 +279,25 @@ def test_scratch_parameters_carry_the_books_names_and_shapes(cell):
 
 
 def test_gru_reset_after_adds_the_hidden_candidate_bias():
-    book = dict(RNNLM(VOCAB_SIZE, NUM_HIDDENS, cell="gru").named_parameters())
-    torch_form = dict(RNNLM(VOCAB_SIZE, NUM_HIDDENS, cell="gru", gru_reset_after=True).named_parameters())
+    book = dict(RNNLM(ModelConfig(VOCAB_SIZE, NUM_HIDDENS, cell="gru")).named_parameters())
+    torch_form = dict(RNNLM(ModelConfig(VOCAB_SIZE, NUM_HIDDENS, cell="gru",
+                                        gru_reset_after=True)).named_parameters())
     assert set(torch_form) - set(book) == {"core.layers.0.b_hh"}
 
 
 def test_bidirectional_doubles_the_output_layer_input_and_cannot_generate():
-    scratch = RNNLM(VOCAB_SIZE, NUM_HIDDENS, bidirectional=True)
-    builtin = RNNLM(VOCAB_SIZE, NUM_HIDDENS, impl="builtin", bidirectional=True)
+    scratch = RNNLM(ModelConfig(VOCAB_SIZE, NUM_HIDDENS, bidirectional=True))
+    builtin = RNNLM(ModelConfig(VOCAB_SIZE, NUM_HIDDENS, impl="builtin", bidirectional=True))
     assert scratch.W_hq.shape == (2 * NUM_HIDDENS, VOCAB_SIZE)
     assert builtin.output.in_features == 2 * NUM_HIDDENS
     assert "core.layers_reverse.0.W_xh" in dict(scratch.named_parameters())
     assert not scratch.can_generate and not builtin.can_generate
-    assert RNNLM(VOCAB_SIZE, NUM_HIDDENS).can_generate
+    assert RNNLM(ModelConfig(VOCAB_SIZE, NUM_HIDDENS)).can_generate
 
 
 def test_scratch_init_is_the_books_small_gaussian_and_zero_biases():
     torch.manual_seed(0)
-    model = RNNLM(60, 80, cell="lstm", num_layers=2)
+    model = RNNLM(ModelConfig(60, 80, cell="lstm", num_layers=2))
     for name, p in model.named_parameters():
         short = name.rsplit(".", 1)[-1]
         if short.startswith("W_"):
@@ -302,8 +310,8 @@ def test_scratch_init_is_the_books_small_gaussian_and_zero_biases():
 @pytest.mark.parametrize("impl", ["scratch", "builtin"])
 def test_dropout_acts_in_training_only(impl):
     torch.manual_seed(0)
-    model = RNNLM(VOCAB_SIZE, NUM_HIDDENS, cell="gru", impl=impl, num_layers=2, dropout=0.5)
-    plain = RNNLM(VOCAB_SIZE, NUM_HIDDENS, cell="gru", impl=impl, num_layers=2)
+    model = RNNLM(ModelConfig(VOCAB_SIZE, NUM_HIDDENS, cell="gru", impl=impl, num_layers=2, dropout=0.5))
+    plain = RNNLM(ModelConfig(VOCAB_SIZE, NUM_HIDDENS, cell="gru", impl=impl, num_layers=2))
     _randomize(model)
     plain.load_state_dict(model.state_dict())
     inputs = _inputs()
@@ -317,7 +325,7 @@ def test_dropout_acts_in_training_only(impl):
 @pytest.mark.parametrize("impl", ["scratch", "builtin"])
 def test_dropout_sits_between_layers_only(impl):
     """As torch.nn: layer 0 reads undropped inputs and the top layer's states reach the output as they are."""
-    model = RNNLM(VOCAB_SIZE, NUM_HIDDENS, cell="gru", impl=impl, num_layers=2, dropout=0.5)
+    model = RNNLM(ModelConfig(VOCAB_SIZE, NUM_HIDDENS, cell="gru", impl=impl, num_layers=2, dropout=0.5))
     _randomize(model)
     inputs = _inputs()
     torch.manual_seed(0)
@@ -345,11 +353,11 @@ BAD_INPUTS = [
 @pytest.mark.parametrize("inputs,message", BAD_INPUTS, ids=[m for _, m in BAD_INPUTS])
 def test_bad_inputs_are_refused_with_a_message(inputs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
-        RNNLM(VOCAB_SIZE, NUM_HIDDENS)(inputs)
+        RNNLM(ModelConfig(VOCAB_SIZE, NUM_HIDDENS))(inputs)
 
 
 def test_a_state_of_the_wrong_shape_is_refused():
-    model = RNNLM(VOCAB_SIZE, NUM_HIDDENS, cell="lstm")
+    model = RNNLM(ModelConfig(VOCAB_SIZE, NUM_HIDDENS, cell="lstm"))
     message = "state must be a pair (H, C) of tensors of shape (1, 2, 4)"
     with pytest.raises(ValueError, match=re.escape(message)):
         model(_inputs(), torch.zeros(1, BATCH_SIZE, NUM_HIDDENS))
@@ -358,21 +366,21 @@ def test_a_state_of_the_wrong_shape_is_refused():
 
 
 BAD_CONFIGS = [
-    ({"num_hiddens": 0}, "num_hiddens must be >= 1, got 0"),
-    ({"num_hiddens": 2.5}, "num_hiddens must be an integer, got 2.5"),
-    ({"vocab_size": 0}, "vocab_size must be >= 1"),
-    ({"num_layers": 0}, "num_layers must be >= 1"),
-    ({"embedding": 0}, "embedding must be >= 1"),
-    ({"cell": "foo"}, "cell must be one of rnn, gru, lstm, got 'foo'"),
-    ({"impl": "cudnn"}, "impl must be one of scratch, book, builtin, got 'cudnn'"),
-    ({"activation": "sigmoid"}, "activation must be one of tanh, relu"),
-    ({"cell": "lstm", "activation": "relu"}, "activation='relu' applies only to cell='rnn'"),
-    ({"num_layers": 2, "dropout": 1.0}, "dropout must be in [0, 1), got 1.0"),
-    ({"num_layers": 2, "dropout": -0.1}, "dropout must be in [0, 1)"),
-    ({"dropout": 0.5}, "needs num_layers >= 2"),
-    ({"bidirectional": "yes"}, "bidirectional must be True or False"),
-    ({"cell": "lstm", "gru_reset_after": True}, "gru_reset_after applies only to cell='gru'"),
-    ({"cell": "gru", "impl": "builtin", "gru_reset_after": False}, "not available with impl='builtin'"),
+    ({"num_hiddens": 0}, "--num-hiddens must be an integer >= 1, got 0"),
+    ({"num_hiddens": 2.5}, "--num-hiddens must be an integer, got 2.5"),
+    ({"vocab_size": 0}, "--vocab-size must be an integer >= 1"),
+    ({"num_layers": 0}, "--num-layers must be an integer >= 1"),
+    ({"embedding": 0}, "--embedding must be an integer >= 1"),
+    ({"cell": "foo"}, "--cell must be one of rnn, gru, lstm, got 'foo'"),
+    ({"impl": "cudnn"}, "--impl must be one of scratch, book, builtin, got 'cudnn'"),
+    ({"activation": "sigmoid"}, "--activation must be one of tanh, relu"),
+    ({"cell": "lstm", "activation": "relu"}, "--activation relu applies only to --cell rnn"),
+    ({"num_layers": 2, "dropout": 1.0}, "--dropout must be in [0, 1), got 1.0"),
+    ({"num_layers": 2, "dropout": -0.1}, "--dropout must be in [0, 1)"),
+    ({"dropout": 0.5}, "needs --num-layers 2 or more"),
+    ({"bidirectional": "yes"}, "--bidirectional must be true or false"),
+    ({"cell": "lstm", "gru_reset_after": True}, "--gru-reset-after applies only to --cell gru"),
+    ({"cell": "gru", "impl": "builtin", "gru_reset_after": False}, "not available with --impl builtin"),
 ]
 
 
@@ -382,41 +390,46 @@ def test_bad_config_values_are_refused_naming_the_field(options, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         ModelConfig(**options)
     with pytest.raises(ValueError, match=re.escape(message)):
-        RNNLM(**options)
+        RNNLM(ModelConfig(**options))
 
 
 def test_gru_reset_after_defaults_to_each_impls_own_form():
-    assert ModelConfig(5, 4, cell="gru").gru_reset_after is False
-    assert ModelConfig(5, 4, cell="gru", impl="builtin").gru_reset_after is True
-    assert ModelConfig(5, 4, cell="lstm").gru_reset_after is False
+    assert ModelConfig(5, 4, cell="gru").reset_after is False
+    assert ModelConfig(5, 4, cell="gru", impl="builtin").reset_after is True
+    assert ModelConfig(5, 4, cell="lstm").reset_after is False
+    # Unresolved in the field, so a config derived with another impl gets that impl's form.
+    assert ModelConfig(5, 4, cell="gru").replace(impl="builtin").reset_after is True
 
 
 def test_config_round_trips_through_json_and_rebuilds_the_model():
     config = ModelConfig(28, 16, cell="gru", num_layers=2, embedding=8, dropout=0.2, bidirectional=True)
     again = ModelConfig.from_dict(json.loads(json.dumps(config.to_dict(), sort_keys=True)))
     assert again == config
-    assert RNNLM.from_config(again).config == config
+    assert RNNLM(again).config == config
 
 
 def test_from_dict_refuses_unknown_and_missing_keys():
     data = ModelConfig(5, 4).to_dict()
-    with pytest.raises(ValueError, match=re.escape("unknown ModelConfig keys ['num_hidden']")):
+    unknown = "unknown ModelConfig keys ['num_hidden'] (did you mean num_hiddens?)"
+    with pytest.raises(ValueError, match=re.escape(unknown)):
         ModelConfig.from_dict({**data, "num_hidden": 3})
     with pytest.raises(ValueError, match=re.escape("missing required keys ['vocab_size']")):
         ModelConfig.from_dict({"num_hiddens": 4})
 
 
 def test_copy_scratch_to_builtin_refuses_what_torch_cannot_compute():
-    book_gru = RNNLM(VOCAB_SIZE, NUM_HIDDENS, cell="gru")
+    book_gru = RNNLM(ModelConfig(VOCAB_SIZE, NUM_HIDDENS, cell="gru"))
     with pytest.raises(ValueError, match="gru_reset_after=True"):
-        copy_scratch_to_builtin(book_gru, RNNLM(VOCAB_SIZE, NUM_HIDDENS, cell="gru", impl="builtin"))
+        copy_scratch_to_builtin(book_gru, RNNLM(ModelConfig(VOCAB_SIZE, NUM_HIDDENS, cell="gru",
+                                                            impl="builtin")))
     with pytest.raises(ValueError, match="configurations differ"):
-        copy_scratch_to_builtin(RNNLM(VOCAB_SIZE, NUM_HIDDENS), RNNLM(VOCAB_SIZE, 8, impl="builtin"))
+        copy_scratch_to_builtin(RNNLM(ModelConfig(VOCAB_SIZE, NUM_HIDDENS)),
+                                RNNLM(ModelConfig(VOCAB_SIZE, 8, impl="builtin")))
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_detach_state_keeps_values_and_structure_but_cuts_the_graph(cell):
-    model = RNNLM(VOCAB_SIZE, NUM_HIDDENS, cell=cell)
+    model = RNNLM(ModelConfig(VOCAB_SIZE, NUM_HIDDENS, cell=cell))
     _, state = model(_inputs())
     detached = detach_state(state)
     assert type(detached) is type(state)
@@ -427,12 +440,13 @@ def test_detach_state_keeps_values_and_structure_but_cuts_the_graph(cell):
 
 def test_builtin_normal_init_matches_the_scratch_statistics():
     torch.manual_seed(0)
-    model = RNNLM(30, 200, impl="builtin", init="normal")
+    model = RNNLM(ModelConfig(30, 200, impl="builtin", init="normal"))
     weights = [p for n, p in model.named_parameters() if "weight" in n]
     biases = [p for n, p in model.named_parameters() if "bias" in n]
     assert all(abs(float(w.std()) - 0.01) < 0.001 for w in weights)
     assert all(torch.count_nonzero(b) == 0 for b in biases)
-    default = RNNLM(30, 200, impl="builtin")
+    default = RNNLM(ModelConfig(30, 200, impl="builtin"))
     assert float(default.core.weight_hh_l0.std()) > 0.03  # torch's U(-1/sqrt(H), 1/sqrt(H))
     with pytest.raises(ValueError, match="init must be one of default, normal"):
-        RNNLM(30, 8, impl="builtin", init="xavier")
+        RNNLM(ModelConfig(30, 8, impl="builtin", init="xavier"))
+

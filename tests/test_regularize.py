@@ -28,7 +28,7 @@ def _model(impl: str = "scratch", cell: str = "gru", seed: int = 0, **options) -
     weights larger than the book's N(0, 0.01²), so that every unit is far from zero."""
     torch.manual_seed(seed)
     options = {"num_layers": 2, "embedding": H, **options}
-    model = RNNLM(V, H, cell=cell, impl=impl, **options).double()
+    model = RNNLM(ModelConfig(V, H, cell=cell, impl=impl, **options)).double()
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, 0.5)
@@ -259,7 +259,7 @@ def test_the_output_layers_gradient_reaches_the_tied_embedding(impl):
 @pytest.mark.parametrize("impl", IMPLS)
 def test_a_tied_model_survives_a_checkpoint_round_trip(impl, tmp_path):
     model = _model(impl, cell="lstm", tie_weights=True).float().eval()
-    save_run_files(tmp_path, model, Vocab(list("abcdef")), {"token": "char"})
+    save_run_files(tmp_path, model, Vocab(list("abcdef")), None)
     save_weights(tmp_path / "model.safetensors", model)
     loaded = load(tmp_path).model
     assert loaded.config == model.config and _shares_embedding(loaded)
@@ -282,15 +282,14 @@ def test_a_tied_scratch_model_copies_into_a_tied_builtin_one():
 # --- configuration -------------------------------------------------------------------------------------
 
 BAD = [
-    ({"dropout_output": 1.5}, "dropout_output must be in [0, 1), got 1.5"),
-    ({"dropout_input": -0.1}, "dropout_input must be in [0, 1), got -0.1"),
-    ({"weight_drop": 1.0}, "weight_drop must be in [0, 1), got 1.0"),
-    ({"weight_drop": "0.5"}, "weight_drop must be a number in [0, 1), got '0.5'"),
-    ({"dropout_embedding": 0.2, "embedding": None}, "dropout_embedding drops rows of the embedding matrix"),
-    ({"locked_dropout": 1}, "locked_dropout must be True or False, got 1"),
-    ({"tie_weights": True, "embedding": None}, "needs embedding = num_hiddens x directions = 6, got "
-                                               "embedding=None"),
-    ({"tie_weights": True, "bidirectional": True}, "num_hiddens x directions = 12, got embedding=6"),
+    ({"dropout_output": 1.5}, "--dropout-output must be in [0, 1), got 1.5"),
+    ({"dropout_input": -0.1}, "--dropout-input must be in [0, 1), got -0.1"),
+    ({"weight_drop": 1.0}, "--weight-drop must be in [0, 1), got 1.0"),
+    ({"weight_drop": "0.5"}, "--weight-drop must be a number, got '0.5'"),
+    ({"dropout_embedding": 0.2, "embedding": None}, "--dropout-embedding drops rows of the embedding matrix"),
+    ({"locked_dropout": 1}, "--locked-dropout must be true or false, got 1"),
+    ({"tie_weights": True, "embedding": None}, "needs --embedding equal to --num-hiddens (6), got None"),
+    ({"tie_weights": True, "bidirectional": True}, "--num-hiddens x 2 directions (12), got 6"),
 ]
 
 
@@ -309,7 +308,7 @@ def test_bad_regulariser_settings_are_refused_naming_the_field(options, message)
 ])
 def test_bad_training_flags_are_refused_naming_the_flag(options, message):
     with pytest.raises(ValueError, match=re.escape(message)):
-        TrainConfig(**options)
+        TrainConfig.of(**options)
 
 
 def test_config_files_without_the_new_keys_still_load_with_everything_off():
@@ -317,7 +316,7 @@ def test_config_files_without_the_new_keys_still_load_with_everything_off():
            "embedding": None, "activation": "tanh", "dropout": 0.0, "bidirectional": False,
            "gru_reset_after": False, "init": "default"}
     config = ModelConfig.from_dict(old)
-    assert config == ModelConfig(V, H, cell="gru")
+    assert config.replace(gru_reset_after=None) == ModelConfig(V, H, cell="gru") and not config.reset_after
     rates = (config.dropout_input, config.dropout_output, config.dropout_embedding, config.weight_drop)
     assert rates == (0, 0, 0, 0)
     assert not config.locked_dropout and not config.tie_weights
@@ -326,4 +325,4 @@ def test_config_files_without_the_new_keys_still_load_with_everything_off():
 def test_the_regularisers_round_trip_through_the_saved_config():
     config = ModelConfig(V, H, num_layers=2, embedding=H, locked_dropout=True, tie_weights=True, **DROPOUTS)
     again = ModelConfig.from_dict(json.loads(json.dumps(config.to_dict(), sort_keys=True)))
-    assert again == config and RNNLM.from_config(again).config == config
+    assert again == config and RNNLM(again).config == config

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from charlm import corpora, tokenstream
 from charlm.batches import BatchStream
 from charlm.corpora import CorpusError
-from charlm.dataset import encode, load_corpus, load_splits, split_stream
+from charlm.dataset import load_corpus, load_splits, split_bounds
 from charlm.text import CLEAN_MODES, clean_lines, flatten, tokenize
 from charlm.vocab import Vocab
 
@@ -30,8 +30,26 @@ SETTINGS = settings(max_examples=60, deadline=None, derandomize=True)
 KINDS = [("char", False), ("word", False), ("word", True)]
 
 
+# The reference the streamed pipeline is held to: the book's way, the whole text as one list of
+# tokens, cut into splits and looked up one token at a time.
+
 def whole_text_tokens(text: str, clean: str, token: str, eos: bool) -> list[str]:
     return flatten(tokenize(clean_lines(text, clean), token, eos=eos))
+
+
+def split_stream(tokens: list[str], val_frac: float, test_frac: float) -> tuple[list[str], ...]:
+    """A token list cut into contiguous ``[train | val | test]`` parts where `split_bounds` puts them.
+
+    >>> split_stream(list("abcdefghij"), 0.2, 0.1)
+    (['a', 'b', 'c', 'd', 'e', 'f', 'g'], ['h', 'i'], ['j'])
+    """
+    train_end, val_end = split_bounds(len(tokens), val_frac, test_frac)
+    return tokens[:train_end], tokens[train_end:val_end], tokens[val_end:]
+
+
+def encode(tokens: list[str], vocab: Vocab) -> torch.Tensor:
+    """Token ids one lookup per token, as a 1-D int64 tensor; tokens the vocabulary lacks are ``<unk>``."""
+    return torch.tensor([vocab.token_to_idx.get(tok, vocab.unk) for tok in tokens], dtype=torch.int64)
 
 
 def chunked(text: str, sizes: list[int]) -> list[str]:

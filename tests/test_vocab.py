@@ -1,11 +1,17 @@
-"""Vocabulary: the book's ordering, lookups both ways, JSON round trip, known answers."""
+"""Vocabulary: the book's ordering, lookups both ways, JSON round trip, known answers; then the same
+for any text (hypothesis): every token maps to an index and back, and the vocabulary survives JSON."""
 
+import collections
 import json
 
 import pytest
+import torch
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from charlm import Vocab, load_corpus
-from charlm.text import clean_lines, tokenize
+from charlm.text import TOKEN_KINDS, clean_lines, flatten, tokenize
+from strategies import PROPERTY, texts
 
 
 def test_order_is_unk_then_reserved_then_by_frequency_ties_first_seen():
@@ -93,3 +99,80 @@ def test_tokenize_then_vocab_matches_load_corpus(tmp_path):
     corpus, vocab = load_corpus(path)
     tokens = [t for line in tokenize(clean_lines("Abc, ab!\nBa"), "char") for t in line]
     assert vocab.to_tokens(corpus.tolist()) == tokens
+
+
+# ---- for any text (d2l §8.2.3) --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vocab_dir(tmp_path_factory):
+    """One folder for the whole module: hypothesis runs many examples per test call."""
+    return tmp_path_factory.mktemp("vocab")
+
+
+def _tokens_of(text: str, token: str) -> list[list[str]]:
+    """The text's tokens per line: characters of the untouched text, or the words of each line."""
+    return tokenize(clean_lines(text, "raw" if token == "char" else "lines"), token)
+
+
+@PROPERTY
+@given(text=texts, token=st.sampled_from(TOKEN_KINDS))
+def test_every_token_of_the_text_maps_to_an_index_and_back(text, token):
+    lines = _tokens_of(text, token)
+    tokens = flatten(lines)
+    vocab = Vocab(lines)  # per-line lists, as the book passes them
+    for t in tokens:
+        assert t in vocab and vocab.to_tokens(vocab[t]) == t
+    assert vocab.to_tokens(vocab[tokens]) == tokens
+    assert vocab.to_tokens(torch.tensor(vocab[tokens], dtype=torch.int64)) == tokens
+    # <unk> first, then one index per distinct token: a literal "<unk>" in the text gets no second one.
+    assert vocab.idx_to_token[0] == "<unk>" and vocab.unk == 0
+    assert len(vocab) == 1 + len(set(tokens) - {"<unk>"})
+    assert sorted(vocab.token_to_idx.values()) == list(range(len(vocab)))
+
+
+@PROPERTY
+@given(text=texts, stranger=st.text(min_size=1, max_size=4))
+def test_unknown_tokens_map_to_unk(text, stranger):
+    vocab = Vocab(list(text))
+    assume(stranger not in text and stranger != "<unk>")
+    assert stranger not in vocab and vocab[stranger] == vocab.unk == 0
+    assert vocab.to_tokens(vocab[[stranger, stranger]]) == ["<unk>", "<unk>"]
+    assert vocab.unknown([stranger, *text, stranger]) == [stranger]
+
+
+@PROPERTY
+@given(text=texts)
+def test_frequencies_are_the_counts_most_frequent_first_ties_first_seen(text):
+    vocab = Vocab(list(text))
+    freqs = vocab.token_freqs
+    counts = collections.Counter(text)
+    assert dict(freqs) == counts and len(freqs) == len(counts)
+    for (a, fa), (b, fb) in zip(freqs, freqs[1:]):
+        assert fa > fb or (fa == fb and text.index(a) < text.index(b))
+    # With min_freq=0 the indices follow the same order.
+    assert vocab.idx_to_token[1:] == [t for t, _ in freqs]
+
+
+@PROPERTY
+@given(text=texts, min_freq=st.integers(0, 4),
+       reserved=st.lists(st.sampled_from(["<pad>", "<bos>", "<eos>", "a", "😀"]), unique=True, max_size=3))
+def test_min_freq_and_reserved_tokens(text, min_freq, reserved):
+    vocab = Vocab(list(text), min_freq=min_freq, reserved_tokens=reserved)
+    assert vocab.idx_to_token[:1 + len(reserved)] == ["<unk>", *reserved]
+    for t, count in collections.Counter(text).items():
+        assert (t in vocab) == (count >= min_freq or t in reserved)
+        assert vocab.to_tokens(vocab[t]) == (t if t in vocab else "<unk>")
+
+
+@PROPERTY
+@given(text=texts, token=st.sampled_from(TOKEN_KINDS), min_freq=st.integers(0, 2))
+def test_json_round_trip_gives_an_equal_vocabulary(vocab_dir, text, token, min_freq):
+    tokens = flatten(_tokens_of(text, token))
+    vocab = Vocab(tokens, min_freq=min_freq, reserved_tokens=["<eos>"])
+    again = Vocab.from_dict(json.loads(json.dumps(vocab.to_dict())))
+    vocab.save(vocab_dir / "vocab.json")
+    loaded = Vocab.load(vocab_dir / "vocab.json")
+    for copy in (again, loaded):
+        assert copy == vocab and copy.token_freqs == vocab.token_freqs
+        assert copy[tokens] == vocab[tokens] and copy.token_to_idx == vocab.token_to_idx

@@ -1,6 +1,6 @@
 """charlm: recurrent language models (RNN, GRU, LSTM), from the book's equations to a tool.
 
-The functions `train`, `generate` and `evaluate` mirror the `charlm` commands of the same names.
+The functions `train`, `resume`, `generate` and `evaluate` mirror the `charlm` commands of the same names.
 """
 
 from .batches import BatchStream, random_batches, sequential_batches
@@ -9,12 +9,12 @@ from .compression import compress, decompress
 from .config import TrainConfig
 from .corpora import CORPORA, CorpusError
 from .dataset import Splits, load_corpus, load_splits
-from .evaluate import EvalResult, evaluate_ids
-from .evaluate import evaluate_run as evaluate
-from .generate import GenerateConfig, generate, stream
+from .evaluation import EvalResult, evaluate_ids
+from .evaluation import evaluate_run as evaluate
+from .generation import GenerateConfig, generate, stream
 from .models import RNNLM, ModelConfig, detach_state
 from .text import clean_lines, tokenize
-from .train import TrainResult, train
+from .training import TrainResult, resume, train
 from .vocab import Vocab
 
 __version__ = "0.1.0"
@@ -45,5 +45,6 @@ __all__ = [
            "sequential_batches",
            "stream",
            "tokenize",
+           "resume",
            "train",
 ]

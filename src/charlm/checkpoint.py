@@ -15,7 +15,7 @@ A run folder holds::
 Every file is written to a temporary name in the folder (``.<name>.<random>.tmp``), flushed, fsync'ed
 and renamed over the old one, and the folder is fsync'ed so the rename itself survives a power cut: a
 crash or a full disk mid-write leaves the previous version intact, and at worst a hidden ``.tmp`` file
-that nothing reads and ``--resume`` removes. metrics.jsonl grows by whole lines, one write(2) each.
+that nothing reads and resuming removes. metrics.jsonl grows by whole lines, one write(2) each.
 A file that cannot be written is a RunWriteError naming it and the cause (a full disk, a read-only
 folder), never a half-written checkpoint.
 """
@@ -38,11 +38,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save
 
+from .config import TrainConfig
+from .fields import flat_names
 from .models import RNNLM, ModelConfig
 from .vocab import Vocab
 
 RUN_FORMAT = "charlm-run"
-RUN_VERSION = 1
+# 1: "train" held the model's settings too, flat (and "model" named the cell); 2: "train" holds the
+# rest of the training settings, and "model" alone describes the model. Version 1 still loads.
+RUN_VERSION = 2
 WEIGHTS = {"last": "model.safetensors", "best": "best.safetensors"}
 
 
@@ -112,7 +116,7 @@ def save_file(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         raise write_failure(path, err) from err
 
 
-def check_writable(run_dir: Path, flag: str = "--out") -> None:
+def check_writable(run_dir: Path, flag: str | None = "--out") -> None:
     """Create `run_dir` and write, sync and delete a small file in it, so that a folder training could
     not save into is an error before training starts, not at its first checkpoint. Folders it had to
     create are removed again: a run that then fails on its data leaves no empty run folder behind."""
@@ -128,7 +132,8 @@ def check_writable(run_dir: Path, flag: str = "--out") -> None:
             os.unlink(probe)
     except OSError as err:
         why = _WHY.get(err.errno, err.strerror or str(err))
-        raise RunWriteError(f"{flag} {run_dir}: cannot save a run there: {why}") from err
+        named = f"{flag} {run_dir}" if flag else str(run_dir)
+        raise RunWriteError(f"{named}: cannot save a run there: {why}") from err
     finally:
         for folder in created:
             with contextlib.suppress(OSError):  # not empty: someone else is using it now
@@ -181,11 +186,14 @@ def save_weights(path: Path, model: RNNLM) -> None:
     save_file(path, lambda f: f.write(blob))
 
 
-def save_run_files(run_dir: Path, model: RNNLM, vocab: Vocab, train_config: dict[str, Any]) -> None:
-    """config.json and vocab.json: what `load` needs besides the weights."""
+def save_run_files(run_dir: Path, model: RNNLM, vocab: Vocab, config: TrainConfig | None) -> None:
+    """config.json and vocab.json: what `load` needs besides the weights. The model's settings are
+    saved once, under "model"; "train" holds the rest of `config`, if there is one."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", {"format": RUN_FORMAT, "version": RUN_VERSION,
-                                         "model": model.config.to_dict(), "train": train_config})
+    data: dict[str, Any] = {"format": RUN_FORMAT, "version": RUN_VERSION, "model": model.config.to_dict()}
+    if config is not None:
+        data["train"] = {k: v for k, v in config.to_dict().items() if k != "model"}
+    write_json(run_dir / "config.json", data)
     write_json(run_dir / "vocab.json", vocab.to_dict())
 
 
@@ -225,6 +233,22 @@ def read_config(run_dir: Path) -> dict[str, Any]:
     return data
 
 
+def run_configs(run_dir: Path) -> tuple[ModelConfig, TrainConfig | None]:
+    """The typed configs of a run folder: its model, and its training settings where it has them
+    (a model saved by the API alone has none). Every way the file can be wrong is a CheckpointError."""
+    data = read_config(run_dir)
+    try:
+        model = ModelConfig.from_dict(data["model"])
+        train = data.get("train")
+        if train is None:
+            return model, None
+        if data["version"] == 1:  # the model's settings were repeated, flat, among the training ones
+            train = {k: v for k, v in train.items() if k not in flat_names(ModelConfig) and k != "model"}
+        return model, TrainConfig.from_dict({**train, "model": data["model"]})
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"{Path(run_dir) / 'config.json'}: {err}") from None
+
+
 def _check_format(path: Path, data: Any) -> None:
     if not isinstance(data, dict) or data.get("format") != RUN_FORMAT:
         raise CheckpointError(f"{path}: not a charlm run file (format is not {RUN_FORMAT!r})")
@@ -245,13 +269,13 @@ class Run:
 
     model: RNNLM
     vocab: Vocab
-    config: dict[str, Any]  # the run's config.json
+    config: TrainConfig | None  # how it was trained (``config.model`` is ``model.config``); None if unknown
     path: Path
     weights: str = WEIGHTS["last"]  # the weights file that was loaded
 
     @property
     def token(self) -> str:
-        return self.config.get("train", {}).get("token", "char")
+        return self.config.token if self.config is not None else "char"
 
 
 def load(run_dir: str | Path, *, which: str = "best", device: str | torch.device = "cpu") -> Run:
@@ -265,9 +289,9 @@ def load(run_dir: str | Path, *, which: str = "best", device: str | torch.device
     run_dir = Path(run_dir)
     if which not in WEIGHTS:
         raise ValueError(f"which must be one of {', '.join(WEIGHTS)}, got {which!r}")
-    config = read_config(run_dir)
+    model_config, config = run_configs(run_dir)
     try:
-        model = RNNLM.from_config(ModelConfig.from_dict(config["model"]))
+        model = RNNLM(model_config)
         vocab = Vocab.load(run_dir / "vocab.json")
     except (ValueError, TypeError, OSError) as err:
         raise CheckpointError(f"{run_dir}: {err}") from None

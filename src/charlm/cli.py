@@ -7,7 +7,6 @@ file, unknown corpus, damaged run folder) prints one line and exits 2; ``--debug
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import json
 import logging
@@ -15,103 +14,82 @@ import os
 import re
 import sys
 import time
+import typing
 import warnings
 from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
+from .fields import cli_fields, default_of, flag, flat_names
 from .suggest import did_you_mean
 
 EXAMPLES = """examples:
   charlm train                                   the book's RNN on The Time Machine (500 epochs)
-  charlm train --model lstm --num-hiddens 256 --epochs 100 --out runs/lstm
-  charlm train --corpus my_book.txt --clean raw --max-tokens -1 --impl builtin --model gru
+  charlm train --cell lstm --num-hiddens 256 --epochs 100 --out runs/lstm
+  charlm train --corpus my_book.txt --clean raw --max-tokens -1 --impl builtin --cell gru
+  charlm resume runs/lstm --epochs 200            go on from where the run stopped
   charlm generate runs/lstm --prefix "time traveller" --num-preds 200 --temperature 0.8
   charlm evaluate runs/lstm --split val
-  charlm compress book.txt book.chlm --online    lossless: a byte model learns while it codes
+  charlm compress book.txt book.chlm              lossless: a byte model learns while it codes
   charlm decompress book.chlm book.txt
 """
 
-# Help for every training flag: units, defaults and what the sentinels mean.
-TRAIN_HELP = {
-    "corpus": "corpus name (see `charlm corpora`) or path of a UTF-8 text file",
-    "clean": "cleaning: d2l (letters only, lowercase: the book's), lower (punctuation kept), "
-             "lyrics (newlines to spaces), raw (untouched), lines (untouched, one <eos> line each)",
-    "token": "tokens: char or word",
-    "max-tokens": "keep the first N training tokens (the book: 10000); -1 = all",
-    "eos": "word tokens: add <eos> after every line",
-    "encoding": "text encoding of a user file (default UTF-8)",
-    "model": "recurrent cell: rnn, gru or lstm",
-    "impl": "scratch (the book's equations, fast), book (the book's step-by-step loop) or builtin (torch.nn)",
-    "num-hiddens": "hidden units per layer",
-    "num-layers": "stacked recurrent layers",
-    "embedding": "learned embedding width; omit for one-hot input (the book's)",
-    "activation": "RNN activation: tanh or relu",
-    "dropout": "dropout between recurrent layers, in [0, 1)",
-    "dropout-input": "dropout on the first layer's inputs (embeddings or one-hot rows), in [0, 1)",
-    "dropout-output": "dropout on the top layer's outputs, before the output layer, in [0, 1)",
-    "dropout-embedding": "probability of dropping a whole embedding row (a token type) per batch, "
-                         "in [0, 1); needs --embedding (AWD-LSTM)",
-    "locked-dropout": "variational dropout: --dropout-input, --dropout and --dropout-output keep one mask "
-                      "per sequence for all time steps (Gal & Ghahramani 2016)",
-    "weight-drop": "DropConnect on the hidden-to-hidden weights, a fresh mask per batch, in [0, 1) "
-                   "(AWD-LSTM)",
-    "tie-weights": "share the embedding matrix with the output layer (Press & Wolf 2017); "
-                   "needs --embedding equal to --num-hiddens",
-    "init": "builtin weights: default (torch.nn's) or normal (N(0, 0.01^2), zero biases)",
-    "batch-size": "sequences per mini-batch",
-    "num-steps": "BPTT length in tokens",
-    "sampling": "mini-batches: sequential (state carried across batches) or random (state reset)",
-    "random-offset": "start each epoch's batches at a random offset (the English edition); "
-                     "--no-random-offset always starts at token 0 (the Chinese edition)",
-    "reset-state": "begin every batch from a zero state even with sequential batches (the book's "
-                   "use_random_iter=True on its sequential loader)",
-    "detach": "detach the state between batches (truncated BPTT); --no-detach backpropagates "
-              "through the whole epoch: one update per epoch, memory grows with the epoch",
-    "epochs": "epochs in total (with --resume: including those already done)",
-    "lr": "learning rate",
-    "optimizer": "sgd (the book's p -= lr * grad), adam or adamw",
-    "weight-decay": "L2 weight decay",
-    "lr-schedule": "none, step (x lr-gamma every lr-step epochs), plateau (on validation loss) or cosine "
-                   "(per step: --warmup-steps, then down to --min-lr by the end of --epochs / --max-minutes)",
-    "lr-step": "epochs between step decays; for plateau, evaluations without improvement",
-    "lr-gamma": "learning-rate decay factor, in (0, 1]",
-    "warmup-steps": "cosine schedule: optimizer steps of linear warm-up from 0 to --lr",
-    "min-lr": "cosine schedule: the learning rate at the end of the run",
-    "clip": "clip gradients to this global L2 norm; 0 = off",
-    "seed": "random seed (same seed, same machine, same thread count: same losses; CHARLM_THREADS=N "
-            "fixes the count, which otherwise follows the machine's load)",
-    "device": "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps",
-    "precision": "auto (bf16 where the device computes it in hardware: AVX-512 BF16, AMX, a CUDA GPU "
-                 "of compute capability 8.0+; else fp32), fp32, or bf16 (autocast); `charlm info` says "
-                 "what auto picks here",
-    "eval-every": "epochs between validations; 0 = only at the end",
-    "sample-every": "epochs between samples after --prefix; 0 = never",
-    "prefix": "text that starts each sample (default: the book's for its corpora)",
-    "num-preds": "tokens per sample",
-    "save-every": "epochs between checkpoints (also at best validation, at the end, on Ctrl-C)",
-    "val-rows": "score the validation text as this many rows at once (1 = exact, one pass; 16 = ~4x faster)",
-    "patience": "stop after this many validations without a better loss (best.safetensors kept); 0 = off",
-    "max-minutes": "stop after this many minutes of wall-clock time, then validate and save; 0 = no limit",
-}
+
+# ---- flags made from config fields -------------------------------------------------------------
 
 
-def _add_train_flags(parser: argparse.ArgumentParser) -> None:
-    from .config import TrainConfig
+def _value_type(kind: Any, parse: Any) -> Any:
+    """What turns a flag's text into the field's value: the field's own parser, or its type
+    (``int | None`` -> int)."""
+    if parse is not None:
+        def parsed(text: str) -> Any:
+            try:
+                return parse(text)
+            except ValueError as err:  # argparse shows an ArgumentTypeError's own words
+                raise argparse.ArgumentTypeError(str(err).split(": ", 1)[-1]) from None
+        parsed.__name__ = parse.__name__.lstrip("_")
+        return parsed
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    return args[0] if args else kind
 
-    for f in dataclasses.fields(TrainConfig):
-        flag = f.name.replace("_", "-")
-        kind = type(f.default) if f.default is not None else (int if f.name == "embedding" else str)
-        # SUPPRESS: only flags the user typed reach the namespace, so recipes and --resume can
-        # tell them from defaults.
-        opts: dict[str, Any] = {"default": argparse.SUPPRESS,
-                                "help": f"{TRAIN_HELP[flag]} (default: {f.default})"}
-        if kind is bool:
-            parser.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, **opts)
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One flag per field of `cls` (nested configs' fields included), with the field's help and
+    default. Only flags the user typed reach the namespace (SUPPRESS), so recipes and the
+    defaults of the config itself fill in the rest."""
+    for f, kind, default in cli_fields(cls):
+        meta = f.metadata
+        # A nested config's own default ("one-hot") is shown only where its default applies.
+        shown = meta.get("shown") if meta.get("shown") and default == default_of(f) else default
+        opts: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS,
+                                "help": f"{meta.get('help', '')} (default: {shown})"}
+        value_type = _value_type(kind, meta.get("parse"))
+        if value_type is bool:
+            parser.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, **opts)
         else:
-            parser.add_argument(f"--{flag}", type=kind, metavar=kind.__name__.upper(), **opts)
-    parser.add_argument("--bf16", dest="precision", action="store_const", const="bf16",
-                        default=argparse.SUPPRESS, help="the same as --precision bf16")
+            metavar = meta.get("metavar") or getattr(value_type, "__name__", "value").upper()
+            parser.add_argument(flag(f.name), type=value_type, metavar=metavar, **opts)
+
+
+def settings_given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The flags of `cls` the user typed, as flat settings."""
+    names = flat_names(cls)
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
+class _Renamed(argparse.Action):
+    """An old spelling of a flag that still works, with a note naming the new one."""
+
+    def __init__(self, *args: Any, new: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        # Said once logging is set up (main), as a note like any other.
+        notes = getattr(namespace, "renamed", [])
+        namespace.renamed = [*notes, f"{option_string} is now {self.new}; the old name will go in a later "
+                                     "release"]
+        setattr(namespace, self.dest, values)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -124,6 +102,108 @@ class _Parser(argparse.ArgumentParser):
             choices = [c.strip(" '") for c in wrong[2].split(",")]
             message += did_you_mean(wrong[1], choices)
         self.exit(2, f"charlm: error: {message} (see `{self.prog} --help`)\n")
+
+
+# ---- one small parser per command --------------------------------------------------------------
+
+
+def _run_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", type=Path, metavar="RUN", help="run folder (written by `charlm train --out`)")
+
+
+def _device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto",
+                        help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps (default: auto)")
+
+
+def _which_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--which", choices=("best", "last"), default="best",
+                        help="weights: best (the best validation loss, where the run kept them; else the "
+                             "last) or last (default: best)")
+
+
+def _info_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+
+
+def _train_parser(parser: argparse.ArgumentParser) -> None:
+    from .config import TrainConfig
+
+    parser.epilog, parser.formatter_class = EXAMPLES, argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--out", type=Path, metavar="RUN", help="run folder to create (default: "
+                        "runs/<time>-<recipe or cell>)")
+    parser.add_argument("--recipe", metavar="NAME",
+                        help="start from a named setup (see `charlm recipes`); flags given override it")
+    add_config_flags(parser, TrainConfig)
+    parser.add_argument("--bf16", dest="precision", action="store_const", const="bf16",
+                        default=argparse.SUPPRESS, help="the same as --precision bf16")
+    # Old spellings: --model named the cell, --resume RUN is now `charlm resume RUN`.
+    parser.add_argument("--model", dest="cell", action=_Renamed, new="--cell", default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--resume", type=Path, action=_Renamed, new="`charlm resume RUN`",
+                        default=None, help=argparse.SUPPRESS)
+
+
+def _resume_parser(parser: argparse.ArgumentParser) -> None:
+    from .config import TrainConfig
+    from .training import RESUMABLE
+
+    _run_argument(parser)
+    for f, kind, _ in cli_fields(TrainConfig):
+        if f.name in RESUMABLE:
+            parser.add_argument(flag(f.name), dest=f.name, type=_value_type(kind, None),
+                                default=argparse.SUPPRESS, metavar=_value_type(kind, None).__name__.upper(),
+                                help=f"{f.metadata['help']} (default: the run's)")
+
+
+def _generate_parser(parser: argparse.ArgumentParser) -> None:
+    from .generation import GenerateConfig
+
+    _run_argument(parser)
+    parser.add_argument("--prefix", default=None,
+                        help="text to start from (default: the run's sample prefix)")
+    add_config_flags(parser, GenerateConfig)
+    _which_argument(parser)
+    _device_argument(parser)
+
+
+def _evaluate_parser(parser: argparse.ArgumentParser) -> None:
+    _run_argument(parser)
+    parser.add_argument("--corpus", default=None, help="corpus name or text file (default: the run's)")
+    parser.add_argument("--split", choices=("train", "val", "test", "all"), default=None,
+                        help="split of the corpus (default: val for the run's corpus, all for another)")
+    _which_argument(parser)
+    _device_argument(parser)
+    parser.add_argument("--json", action="store_true", help="one JSON object instead of the sentence")
+
+
+def _compress_parser(parser: argparse.ArgumentParser) -> None:
+    from .compression import CompressSettings
+
+    parser.add_argument("input", help="file to compress, or - for stdin")
+    parser.add_argument("output", help="archive to write, or - for stdout")
+    parser.add_argument("--run", type=Path, metavar="RUN",
+                        help="a trained character run (pretrained mode); without it a byte-level model "
+                             "learns while it codes (online mode)")
+    parser.add_argument("--online", action="store_true", help="the online mode (the default; kept for "
+                        "scripts that name it)")
+    add_config_flags(parser, CompressSettings)
+    _force_argument(parser)
+    parser.add_argument("--model", dest="run", type=Path, action=_Renamed, new="--run",
+                        help=argparse.SUPPRESS)
+
+
+def _decompress_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", help="archive, or - for stdin")
+    parser.add_argument("output", help="file to write, or - for stdout")
+    parser.add_argument("--run", type=Path, metavar="RUN", help="the run the archive was made with, if any")
+    _force_argument(parser)
+    parser.add_argument("--model", dest="run", type=Path, action=_Renamed, new="--run",
+                        help=argparse.SUPPRESS)
+
+
+def _force_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,108 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                         help="only warnings and the result")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add = sub.add_parser
-    sub.add_parser = lambda *a, **k: add(*a, parents=[common], **k)  # type: ignore[method-assign]
-
-    sub.add_parser("corpora", help="list the named corpora and whether they are available offline")
-    sub.add_parser("recipes", help="list the training recipes (the book's experiments)")
-    info = sub.add_parser("info", help="this machine, and what charlm chooses on it (precision, threads, "
-                          "kernels), with the reasons")
-    info.add_argument("--json", action="store_true", help="one JSON object instead of the table")
-
-    train = sub.add_parser("train", help="train a model (defaults: the book's RNN on The Time Machine)",
-                           epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    train.add_argument("--out", type=Path, help="run folder (default: runs/<time>-<model>)")
-    train.add_argument("--recipe", metavar="NAME",
-                       help="start from a named setup (see `charlm recipes`); flags given override it")
-    train.add_argument("--resume", type=Path, metavar="RUN",
-                       help="continue a saved run exactly; --epochs then counts all epochs")
-    _add_train_flags(train)
-
-    gen = sub.add_parser("generate", help="write text after a prefix with a trained run")
-    gen.add_argument("run", type=Path, help="run folder")
-    gen.add_argument("--prefix", default=None, help="text to start from (default: the run's sample prefix)")
-    gen.add_argument("--num-preds", type=int, default=100, help="tokens to generate (default: 100)")
-    gen.add_argument("--greedy", action="store_true", help="always the most likely token (the book's)")
-    gen.add_argument("--temperature", type=float, default=1.0,
-                     help="sampling temperature; 0 = greedy; sampling from p^alpha is 1/alpha (default: 1)")
-    gen.add_argument("--top-k", type=int, default=0, help="sample among the k most likely; 0 = off")
-    gen.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass in (0, 1]; 1 = off")
-    gen.add_argument("--num-samples", type=int, default=1, help="independent samples (default: 1)")
-    gen.add_argument("--seed", type=int, default=None, help="random seed (default: fresh each run)")
-    gen.add_argument("--strict", action="store_true", help="unknown prefix tokens are an error")
-    gen.add_argument("--which", choices=("best", "last"), default="best",
-                     help="weights: best (the best validation loss, where the run kept them; else the "
-                          "last) or last (default: best)")
-    gen.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default: cpu)")
-
-    ev = sub.add_parser("evaluate", help="perplexity and bits per token of a run on held-out text")
-    ev.add_argument("run", type=Path, help="run folder")
-    ev.add_argument("--corpus", default=None, help="corpus name or text file (default: the run's)")
-    ev.add_argument("--split", choices=("train", "val", "test", "all"), default=None,
-                    help="split of the corpus (default: val for the run's corpus, all for another)")
-    ev.add_argument("--which", choices=("best", "last"), default="best",
-                    help="weights: best (the best validation loss, where the run kept them; else the "
-                         "last) or last (default: best)")
-    ev.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default: cpu)")
-
-    comp = sub.add_parser("compress", help="compress a file losslessly with a language model")
-    comp.add_argument("input", help="file to compress, or - for stdin")
-    comp.add_argument("output", help="archive to write, or - for stdout")
-    how = comp.add_mutually_exclusive_group(required=True)
-    how.add_argument("--model", type=Path, metavar="RUN", help="a trained character run (pretrained mode)")
-    how.add_argument("--online", action="store_true",
-                     help="no trained model: a byte-level model learns while it codes")
-    _add_compress_flags(comp)
-    comp.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
-
-    dec = sub.add_parser("decompress", help="restore a file from a charlm archive")
-    dec.add_argument("input", help="archive, or - for stdin")
-    dec.add_argument("output", help="file to write, or - for stdout")
-    dec.add_argument("--model", type=Path, metavar="RUN", help="the run the archive was made with, if any")
-    dec.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
+    for name, (about, build, _) in COMMANDS.items():
+        build(sub.add_parser(name, help=about, parents=[common]))
     return parser
-
-
-COMPRESS_HELP = {
-    "lanes": "parts of the input coded side by side (faster, larger); 0 = 1 online, 8 with --model",
-    "block": "symbols per lane between two updates of the model",
-    "lr": "Adam's learning rate of the network while coding; 0 = the network does not learn",
-    "mix_lr": "Adam's learning rate of the weights mixing the network and the context experts (per symbol)",
-    "orders": "context orders mixed with the network, comma-separated; 'none' = the network alone",
-    "match": "context length of the match expert (follows earlier text that repeats); 0 = off",
-    "words": "word experts: 0, 1 (the word so far) or 2 (and the word before it)",
-    "limit": "a context's counts halve when one reaches this (recent text weighs more)",
-    "rows": "hashed rows per context expert (a power of two)",
-    "total": "frequency total of the arithmetic coder",
-    "threads": "torch threads (the decoder uses the same)",
-    "cell": "online mode: rnn, gru or lstm",
-    "hidden": "online mode: hidden units",
-    "layers": "online mode: recurrent layers",
-    "embedding": "online mode: byte embedding width",
-    "seed": "online mode: seed of the initial weights",
-}
-
-
-def _orders(text: str) -> tuple[int, ...]:
-    if text.strip().lower() in ("", "none"):
-        return ()
-    try:
-        return tuple(int(k) for k in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected orders like 1,2,3,4,5,6 or none, got {text!r}") from None
-
-
-def _add_compress_flags(parser: argparse.ArgumentParser) -> None:
-    from .compression import CompressSettings
-
-    for f in dataclasses.fields(CompressSettings):
-        kind = _orders if f.name == "orders" else float if f.name == "lr" else type(f.default)
-        shown = ",".join(map(str, f.default)) if f.name == "orders" else \
-            "2.5e-3 online, 3e-4 with --model" if f.name == "lr" else f.default
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=argparse.SUPPRESS,
-                            metavar="K,K" if f.name == "orders" else kind.__name__.upper(),
-                            help=f"{COMPRESS_HELP[f.name]} (default: {shown})")
 
 
 def cmd_corpora(args: argparse.Namespace) -> int:
@@ -265,11 +246,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def _as_flag(name: str, value: Any) -> str:
-    """A setting as the command line would give it: ``--max-tokens -1``, ``--bf16``, ``--no-detach``."""
-    flag = name.replace("_", "-")
+    """A setting as the command line would give it: ``--max-tokens -1``, ``--no-detach``."""
     if isinstance(value, bool):
-        return f"--{flag}" if value else f"--no-{flag}"
-    return f"--{flag} {value}"
+        return flag(name) if value else f"--no-{flag(name)[2:]}"
+    return f"{flag(name)} {value}"
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
@@ -288,26 +268,52 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from . import distributed
-    from .config import check_recipe_device, from_recipe
-    from .train import train
+    from .config import TrainConfig, check_recipe_device, from_recipe
+    from .training import train
 
-    given = {k.replace("-", "_"): v for k, v in vars(args).items() if k not in _GLOBAL_ARGS}
-    if distributed.launched_by_torchrun() and args.resume is None and args.out is None:
+    if args.resume is not None:  # the old spelling of `charlm resume RUN`
+        return _report_training(_resume(args.resume, settings_given(args, TrainConfig)))
+    given = settings_given(args, TrainConfig)
+    _need_out_under_torchrun(args.out)
+    if args.recipe:
+        check_recipe_device(args.recipe, given)
+    config = from_recipe(args.recipe, **given)
+    out = args.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{args.recipe or config.model.cell}"
+    return _report_training(_distributed(lambda: train(config, out=out)))
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from .training import RESUMABLE
+
+    return _report_training(_resume(args.run, {k: v for k, v in vars(args).items() if k in RESUMABLE}))
+
+
+def _resume(run: Path, changes: dict[str, Any]):
+    from .training import resume
+
+    return _distributed(lambda: resume(run, **changes))
+
+
+def _need_out_under_torchrun(out: Path | None) -> None:
+    from . import distributed
+
+    if distributed.launched_by_torchrun() and out is None:
         raise ValueError("--out is needed under torchrun: every process must name the same run folder")
+
+
+def _distributed(run: Any) -> Any:
+    """Run training, then end the process group (waiting for every rank when it went well)."""
+    from . import distributed
+
     try:
-        if args.resume is not None:
-            result = train(resume=args.resume, **given)
-        else:
-            if args.recipe:
-                check_recipe_device(args.recipe, given)
-            config = from_recipe(args.recipe, **given)
-            name = args.recipe or config.model
-            out = args.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
-            result = train(config, out=out)
+        result = run()
         distributed.teardown(wait_for_all=True)
     finally:
         distributed.teardown()
+    return result
+
+
+def _report_training(result: Any) -> int:
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under torchrun, rank 0 reports
     val = f", validation perplexity {result.val.perplexity:.2f}" if result.val else ""
@@ -317,28 +323,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-_GLOBAL_ARGS = {"command", "debug", "quiet", "out", "resume", "recipe"}
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
     from .checkpoint import describe_weights, load
     from .config import DEFAULT_PREFIXES
     from .device import resolve_device
-    from .generate import GenerateConfig, generate, stream
+    from .generation import GenerateConfig, generate, stream
 
+    config = GenerateConfig(**settings_given(args, GenerateConfig))  # bad values fail before loading
     run = load(args.run, which=args.which, device=resolve_device(args.device))
-    train_cfg = run.config.get("train", {})
+    trained = run.config
     prefix = args.prefix if args.prefix is not None else (
-        train_cfg.get("prefix") or DEFAULT_PREFIXES.get(train_cfg.get("corpus"), ""))
+        (trained.prefix or DEFAULT_PREFIXES.get(trained.corpus, "")) if trained else "")
     if args.prefix is None and not prefix:
         raise ValueError("--prefix is needed: the run records no prefix to start from")
-    try:
-        config = GenerateConfig(num_preds=args.num_preds, greedy=args.greedy, temperature=args.temperature,
-                                top_k=args.top_k, top_p=args.top_p, num_samples=args.num_samples,
-                                seed=args.seed, strict=args.strict)
-    except ValueError as err:  # "top_p must be ..." -> "--top-p must be ...": name the flag
-        field, _, rest = str(err).partition(" ")
-        raise ValueError(f"--{field.replace('_', '-')} {rest}") from None
     if config.num_samples > 1:  # several samples: print each whole, separated by a blank line
         logging.getLogger("charlm").info("weights: %s", describe_weights(run.weights))
         print("\n\n".join(generate(run.model, run.vocab, prefix, config, token=run.token)))
@@ -356,15 +353,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_run
+    from .evaluation import evaluate_run
 
     result, token, what = evaluate_run(args.run, corpus=args.corpus, split=args.split,
                                        which=args.which, device=args.device)
     unit = "character" if token == "char" else "token"
-    print(json.dumps({"perplexity": result.perplexity, f"bits_per_{unit}": result.bits_per_token,
-                      "loss": result.loss, "num_tokens": result.num_tokens, "data": what}))
-    print(f"perplexity {result.perplexity:.3f}, {result.bits_per_token:.3f} bits per {unit} "
-          f"on {result.num_tokens} tokens of {what}")
+    if args.json:
+        print(json.dumps({"perplexity": result.perplexity, f"bits_per_{unit}": result.bits_per_token,
+                          "loss": result.loss, "num_tokens": result.num_tokens, "data": what}))
+    else:
+        print(f"perplexity {result.perplexity:.3f}, {result.bits_per_token:.3f} bits per {unit} "
+              f"on {result.num_tokens} tokens of {what}")
     return 0
 
 
@@ -423,23 +422,23 @@ def _report(verb: str, original: int, archive: int, seconds: float) -> None:
 
 def cmd_compress(args: argparse.Namespace) -> int:
     from .compression import CompressSettings, compress
+    from .compression.codec import ONLINE_MODEL_FLAGS
 
     _check_paths(args)
-    names = {f.name for f in dataclasses.fields(CompressSettings)}
-    try:
-        settings = CompressSettings(**{k: v for k, v in vars(args).items() if k in names})
-    except ValueError as err:  # "lanes must be ..." -> "--lanes must be ...": name the flag
-        raise ValueError(f"--{err}") from None
-    if args.model is not None:
-        online_only = sorted(set(vars(args)) & {"cell", "hidden", "layers", "embedding", "seed"})
+    given = settings_given(args, CompressSettings)
+    settings = CompressSettings.of(**given)
+    if args.run is not None:
+        if args.online:
+            raise ValueError("--online and --run choose two different modes; give one")
+        online_only = [name for name in (*ONLINE_MODEL_FLAGS, "seed") if name in given]
         if online_only:
-            raise ValueError(f"--{online_only[0]} shapes the online model; a --model run brings its own")
-        if not args.model.is_dir():
-            raise ValueError(f"--model {args.model}: no such run folder")
+            raise ValueError(f"{flag(online_only[0])} shapes the online network; a --run brings its own")
+        if not args.run.is_dir():
+            raise ValueError(f"--run {args.run}: no such run folder")
     if args.output == "-" and sys.stdout.isatty():
         raise ValueError("refusing to write an archive to a terminal; give a file or redirect stdout")
     return _transform(args, "compress", lambda data, progress: compress(
-        data, model=args.model, settings=settings, progress=progress))
+        data, run=args.run, settings=settings, progress=progress))
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:
@@ -447,7 +446,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
 
     _check_paths(args)
     return _transform(args, "decompress", lambda archive, progress: decompress(
-        archive, model=args.model, progress=progress))
+        archive, run=args.run, progress=progress))
 
 
 def _transform(args: argparse.Namespace, verb: str, fn) -> int:
@@ -467,9 +466,19 @@ def _transform(args: argparse.Namespace, verb: str, fn) -> int:
     return 0
 
 
-COMMANDS = {"corpora": cmd_corpora, "recipes": cmd_recipes, "info": cmd_info, "train": cmd_train,
-            "generate": cmd_generate, "evaluate": cmd_evaluate, "compress": cmd_compress,
-            "decompress": cmd_decompress}
+# name: (help, parser builder, command)
+COMMANDS: dict[str, tuple[str, Any, Any]] = {
+    "corpora": ("list the named corpora and whether they are available offline", lambda p: None, cmd_corpora),
+    "recipes": ("list the training recipes (the book's experiments)", lambda p: None, cmd_recipes),
+    "info": ("this machine, and what charlm chooses on it (precision, threads, kernels), with the reasons",
+             _info_parser, cmd_info),
+    "train": ("train a model (defaults: the book's RNN on The Time Machine)", _train_parser, cmd_train),
+    "resume": ("continue a saved run exactly where it stopped", _resume_parser, cmd_resume),
+    "generate": ("write text after a prefix with a trained run", _generate_parser, cmd_generate),
+    "evaluate": ("perplexity and bits per token of a run on held-out text", _evaluate_parser, cmd_evaluate),
+    "compress": ("compress a file losslessly with a language model", _compress_parser, cmd_compress),
+    "decompress": ("restore a file from a charlm archive", _decompress_parser, cmd_decompress),
+}
 
 
 class _TqdmHandler(logging.Handler):
@@ -501,12 +510,14 @@ def _note(message: Warning | str, category: type[Warning], filename: str, lineno
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.quiet)
+    for note in getattr(args, "renamed", []):
+        logging.getLogger("charlm").warning("charlm: note: %s", note)
     from .checkpoint import CheckpointError
     from .corpora import CorpusError
-    from .train import TrainingDiverged, TrainingInterrupted
+    from .training import TrainingDiverged, TrainingInterrupted
 
     try:
-        return COMMANDS[args.command](args)
+        return COMMANDS[args.command][2](args)
     except TrainingInterrupted as err:
         print(f"charlm: {err}", file=sys.stderr)
         return 128 + err.signum  # 130 for Ctrl-C, 143 for SIGTERM

@@ -18,8 +18,9 @@ from typing import Any
 
 from . import machine
 from .batches import SAMPLING_MODES
+from .fields import at_least, boolean, check_known, check_types, choice, flag, from_flat, number, setting
 from .machine import PRECISIONS
-from .models.lm import IMPLS, check_known_fields
+from .models.config import ModelConfig
 from .suggest import did_you_mean
 from .text import CLEAN_MODES, TOKEN_KINDS
 
@@ -35,117 +36,118 @@ DEFAULT_PREFIXES = {"timemachine": "time traveller", "war-of-the-worlds": "the p
 
 @dataclass
 class TrainConfig:
-    """Everything a training run depends on; saved in the run folder's config.json."""
+    """Everything a training run depends on: the model (a :class:`ModelConfig`), the data and the
+    optimisation. Saved in the run folder's config.json. Each field's help is its flag's help."""
 
     # data
-    corpus: str = "timemachine"  # a corpus name (charlm corpora) or the path of a text file
-    clean: str = "d2l"  # d2l | lower | lyrics | raw | lines (see text.py)
-    token: str = "char"  # char | word
-    max_tokens: int = 10_000  # the book keeps the first 10,000 tokens; -1 = all
-    eos: bool = False  # word tokens: an <eos> after every line (PTB)
-    encoding: str | None = None  # text encoding of a user file; None = UTF-8
-    # model
-    model: str = "rnn"  # rnn | gru | lstm
-    impl: str = "scratch"  # scratch (the book's equations, fast) | book (its loop) | builtin (torch.nn)
-    num_hiddens: int = 512
-    num_layers: int = 1
-    embedding: int | None = None  # None = one-hot input (the book's); else an embedding width
-    activation: str = "tanh"  # rnn only: tanh | relu
-    dropout: float = 0.0  # between recurrent layers
-    # regularisation for small data (models/regularize.py); 0 / False = off, the book's model
-    dropout_input: float = 0.0  # on the first layer's inputs (embedding outputs or one-hot rows)
-    dropout_output: float = 0.0  # on the top layer's outputs, before the output layer
-    dropout_embedding: float = 0.0  # whole rows (token types) of the embedding matrix; needs embedding
-    locked_dropout: bool = False  # one dropout mask per sequence, reused at every step (Gal & Ghahramani)
-    weight_drop: float = 0.0  # DropConnect on the hidden-to-hidden weights (AWD-LSTM)
-    tie_weights: bool = False  # the output layer uses the embedding matrix; needs embedding = num_hiddens
-    init: str = "default"  # builtin: default (torch.nn's) | normal (N(0, 0.01²), zero biases)
+    corpus: str = setting("timemachine", "corpus name (see `charlm corpora`) or path of a text file")
+    clean: str = setting("d2l", "cleaning: d2l (letters only, lowercase: the book's), lower (punctuation "
+                         "kept), lyrics (newlines to spaces), raw (untouched), lines (untouched, one <eos> "
+                         "line each)")
+    token: str = setting("char", "tokens: char or word")
+    # checked where the text is cut (dataset.py)
+    max_tokens: int = setting(10_000, "keep the first N training tokens (the book: 10000); -1 = all")
+    eos: bool = setting(False, "word tokens: add <eos> after every line (PTB)")
+    encoding: str | None = setting(None, "text encoding of a user file", shown="UTF-8")
+    # the model
+    model: ModelConfig = setting(default_factory=ModelConfig, help="the model to train")
     # optimisation
-    batch_size: int = 32
-    num_steps: int = 35  # BPTT length in tokens
-    sampling: str = "sequential"  # sequential (state carried, detached) | random (state re-initialised)
-    random_offset: bool = True  # a random start offset each epoch (English edition); False: the
-    # Chinese edition's iterators, which always start at token 0
-    reset_state: bool = False  # begin every batch from a zero state even with sequential batches
-    # (the book's train_ch8(use_random_iter=True) on its sequential loader); random sampling always does
-    detach: bool = True  # False: full BPTT over each epoch, one update per epoch (the book's exercise)
-    epochs: int = 500
-    lr: float = 1.0
-    optimizer: str = "sgd"  # sgd (the book's p -= lr * grad) | adam | adamw
-    weight_decay: float = 0.0
-    lr_schedule: str = "none"  # none | step (x lr_gamma every lr_step epochs) | plateau (on validation)
-    # | cosine (per step: warm-up, then a cosine from lr down to min_lr at the end of the run)
-    lr_step: int = 100  # epochs between step decays; for plateau, evaluations without improvement
-    lr_gamma: float = 0.5
-    warmup_steps: int = 0  # cosine: optimizer steps of linear warm-up from 0 to lr
-    min_lr: float = 0.0  # cosine: the rate the decay ends at (when the epochs or --max-minutes run out)
-    clip: float = 1.0  # gradient clipping threshold on the global L2 norm; 0 = off
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | mps
-    precision: str = "auto"  # auto (bf16 where the hardware computes it natively, else fp32) | fp32 | bf16
+    batch_size: int = setting(32, "sequences per mini-batch")
+    num_steps: int = setting(35, "BPTT length in tokens")
+    sampling: str = setting("sequential", "mini-batches: sequential (state carried across batches) or "
+                            "random (state reset)")
+    random_offset: bool = setting(True, "start each epoch's batches at a random offset (the English "
+                                  "edition); --no-random-offset always starts at token 0 (the Chinese "
+                                  "edition)")
+    reset_state: bool = setting(False, "begin every batch from a zero state even with sequential batches "
+                                "(the book's use_random_iter=True on its sequential loader)")
+    detach: bool = setting(True, "detach the state between batches (truncated BPTT); --no-detach "
+                           "backpropagates through the whole epoch: one update per epoch, memory grows "
+                           "with the epoch")
+    epochs: int = setting(500, "epochs in total (when resuming: including those already done)")
+    lr: float = setting(1.0, "learning rate")
+    optimizer: str = setting("sgd", "sgd (the book's p -= lr * grad), adam or adamw")
+    weight_decay: float = setting(0.0, "L2 weight decay")
+    lr_schedule: str = setting("none", "none, step (x --lr-gamma every --lr-step epochs), plateau (on "
+                               "validation loss) or cosine (per step: --warmup-steps, then down to "
+                               "--min-lr by the end of --epochs / --max-minutes)")
+    lr_step: int = setting(100, "epochs between step decays; for plateau, evaluations without improvement")
+    lr_gamma: float = setting(0.5, "learning-rate decay factor, in (0, 1]")
+    warmup_steps: int = setting(0, "cosine schedule: optimizer steps of linear warm-up from 0 to --lr")
+    min_lr: float = setting(0.0, "cosine schedule: the learning rate at the end of the run")
+    clip: float = setting(1.0, "clip gradients to this global L2 norm; 0 = off")
+    seed: int = setting(0, "random seed (same seed, same machine, same thread count: same losses; "
+                        "CHARLM_THREADS=N fixes the count, which otherwise follows the machine's load)")
+    device: str = setting("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    precision: str = setting("auto", "auto (bf16 where the device computes it in hardware: AVX-512 BF16, "
+                             "AMX, a CUDA GPU of compute capability 8.0+; else fp32), fp32, or bf16 "
+                             "(autocast); `charlm info` says what auto picks here")
     # reporting and checkpoints
-    eval_every: int = 50  # epochs between validations (and at the end); 0 = only at the end
-    val_rows: int = 1  # the validation text is scored as this many rows side by side: 1 = one pass with
-    # the whole text as context; 16 is ~4x faster on a CPU and costs 15 cold starts (a few thousandths)
-    sample_every: int = 10  # epochs between samples after the prefix; 0 = never
-    prefix: str | None = None  # None = the book's prefix for its corpora, else the text's first tokens
-    num_preds: int = 50  # tokens in each sample
-    save_every: int = 50  # epochs between checkpoints (also at the best validation, the end, Ctrl-C)
-    patience: int = 0  # stop after this many validations without a better loss; 0 = never stop early
-    max_minutes: float = 0.0  # wall-clock budget: stop, evaluate and save when it is spent; 0 = none
+    eval_every: int = setting(50, "epochs between validations; 0 = only at the end")
+    # 16 rows are ~4x faster on a CPU and cost 15 cold starts (a few thousandths of a nat)
+    val_rows: int = setting(1, "score the validation text as this many rows at once (1 = exact, one "
+                            "pass; 16 = ~4x faster)")
+    sample_every: int = setting(10, "epochs between samples after --prefix; 0 = never")
+    prefix: str | None = setting(None, "text that starts each sample", shown="the book's for its corpora, "
+                                 "else the text's first tokens")
+    num_preds: int = setting(100, "tokens per sample")
+    save_every: int = setting(50, "epochs between checkpoints (also at best validation, at the end, on "
+                              "Ctrl-C)")
+    patience: int = setting(0, "stop after this many validations without a better loss (best.safetensors "
+                            "kept); 0 = off")
+    max_minutes: float = setting(0.0, "stop after this many minutes of wall-clock time, then validate and "
+                                 "save; 0 = no limit")
 
     def __post_init__(self) -> None:
-        for name in ("num_hiddens", "num_layers", "batch_size", "num_steps", "epochs", "val_rows"):
-            _at_least(name, getattr(self, name), 1)
+        check_types(self)
+        at_least("seed", self.seed, 0)
+        for name in ("batch_size", "num_steps", "epochs", "val_rows"):
+            at_least(name, getattr(self, name), 1)
         for name in ("eval_every", "sample_every", "save_every", "num_preds", "lr_step", "warmup_steps",
                      "patience"):
-            _at_least(name, getattr(self, name), 0)
-        _choice("clean", self.clean, CLEAN_MODES)
-        _choice("token", self.token, TOKEN_KINDS)
-        _choice("model", self.model, ("rnn", "gru", "lstm"))
-        _choice("impl", self.impl, IMPLS)
-        _choice("sampling", self.sampling, SAMPLING_MODES)
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _choice("lr_schedule", self.lr_schedule, SCHEDULES)
-        _choice("precision", self.precision, PRECISIONS)
-        if self.max_tokens == 0 or self.max_tokens < -1:
-            raise ValueError(f"--max-tokens must be a positive count or -1 for all, got {self.max_tokens}")
-        if not self.lr > 0:
+            at_least(name, getattr(self, name), 0)
+        choice("clean", self.clean, CLEAN_MODES)
+        choice("token", self.token, TOKEN_KINDS)
+        choice("sampling", self.sampling, SAMPLING_MODES)
+        choice("optimizer", self.optimizer, OPTIMIZERS)
+        choice("lr_schedule", self.lr_schedule, SCHEDULES)
+        choice("precision", self.precision, PRECISIONS)
+        for name in ("eos", "random_offset", "reset_state", "detach"):
+            boolean(name, getattr(self, name))
+        if not number("lr", self.lr) > 0:
             raise ValueError(f"--lr must be > 0, got {self.lr}")
         for name in ("clip", "weight_decay"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
-        if not 0 < self.lr_gamma <= 1:
+            if number(name, getattr(self, name)) < 0:
+                raise ValueError(f"{flag(name)} must be >= 0, got {getattr(self, name)}")
+        if not 0 < number("lr_gamma", self.lr_gamma) <= 1:
             raise ValueError(f"--lr-gamma must be in (0, 1], got {self.lr_gamma}")
-        if not 0 <= self.min_lr <= self.lr:
+        if not 0 <= number("min_lr", self.min_lr) <= self.lr:
             raise ValueError(f"--min-lr must be in [0, --lr={self.lr}], got {self.min_lr}")
-        if not 0 <= self.max_minutes < math.inf:
+        if not 0 <= number("max_minutes", self.max_minutes) < math.inf:
             raise ValueError(f"--max-minutes must be >= 0 (0 = no limit), got {self.max_minutes}")
-        self._check_regularizers()
 
-    def _check_regularizers(self) -> None:
-        """The flags' own checks, so a user reads the flag; ModelConfig checks the model again."""
-        for name in ("dropout_input", "dropout_output", "dropout_embedding", "weight_drop"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-                raise ValueError(f"--{_flag(name)} must be in [0, 1), got {value!r}")
-        if self.dropout_embedding > 0 and self.embedding is None:
-            raise ValueError("--dropout-embedding drops rows of the embedding matrix and needs --embedding")
-        if self.tie_weights and self.embedding != self.num_hiddens:
-            raise ValueError(f"--tie-weights shares the embedding matrix with the output layer and needs "
-                             f"--embedding equal to --num-hiddens ({self.num_hiddens}), got {self.embedding}")
+    @classmethod
+    def of(cls, **settings: Any) -> TrainConfig:
+        """From flat settings, named as the flags are: ``TrainConfig.of(cell="lstm", epochs=5)``."""
+        return from_flat(cls, upgrade(settings))
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Nested as the fields are: ``{"model": {...}, "corpus": ..., ...}``."""
+        return {**dataclasses.asdict(self), "model": self.model.to_dict()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
-        data = _upgrade(data)
-        check_known_fields(cls, data, "training settings")
-        return cls(**data)
+        """From :meth:`to_dict`'s output, or from flat settings (a recipe, flags, an older run's file)."""
+        data = upgrade(data)
+        if isinstance(data.get("model"), Mapping):
+            model = data.pop("model")
+            check_known(ModelConfig, model, "model settings")
+            return from_flat(cls, data, cls(model=ModelConfig(**model)))
+        return from_flat(cls, data)
 
     def replace(self, **changes: Any) -> TrainConfig:
-        return dataclasses.replace(self, **changes)
+        """A copy with some settings changed, named flat: ``config.replace(cell="lstm", epochs=5)``."""
+        return from_flat(TrainConfig, changes, self)
 
 
 RECIPE_FORMAT = "charlm-recipe"
@@ -172,6 +174,7 @@ def from_recipe(name: str | None = None, **overrides: Any) -> TrainConfig:
     """The defaults, then the recipe's settings (with those for the precision this machine trains
     in), then `overrides` (the flags the user typed)."""
     recipe = load_recipe(name) if name else {"settings": {}}
+    overrides = upgrade(overrides)
     settings = {**recipe["settings"], **for_precision(recipe, {**recipe["settings"], **overrides})}
     return TrainConfig.from_dict({**settings, **overrides})
 
@@ -214,25 +217,17 @@ def check_recipe_device(name: str, overrides: Mapping[str, Any]) -> None:
                          f"(--device cpu runs it on the CPU, far slower)") from None
 
 
-def _upgrade(data: Mapping[str, Any]) -> dict[str, Any]:
-    """Settings saved before `precision` replaced the `bf16` switch: a run keeps the precision it
-    trained in (False was plain fp32), so a resumed run goes on exactly as it began."""
+def upgrade(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings in an older spelling, as this version names them, so old runs and recipes keep
+    working and a resumed run goes on exactly as it began:
+
+    - ``bf16: true/false`` became ``precision`` (False was plain fp32);
+    - ``model: "lstm"`` (the cell, when the settings were flat) became ``cell``.
+    """
     data = dict(data)
     if "bf16" in data and "precision" not in data:
         data["precision"] = "bf16" if data.pop("bf16") else "fp32"
+    if isinstance(data.get("model"), str):
+        data.setdefault("cell", data["model"])
+        del data["model"]
     return data
-
-
-def _flag(name: str) -> str:
-    return name.replace("_", "-")
-
-
-def _at_least(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"--{_flag(name)} must be an integer >= {minimum}, got {value!r}")
-
-
-def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"--{_flag(name)} must be one of {', '.join(choices)}, got {value!r}"
-                         f"{did_you_mean(value, choices)}")

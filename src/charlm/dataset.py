@@ -38,17 +38,6 @@ def _stream(source: str | Path, *, clean: str = "d2l", token: str = "char", eos:
     return tokenstream.token_pieces(iter_source_text(source, split, encoding), clean, token, eos)
 
 
-def read_tokens(source: str | Path, *, clean: str = "d2l", token: str = "char", eos: bool = False,
-                split: str = "all", encoding: str | None = None) -> list[str]:
-    """The cleaned token stream of a corpus name or text file (one split's file for PTB), as a list:
-    for books; :func:`load_splits` and :func:`load_corpus` never hold such a list."""
-    opts = dict(clean=clean, token=token, eos=eos, split=split, encoding=encoding)
-    tokens = [tok for piece in _stream(source, **opts) for tok in piece]
-    if not tokens:
-        raise CorpusError(f"{source}: no tokens are left after {clean!r} cleaning")
-    return tokens
-
-
 def _count_tokens(source: str | Path, clean: str, **opts) -> int:
     """Pass 1 over a text: how many tokens it has (which fixes where the splits fall)."""
     n = tokenstream.count_tokens(_stream(source, clean=clean, **opts))
@@ -72,15 +61,9 @@ def _encode(source: str | Path, vocab: Vocab, sizes: list[int], dtype: torch.dty
     return parts
 
 
-def encode(tokens: list[str], vocab: Vocab) -> torch.Tensor:
-    """Token ids as a 1-D int64 tensor; tokens the vocabulary lacks become ``vocab.unk``."""
-    lookup, unk = vocab.token_to_idx, vocab.unk
-    return torch.tensor([lookup.get(tok, unk) for tok in tokens], dtype=torch.int64)
-
-
 def _check_max_tokens(max_tokens: int) -> None:
     if max_tokens == 0 or max_tokens < -1:
-        raise ValueError(f"max_tokens must be a positive count or -1 for all, got {max_tokens}")
+        raise ValueError(f"--max-tokens must be a positive count or -1 for all, got {max_tokens}")
 
 
 def load_corpus(source: str | Path, *, clean: str = "d2l", token: str = "char", max_tokens: int = -1,
@@ -132,16 +115,6 @@ def split_bounds(n: int, val_frac: float, test_frac: float) -> tuple[int, int]:
     # Exact rational arithmetic: 1 - 0.05 - 0.05 in floats is 0.8999..., which would move a boundary.
     val, test = Fraction(str(val_frac)), Fraction(str(test_frac))
     return math.floor(n * (1 - val - test)), math.floor(n * (1 - test))
-
-
-def split_stream(tokens: list[str], val_frac: float, test_frac: float) -> tuple[list[str], ...]:
-    """Cut a token stream into contiguous ``[train | val | test]`` parts by fraction (:func:`split_bounds`).
-
-    >>> split_stream(list("abcdefghij"), 0.2, 0.1)
-    (['a', 'b', 'c', 'd', 'e', 'f', 'g'], ['h', 'i'], ['j'])
-    """
-    train_end, val_end = split_bounds(len(tokens), val_frac, test_frac)
-    return tokens[:train_end], tokens[train_end:val_end], tokens[val_end:]
 
 
 def load_splits(source: str | Path, *, clean: str = "d2l", token: str = "char", max_tokens: int = -1,

@@ -23,83 +23,118 @@ import gc
 import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .reference_coder import MAX_TOTAL
-from ..models import RNNLM
+from ..fields import at_least, check_types, fraction, from_flat, setting
+from ..models import RNNLM, ModelConfig
 from .container import ArchiveError, Header, check_same, crc32, pack, unpack
 from .kernel import MAX_ORDERS, Config, Kernel, Network, Stream, kernel_id
 from .model import OnlineLearner
+from .reference_coder import MAX_TOTAL
 
 Progress = Callable[[int, int], None]  # (symbols done, symbols in all)
+# The online network's settings a user may change (the others are fixed: bytes in, torch.nn layers),
+# and the names the archive header gives two of them.
+ONLINE_MODEL_FLAGS = ("cell", "num_hiddens", "num_layers", "embedding")
+_ARCHIVE_KEYS = {"num_hiddens": "hidden", "num_layers": "layers"}
 TABLE_BYTES = 1 << 29  # the context counts' memory at most (16-bit counts), unless --rows is lower
+
+
+def _orders(text: str) -> tuple[int, ...]:
+    """``--orders 1,2,3`` -> (1, 2, 3); ``none`` or nothing -> ()."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        return tuple(int(k) for k in text.split(","))
+    except ValueError:
+        raise ValueError(f"--orders: expected orders like 1,2,3,4,5,6 or none, got {text!r}") from None
+
+
+def _online_model() -> ModelConfig:
+    # Small enough to learn from the first kilobytes and to step at tens of KB/s in C: an LSTM of
+    # 96 units on 32-wide byte embeddings (docs/compression.md has the sweep it came from).
+    return ModelConfig(vocab_size=256, num_hiddens=96, cell="lstm", impl="builtin", embedding=32)
 
 
 @dataclass(frozen=True)
 class CompressSettings:
-    """What shapes the probabilities. Network fields apply to the online mode (a pretrained run
-    brings its own network); the rest to both. Defaults: docs/compression.md says what each buys."""
+    """What shapes the probabilities. The network (`model`) applies to the online mode (a pretrained
+    run brings its own); the rest to both. Defaults: docs/compression.md says what each buys."""
 
-    lanes: int = 0  # parts of the input coded side by side; 0: 1 online (best), 8 pretrained (faster)
-    block: int = 12  # steps between two updates (T)
-    lr: float | None = None  # Adam's learning rate of the network while coding; 0 = no learning;
+    lanes: int = setting(0, "parts of the input coded side by side (faster, larger); 0 = 1 online, 8 with "
+                         "--run")
+    block: int = setting(12, "symbols per lane between two updates of the network (T)")
     # None: 2.5e-3 online (a network from scratch), 3e-4 pretrained (a trained one adapts gently)
-    mix_lr: float = 0.001  # Adam's learning rate of the mixing weights, one step per symbol
-    orders: tuple[int, ...] = (1, 2, 3, 4, 5, 6)  # context orders mixed in; () = the network alone
-    match: int = 8  # the match expert's context length; 0 = off
-    words: int = 2  # word experts: 0, 1 (the word so far) or 2 (and the word before it)
-    limit: int = 1023  # a count that reaches it halves its context's counts: recent text weighs more
-    rows: int = 1 << 16  # hashed table rows per expert (a power of two)
-    total: int = 1 << 22  # the coder's frequency total (quantisation of probabilities)
-    threads: int = 1  # torch threads while coding: results depend on the split of sums
-    cell: str = "lstm"
-    hidden: int = 96
-    layers: int = 1
-    embedding: int = 32
-    seed: int = 0
+    lr: float | None = setting(None, "Adam's learning rate of the network while coding; 0 = the network "
+                               "does not learn", shown="2.5e-3 online, 3e-4 with --run")
+    mix_lr: float = setting(0.001, "Adam's learning rate of the weights mixing the network and the "
+                            "context experts (per symbol)")
+    orders: tuple[int, ...] = setting((1, 2, 3, 4, 5, 6), "context orders mixed with the network, "
+                                      "comma-separated; none = the network alone", shown="1,2,3,4,5,6",
+                                      parse=_orders, metavar="K,K")
+    match: int = setting(8, "context length of the match expert (follows earlier text that repeats); "
+                         "0 = off")
+    words: int = setting(2, "word experts: 0, 1 (the word so far) or 2 (and the word before it)")
+    limit: int = setting(1023, "a context's counts halve when one reaches this (recent text weighs more)")
+    rows: int = setting(1 << 16, "hashed rows per context expert (a power of two)")
+    total: int = setting(1 << 22, "frequency total of the arithmetic coder (quantisation of probabilities)")
+    threads: int = setting(1, "torch threads while coding: results depend on the split of sums, so the "
+                           "decoder uses the same")
+    seed: int = setting(0, "online mode: seed of the network's initial weights")
+    model: ModelConfig = setting(default_factory=_online_model, help="online mode: the byte-level network",
+                                 flags=ONLINE_MODEL_FLAGS)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "orders", tuple(self.orders))
-        if not isinstance(self.lanes, int) or isinstance(self.lanes, bool) or self.lanes < 0:
-            raise ValueError(f"lanes must be an integer >= 0, got {self.lanes!r}")
-        for name in ("block", "rows", "threads", "hidden", "layers", "embedding"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        for name in ("lr", "mix_lr"):
-            value = getattr(self, name)
-            if value is None and name == "lr":
-                continue
-            if not isinstance(value, (int, float)) or not 0 <= value < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+        if isinstance(self.orders, list):  # as JSON gives it back from a header
+            object.__setattr__(self, "orders", tuple(self.orders))
+        check_types(self)
+        at_least("lanes", self.lanes, 0)
+        for name in ("block", "rows", "threads"):
+            at_least(name, getattr(self, name), 1)
+        at_least("seed", self.seed, 0)
+        if self.lr is not None:
+            fraction("lr", self.lr)
+        fraction("mix_lr", self.mix_lr)
         if self.rows & (self.rows - 1):
-            raise ValueError(f"rows must be a power of two, got {self.rows!r}")
+            raise ValueError(f"--rows must be a power of two, got {self.rows!r}")
         if not isinstance(self.words, int) or not 0 <= self.words <= 2:
-            raise ValueError(f"words must be 0, 1 or 2, got {self.words!r}")
+            raise ValueError(f"--words must be 0, 1 or 2, got {self.words!r}")
         if not isinstance(self.limit, int) or not 2 <= self.limit <= 65535:
-            raise ValueError(f"limit must be an integer in 2..65535, got {self.limit!r}")
+            raise ValueError(f"--limit must be an integer in 2..65535, got {self.limit!r}")
         if not isinstance(self.match, int) or not 0 <= self.match <= 32:
-            raise ValueError(f"match must be an integer in 0..32, got {self.match!r}")
+            raise ValueError(f"--match must be an integer in 0..32, got {self.match!r}")
         if any(not isinstance(k, int) or not 1 <= k <= 8 for k in self.orders) or \
                 len(set(self.orders)) != len(self.orders):
-            raise ValueError(f"orders must be distinct integers in 1..8, got {self.orders!r}")
-        if not 512 < self.total <= MAX_TOTAL:
-            raise ValueError(f"total must be in (512, {MAX_TOTAL}], got {self.total!r}")
-        if self.cell not in ("rnn", "gru", "lstm"):
-            raise ValueError(f"cell must be rnn, gru or lstm, got {self.cell!r}")
+            raise ValueError(f"--orders must be distinct integers in 1..8, got {self.orders!r}")
+        if not isinstance(self.total, int) or not 512 < self.total <= MAX_TOTAL:
+            raise ValueError(f"--total must be in (512, {MAX_TOTAL}], got {self.total!r}")
+        if self.model.vocab_size != 256 or self.model.impl != "builtin":
+            raise ValueError("the online network reads bytes: vocab_size 256, impl builtin")
+
+    @classmethod
+    def of(cls, **settings: Any) -> CompressSettings:
+        """From flat settings, named as the flags are: ``CompressSettings.of(num_hiddens=32, lanes=2)``."""
+        return from_flat(cls, settings)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "orders": list(self.orders)}
+        """The settings as the archive header keeps them: flat, with the network's fields under the
+        names archives have always used, so archives made before this version decode alike."""
+        own = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
+        net = {_ARCHIVE_KEYS.get(k, k): getattr(self.model, k) for k in ONLINE_MODEL_FLAGS}
+        return {**own, **net, "orders": list(self.orders)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CompressSettings:
         names = {f.name for f in fields(cls)}
+        keys = {k: _ARCHIVE_KEYS.get(k, k) for k in ONLINE_MODEL_FLAGS}
+        net = {k: data[key] for k, key in keys.items() if key in data}
         try:
-            return cls(**{k: v for k, v in data.items() if k in names})
+            return cls(**{k: v for k, v in data.items() if k in names and k != "model"},
+                       model=_online_model().replace(**net))
         except (TypeError, ValueError) as err:
             raise ArchiveError(f"the archive's settings are not valid here ({err})") from None
 
@@ -219,6 +254,38 @@ def lane_spans(n: int, lanes: int) -> list[tuple[int, int]]:
     return [(s, per + (i < rest)) for i, s in enumerate(starts)]
 
 
+# The mixer's fixed settings (docs/compression.md, "How it works"). No flag sets them and archives do
+# not record them: a decoder takes them from this file, so changing one changes the format (raise
+# container.FORMAT_VERSION), or earlier archives decode to garbage that their CRC check refuses.
+# Bits per byte quoted: The Time Machine in docs/compression.md's "What each part buys".
+PRIOR = 0.05  # added to every count: a symbol a context never saw keeps some probability there.
+#   The first version's value (ab976dd), kept since; no measurement recorded.
+MIX_INIT = 0.15  # the starting weight of each count expert's log-probabilities and of the match expert
+#   (the seen and last-seen weights start at 0, the network's at 1: its logits as they are). 0.3 until
+#   the online mode moved to one lane, then halved (4a53896): tuned by hand on the shared corpora, no
+#   measurement recorded.
+EXTRA_LOGIT = -8.0  # the escapes' starting logit (pretrained mode): the network never saw them, so they
+#   start rare (e^-8 of a symbol at logit 0) and learn their own bias. Since the first version (ab976dd).
+ADAM_BETAS = (0.9, 0.999)  # the mixing weights' Adam moment decays: Adam's usual values, not tuned
+FEATURES = 3  # the count experts' extra inputs, a bit each: 1 seen in this context, 2 seen last in it.
+#   2.191 with both, 2.194 without seen-last, 2.199 without either.
+KINDS = 3  # rows followed by exactly one symbol, by exactly two and by more each have mixing weights of
+#   their own (2: only rows of one symbol do): 2.191, against 2.192 with 2.
+APM = 1  # the adaptive probability map on the likeliest symbol, by the previous symbol (2: by the two
+#   before, hashed; 0: off): 2.191, against 2.196 without it.
+APM_RATE = 0.02  # how fast the map's knots follow what came,
+APM_WEIGHT = 0.5  # and its share of the final probability (an even blend with the mixer's). Both set
+#   with the map (d64dc7e) and tuned by hand on the shared corpora; no measurement recorded.
+MATCH_ROWS_LOG2 = 20  # the match expert's table holds at most 2^20 positions (4 MB)
+
+
+def _network_selector(settings: CompressSettings) -> int:
+    """The count expert whose context's confidence picks the network's mixing weight: the current
+    word's (2.191, against 2.195 with one network weight for all contexts), else the longest
+    order's; -1 for none."""
+    return len(settings.orders) if settings.words else len(settings.orders) - 1
+
+
 def _config(settings: CompressSettings, alphabet: Alphabet, lengths: list[int]) -> Config:
     n = sum(lengths)
     # Tables no larger than the input needs (a short text has few contexts): 8 experts of 2^16 rows
@@ -229,16 +296,17 @@ def _config(settings: CompressSettings, alphabet: Alphabet, lengths: list[int]) 
     budget = 1 << max(8, (TABLE_BYTES // (2 * experts * alphabet.size)).bit_length() - 1)
     rows = min(settings.rows, fit, budget)
     orders = list(settings.orders) + [0] * (MAX_ORDERS - len(settings.orders))
+    beta1, beta2 = ADAM_BETAS
     return Config(
         lanes=settings.lanes, alphabet=alphabet.size, vocab=alphabet.vocab, steps=max(lengths, default=0),
         num_orders=len(settings.orders), orders=(ctypes.c_int32 * MAX_ORDERS)(*orders),
         words=settings.words, match=settings.match, rows_log2=rows.bit_length() - 1,
-        match_rows_log2=min(20, fit.bit_length() - 1), limit=settings.limit, total=settings.total,
-        esc_char=alphabet.escapes.get("char", -1), esc_byte=alphabet.escapes.get("byte", -1),
-        unk=alphabet.unk, start=alphabet.start, features=3, kinds=3, prior=0.05,
-        mix_lr=settings.mix_lr, beta1=0.9, beta2=0.999, mix_init=0.15, extra_logit=-8.0,
-        apm=1, apm_rate=0.02, apm_weight=0.5,
-        netsel=len(settings.orders) if settings.words else len(settings.orders) - 1)
+        match_rows_log2=min(MATCH_ROWS_LOG2, fit.bit_length() - 1), limit=settings.limit,
+        total=settings.total, esc_char=alphabet.escapes.get("char", -1),
+        esc_byte=alphabet.escapes.get("byte", -1), unk=alphabet.unk, start=alphabet.start,
+        features=FEATURES, kinds=KINDS, prior=PRIOR, mix_lr=settings.mix_lr, beta1=beta1, beta2=beta2,
+        mix_init=MIX_INIT, extra_logit=EXTRA_LOGIT, apm=APM, apm_rate=APM_RATE, apm_weight=APM_WEIGHT,
+        netsel=_network_selector(settings))
 
 
 def _code(lm: RNNLM, alphabet: Alphabet, settings: CompressSettings, stream: Stream,
@@ -283,9 +351,7 @@ def _code(lm: RNNLM, alphabet: Alphabet, settings: CompressSettings, stream: Str
 def _online_lm(settings: CompressSettings) -> RNNLM:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
-        lm = RNNLM(256, settings.hidden, cell=settings.cell, impl="builtin", num_layers=settings.layers,
-                   embedding=settings.embedding)
-        return lm.eval()
+        return RNNLM(settings.model).eval()
 
 
 def _native(mode: str, lm: RNNLM) -> bool:
@@ -316,26 +382,26 @@ def _pretrained(run_dir: Path) -> tuple[RNNLM, Alphabet, dict[str, int], Any]:
     return run.model.float().eval(), alphabet, table, run.vocab
 
 
-def compress(data: bytes, *, model: str | Path | None = None, settings: CompressSettings | None = None,
+def compress(data: bytes, *, run: str | Path | None = None, settings: CompressSettings | None = None,
              progress: Progress | None = None) -> bytes:
-    """A charlm archive of `data`: with `model` (a character run's folder) in the pretrained mode,
+    """A charlm archive of `data`: with `run` (a character run's folder) in the pretrained mode,
     without it in the online mode. :func:`decompress` gives `data` back, byte for byte."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"compress takes bytes, got {type(data).__name__}")
     data = bytes(data)
     settings = settings or CompressSettings()
     if not settings.lanes:  # one lane codes best; a network in torch needs lanes to go fast
-        settings = replace(settings, lanes=1 if model is None else 8)
+        settings = replace(settings, lanes=1 if run is None else 8)
     if settings.lr is None:
-        settings = replace(settings, lr=2.5e-3 if model is None else 3e-4)
+        settings = replace(settings, lr=2.5e-3 if run is None else 3e-4)
     info: dict[str, Any] = {"settings": settings.to_dict(), **_platform()}
     with _pinned(settings.threads):
-        if model is None:
+        if run is None:
             mode, alphabet, lm = "online", _byte_alphabet(), _online_lm(settings)
             stream = _byte_stream(data, settings.lanes)
         else:
             mode = "pretrained"
-            run_dir = Path(model)
+            run_dir = Path(run)
             lm, alphabet, table, vocab = _pretrained(run_dir)
             info["model_sha256"] = model_digest(run_dir)
             stream = _char_stream(data.decode("utf-8", errors="surrogateescape"), table, len(vocab),
@@ -347,7 +413,7 @@ def compress(data: bytes, *, model: str | Path | None = None, settings: Compress
     return pack(Header(mode, len(data), crc32(data), info), payload)
 
 
-def decompress(archive: bytes, *, model: str | Path | None = None, progress: Progress | None = None) -> bytes:
+def decompress(archive: bytes, *, run: str | Path | None = None, progress: Progress | None = None) -> bytes:
     """The original bytes of a charlm archive; ArchiveError if it is damaged or made otherwise."""
     header, payload = unpack(bytes(archive))
     info = header.settings
@@ -359,14 +425,14 @@ def decompress(archive: bytes, *, model: str | Path | None = None, progress: Pro
         raise ArchiveError("the archive's header is damaged (no lane count or learning rate)")
     with _pinned(settings.threads):
         if header.mode == "online":
-            if model is not None:
-                raise ArchiveError("this archive was made in the online mode: it needs no --model")
+            if run is not None:
+                raise ArchiveError("this archive was made in the online mode: it needs no --run")
             lm, alphabet = _online_lm(settings), _byte_alphabet()
             symbols = header.length
         else:
-            if model is None:
-                raise ArchiveError("this archive was made with a trained model: give it with --model RUN")
-            run_dir = Path(model)
+            if run is None:
+                raise ArchiveError("this archive was made with a trained model: give it with --run RUN")
+            run_dir = Path(run)
             if model_digest(run_dir) != info.get("model_sha256"):
                 raise ArchiveError(f"{run_dir} is not the model this archive was made with "
                                    f"(SHA-256 of its files differs)")

@@ -1,7 +1,16 @@
 """Recurrent language models: the book's layers from scratch, the torch.nn ones, and the LM around them."""
 
 from .builtin import builtin_layers, scratch_to_builtin_tensors
-from .lm import RNNLM, ModelConfig, copy_scratch_to_builtin, detach_state, scratch_to_builtin_state_dict
+from .config import ModelConfig
+from .lm import (
+    RNNLM,
+    copy_scratch_to_builtin,
+    detach_state,
+    evaluating,
+    scratch_to_builtin_state_dict,
+    state_from_tensors,
+    state_tensors,
+)
 from .scratch import GRUScratch, LSTMScratch, RNNScratch, StackedScratch, State
 
 __all__ = [
@@ -15,6 +24,9 @@ __all__ = [
     "builtin_layers",
     "copy_scratch_to_builtin",
     "detach_state",
+    "evaluating",
     "scratch_to_builtin_state_dict",
     "scratch_to_builtin_tensors",
+    "state_from_tensors",
+    "state_tensors",
 ]

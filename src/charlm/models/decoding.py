@@ -10,7 +10,7 @@ train it::
     ^________________________________________________________________________________________|
 
 It is used for ``impl="scratch"`` models on the CPU when the kernels are built
-(:mod:`charlm.models.native`); :func:`usable` says when, and :mod:`charlm.generate` falls back to
+(:mod:`charlm.models.native`); :func:`usable` says when, and :mod:`charlm.generation` falls back to
 its Python loop otherwise. The tests hold both to the same tokens.
 """
 

@@ -14,10 +14,8 @@ drawn in :mod:`.regularize`.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as nnf
@@ -25,151 +23,15 @@ from torch import Tensor, nn
 
 from . import regularize
 from .builtin import builtin_layers, scratch_to_builtin_tensors
-from .scratch import ACTIVATIONS, CELLS, StackedScratch, State
-
-# "scratch": the book's parameters and equations, computed fast (fused products, hand-written BPTT);
-# "book": the same parameters in the book's step-by-step loop; "builtin": torch.nn.RNN/GRU/LSTM.
-IMPLS = ("scratch", "book", "builtin")
-FROM_SCRATCH = ("scratch", "book")
-
-# Wrong types raise ValueError too (ruff TRY004 prefers TypeError): callers such as the CLI and the
-# checkpoint loader then catch one exception type for every bad value a user can supply.
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an integer, got {value!r}")  # noqa: TRY004
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-
-
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
-
-
-def _check_bool(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")  # noqa: TRY004
-
-
-def _check_probability(name: str, value: Any) -> None:
-    # 1 is excluded: it would drop everything, and the survivors' scale 1 / (1 - p) is infinite.
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")  # noqa: TRY004
-    if not 0 <= value < 1:
-        raise ValueError(f"{name} must be in [0, 1), got {value}")
-
-
-@dataclass
-class ModelConfig:
-    """Everything needed to rebuild an :class:`RNNLM`; saved beside the weights as JSON."""
-
-    vocab_size: int
-    num_hiddens: int
-    cell: str = "rnn"  # "rnn" | "gru" | "lstm"
-    impl: str = "scratch"  # "scratch" (the book's equations, fast) | "book" (its loop) | "builtin" (torch.nn)
-    num_layers: int = 1  # stacked recurrent layers (d2l §9.3)
-    embedding: int | None = None  # None = one-hot inputs, as the book; an int = learned embedding width
-    activation: str = "tanh"  # "tanh" | "relu"; RNN cells only
-    dropout: float = 0.0  # between recurrent layers, so it needs num_layers >= 2
-    bidirectional: bool = False  # sees the future: cannot generate text (d2l §9.4)
-    # GRU only. None = each impl's own form: the book's (False) for scratch, torch's (True) for
-    # builtin, which cannot compute the book's form. Resolved to a bool by __post_init__.
-    gru_reset_after: bool | None = None
-    # builtin only: "default" = torch.nn's own initialisation; "normal" = N(0, 0.01²) weights and
-    # zero biases, as the scratch models and the MXNet edition's concise RNN. Scratch is always "normal".
-    init: str = "default"
-    # Regularisation (see regularize.py); all off by default, which is the book's model. Every
-    # dropout acts in training mode only.
-    dropout_input: float = 0.0  # on the first layer's inputs (embedding outputs or one-hot rows)
-    dropout_output: float = 0.0  # on the top layer's outputs, before the output layer
-    dropout_embedding: float = 0.0  # whole rows (token types) of the embedding; needs embedding
-    locked_dropout: bool = False  # dropout_input, dropout and dropout_output: one mask per sequence
-    weight_drop: float = 0.0  # DropConnect on the hidden-to-hidden weights, a fresh mask per call
-    tie_weights: bool = False  # the output layer uses the embedding matrix; needs embedding = D * H
-
-    def __post_init__(self) -> None:
-        _check_int("vocab_size", self.vocab_size, 1)
-        _check_int("num_hiddens", self.num_hiddens, 1)
-        _check_int("num_layers", self.num_layers, 1)
-        if self.embedding is not None:
-            _check_int("embedding", self.embedding, 1)
-        _check_choice("cell", self.cell, CELLS)
-        _check_choice("impl", self.impl, IMPLS)
-        _check_choice("activation", self.activation, tuple(ACTIVATIONS))
-        _check_choice("init", self.init, ("default", "normal"))
-        if self.activation != "tanh" and self.cell != "rnn":
-            raise ValueError(f"activation={self.activation!r} applies only to cell='rnn', "
-                             f"got cell={self.cell!r}")
-        self._check_dropout()
-        _check_bool("bidirectional", self.bidirectional)
-        self._check_regularizers()
-        self.gru_reset_after = self._resolve_reset_after()
-
-    def _check_dropout(self) -> None:
-        _check_probability("dropout", self.dropout)
-        if self.dropout > 0 and self.num_layers < 2:
-            raise ValueError(f"dropout acts between recurrent layers and needs num_layers >= 2, "
-                             f"got dropout={self.dropout} with num_layers={self.num_layers}")
-
-    def _check_regularizers(self) -> None:
-        for name in ("dropout_input", "dropout_output", "dropout_embedding", "weight_drop"):
-            _check_probability(name, getattr(self, name))
-        _check_bool("locked_dropout", self.locked_dropout)
-        _check_bool("tie_weights", self.tie_weights)
-        if self.dropout_embedding > 0 and self.embedding is None:
-            raise ValueError(f"dropout_embedding drops rows of the embedding matrix and needs an embedding, "
-                             f"got dropout_embedding={self.dropout_embedding} with embedding=None")
-        width = self.num_hiddens * self.num_directions
-        if self.tie_weights and self.embedding != width:
-            raise ValueError(f"tie_weights shares the embedding matrix with the output layer, so it needs "
-                             f"embedding = num_hiddens x directions = {width}, "
-                             f"got embedding={self.embedding}")
-
-    def _resolve_reset_after(self) -> bool:
-        value = self.gru_reset_after
-        if value is not None and not isinstance(value, bool):
-            raise ValueError(f"gru_reset_after must be True, False or None, got {value!r}")
-        if self.cell != "gru":
-            if value:
-                raise ValueError(f"gru_reset_after applies only to cell='gru', got cell={self.cell!r}")
-            return False
-        if value is False and self.impl == "builtin":
-            raise ValueError("gru_reset_after=False (the book's GRU) is not available with impl='builtin': "
-                             "torch.nn.GRU applies the reset gate after the hidden product")
-        return self.impl == "builtin" if value is None else value
-
-    @property
-    def num_directions(self) -> int:
-        return 2 if self.bidirectional else 1
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
-        """Rebuild from :meth:`to_dict`'s output, refusing keys this version does not know."""
-        check_known_fields(cls, data, "ModelConfig keys")
-        missing = sorted(name for name in ("vocab_size", "num_hiddens") if name not in data)
-        if missing:
-            raise ValueError(f"ModelConfig is missing required keys {missing}")
-        return cls(**data)
-
-
-def check_known_fields(cls: type, data: Mapping[str, Any], label: str) -> None:
-    """Refuse keys that `cls` (a dataclass) does not have: a file from a newer charlm, or a typo."""
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - fields)
-    if unknown:
-        raise ValueError(f"unknown {label} {unknown}; known keys are {sorted(fields)}")
+from .config import FROM_SCRATCH, ModelConfig
+from .scratch import StackedScratch, State
 
 
 def _build_core(config: ModelConfig, num_inputs: int) -> nn.Module:
     options = {"num_layers": config.num_layers, "bidirectional": config.bidirectional,
                "dropout": config.dropout, "activation": config.activation}
     if config.impl in FROM_SCRATCH:
-        return StackedScratch(config.cell, num_inputs, config.num_hiddens, reset_after=config.gru_reset_after,
+        return StackedScratch(config.cell, num_inputs, config.num_hiddens, reset_after=config.reset_after,
                               fast=config.impl == "scratch", locked=config.locked_dropout,
                               weight_drop=config.weight_drop, **options)
     # torch.nn's own dropout between layers; the locked form and DropConnect run through
@@ -190,30 +52,24 @@ class RNNLM(nn.Module):
 
     Example::
 
-        model = RNNLM(28, 256, cell="gru")
+        model = RNNLM(ModelConfig(vocab_size=28, num_hiddens=256, cell="gru"))
         logits, state = model(torch.zeros(32, 35, dtype=torch.long))  # (32, 35, 28), (1, 32, 256)
     """
 
-    def __init__(self, vocab_size: int, num_hiddens: int, *, cell: str = "rnn", impl: str = "scratch",
-                 num_layers: int = 1, embedding: int | None = None, activation: str = "tanh",
-                 dropout: float = 0.0, bidirectional: bool = False,
-                 gru_reset_after: bool | None = None, init: str = "default", dropout_input: float = 0.0,
-                 dropout_output: float = 0.0, dropout_embedding: float = 0.0, locked_dropout: bool = False,
-                 weight_drop: float = 0.0, tie_weights: bool = False) -> None:
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.config = config = ModelConfig(
-            vocab_size, num_hiddens, cell=cell, impl=impl, num_layers=num_layers, embedding=embedding,
-            activation=activation, dropout=dropout, bidirectional=bidirectional,
-            gru_reset_after=gru_reset_after, init=init, dropout_input=dropout_input,
-            dropout_output=dropout_output, dropout_embedding=dropout_embedding,
-            locked_dropout=locked_dropout, weight_drop=weight_drop, tie_weights=tie_weights)
+        if config.vocab_size is None:
+            raise ValueError("ModelConfig.vocab_size must be set to build a model (training sets it "
+                             "from the vocabulary)")
+        self.config = config
+        vocab_size, embedding, tie_weights = config.vocab_size, config.embedding, config.tie_weights
         self.embedding = None if embedding is None else nn.Embedding(vocab_size, embedding)
         self.core = _build_core(config, vocab_size if embedding is None else embedding)
-        num_features = num_hiddens * config.num_directions  # both directions feed the output layer
+        num_features = config.num_hiddens * config.num_directions  # both directions feed the output layer
         # Tied weights (Press & Wolf 2017) are one tensor, initialised as the output layer's weights:
         # nn.Embedding's N(0, 1) as output weights makes the first logits large and the model
         # overconfident (a tied GRU on The Time Machine: validation perplexity 61 against 14).
-        if impl in FROM_SCRATCH:  # the book's output layer, Y = H W_hq + b_q (§8.5.2)
+        if config.impl in FROM_SCRATCH:  # the book's output layer, Y = H W_hq + b_q (§8.5.2)
             if not tie_weights:
                 self.W_hq = nn.Parameter(torch.randn(num_features, vocab_size) * 0.01)
             else:  # W_hq is the embedding matrix transposed (see the property), with W_hq's init
@@ -225,7 +81,7 @@ class RNNLM(nn.Module):
             if tie_weights:  # one Parameter in both modules, saved once as "embedding.weight"
                 self.embedding.weight = self.output.weight
                 regularize.register_tied_output_hooks(self)
-            if init == "normal":
+            if config.init == "normal":
                 self._init_normal()
 
     @property
@@ -247,10 +103,6 @@ class RNNLM(nn.Module):
                     param.zero_()
                 else:
                     param.normal_(0.0, 0.01)
-
-    @classmethod
-    def from_config(cls, config: ModelConfig) -> RNNLM:
-        return cls(**config.to_dict())
 
     @property
     def can_generate(self) -> bool:
@@ -353,6 +205,38 @@ def detach_state(state: State) -> State:
     return state.detach()
 
 
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """Eval mode (no dropout) and no autograd inside, then every module's mode restored: the one
+    way scoring and generation switch a model that may be in the middle of training.
+
+    A model already in eval mode (``model.eval()`` sets every submodule) skips the mode switching,
+    which would otherwise cost more than a forward step of a small model in generation.
+    """
+    if not model.training:
+        with torch.inference_mode():
+            yield
+        return
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        for module, mode in modes:
+            module.training = mode
+
+
+def state_tensors(state: State) -> list[Tensor]:
+    """A state as a list of detached tensors, to save: ``[H]``, or ``[H, C]`` for the LSTM."""
+    return [s.detach() for s in (state if isinstance(state, tuple) else (state,))]
+
+
+def state_from_tensors(tensors: list[Tensor]) -> State:
+    """The inverse of :func:`state_tensors`: one tensor, or the LSTM's pair ``(H, C)``."""
+    return tuple(tensors) if len(tensors) == 2 else tensors[0]
+
+
 def scratch_to_builtin_state_dict(tensors: Mapping[str, Tensor], config: ModelConfig) -> dict[str, Tensor]:
     """Map a scratch :class:`RNNLM` state dict (or any dict keyed alike, such as gradients) onto the
     names of a builtin one: ``core.layers.*`` -> ``core.weight_*`` (see
@@ -378,7 +262,7 @@ def copy_scratch_to_builtin(scratch: RNNLM, builtin: RNNLM) -> None:
     if scratch.config.impl not in FROM_SCRATCH or builtin.config.impl != "builtin":
         raise ValueError("copy_scratch_to_builtin needs a scratch model and a builtin model, got "
                          f"impl={scratch.config.impl!r} and impl={builtin.config.impl!r}")
-    if scratch.config.cell == "gru" and not scratch.config.gru_reset_after:
+    if scratch.config.cell == "gru" and not scratch.config.reset_after:
         raise ValueError("the book's GRU (gru_reset_after=False) has no torch.nn.GRU equivalent; "
                          "build the scratch model with gru_reset_after=True")
     expected = {**scratch.config.to_dict(), "impl": "builtin"}

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as nnf
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
@@ -29,9 +28,10 @@ from .batches import BatchStream
 from .config import DEFAULT_PREFIXES, TrainConfig
 from .dataset import Splits, load_splits
 from .device import resolve_device
-from .evaluate import EvalResult, evaluate_ids
-from .generate import GenerateConfig, generate
-from .models import RNNLM, detach_state
+from .evaluation import MAX_LOSS, EvalResult, cross_entropy, evaluate_ids, perplexity
+from .fields import flag
+from .generation import GenerateConfig, generate
+from .models import RNNLM, detach_state, state_from_tensors, state_tensors
 from .optim import cosine_lr, grad_clipping, make_optimizer, make_schedule
 from .plot import plot_perplexity
 from .threads import ThreadGovernor, fixed_threads
@@ -45,7 +45,7 @@ class TrainingInterrupted(Exception):
 
     def __init__(self, signum: int, run_dir: Path | None) -> None:
         super().__init__(f"training interrupted by signal {signum}; checkpoint saved in {run_dir}; "
-                         f"continue it with: charlm train --resume {shlex.quote(str(run_dir))}"
+                         f"continue it with: charlm resume {shlex.quote(str(run_dir))}"
                          if run_dir else f"training interrupted by signal {signum}")
         self.signum, self.run_dir = signum, run_dir
 
@@ -54,10 +54,6 @@ class TrainingDiverged(Exception):
     """The loss, a gradient or the weights became NaN or infinite; the last good checkpoint is kept."""
 
 
-# Nats per token past which training has diverged even while the loss is still finite: exp() of it
-# overflows a float64 (the perplexity reads inf), and no model whose logits have not blown up
-# comes near it (uniform guessing over a million tokens costs 14 nats).
-MAX_LOSS = 700.0
 ADVICE = "lower --lr or clip gradients (--clip 1)"
 
 
@@ -95,23 +91,9 @@ def default_prefix(config: TrainConfig, data: Splits) -> str:
     return (" " if config.token == "word" else "").join(tokens)
 
 
-def build_model(config: TrainConfig, vocab_size: int) -> RNNLM:
-    return RNNLM(vocab_size, config.num_hiddens, cell=config.model, impl=config.impl,
-                 num_layers=config.num_layers, embedding=config.embedding,
-                 activation=config.activation, dropout=config.dropout, init=config.init,
-                 dropout_input=config.dropout_input, dropout_output=config.dropout_output,
-                 dropout_embedding=config.dropout_embedding, locked_dropout=config.locked_dropout,
-                 weight_drop=config.weight_drop, tie_weights=config.tie_weights)
-
-
 def load_data(config: TrainConfig) -> Splits:
     return load_splits(config.corpus, clean=config.clean, token=config.token,
                        max_tokens=config.max_tokens, eos=config.eos, encoding=config.encoding)
-
-
-def loss_fn(logits: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy averaged over all B x T targets (the book flattens Y the same way)."""
-    return nnf.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), Y.reshape(-1))
 
 
 class Trainer:
@@ -125,10 +107,12 @@ class Trainer:
         self.governor: ThreadGovernor | None = None  # fits the CPU threads to the load (fit())
         fixed_threads()  # a bad CHARLM_THREADS is an error now, before any data is read
         self.data = load_data(config)
-        if config.prefix is None:  # resolved once and saved, so `charlm generate` starts alike
-            self.config = config = config.replace(prefix=default_prefix(config, self.data))
+        # Resolved once and saved, so `charlm generate` starts alike and the run records its model whole.
+        self.config = config = config.replace(
+            vocab_size=len(self.data.vocab),
+            prefix=default_prefix(config, self.data) if config.prefix is None else config.prefix)
         torch.manual_seed(config.seed)  # parameter initialisation and dropout draw from this seed
-        self.model = build_model(config, len(self.data.vocab)).to(self.device)
+        self.model = RNNLM(config.model).to(self.device)
         # The network the steps call: the model itself, or DDP around it (gradients averaged).
         self.net = self.model if self.dist.world_size == 1 else \
             torch.nn.parallel.DistributedDataParallel(self.model)
@@ -167,7 +151,7 @@ class Trainer:
             state = detach_state(state)  # truncated BPTT: gradients stop at the batch boundary
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision.value == "bf16"):
             logits, state = self.net(X, state)
-        loss = loss_fn(logits, Y)
+        loss = cross_entropy(logits, Y)
         if not loss.item() < MAX_LOSS:  # NaN compares false too
             raise TrainingDiverged(f"the loss became {loss.item():.6g} in epoch {self.position.epoch + 1}; "
                                    f"{ADVICE}")
@@ -264,9 +248,9 @@ class Trainer:
     def trainer_state(self) -> dict[str, Any]:
         """The resume state; under torchrun every rank must call it (it gathers across ranks)."""
         pos = self.position
-        state = pos.state if pos.state is None or isinstance(pos.state, tuple) else (pos.state,)
+        state = None if pos.state is None else state_tensors(pos.state)
         if state is not None:  # the whole batch's rows, so any number of ranks can resume it
-            state = [distributed.gather_rows(s.detach(), self.dist) for s in state]
+            state = [distributed.gather_rows(s, self.dist) for s in state]
         loss_sum, num_tokens = distributed.sum_across([pos.loss_sum, pos.num_tokens], self.dist,
                                                       self.device)
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -284,8 +268,7 @@ class Trainer:
             self.schedule.load_state_dict(saved["schedule"])
         hidden = saved["hidden"]
         if hidden is not None:
-            hidden = [distributed.own_rows(h, self.dist).to(self.device) for h in hidden]
-            hidden = tuple(hidden) if self.config.model == "lstm" else hidden[0]
+            hidden = state_from_tensors([distributed.own_rows(h, self.dist).to(self.device) for h in hidden])
         # Totals were summed over ranks; each rank takes an equal share so the sum comes out right.
         world = self.dist.world_size
         self.position = Position(saved["epoch"], saved["batch"], hidden, saved["loss_sum"] / world,
@@ -367,7 +350,8 @@ class Trainer:
         except ckpt.RunWriteError as err:
             raise ckpt.RunWriteError(f"{err}; training stopped after epoch {self.position.epoch}, with "
                                      f"the last checkpoint in {self.run_dir} intact: continue it with "
-                                     f"--resume {self.run_dir} once the folder can be written") from err
+                                     f"`charlm resume {self.run_dir}` once the folder can be written"
+                                     ) from err
         return self.result()
 
     def loop(self) -> None:
@@ -397,11 +381,6 @@ class Trainer:
         return TrainResult(self.model, self.data.vocab, last.get("train_ppl", math.nan),
                            last.get("tokens_per_sec", math.nan), str(self.device), val,
                            self.history, self.run_dir)
-
-
-def perplexity(loss: float) -> float:
-    """exp(mean loss) (d2l §8.4.4), infinite rather than an overflow error for a huge loss."""
-    return math.exp(loss) if loss < MAX_LOSS else math.inf
 
 
 def format_record(record: dict[str, Any]) -> str:
@@ -442,51 +421,63 @@ class _SignalFlag:
             signal.signal(signum, handler)
 
 
-def train(config: TrainConfig | None = None, *, out: str | Path | None = None,
-          resume: str | Path | None = None, **overrides: Any) -> TrainResult:
-    """Train a language model. With `out`, the run is saved there; with `resume`, a saved run
-    continues exactly where it stopped (``epochs`` then counts all epochs, old and new).
+def train(config: TrainConfig | None = None, *, out: str | Path | None = None, **changes: Any) -> TrainResult:
+    """Train a language model from `config` (default: the book's RNN on The Time Machine) with any
+    settings in `changes`, named as the flags are (``cell="lstm"``, ``epochs=5``). With `out`, the run
+    is saved there; :func:`resume` continues it.
 
     >>> result = train(TrainConfig(epochs=5), out="runs/tm")        # doctest: +SKIP
+    >>> result = train(cell="lstm", num_hiddens=256, epochs=5)       # doctest: +SKIP
     >>> result.perplexity, result.tokens_per_sec                     # doctest: +SKIP
     """
-    if resume is not None:
-        return _resume(Path(resume), **overrides)
-    config = (config or TrainConfig()).replace(**overrides)
+    config = (config or TrainConfig()).replace(**changes)
     run_dir = Path(out) if out is not None else None
     if run_dir is not None:
         ckpt.check_writable(run_dir)  # before the data is read: a folder we cannot save into fails now
     trainer = Trainer(config, run_dir)
     if run_dir is not None and trainer.dist.is_main:
         _prepare_run_dir(run_dir)
-        ckpt.save_run_files(run_dir, trainer.model, trainer.data.vocab, trainer.config.to_dict())
+        ckpt.save_run_files(run_dir, trainer.model, trainer.data.vocab, trainer.config)
     return trainer.fit()
 
 
-def _prepare_run_dir(run_dir: Path) -> None:
-    if (run_dir / "trainer.pt").exists():
-        raise ValueError(f"--out {run_dir} already holds a run; continue it with --resume {run_dir} "
-                         "or choose another folder")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+# What a resumed run may change: how long it goes on, where, and how often it reports. Anything else
+# would make it a different run than the one it continues.
+RESUMABLE = ("epochs", "device", "eval_every", "sample_every", "save_every")
 
 
-def _resume(run_dir: Path, **overrides: Any) -> TrainResult:
-    saved_config = ckpt.read_config(run_dir)
-    allowed = {"epochs", "device", "eval_every", "sample_every", "save_every"}
-    if set(overrides) - allowed:
-        raise ValueError(f"--resume continues the saved run; only {sorted(allowed)} can change, "
-                         f"not {sorted(set(overrides) - allowed)}")
-    config = TrainConfig.from_dict(saved_config["train"]).replace(**overrides)
-    ckpt.check_writable(run_dir, "--resume")
+def resume(run: str | Path, **changes: Any) -> TrainResult:
+    """Continue a saved run exactly where it stopped, even mid-epoch. ``epochs`` counts all epochs,
+    old and new; only the settings in :data:`RESUMABLE` can change.
+
+    >>> resume("runs/tm", epochs=10)                                 # doctest: +SKIP
+    """
+    run_dir = Path(run)
+    unknown = sorted(set(changes) - set(RESUMABLE))
+    if unknown:
+        raise ValueError(f"{flag(unknown[0])}: resuming continues the saved run; only "
+                         f"{', '.join(flag(k) for k in RESUMABLE)} can change")
+    _, saved = ckpt.run_configs(run_dir)
+    if saved is None:
+        raise ckpt.CheckpointError(f"{run_dir}: the run has no training settings, so it cannot be resumed")
+    config = saved.replace(**changes)
+    ckpt.check_writable(run_dir, None)
     trainer = Trainer(config, run_dir)
     trainer.restore(ckpt.load_trainer(run_dir / "trainer.pt"))
     if trainer.dist.is_main:
         for path in ckpt.remove_temp_files(run_dir):  # left by a process killed while it saved
             log.info("removed %s, a temporary file left by an interrupted save", path)
-        ckpt.save_run_files(run_dir, trainer.model, trainer.data.vocab, trainer.config.to_dict())
+        ckpt.save_run_files(run_dir, trainer.model, trainer.data.vocab, trainer.config)
         _rewrite_metrics(run_dir, trainer.history)
     return trainer.fit()
+
+
+def _prepare_run_dir(run_dir: Path) -> None:
+    if (run_dir / "trainer.pt").exists():
+        raise ValueError(f"--out {run_dir} already holds a run; continue it with `charlm resume {run_dir}` "
+                         "or choose another folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "metrics.jsonl").unlink(missing_ok=True)
 
 
 def _rewrite_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:

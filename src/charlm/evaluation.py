@@ -16,10 +16,34 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as nnf
+from torch import Tensor
 
-from .models import RNNLM, detach_state
+from .models import RNNLM, evaluating
 
 log = logging.getLogger(__name__)
+
+
+# Nats per token past which exp() overflows a float64: the perplexity is then infinite, and in
+# training the run has diverged even while the loss is still finite (uniform guessing over a million
+# tokens costs only 14 nats).
+MAX_LOSS = 700.0
+
+
+def cross_entropy(logits: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
+    """The loss of predicting `targets` (B, T) from `logits` (B, T, V), over all B x T targets (the
+    book flattens them the same way), computed in float32 whatever the model's precision."""
+    return nnf.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1).long(),
+                             reduction=reduction)
+
+
+def perplexity(loss: float) -> float:
+    """exp(mean loss in nats) (d2l §8.4.4), infinite rather than an overflow error for a huge loss."""
+    return math.exp(loss) if loss < MAX_LOSS else math.inf
+
+
+def bits(loss: float) -> float:
+    """Nats to bits: for a character model, bits per character."""
+    return loss / math.log(2)
 
 
 @dataclass
@@ -31,17 +55,16 @@ class EvalResult:
 
     @property
     def perplexity(self) -> float:
-        return math.exp(min(self.loss, 700.0))  # exp of the mean negative log-likelihood (d2l §8.4.4)
+        return perplexity(self.loss)
 
     @property
     def bits_per_token(self) -> float:
-        return self.loss / math.log(2)  # nats -> bits; for a char model this is bits per character
+        return bits(self.loss)
 
     def to_dict(self) -> dict[str, float]:
         return {**asdict(self), "perplexity": self.perplexity, "bits_per_token": self.bits_per_token}
 
 
-@torch.no_grad()
 def evaluate_ids(model: RNNLM, ids: torch.Tensor, *, num_steps: int = 256, rows: int = 1,
                  device: torch.device | str | None = None) -> EvalResult:
     """Score `ids` (1-D int64) with `model`: the mean loss of predicting ids[1:] from what precedes."""
@@ -53,47 +76,41 @@ def evaluate_ids(model: RNNLM, ids: torch.Tensor, *, num_steps: int = 256, rows:
         raise ValueError(f"cannot evaluate a stream of {len(ids)} tokens: at least 2 are needed"
                          + (f" per row (rows={rows})" if rows > 1 else ""))
     device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        X = ids[:usable].reshape(rows, -1).to(device)  # (rows, L)
-        Y = ids[1:usable + 1].reshape(rows, -1).to(device)
-        total, state = 0.0, model.begin_state(rows, device)
+    X = ids[:usable].reshape(rows, -1).to(device)  # (rows, L)
+    Y = ids[1:usable + 1].reshape(rows, -1).to(device)
+    total, state = 0.0, model.begin_state(rows, device)
+    with evaluating(model):
         for start in range(0, X.shape[1], num_steps):
             logits, state = model(X[:, start:start + num_steps].long(), state)
-            target = Y[:, start:start + num_steps].long()
-            total += float(nnf.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
-                                             target.reshape(-1), reduction="sum"))
-            state = detach_state(state)
-    finally:
-        model.train(was_training)
+            total += float(cross_entropy(logits, Y[:, start:start + num_steps], reduction="sum"))
     return EvalResult(total / usable, usable)
 
 
 def evaluate_run(run_dir: str | Path, *, corpus: str | None = None, split: str | None = None,
-                 which: str = "best", device: str = "cpu") -> tuple[EvalResult, str, str]:
+                 which: str = "best", device: str = "auto") -> tuple[EvalResult, str, str]:
     """Score a saved run on a split of its own corpus (default: validation) or on any corpus/file
     (default: the whole text), cleaned and tokenized as the run was. Returns the result, the
     run's token kind (``char`` or ``word``) and a description of the data and the weights used."""
     from .checkpoint import load
+    from .config import TrainConfig
     from .dataset import load_corpus, load_splits
     from .device import resolve_device
 
     run = load(run_dir, which=which, device=resolve_device(device))
-    cfg = run.config.get("train", {})
-    opts = dict(clean=cfg.get("clean", "d2l"), token=cfg.get("token", "char"), eos=cfg.get("eos", False),
-                encoding=cfg.get("encoding"), vocab=run.vocab)
-    source = corpus or cfg.get("corpus")
-    if source is None:
+    if run.config is None and corpus is None:
         raise ValueError(f"{run_dir}: the run does not name its corpus; pass --corpus")
+    # A model saved without training settings reads text as training does by default.
+    cfg = run.config or TrainConfig(model=run.model.config)
+    opts = dict(clean=cfg.clean, token=cfg.token, eos=cfg.eos, encoding=cfg.encoding, vocab=run.vocab)
+    source = corpus or cfg.corpus
     split = split or ("val" if corpus is None else "all")
     if split == "all":
         ids, _ = load_corpus(source, **opts)
     else:
-        max_tokens = cfg.get("max_tokens", -1) if corpus is None else -1
+        max_tokens = cfg.max_tokens if corpus is None else -1
         ids = load_splits(source, max_tokens=max_tokens, **opts)[split]
     unknown = int((ids == run.vocab.unk).sum())
     if unknown:
         log.warning("%d of %d tokens are not in the run's vocabulary and count as <unk>", unknown, len(ids))
     result = evaluate_ids(run.model, ids)
-    return result, opts["token"], f"{source} ({split}) with {run.weights}"
+    return result, cfg.token, f"{source} ({split}) with {run.weights}"

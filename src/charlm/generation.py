@@ -20,37 +20,19 @@ import math
 import secrets
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from .fields import at_least, boolean, check_types, number, setting
 from .models import decoding
-from .models.lm import RNNLM
+from .models.lm import RNNLM, evaluating
 from .models.scratch import State
 from .text import split_prefix
 from .vocab import Vocab
 
 __all__ = ["GenerateConfig", "generate", "next_token_distribution", "pick", "stream"]
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an integer, got {value!r}")  # noqa: TRY004
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-
-
-def _check_number(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    return float(value)
-
-
-def _check_bool(name: str, value: object) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")  # noqa: TRY004
 
 
 @dataclass
@@ -72,28 +54,32 @@ class GenerateConfig:
         GenerateConfig(num_preds=50, greedy=True)                         # the book's predict_ch8
     """
 
-    num_preds: int = 50  # tokens to generate after the prefix (the book's num_preds)
-    temperature: float = 1.0  # 1 = the model's distribution; 0 = argmax; alpha of p**alpha = 1/T
-    greedy: bool = False  # the book's predict_ch8: always the argmax (same as temperature=0)
-    top_k: int = 0  # keep only the k most likely tokens; 0 = off
-    top_p: float = 1.0  # nucleus: keep the most likely tokens up to this total probability; 1 = off
-    num_samples: int = 1  # independent samples, generated together as one batch
-    seed: int | None = None  # None = fresh OS entropy each call (never the global torch RNG)
-    strict: bool = False  # unknown prefix tokens are an error instead of a warning
+    num_preds: int = setting(100, "tokens to generate after the prefix (the book's num_preds)")
+    temperature: float = setting(1.0, "sampling temperature: 1 = the model's distribution, below 1 sharper, "
+                                 "0 = greedy; sampling from p^alpha is 1/alpha")
+    greedy: bool = setting(False, "always the most likely token (the book's predict_ch8; the same as "
+                           "--temperature 0)")
+    top_k: int = setting(0, "sample among the k most likely tokens; 0 = off")
+    top_p: float = setting(1.0, "nucleus sampling: the most likely tokens up to this total probability, in "
+                           "(0, 1]; 1 = off")
+    num_samples: int = setting(1, "independent samples, generated together as one batch")
+    # None: fresh OS entropy each call, never the global torch RNG
+    seed: int | None = setting(None, "random seed: the same seed replays a sample", shown="fresh each run")
+    strict: bool = setting(False, "unknown prefix tokens are an error instead of a note")
 
     def __post_init__(self) -> None:
-        _check_int("num_preds", self.num_preds, 0)
-        temperature = _check_number("temperature", self.temperature)
-        if not 0 <= temperature < math.inf:
-            raise ValueError(f"temperature must be >= 0 and finite, got {self.temperature}")
-        _check_bool("greedy", self.greedy)
-        _check_int("top_k", self.top_k, 0)
-        if not 0 < _check_number("top_p", self.top_p) <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        _check_int("num_samples", self.num_samples, 1)
+        check_types(self)
+        at_least("num_preds", self.num_preds, 0)
+        if not 0 <= number("temperature", self.temperature) < math.inf:
+            raise ValueError(f"--temperature must be >= 0 and finite, got {self.temperature}")
+        boolean("greedy", self.greedy)
+        at_least("top_k", self.top_k, 0)
+        if not 0 < number("top_p", self.top_p) <= 1:
+            raise ValueError(f"--top-p must be in (0, 1], got {self.top_p}")
+        at_least("num_samples", self.num_samples, 1)
         if self.seed is not None:
-            _check_int("seed", self.seed, 0)
-        _check_bool("strict", self.strict)
+            at_least("seed", self.seed, 0)
+        boolean("strict", self.strict)
 
     @property
     def is_greedy(self) -> bool:
@@ -195,32 +181,10 @@ def _new_generator(device: torch.device, seed: int | None) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(secrets.randbits(63) if seed is None else seed)
 
 
-@contextmanager
-def _evaluating(model: nn.Module) -> Iterator[None]:
-    """Eval mode (no dropout) and no autograd for one forward call, then every module's mode restored.
-
-    Scoped to one call rather than the whole generation so nothing leaks to the caller between yields.
-    A model already in eval mode (``model.eval()`` sets every submodule) skips the mode switching,
-    which would otherwise cost more than a forward step of a small model.
-    """
-    if not model.training:
-        with torch.inference_mode():
-            yield
-        return
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        for module, mode in modes:
-            module.training = mode
-
-
 def _step(model: RNNLM, inputs: Tensor, state: State, checked: bool = True) -> tuple[Tensor, State]:
     """Run ``inputs (N, T)`` from ``state``; the logits of the last step only, ``(N, V)``.
     ``checked=False`` skips the argument checks, for ids the model itself has just chosen."""
-    with _evaluating(model):
+    with evaluating(model):
         logits, state = model(inputs, state, check=checked)  # (N, T, V)
     return logits[:, -1], state
 
@@ -309,7 +273,7 @@ def generate(model: RNNLM, vocab: Vocab, prefix: str, config: GenerateConfig | N
         # -> ['time traveller the the t'] for a half-trained character model
     """
     config = GenerateConfig() if config is None else config
-    with _evaluating(model):  # once for the whole text: nothing is yielded to the caller meanwhile
+    with evaluating(model):  # once for the whole text: nothing is yielded to the caller meanwhile
         steps = list(_start(model, vocab, prefix, config, token, device, stacklevel=2))
     samples = [[step[i] for step in steps] for i in range(config.num_samples)]
     if token == "word":

@@ -1,16 +1,17 @@
-"""Specifications for charlm.generate: warm-up, greedy and sampled decoding, filters, checks."""
+"""Specifications for charlm.generation: warm-up, greedy and sampled decoding, filters, checks."""
 
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 
 import pytest
 import torch
 from torch.testing import assert_close
 
-from charlm.generate import GenerateConfig, generate, next_token_distribution, pick, stream
-from charlm.models import RNNLM
+from charlm.generation import GenerateConfig, generate, next_token_distribution, pick, stream
+from charlm.models import RNNLM, ModelConfig
 from charlm.vocab import Vocab
 
 TEXT = "the time machine by h g wells"
@@ -24,7 +25,7 @@ def _model(cell: str = "gru", impl: str = "scratch", vocab_size: int = len(VOCAB
 
     ``<unk>`` gets output bias -30, so texts have one character per generated token.
     """
-    model = RNNLM(vocab_size, 16, cell=cell, impl=impl, **options)
+    model = RNNLM(ModelConfig(vocab_size, 16, cell=cell, impl=impl, **options))
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
@@ -40,7 +41,7 @@ def _known(probs: list[float]) -> tuple[RNNLM, Vocab]:
     ``<unk>`` (index 0) gets logit -30, probability ~1e-13.
     """
     vocab = Vocab(list("wxyz"))  # equal counts keep first-seen order: <unk>, w, x, y, z
-    model = RNNLM(len(vocab), 16, impl="scratch")
+    model = RNNLM(ModelConfig(len(vocab), 16, impl="scratch"))
     with torch.no_grad():
         model.W_hq.zero_()
         model.b_q.copy_(torch.tensor([-30.0] + [math.log(p) for p in probs]))
@@ -282,8 +283,8 @@ def test_device_must_be_the_models():
     ("temperature", math.nan), ("greedy", "yes"), ("top_k", -1), ("top_p", 0), ("top_p", 1.5),
     ("num_samples", 0), ("seed", -1), ("seed", "x"), ("strict", 1),
 ])
-def test_bad_config_values_name_the_field(field, value):
-    with pytest.raises(ValueError, match=field):
+def test_bad_config_values_name_the_flag(field, value):
+    with pytest.raises(ValueError, match=re.escape("--" + field.replace("_", "-") + " must")):
         GenerateConfig(**{field: value})
 
 

@@ -7,12 +7,12 @@ import signal
 import pytest
 import torch
 
-from charlm import RNNLM
+from charlm import RNNLM, ModelConfig
 from charlm.checkpoint import load, load_trainer
 from charlm.config import TrainConfig
-from charlm.evaluate import EvalResult
+from charlm.evaluation import EvalResult, cross_entropy
 from charlm.optim import grad_clipping
-from charlm.train import Trainer, TrainingDiverged, TrainingInterrupted, loss_fn, train
+from charlm.training import Trainer, TrainingDiverged, TrainingInterrupted, resume, train
 
 TEXT = ("the time traveller for so it will be convenient to speak of him was expounding a recondite "
         "matter to us his grey eyes shone and twinkled and his usually pale face was flushed\n") * 12
@@ -23,18 +23,18 @@ def small(tmp_path):
     """A tiny configuration on a small text: a few seconds for a handful of epochs."""
     path = tmp_path / "book.txt"
     path.write_text(TEXT)
-    return TrainConfig(corpus=str(path), max_tokens=-1, num_hiddens=32, batch_size=4, num_steps=8,
+    return TrainConfig.of(corpus=str(path), max_tokens=-1, num_hiddens=32, batch_size=4, num_steps=8,
                        epochs=4, eval_every=2, sample_every=2, save_every=2, num_preds=10, device="cpu")
 
 
 def test_a_tiny_model_overfits_one_batch():
     torch.manual_seed(0)
-    model = RNNLM(10, 64, cell="lstm", impl="builtin", embedding=16)
+    model = RNNLM(ModelConfig(10, 64, cell="lstm", impl="builtin", embedding=16))
     X = torch.randint(0, 10, (4, 12))
     Y = torch.roll(X, -1, dims=1)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
     for _ in range(150):
-        loss = loss_fn(model(X)[0], Y)
+        loss = cross_entropy(model(X)[0], Y)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -42,8 +42,8 @@ def test_a_tiny_model_overfits_one_batch():
 
 
 def test_clipping_leaves_a_global_norm_at_most_theta():
-    model = RNNLM(8, 16)
-    loss_fn(model(torch.randint(0, 8, (2, 5)))[0] * 1000, torch.randint(0, 8, (2, 5))).backward()
+    model = RNNLM(ModelConfig(8, 16))
+    cross_entropy(model(torch.randint(0, 8, (2, 5)))[0] * 1000, torch.randint(0, 8, (2, 5))).backward()
     before = grad_clipping(model.parameters(), 0.5)
     after = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))
     assert before > 0.5 and float(after) == pytest.approx(0.5, rel=1e-5)
@@ -101,10 +101,10 @@ def test_same_seed_same_losses_different_seed_different(small):
 
 @pytest.mark.parametrize("model, sampling", [("rnn", "sequential"), ("lstm", "random")])
 def test_resume_equals_straight_training(small, tmp_path, model, sampling):
-    cfg = small.replace(model=model, sampling=sampling, epochs=6, optimizer="adam", lr=0.01)
+    cfg = small.replace(cell=model, sampling=sampling, epochs=6, optimizer="adam", lr=0.01)
     straight = train(cfg, out=tmp_path / "straight")
     train(cfg.replace(epochs=3), out=tmp_path / "halves")
-    resumed = train(resume=tmp_path / "halves", epochs=6)
+    resumed = resume(tmp_path / "halves", epochs=6)
     assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in straight.history]
     logits = [load(d).model(torch.zeros(1, 5, dtype=torch.int64))[0] for d in
               (tmp_path / "straight", tmp_path / "halves")]
@@ -116,7 +116,7 @@ def test_an_interrupted_epoch_resumes_exactly_from_its_middle(small, tmp_path):
     straight = train(cfg, out=tmp_path / "straight")
     trainer = Trainer(cfg, tmp_path / "cut")
     from charlm.checkpoint import save_run_files
-    save_run_files(tmp_path / "cut", trainer.model, trainer.data.vocab, cfg.to_dict())
+    save_run_files(tmp_path / "cut", trainer.model, trainer.data.vocab, trainer.config)
     step, calls = trainer.step, []
 
     def interrupt_mid_epoch_two(X, Y, state):
@@ -129,12 +129,12 @@ def test_an_interrupted_epoch_resumes_exactly_from_its_middle(small, tmp_path):
         trainer.fit()
     saved = load_trainer(tmp_path / "cut" / "trainer.pt")
     assert (saved["epoch"], saved["batch"]) == (1, 3)
-    resumed = train(resume=tmp_path / "cut")
+    resumed = resume(tmp_path / "cut")
     assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in straight.history]
 
 
 def test_checkpoint_round_trip_gives_identical_logits(small, tmp_path):
-    result = train(small.replace(model="gru", embedding=8), out=tmp_path / "run")
+    result = train(small.replace(cell="gru", embedding=8), out=tmp_path / "run")
     run = load(tmp_path / "run")
     X = torch.randint(0, len(run.vocab), (2, 7))
     result.model.eval()
@@ -162,14 +162,14 @@ def test_a_diverging_loss_stops_training_and_keeps_the_last_good_checkpoint(smal
 
 def test_out_folder_holding_a_run_is_not_overwritten(small, tmp_path):
     train(small.replace(epochs=1), out=tmp_path / "run")
-    with pytest.raises(ValueError, match="already holds a run; continue it with --resume"):
+    with pytest.raises(ValueError, match="already holds a run; continue it with `charlm resume"):
         train(small.replace(epochs=1), out=tmp_path / "run")
 
 
 def test_resume_refuses_to_change_the_model(small, tmp_path):
     train(small.replace(epochs=1), out=tmp_path / "run")
-    with pytest.raises(ValueError, match="only .* can change"):
-        train(resume=tmp_path / "run", num_hiddens=64)
+    with pytest.raises(ValueError, match="--num-hiddens: resuming continues the saved run; only .* change"):
+        resume(tmp_path / "run", num_hiddens=64)
 
 
 @pytest.mark.parametrize("field, value, match", [
@@ -178,18 +178,22 @@ def test_resume_refuses_to_change_the_model(small, tmp_path):
     ("clip", -1, "--clip must be >= 0"),
     ("sampling", "shuffled", "--sampling must be one of random, sequential"),
     ("optimizer", "lbfgs", "--optimizer must be one of sgd, adam, adamw"),
-    ("max_tokens", 0, "--max-tokens must be a positive count or -1"),
 ])
 def test_bad_settings_are_errors_naming_the_flag(field, value, match):
     with pytest.raises(ValueError, match=match):
-        TrainConfig(**{field: value})
+        TrainConfig.of(**{field: value})
+
+
+def test_max_tokens_is_checked_where_the_text_is_cut(small):
+    with pytest.raises(ValueError, match="--max-tokens must be a positive count or -1"):
+        train(small.replace(max_tokens=0))
 
 
 def test_a_corpus_shorter_than_one_batch_is_a_clear_error(tmp_path):
     path = tmp_path / "short.txt"
     path.write_text("a short text")
     with pytest.raises(ValueError, match="too short for one batch of batch_size=32 x num_steps=35"):
-        train(TrainConfig(corpus=str(path), epochs=1))
+        train(TrainConfig.of(corpus=str(path), epochs=1))
 
 
 def test_step_schedule_multiplies_the_learning_rate_every_lr_step_epochs(small):
@@ -227,7 +231,7 @@ def test_cosine_lr_warms_up_then_falls_to_min_lr():
     cosine gives (0.1 + 0.9 * (1 + cos(pi p)) / 2): 1 at p = 0, 0.55 at p = 0.5, 0.1 at p = 1."""
     from charlm.optim import cosine_lr
 
-    cfg = TrainConfig(lr=1.0, min_lr=0.1, warmup_steps=10, lr_schedule="cosine")
+    cfg = TrainConfig.of(lr=1.0, min_lr=0.1, warmup_steps=10, lr_schedule="cosine")
     assert cosine_lr(cfg, 4, 0.0) == pytest.approx(0.5)
     assert cosine_lr(cfg, 20, 0.0) == pytest.approx(1.0)
     assert cosine_lr(cfg, 20, 0.5) == pytest.approx(0.55)
@@ -243,7 +247,7 @@ def test_a_cosine_run_ends_at_min_lr_and_an_interrupted_one_resumes_on_the_same_
     assert lrs == sorted(lrs, reverse=True) and lrs[-1] == pytest.approx(0.001, rel=0.05)
     trainer = Trainer(cfg, tmp_path / "cut")
     from charlm.checkpoint import save_run_files
-    save_run_files(tmp_path / "cut", trainer.model, trainer.data.vocab, cfg.to_dict())
+    save_run_files(tmp_path / "cut", trainer.model, trainer.data.vocab, trainer.config)
     step, calls = trainer.step, []
 
     def interrupt_in_epoch_three(X, Y, state):
@@ -254,7 +258,7 @@ def test_a_cosine_run_ends_at_min_lr_and_an_interrupted_one_resumes_on_the_same_
     trainer.step = interrupt_in_epoch_three
     with pytest.raises(TrainingInterrupted):
         trainer.fit()
-    resumed = train(resume=tmp_path / "cut")
+    resumed = resume(tmp_path / "cut")
     assert [r["lr"] for r in resumed.history] == pytest.approx(lrs)
     assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in straight.history]
 
@@ -287,4 +291,4 @@ def test_the_time_budget_ends_training_cleanly_with_an_evaluated_checkpoint(smal
     ("lr_schedule", "linear", "--lr-schedule must be one of none, step, plateau, cosine")])
 def test_bad_schedule_and_budget_settings_name_the_flag(field, value, match):
     with pytest.raises(ValueError, match=match):
-        TrainConfig(**{field: value})
+        TrainConfig.of(**{field: value})

@@ -6,13 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as nnf
 
-from charlm import RNNLM, evaluate_ids
+from charlm import RNNLM, ModelConfig, evaluate_ids
 
 
 @pytest.fixture
 def model():
     torch.manual_seed(0)
-    return RNNLM(12, 16, cell="gru", impl="builtin").eval()
+    return RNNLM(ModelConfig(12, 16, cell="gru", impl="builtin")).eval()
 
 
 def test_score_is_the_mean_loss_of_predicting_each_next_token_from_all_before(model):
