@@ -6,6 +6,10 @@ input, a separate small product per gate, the output layer inside the loop, and 
 a list and concatenated at the end (d2l §8.5, §9.1, §9.2). The training step is ``train_epoch_ch8``'s
 body: re-initialise or detach the state, forward, mean cross-entropy, backward, clip the global
 gradient norm to ``theta``, SGD. ``predict_ch8`` feeds one token per call, warm-up included.
+
+This is the repository's one copy of the book's scratch models: the speed benchmarks measure them,
+and tests/test_d2l.py runs them through charlm's compatibility layer (charlm.d2l), as a reader of
+the chapter would.
 """
 
 from __future__ import annotations
@@ -17,31 +21,40 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
-
-def _normal(*shape: int) -> Tensor:
-    return torch.randn(*shape) * 0.01
-
-
-def _gate(num_inputs: int, num_hiddens: int) -> list[Tensor]:
-    return [_normal(num_inputs, num_hiddens), _normal(num_hiddens, num_hiddens), torch.zeros(num_hiddens)]
+# ---- the scratch models (§8.5, §9.1, §9.2), in the book's own signatures ------------------------
+# `device=None` is the CPU; the book always passes one (charlm.d2l.RNNModelScratch does).
 
 
-def get_params(cell: str, vocab_size: int, num_hiddens: int) -> list[Tensor]:
-    """The parameters of §8.5.2 / §9.1.2 / §9.2.2: the gates' ``W_x?, W_h?, b_?``, then ``W_hq, b_q``."""
-    gates = {"rnn": 1, "gru": 3, "lstm": 4}[cell]
-    params = [p for _ in range(gates) for p in _gate(vocab_size, num_hiddens)]
-    params += [_normal(num_hiddens, vocab_size), torch.zeros(vocab_size)]
+def _normal(shape: tuple[int, ...], device: torch.device | None = None) -> Tensor:
+    return torch.randn(size=shape, device=device) * 0.01
+
+
+def _three(num_inputs: int, num_hiddens: int, device: torch.device | None) -> tuple[Tensor, Tensor, Tensor]:
+    return (_normal((num_inputs, num_hiddens), device), _normal((num_hiddens, num_hiddens), device),
+            torch.zeros(num_hiddens, device=device))
+
+
+def _with_grad(params: list[Tensor]) -> list[Tensor]:
     for param in params:
         param.requires_grad_(True)
     return params
 
 
-def init_state(cell: str, batch_size: int, num_hiddens: int) -> tuple[Tensor, ...]:
-    H = torch.zeros(batch_size, num_hiddens)
-    return (H, torch.zeros(batch_size, num_hiddens)) if cell == "lstm" else (H,)
+def get_params(vocab_size: int, num_hiddens: int, device: torch.device | None = None) -> list[Tensor]:
+    """§8.5.2: ``W_xh, W_hh, b_h`` of the hidden layer, ``W_hq, b_q`` of the output layer."""
+    num_inputs = num_outputs = vocab_size
+    W_xh, W_hh, b_h = _three(num_inputs, num_hiddens, device)
+    W_hq = _normal((num_hiddens, num_outputs), device)
+    b_q = torch.zeros(num_outputs, device=device)
+    return _with_grad([W_xh, W_hh, b_h, W_hq, b_q])
+
+
+def init_rnn_state(batch_size: int, num_hiddens: int, device: torch.device | None = None) -> tuple[Tensor]:
+    return (torch.zeros((batch_size, num_hiddens), device=device),)  # §8.5.3
 
 
 def rnn(inputs: Tensor, state: tuple[Tensor, ...], params: list[Tensor]) -> tuple[Tensor, tuple]:
+    """§8.5.3: ``inputs (num_steps, batch_size, vocab_size)`` -> ``(num_steps * batch_size, vocab_size)``."""
     W_xh, W_hh, b_h, W_hq, b_q = params
     (H,) = state
     outputs = []
@@ -52,21 +65,50 @@ def rnn(inputs: Tensor, state: tuple[Tensor, ...], params: list[Tensor]) -> tupl
     return torch.cat(outputs, dim=0), (H,)
 
 
+def get_gru_params(vocab_size: int, num_hiddens: int, device: torch.device | None = None) -> list[Tensor]:
+    """§9.1.2: the update gate, the reset gate, the candidate hidden state, then the output layer."""
+    W_xz, W_hz, b_z = _three(vocab_size, num_hiddens, device)  # update gate
+    W_xr, W_hr, b_r = _three(vocab_size, num_hiddens, device)  # reset gate
+    W_xh, W_hh, b_h = _three(vocab_size, num_hiddens, device)  # candidate hidden state
+    W_hq = _normal((num_hiddens, vocab_size), device)
+    b_q = torch.zeros(vocab_size, device=device)
+    return _with_grad([W_xz, W_hz, b_z, W_xr, W_hr, b_r, W_xh, W_hh, b_h, W_hq, b_q])
+
+
 def gru(inputs: Tensor, state: tuple[Tensor, ...], params: list[Tensor]) -> tuple[Tensor, tuple]:
+    """§9.1.2: the book's GRU, the reset gate applied before the hidden product."""
     W_xz, W_hz, b_z, W_xr, W_hr, b_r, W_xh, W_hh, b_h, W_hq, b_q = params
     (H,) = state
     outputs = []
     for X in inputs:
         Z = torch.sigmoid((X @ W_xz) + (H @ W_hz) + b_z)
         R = torch.sigmoid((X @ W_xr) + (H @ W_hr) + b_r)
-        H_tilda = torch.tanh((X @ W_xh) + ((R * H) @ W_hh) + b_h)
-        H = Z * H + (1 - Z) * H_tilda
+        H_tilde = torch.tanh((X @ W_xh) + ((R * H) @ W_hh) + b_h)
+        H = Z * H + (1 - Z) * H_tilde
         Y = H @ W_hq + b_q
         outputs.append(Y)
     return torch.cat(outputs, dim=0), (H,)
 
 
+def get_lstm_params(vocab_size: int, num_hiddens: int, device: torch.device | None = None) -> list[Tensor]:
+    """§9.2.2: the input, forget and output gates, the candidate memory cell, then the output layer."""
+    W_xi, W_hi, b_i = _three(vocab_size, num_hiddens, device)  # input gate
+    W_xf, W_hf, b_f = _three(vocab_size, num_hiddens, device)  # forget gate
+    W_xo, W_ho, b_o = _three(vocab_size, num_hiddens, device)  # output gate
+    W_xc, W_hc, b_c = _three(vocab_size, num_hiddens, device)  # candidate memory cell
+    W_hq = _normal((num_hiddens, vocab_size), device)
+    b_q = torch.zeros(vocab_size, device=device)
+    return _with_grad([W_xi, W_hi, b_i, W_xf, W_hf, b_f, W_xo, W_ho, b_o, W_xc, W_hc, b_c, W_hq, b_q])
+
+
+def init_lstm_state(batch_size: int, num_hiddens: int, device: torch.device | None = None
+                    ) -> tuple[Tensor, Tensor]:
+    return (torch.zeros((batch_size, num_hiddens), device=device),  # §9.2.2: H, then the memory C
+            torch.zeros((batch_size, num_hiddens), device=device))
+
+
 def lstm(inputs: Tensor, state: tuple[Tensor, ...], params: list[Tensor]) -> tuple[Tensor, tuple]:
+    """§9.2.2: the book's LSTM."""
     [W_xi, W_hi, b_i, W_xf, W_hf, b_f, W_xo, W_ho, b_o, W_xc, W_hc, b_c, W_hq, b_q] = params
     (H, C) = state
     outputs = []
@@ -74,31 +116,33 @@ def lstm(inputs: Tensor, state: tuple[Tensor, ...], params: list[Tensor]) -> tup
         I = torch.sigmoid((X @ W_xi) + (H @ W_hi) + b_i)
         F = torch.sigmoid((X @ W_xf) + (H @ W_hf) + b_f)
         O = torch.sigmoid((X @ W_xo) + (H @ W_ho) + b_o)
-        C_tilda = torch.tanh((X @ W_xc) + (H @ W_hc) + b_c)
-        C = F * C + I * C_tilda
+        C_tilde = torch.tanh((X @ W_xc) + (H @ W_hc) + b_c)
+        C = F * C + I * C_tilde
         H = O * torch.tanh(C)
         Y = (H @ W_hq) + b_q
         outputs.append(Y)
     return torch.cat(outputs, dim=0), (H, C)
 
 
-FORWARD = {"rnn": rnn, "gru": gru, "lstm": lstm}
+# cell -> (get_params, init_state, forward): the three functions the book's RNNModelScratch takes.
+SCRATCH = {"rnn": (get_params, init_rnn_state, rnn), "gru": (get_gru_params, init_rnn_state, gru),
+           "lstm": (get_lstm_params, init_lstm_state, lstm)}
 
 
 class RNNModelScratch:
     """§8.5.3: a model made of plain tensors and three functions; logits ``(T * B, vocab_size)``."""
 
     def __init__(self, cell: str, vocab_size: int, num_hiddens: int) -> None:
-        self.cell, self.vocab_size, self.num_hiddens = cell, vocab_size, num_hiddens
-        self.params = get_params(cell, vocab_size, num_hiddens)
-        self.forward_fn = FORWARD[cell]
+        self.vocab_size, self.num_hiddens = vocab_size, num_hiddens
+        get_params_fn, self.init_state, self.forward_fn = SCRATCH[cell]
+        self.params = get_params_fn(vocab_size, num_hiddens)
 
     def __call__(self, X: Tensor, state: tuple) -> tuple[Tensor, tuple]:
         X = nnf.one_hot(X.T, self.vocab_size).type(torch.float32)
         return self.forward_fn(X, state, self.params)
 
     def begin_state(self, batch_size: int) -> tuple[Tensor, ...]:
-        return init_state(self.cell, batch_size, self.num_hiddens)
+        return self.init_state(batch_size, self.num_hiddens)
 
 
 class RNNModel(nn.Module):

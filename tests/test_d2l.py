@@ -1,7 +1,8 @@
 """The book's own code paths (d2l ch. 8-9, PyTorch edition) run on `from charlm import d2l`.
 
-The scratch models below are the user's code as the book writes it (§8.5, §9.1, §9.2); the tests
-drive them through the compatibility layer exactly as the chapter's cells do.
+The scratch models are the user's code as the book writes it (§8.5, §9.1, §9.2), taken from
+benchmarks/book.py, the repository's one copy of it (the speed baseline); the tests drive them
+through the compatibility layer exactly as the chapter's cells do.
 """
 
 import math
@@ -11,6 +12,7 @@ import sys
 
 import pytest
 import torch
+from benchmarks.book import SCRATCH, get_params, init_rnn_state, rnn  # the book's code, one copy
 from torch import nn
 
 import charlm
@@ -34,102 +36,6 @@ def _animator_png(tmp_path, monkeypatch):
     """train_ch8 draws an Animator: keep its file out of the working directory."""
     monkeypatch.setenv(d2l.ANIMATOR_ENV, str(tmp_path / "animator.png"))
     return tmp_path / "animator.png"
-
-
-# ---- the user's scratch models, as the book writes them ----------------------------------------
-
-def _normal(shape, device):
-    return torch.randn(size=shape, device=device) * 0.01
-
-
-def _three(num_inputs, num_hiddens, device):
-    return (_normal((num_inputs, num_hiddens), device), _normal((num_hiddens, num_hiddens), device),
-            torch.zeros(num_hiddens, device=device))
-
-
-def _with_grad(params):
-    for param in params:
-        param.requires_grad_(True)
-    return params
-
-
-def get_params(vocab_size, num_hiddens, device):  # §8.5.2
-    num_inputs = num_outputs = vocab_size
-    W_xh, W_hh, b_h = _three(num_inputs, num_hiddens, device)
-    W_hq = _normal((num_hiddens, num_outputs), device)
-    b_q = torch.zeros(num_outputs, device=device)
-    return _with_grad([W_xh, W_hh, b_h, W_hq, b_q])
-
-
-def init_rnn_state(batch_size, num_hiddens, device):  # §8.5.3
-    return (torch.zeros((batch_size, num_hiddens), device=device),)
-
-
-def rnn(inputs, state, params):  # §8.5.3
-    W_xh, W_hh, b_h, W_hq, b_q = params
-    (H,) = state
-    outputs = []
-    for X in inputs:  # inputs: (num_steps, batch_size, vocab_size)
-        H = torch.tanh(torch.mm(X, W_xh) + torch.mm(H, W_hh) + b_h)
-        Y = torch.mm(H, W_hq) + b_q
-        outputs.append(Y)
-    return torch.cat(outputs, dim=0), (H,)
-
-
-def get_gru_params(vocab_size, num_hiddens, device):  # §9.1.2
-    W_xz, W_hz, b_z = _three(vocab_size, num_hiddens, device)  # update gate
-    W_xr, W_hr, b_r = _three(vocab_size, num_hiddens, device)  # reset gate
-    W_xh, W_hh, b_h = _three(vocab_size, num_hiddens, device)  # candidate hidden state
-    W_hq = _normal((num_hiddens, vocab_size), device)
-    b_q = torch.zeros(vocab_size, device=device)
-    return _with_grad([W_xz, W_hz, b_z, W_xr, W_hr, b_r, W_xh, W_hh, b_h, W_hq, b_q])
-
-
-def gru(inputs, state, params):  # §9.1.2
-    W_xz, W_hz, b_z, W_xr, W_hr, b_r, W_xh, W_hh, b_h, W_hq, b_q = params
-    (H,) = state
-    outputs = []
-    for X in inputs:
-        Z = torch.sigmoid((X @ W_xz) + (H @ W_hz) + b_z)
-        R = torch.sigmoid((X @ W_xr) + (H @ W_hr) + b_r)
-        H_tilde = torch.tanh((X @ W_xh) + ((R * H) @ W_hh) + b_h)
-        H = Z * H + (1 - Z) * H_tilde
-        outputs.append(H @ W_hq + b_q)
-    return torch.cat(outputs, dim=0), (H,)
-
-
-def get_lstm_params(vocab_size, num_hiddens, device):  # §9.2.2
-    W_xi, W_hi, b_i = _three(vocab_size, num_hiddens, device)  # input gate
-    W_xf, W_hf, b_f = _three(vocab_size, num_hiddens, device)  # forget gate
-    W_xo, W_ho, b_o = _three(vocab_size, num_hiddens, device)  # output gate
-    W_xc, W_hc, b_c = _three(vocab_size, num_hiddens, device)  # candidate memory cell
-    W_hq = _normal((num_hiddens, vocab_size), device)
-    b_q = torch.zeros(vocab_size, device=device)
-    return _with_grad([W_xi, W_hi, b_i, W_xf, W_hf, b_f, W_xo, W_ho, b_o, W_xc, W_hc, b_c, W_hq, b_q])
-
-
-def init_lstm_state(batch_size, num_hiddens, device):  # §9.2.2
-    return (torch.zeros((batch_size, num_hiddens), device=device),
-            torch.zeros((batch_size, num_hiddens), device=device))
-
-
-def lstm(inputs, state, params):  # §9.2.2
-    [W_xi, W_hi, b_i, W_xf, W_hf, b_f, W_xo, W_ho, b_o, W_xc, W_hc, b_c, W_hq, b_q] = params
-    (H, C) = state
-    outputs = []
-    for X in inputs:
-        I = torch.sigmoid((X @ W_xi) + (H @ W_hi) + b_i)
-        F = torch.sigmoid((X @ W_xf) + (H @ W_hf) + b_f)
-        O = torch.sigmoid((X @ W_xo) + (H @ W_ho) + b_o)
-        C_tilde = torch.tanh((X @ W_xc) + (H @ W_hc) + b_c)
-        C = F * C + I * C_tilde
-        H = O * torch.tanh(C)
-        outputs.append((H @ W_hq) + b_q)
-    return torch.cat(outputs, dim=0), (H, C)
-
-
-SCRATCH = {"rnn": (get_params, init_rnn_state, rnn), "gru": (get_gru_params, init_rnn_state, gru),
-           "lstm": (get_lstm_params, init_lstm_state, lstm)}
 
 
 @pytest.fixture(scope="module")

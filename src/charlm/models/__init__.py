@@ -1,4 +1,9 @@
-"""Recurrent language models: the book's layers from scratch, the torch.nn ones, and the LM around them."""
+"""Recurrent language models: the book's layers from scratch, the torch.nn ones, and the LM around them.
+
+Which program computes a recurrence when (the book's loop, torch.nn, the fused Python path, the C++
+kernels, the C++ greedy decoder, the compressor's own) and the test that holds each to the book:
+docs/implementations.md. The fast form's choice is made in one place, :func:`.fused.choose_path`.
+"""
 
 from .builtin import builtin_layers, scratch_to_builtin_tensors
 from .config import ModelConfig

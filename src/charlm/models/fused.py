@@ -16,7 +16,11 @@ about ten small tensor operations forward and twenty backward, each recorded by 
 - the LSTM has a kernel only in C++; elsewhere (GPU, no compiler) it runs on the fused kernel behind
   ``torch.nn.LSTM`` (cuDNN on GPU, oneDNN on CPU), fed with the book's ``W_xi, W_xf, W_xc, W_xo,
   ...`` packed into torch's layout in each forward, so the gradients still land on the book's
-  parameters.
+  parameters, or, for a few steps without autograd, in a short loop of its own.
+
+Which of these paths a cell runs is decided in one place, :func:`choose_path`, at the end of this
+module; docs/implementations.md lists every path a recurrence can take and the test that holds it
+to the book's loop.
 
 Every function here is checked against the book's loop, values and gradients, in the tests.
 Names follow the book: ``Z`` update gate, ``R`` reset gate, ``H_tilde`` candidate state (§9.1).
@@ -56,6 +60,7 @@ def _flat(x: Tensor) -> Tensor:
 # token ids ``(T, B)``, whose projections are rows of ``W_x``. The bias is added inside the loop, so
 # the C++ kernels never write the projections out at all.
 _NO_IDS = torch.empty(0, dtype=torch.long)
+Inputs = tuple[Tensor, "Tensor | None", Tensor]  # (source, ids, bias)
 
 
 def _projections(source: Tensor, ids: Tensor | None, bias: Tensor) -> Tensor:
@@ -90,16 +95,17 @@ def _remember_inputs(ctx, source: Tensor, ids: Tensor | None) -> None:
 class RNNRecurrence(torch.autograd.Function):
     """``H_t = phi(P_t + H_{t-1} W_hh)`` for t = 1..T, where ``P_t = X_t W_xh + b_h`` (eq. 8.4.5).
 
-    ``forward(source, ids, b_h (H), H0 (B, H), W_hh (H, H), relu) -> outputs (T, B, H)``.
+    ``forward(source, ids, b_h (H), H0 (B, H), W_hh (H, H), relu, kernels) -> outputs (T, B, H)``,
+    in the C++ kernels if ``kernels`` (:func:`choose_path`), else in the Python loop below.
     Backward: ``dA_t = (dH_t + dA_{t+1} W_hh^T) * phi'(A_t)``; with tanh, ``phi' = 1 - H_t^2``.
     """
 
     @staticmethod
     def forward(ctx, source: Tensor, ids: Tensor | None, bias: Tensor, H0: Tensor, W_hh: Tensor,
-                relu: bool) -> Tensor:
-        ctx.relu, ctx.native = relu, native.usable(source, bias, H0, W_hh)
+                relu: bool, kernels: bool) -> Tensor:
+        ctx.relu, ctx.kernels = relu, kernels
         _remember_inputs(ctx, source, ids)
-        if ctx.native:
+        if kernels:
             outputs = native.ops().rnn_forward(*_native_inputs(source, ids, bias), H0, W_hh, relu)
             ctx.save_for_backward(H0, W_hh, outputs)
             return outputs
@@ -116,9 +122,9 @@ class RNNRecurrence(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, d_outputs: Tensor):
         H0, W_hh, outputs = ctx.saved_tensors
-        if ctx.native:
+        if ctx.kernels:
             dA, dH0, dW_hh = native.ops().rnn_backward(d_outputs, H0, W_hh, outputs, ctx.relu)
-            return (*_input_grads(ctx, dA), dH0, dW_hh, None)
+            return (*_input_grads(ctx, dA), dH0, dW_hh, None, None)
         slope = (outputs > 0).to(outputs.dtype) if ctx.relu else 1 - outputs * outputs  # phi'(A)
         dA = torch.empty_like(outputs)
         W_hh_T, d_outputs = _transposed(W_hh), d_outputs.contiguous()
@@ -128,13 +134,13 @@ class RNNRecurrence(torch.autograd.Function):
             torch.mul(dH, slope[t], out=dA[t])
         dH0 = dA[0] @ W_hh_T
         dW_hh = _flat(_previous(H0, outputs)).T @ _flat(dA)  # all steps in one product
-        return (*_input_grads(ctx, dA), dH0, dW_hh, None)
+        return (*_input_grads(ctx, dA), dH0, dW_hh, None, None)
 
 
-def rnn(inputs: tuple[Tensor, Tensor | None, Tensor], H0: Tensor, W_hh: Tensor, relu: bool = False) -> Tensor:
+def rnn(inputs: Inputs, H0: Tensor, W_hh: Tensor, relu: bool, kernels: bool) -> Tensor:
     """Run :class:`RNNRecurrence` (bf16 under autocast) on ``inputs = (source, ids, bias)``:
     ``outputs (T, B, H)``."""
-    return _recurrence(RNNRecurrence, *inputs, H0, W_hh, relu)
+    return _recurrence(RNNRecurrence, *inputs, H0, W_hh, relu, kernels)
 
 
 class GRURecurrence(torch.autograd.Function):
@@ -144,16 +150,17 @@ class GRURecurrence(torch.autograd.Function):
         H_tilde_t   = tanh(P^h_t + (R_t * H_{t-1}) W_hh)
         H_t         = Z_t * H_{t-1} + (1 - Z_t) * H_tilde_t
 
-    ``forward(source, ids, bias (3H), H0 (B, H), W_zr (H, 2H), W_hh (H, H)) -> outputs (T, B, H)``,
-    the projections ``P (T, B, 3H) = [P^z | P^r | P^h]`` (see ``_projections``).
+    ``forward(source, ids, bias (3H), H0 (B, H), W_zr (H, 2H), W_hh (H, H), kernels)``
+    ``-> outputs (T, B, H)``, the projections ``P (T, B, 3H) = [P^z | P^r | P^h]`` (see
+    ``_projections``); in the C++ kernels if ``kernels``, else in the Python loop below.
     """
 
     @staticmethod
     def forward(ctx, source: Tensor, ids: Tensor | None, bias: Tensor, H0: Tensor, W_zr: Tensor,
-                W_hh: Tensor) -> Tensor:
-        ctx.native = native.usable(source, bias, H0, W_zr, W_hh)
+                W_hh: Tensor, kernels: bool) -> Tensor:
+        ctx.kernels = kernels
         _remember_inputs(ctx, source, ids)
-        if ctx.native:
+        if kernels:
             outputs, ZR, H_tilde, RH = native.ops().gru_forward(*_native_inputs(source, ids, bias), H0,
                                                                  W_zr, W_hh)
             ctx.save_for_backward(H0, W_zr, W_hh, outputs, ZR, H_tilde, RH)
@@ -179,9 +186,9 @@ class GRURecurrence(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, d_outputs: Tensor):
         H0, W_zr, W_hh, outputs, ZR, H_tilde, RH = ctx.saved_tensors
-        if ctx.native:
+        if ctx.kernels:
             dA, dH0, dW_zr, dW_hh = native.ops().gru_backward(d_outputs, *ctx.saved_tensors)
-            return (*_input_grads(ctx, dA), dH0, dW_zr, dW_hh)
+            return (*_input_grads(ctx, dA), dH0, dW_zr, dW_hh, None)
         n = H0.shape[-1]
         H_prev = _previous(H0, outputs)
         Z, R = ZR[..., :n], ZR[..., n:]
@@ -203,7 +210,7 @@ class GRURecurrence(torch.autograd.Function):
             dH = dH_prev + d_outputs[t - 1] if t > 0 else dH_prev
         dW_zr = _flat(H_prev).T @ _flat(dA[..., : 2 * n])
         dW_hh = _flat(RH).T @ _flat(dA[..., 2 * n :])
-        return (*_input_grads(ctx, dA), dH, dW_zr, dW_hh)
+        return (*_input_grads(ctx, dA), dH, dW_zr, dW_hh, None)
 
 
 class GRUResetAfterRecurrence(torch.autograd.Function):
@@ -215,15 +222,15 @@ class GRUResetAfterRecurrence(torch.autograd.Function):
         H_t         = Z_t * H_{t-1} + (1 - Z_t) * H_tilde_t
 
     One hidden product per step for all three gates. ``forward(source, ids, bias (3H), H0 (B, H),
-    W_h (H, 3H), b_hh (H)) -> outputs (T, B, H)``.
+    W_h (H, 3H), b_hh (H), kernels) -> outputs (T, B, H)``, in the C++ kernels if ``kernels``.
     """
 
     @staticmethod
     def forward(ctx, source: Tensor, ids: Tensor | None, bias: Tensor, H0: Tensor, W_h: Tensor,
-                b_hh: Tensor) -> Tensor:
-        ctx.native = native.usable(source, bias, H0, W_h, b_hh)
+                b_hh: Tensor, kernels: bool) -> Tensor:
+        ctx.kernels = kernels
         _remember_inputs(ctx, source, ids)
-        if ctx.native:
+        if kernels:
             outputs, ZR, H_tilde, Ah = native.ops().gru_reset_after_forward(
                 *_native_inputs(source, ids, bias), H0, W_h, b_hh)
             ctx.save_for_backward(H0, W_h, outputs, ZR, H_tilde, Ah)
@@ -249,9 +256,9 @@ class GRUResetAfterRecurrence(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, d_outputs: Tensor):
         H0, W_h, outputs, ZR, H_tilde, Ah = ctx.saved_tensors
-        if ctx.native:
+        if ctx.kernels:
             dP, dH0, dW_h, db_hh = native.ops().gru_reset_after_backward(d_outputs, *ctx.saved_tensors)
-            return (*_input_grads(ctx, dP), dH0, dW_h, db_hh)
+            return (*_input_grads(ctx, dP), dH0, dW_h, db_hh, None)
         n = H0.shape[-1]
         H_prev = _previous(H0, outputs)
         Z, R = ZR[..., :n], ZR[..., n:]
@@ -272,20 +279,17 @@ class GRUResetAfterRecurrence(torch.autograd.Function):
             dH = dH_prev + d_outputs[t - 1] if t > 0 else dH_prev
         dW_h = _flat(H_prev).T @ _flat(dA)
         db_hh = _flat(dA[..., 2 * n :]).sum(0)
-        return (*_input_grads(ctx, dP), dH, dW_h, db_hh)
+        return (*_input_grads(ctx, dP), dH, dW_h, db_hh, None)
 
 
-Inputs = tuple[Tensor, "Tensor | None", Tensor]  # (source, ids, bias), see `_projections`
-
-
-def gru(inputs: Inputs, H0: Tensor, W_zr: Tensor, W_hh: Tensor) -> Tensor:
+def gru(inputs: Inputs, H0: Tensor, W_zr: Tensor, W_hh: Tensor, kernels: bool) -> Tensor:
     """The book's GRU recurrence (bf16 under autocast): ``outputs (T, B, H)``."""
-    return _recurrence(GRURecurrence, *inputs, H0, W_zr, W_hh)
+    return _recurrence(GRURecurrence, *inputs, H0, W_zr, W_hh, kernels)
 
 
-def gru_reset_after(inputs: Inputs, H0: Tensor, W_h: Tensor, b_hh: Tensor) -> Tensor:
+def gru_reset_after(inputs: Inputs, H0: Tensor, W_h: Tensor, b_hh: Tensor, kernels: bool) -> Tensor:
     """torch's GRU recurrence (bf16 under autocast): ``outputs (T, B, H)``."""
-    return _recurrence(GRUResetAfterRecurrence, *inputs, H0, W_h, b_hh)
+    return _recurrence(GRUResetAfterRecurrence, *inputs, H0, W_h, b_hh, kernels)
 
 
 class _Inference:
@@ -313,8 +317,8 @@ class LSTMRecurrence(torch.autograd.Function):
         C_t = F * C_{t-1} + I * C_tilde,  H_t = O * tanh(C_t)
 
     ``forward(source, ids, bias (4H), H0 (B, H), C0 (B, H), W_h (H, 4H))``
-    ``-> outputs (T, B, H), C_T (B, H)``. Only where :func:`native.usable`; elsewhere :func:`lstm`
-    runs torch's fused kernel.
+    ``-> outputs (T, B, H), C_T (B, H)``. Only on the :data:`KERNELS` path (:func:`choose_path`);
+    elsewhere :func:`lstm` runs torch's fused kernel, or :func:`lstm_steps` a few steps.
     """
 
     @staticmethod
@@ -370,3 +374,47 @@ def lstm(X: Tensor, state: tuple[Tensor, Tensor], W_x: Tensor, W_h: Tensor, b: T
     outputs, H_T, C_T = torch.lstm(X, (H.unsqueeze(0), C.unsqueeze(0)), weights, True, 1, 0.0,
                                    torch.is_grad_enabled(), False, False)
     return outputs, (H_T[0], C_T[0])
+
+
+# ---- which path runs -------------------------------------------------------------------------------
+
+KERNELS = "kernels"  # charlm's C++ kernels (native.py), forward and backward: any cell, on the CPU
+PYTHON_LOOPS = "python-loops"  # the RNN and GRU recurrences above with their loops in Python
+LSTM_STEPS = "lstm-steps"  # the LSTM, a few steps without autograd: lstm_steps
+TORCH_LSTM = "torch-lstm"  # the LSTM elsewhere: torch's fused kernel (oneDNN, cuDNN), lstm
+# Up to this many steps without autograd (generation feeds one), the LSTM loops here: torch's
+# fused kernel costs more to set up than the steps themselves.
+FEW_STEPS = 4
+
+
+def choose_path(cell: str, source: Tensor, *tensors: Tensor, steps: int) -> str:
+    """Which fast path a scratch cell (``impl="scratch"``) runs ``steps`` time steps on, given the
+    tensors its recurrence takes: ``source`` (``W_x`` for token ids, else the inputs), then the bias,
+    the state and the hidden weights. The one place the choice is made::
+
+        the C++ kernels are built and take these tensors (CPU, one of their dtypes)  -> KERNELS
+        else an RNN or a GRU                                                          -> PYTHON_LOOPS
+        else an LSTM without autograd, at most FEW_STEPS steps (generation)           -> LSTM_STEPS
+        else an LSTM (GPU, no compiler, a dtype the kernels lack)                     -> TORCH_LSTM
+
+    The book's loop (``impl="book"``, ``fast=False``) is not a choice made here but the model's
+    config; docs/implementations.md lists every path with the test that holds it to that loop.
+    """
+    if native.usable(*_as_the_recurrence_sees(source, *tensors)):
+        return KERNELS
+    if cell != "lstm":
+        return PYTHON_LOOPS
+    if not torch.is_grad_enabled() and steps <= FEW_STEPS:
+        return LSTM_STEPS
+    return TORCH_LSTM
+
+
+def _as_the_recurrence_sees(*tensors: Tensor) -> list[Tensor]:
+    """The tensors in the dtype the recurrence will get them in. Under CPU autocast `_recurrence`
+    hands it bf16 copies of every floating CPU tensor but float64 (torch's custom_fwd), and the
+    kernels must be asked about those; an empty tensor of that dtype stands in for each copy."""
+    if tensors[0].device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
+        return list(tensors)
+    return [t.new_empty(0, dtype=torch.bfloat16)
+            if t.device.type == "cpu" and t.is_floating_point() and t.dtype != torch.float64 else t
+            for t in tensors]

@@ -9,6 +9,8 @@ line by line, for teaching and as the reference. ``fast=True`` (the default) com
 function with fewer, larger operations and a hand-written backward pass (:mod:`.fused`); the tests
 hold the two to the same values and gradients. The fast form also accepts token ids ``(T, B)``
 in place of one-hot rows, and gathers rows of ``W_x?`` instead of multiplying by a one-hot matrix.
+Where the fast form runs (C++ kernels, Python loops, torch's LSTM) is :func:`.fused.choose_path`'s
+choice, for every cell.
 
 The single-direction, single-layer cells (:class:`RNNScratch`, :class:`GRUScratch`,
 :class:`LSTMScratch`) carry a state of shape ``(B, num_hiddens)`` (a pair ``(H, C)`` for the LSTM).
@@ -23,7 +25,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
-from . import fused, native, regularize
+from . import fused, regularize
 
 # A hidden state: one tensor for the RNN and the GRU, the pair (H, C) for the LSTM.
 State = Tensor | tuple[Tensor, Tensor]
@@ -51,6 +53,13 @@ def _project(X: Tensor, W_x: Tensor, b: Tensor) -> Tensor:
     if not X.is_floating_point():
         return nnf.embedding(X, W_x) + b
     return torch.matmul(X, W_x) + b
+
+
+def _source(X: Tensor, W_x: Tensor) -> Tensor:
+    """What stands for the inputs when :func:`.fused.choose_path` picks a path: ``W_x`` itself for
+    token ids (their rows are the projections), else the inputs, whose device and dtype the
+    products ``X_t W_x`` will have."""
+    return X if X.is_floating_point() else W_x
 
 
 def _inputs(X: Tensor, W_x: Tensor, b: Tensor) -> fused.Inputs:
@@ -121,7 +130,9 @@ class RNNScratch(nn.Module):
         H = self.begin_state(inputs.shape[1]) if state is None else state
         if self.fast:
             W_x, b, W_hh, _ = self.fused_weights()
-            outputs = fused.rnn(_inputs(inputs, W_x, b), H, W_hh, relu=self.activation == "relu")
+            path = fused.choose_path("rnn", _source(inputs, W_x), b, H, W_hh, steps=inputs.shape[0])
+            outputs = fused.rnn(_inputs(inputs, W_x, b), H, W_hh, relu=self.activation == "relu",
+                                kernels=path == fused.KERNELS)
             return outputs, outputs[-1]
         outputs = []
         for X in inputs:  # time is the outer axis: X is (B, num_inputs)
@@ -196,10 +207,11 @@ class GRUScratch(nn.Module):
     def _fast(self, inputs: Tensor, H: Tensor) -> Tensor:
         # The three gates' input products as one: [P^z | P^r | P^h] = X_t [W_xz | W_xr | W_xh] + b
         W_x, b, W_h, extra = self.fused_weights()
+        path = fused.choose_path("gru", _source(inputs, W_x), b, H, W_h, extra, steps=inputs.shape[0])
         P = _inputs(inputs, W_x, b)
         if self.reset_after:
-            return fused.gru_reset_after(P, H, W_h, extra)
-        return fused.gru(P, H, W_h, extra)
+            return fused.gru_reset_after(P, H, W_h, extra, kernels=path == fused.KERNELS)
+        return fused.gru(P, H, W_h, extra, kernels=path == fused.KERNELS)
 
 
 class LSTMScratch(nn.Module):
@@ -238,13 +250,12 @@ class LSTMScratch(nn.Module):
         self, inputs: Tensor, state: tuple[Tensor, Tensor] | None = None
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         H, C = self.begin_state(inputs.shape[1]) if state is None else state
-        if self.fast:  # one fused kernel, fed the book's gates in torch's order (i, f, c, o)
+        if self.fast:  # the book's gates in torch's order (i, f, c, o), on one of three paths
             W_x, b, W_h, _ = self.fused_weights()
-            if native.usable(W_h):  # charlm's C++ kernels
+            path = fused.choose_path("lstm", _source(inputs, W_x), b, H, C, W_h, steps=inputs.shape[0])
+            if path == fused.KERNELS:
                 return fused.lstm_recurrence(_inputs(inputs, W_x, b), (H, C), W_h)
-            if not torch.is_grad_enabled() and inputs.shape[0] <= 4:
-                # A few steps without autograd (generation): the fused kernel's per-call set-up
-                # costs more than the steps themselves, so loop here with one product per step.
+            if path == fused.LSTM_STEPS:
                 return fused.lstm_steps(_project(inputs, W_x, b), (H, C), W_h)
             return fused.lstm(_as_one_hot(inputs, W_x.shape[0], W_x), (H, C), W_x, W_h, b)
         outputs = []
