@@ -450,3 +450,27 @@ def test_builtin_normal_init_matches_the_scratch_statistics():
     with pytest.raises(ValueError, match="init must be one of default, normal"):
         RNNLM(ModelConfig(30, 8, impl="builtin", init="xavier"))
 
+
+@pytest.mark.parametrize("impl", ["scratch", "book", "builtin"])
+def test_forget_bias_starts_every_lstm_forget_gate_at_that_bias(impl):
+    config = ModelConfig(VOCAB_SIZE, NUM_HIDDENS, cell="lstm", impl=impl, num_layers=2, bidirectional=True)
+    H = NUM_HIDDENS
+    for value in (0.0, 1.0):
+        core = RNNLM(config.replace(forget_bias=value)).core
+        if impl == "builtin":  # torch.nn.LSTM adds two biases; its gates are (i, f, g, o) in blocks of H
+            totals = [getattr(core, f"bias_ih_{s}") + getattr(core, f"bias_hh_{s}")
+                      for s in ("l0", "l0_reverse", "l1", "l1_reverse")]
+            forget, others = [t[H:2 * H] for t in totals], [t[:H] for t in totals]
+        else:
+            cells = [*core.layers, *core.layers_reverse]
+            forget, others = [c.b_f for c in cells], [c.b_i for c in cells]
+        if value:
+            assert all(torch.equal(b, torch.full((H,), value)) for b in forget)
+            assert not any(torch.equal(b, torch.full((H,), value)) for b in others)  # only the forget gate
+        elif impl != "builtin":
+            assert all(torch.count_nonzero(b) == 0 for b in forget)  # the book's zero biases
+
+
+def test_forget_bias_is_an_lstm_option():
+    with pytest.raises(ValueError, match="--forget-bias applies only to --cell lstm, got --cell gru"):
+        ModelConfig(VOCAB_SIZE, NUM_HIDDENS, cell="gru", forget_bias=1.0)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..fields import at_least, boolean, check_known, check_types, choice, flag, fraction, setting
+from ..fields import at_least, boolean, check_known, check_types, choice, flag, fraction, number, setting
 from .scratch import ACTIVATIONS, CELLS
 
 # "scratch": the book's parameters and equations, computed fast (fused products, hand-written BPTT);
@@ -50,6 +50,10 @@ class ModelConfig:
         None, "GRU: apply the reset gate after the hidden-to-hidden product (torch.nn's form); "
         "--no-gru-reset-after is the book's; default: the book's for scratch, torch's for builtin",
         shown="per --impl")
+    # Jozefowicz, Zaremba & Sutskever (2015): a forget-gate bias of 1 keeps the cell's memory open
+    # early in training, when the gate would otherwise forget half of it at every step.
+    forget_bias: float = setting(0.0, "LSTM: the forget gate's initial bias; 1 keeps memories from the first "
+                                 "step (Jozefowicz et al. 2015); 0 = the book's initialisation")
     init: str = setting("default", "builtin weights: default (torch.nn's) or normal (N(0, 0.01^2), zero "
                         "biases, as the scratch models); scratch is always normal")
     # Regularisation (models/regularize.py); all off by default, which is the book's model. Every
@@ -84,6 +88,8 @@ class ModelConfig:
             raise ValueError(f"--activation {self.activation} applies only to --cell rnn, "
                              f"got --cell {self.cell}")
         boolean("bidirectional", self.bidirectional)
+        if number("forget_bias", self.forget_bias) != 0 and self.cell != "lstm":
+            raise ValueError(f"--forget-bias applies only to --cell lstm, got --cell {self.cell}")
         self._check_dropout()
         self._check_reset_after()
 

@@ -39,6 +39,23 @@ def _build_core(config: ModelConfig, num_inputs: int) -> nn.Module:
     return builtin_layers(config.cell, num_inputs, config.num_hiddens, **options)
 
 
+def _set_forget_bias(core: nn.Module, config: ModelConfig) -> None:
+    """Start every LSTM layer's forget gate ``F = sigmoid(X W_xf + H W_hf + b_f)`` at bias
+    ``config.forget_bias`` (d2l eq. 9.2.1 for the gate)."""
+    H, value = config.num_hiddens, config.forget_bias
+    with torch.no_grad():
+        if config.impl in FROM_SCRATCH:
+            for cell in [*core.layers, *(core.layers_reverse or [])]:
+                cell.b_f.fill_(value)
+            return
+        # torch.nn.LSTM: the gates (i, f, g, o) stacked in blocks of H rows, and two biases that add up
+        for name, param in core.named_parameters():
+            if name.startswith("bias_ih"):
+                param[H:2 * H].fill_(value)
+            elif name.startswith("bias_hh"):
+                param[H:2 * H].zero_()
+
+
 class RNNLM(nn.Module):
     """A character- or word-level recurrent language model (d2l §8.5, §8.6, ch. 9).
 
@@ -83,6 +100,8 @@ class RNNLM(nn.Module):
                 regularize.register_tied_output_hooks(self)
             if config.init == "normal":
                 self._init_normal()
+        if config.forget_bias:
+            _set_forget_bias(self.core, config)
 
     @property
     def W_hq(self) -> Tensor:
