@@ -1,7 +1,7 @@
 """charlm's compressor against zlib, bz2 and lzma, side by side on the same files in one process.
 
     python -m benchmarks.compression                                   # online mode, shared corpora
-    python -m benchmarks.compression --files a.txt --model runs/x      # pretrained mode too
+    python -m benchmarks.compression --files a.txt --run runs/x        # pretrained mode too
     python -m benchmarks.compression --set lanes=8 --set block=32      # other settings
 
 Prints a markdown table: bits per byte of each file and the speed of compressing and decompressing
@@ -33,17 +33,17 @@ def _timed(fn: Callable[[bytes], bytes], data: bytes) -> tuple[bytes, float]:
     return out, time.perf_counter() - start
 
 
-def codecs(settings: CompressSettings, model: Path | None) -> list[Codec]:
+def codecs(settings: CompressSettings, run: Path | None) -> list[Codec]:
     rows: list[Codec] = [
         ("zlib -9 (gzip)", lambda d: zlib.compress(d, 9), zlib.decompress),
         ("bz2 -9 (bzip2)", lambda d: bz2.compress(d, 9), bz2.decompress),
         ("lzma -9e (xz)", lambda d: lzma.compress(d, preset=9 | lzma.PRESET_EXTREME), lzma.decompress),
         ("charlm online", lambda d: compress(d, settings=settings), decompress),
     ]
-    if model is not None:
-        rows.append((f"charlm pretrained ({model.name})",
-                     lambda d: compress(d, run=model, settings=settings),
-                     lambda a: decompress(a, run=model)))
+    if run is not None:
+        rows.append((f"charlm pretrained ({run.name})",
+                     lambda d: compress(d, run=run, settings=settings),
+                     lambda a: decompress(a, run=run)))
     return rows
 
 
@@ -66,9 +66,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", nargs="*", type=Path, help="files (default: the shared corpora)")
-    parser.add_argument("--model", type=Path, help="a character run for the pretrained mode")
+    parser.add_argument("--run", type=Path, help="a character run for the pretrained mode")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="a CompressSettings field, e.g. lanes=8 or orders=1,2,3")
+                        help="a compress setting by its flag's name: lanes=8, orders=1,2,3, num_hiddens=64")
     args = parser.parse_args()
     data_dir = Path(os.environ.get("CHARLM_DATA", "../shared/data"))
     files = args.files or [data_dir / name for name in CORPORA if (data_dir / name).is_file()]
@@ -79,7 +79,7 @@ def main() -> None:
         fields[name] = tuple(int(k) for k in value.split(",") if k) if name == "orders" else kind(value)
     settings = CompressSettings.of(**fields)
     print(f"settings: {settings.to_dict()}")
-    print("\n".join(measure(files, codecs(settings, args.model))))
+    print("\n".join(measure(files, codecs(settings, args.run))))
 
 
 if __name__ == "__main__":
