@@ -32,7 +32,10 @@ CLI_ROWS = {
     "text-empty": (["train", "--corpus", "empty.txt"], "empty.txt: the file is empty"),
     "text-whitespace": (["train", "--corpus", "blank.txt"], "blank.txt: the file holds only whitespace"),
     "text-binary": (["train", "--corpus", "binary.dat"], "binary.dat: looks like a binary file"),
-    "text-not-utf8": (["train", "--corpus", "latin1.txt"], "latin1.txt: not valid utf-8 (byte 0xe9 at offset 3)"),
+    "text-not-utf8": (["train", "--corpus", "latin1.txt", "--encoding", "utf-8"], "latin1.txt: not valid utf-8 (byte 0xe9 at offset 3); pass the file's encoding with --encoding, or --errors replace"),
+    "text-unknown-encoding": (["train", "--corpus", "book.txt", "--encoding", "klingon"], "--encoding klingon: unknown text encoding"),
+    "text-undetectable": (["train", "--corpus", "mystery.txt"], "mystery.txt: cannot tell its text encoding (not UTF-8 at byte 1"),
+    "text-errors-choice": (["train", "--corpus", "book.txt", "--errors", "ignore"], "--errors must be one of strict, replace, got 'ignore'"),
     "text-no-tokens": (["train", "--corpus", "digits.txt"], "digits.txt: no tokens are left after 'd2l' cleaning"),
     "text-shorter-than-a-batch": (["train", "--corpus", "short.txt", "--out", "r"],
                                   "corpus of 8 tokens is too short for one batch of batch_size=32 x num_steps=35"),
@@ -118,6 +121,7 @@ def folder(tmp_path_factory):
     (root / "blank.txt").write_text(" \n\t \n" * 10)
     (root / "binary.dat").write_bytes(bytes(range(256)) * 4)
     (root / "latin1.txt").write_bytes("café crème ".encode("latin-1") * 10)
+    (root / "mystery.txt").write_bytes(b"A\x81B\x8d" * 50)  # bytes no candidate encoding reads as text
     (root / "digits.txt").write_text("1234 5678\n" * 10)
     (root / "short.txt").write_text("too short")
     with pytest.MonkeyPatch.context() as mp:

@@ -45,7 +45,8 @@ def as_charlm_argv(argv: list[str]) -> list[str] | None:
 def test_the_readme_commands_are_found():
     commands = [as_charlm_argv(c) for c in readme_commands(README.read_text(encoding="utf-8"))]
     names = {c[0] for c in commands if c}
-    assert {"train", "generate", "evaluate", "compress", "decompress", "corpora", "recipes", "info"} <= names
+    assert {"train", "resume", "generate", "evaluate", "compress", "decompress", "corpora", "recipes",
+            "info"} <= names
 
 
 def test_every_readme_command_runs(tmp_path, monkeypatch, data_dir, capsys):
@@ -58,7 +59,9 @@ def test_every_readme_command_runs(tmp_path, monkeypatch, data_dir, capsys):
         if argv is None:
             continue
         if argv[0] == "train" and "--help" not in argv:
-            argv = argv + (SHORT if "--resume" not in argv else ["-q"])
+            argv = argv + SHORT
+        if argv[0] == "resume":
+            argv = argv + ["-q"]
         if argv[0] == "generate" and re.fullmatch(r"runs/\d{8}-\d{6}-rnn", argv[1]):
             argv[1] = str(sorted(Path("runs").glob("*-rnn"))[-1])  # the README's run is the one made above
         try:

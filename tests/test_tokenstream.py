@@ -16,7 +16,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charlm import corpora, tokenstream
+from charlm import textfiles, tokenstream
 from charlm.batches import BatchStream
 from charlm.corpora import CorpusError
 from charlm.dataset import load_corpus, load_splits, split_bounds
@@ -87,7 +87,7 @@ BOOK = textwrap.dedent("""\
 def test_a_file_read_in_tiny_chunks_gives_the_same_splits_as_the_book_way(tmp_path, monkeypatch,
                                                                           clean, token, eos):
     path = _write(tmp_path / "book.txt", BOOK)
-    monkeypatch.setattr(corpora, "CHUNK_BYTES", 13)
+    monkeypatch.setattr(textfiles, "CHUNK_BYTES", 13)
     splits = load_splits(path, clean=clean, token=token, eos=eos, max_tokens=1000)
     tokens = whole_text_tokens(BOOK, clean, token, eos)
     train, val, test = split_stream(tokens, 0.05, 0.05)
@@ -100,17 +100,17 @@ def test_a_file_read_in_tiny_chunks_gives_the_same_splits_as_the_book_way(tmp_pa
 
 
 def test_a_bad_byte_after_the_first_chunk_is_reported_at_its_offset(tmp_path, monkeypatch):
-    monkeypatch.setattr(corpora, "CHUNK_BYTES", 16)
+    monkeypatch.setattr(textfiles, "CHUNK_BYTES", 16)
     path = tmp_path / "bad.txt"
     path.write_bytes(b"plain text " * 10 + b"\xff and more")
     with pytest.raises(CorpusError, match="byte 0xff at offset 110"):
-        load_splits(str(path))
+        load_splits(str(path), encoding="utf-8")  # without it, the file is detected as Windows-1252
 
 
 @pytest.mark.parametrize("data, match", [(b"", "the file is empty"), (b" \n\t " * 100, "only whitespace"),
                                          (b"text\x00\x01\x02", "binary")])
 def test_streamed_files_get_the_same_errors_as_whole_ones(tmp_path, monkeypatch, data, match):
-    monkeypatch.setattr(corpora, "CHUNK_BYTES", 16)
+    monkeypatch.setattr(textfiles, "CHUNK_BYTES", 16)
     path = tmp_path / "f.txt"
     path.write_bytes(data)
     with pytest.raises(CorpusError, match=match):
@@ -139,9 +139,9 @@ def test_a_large_file_is_never_a_python_list_of_its_characters(tmp_path):
     path.write_bytes(line * (64 * 2**20 // len(line)))
     script = textwrap.dedent(f"""
         import resource, sys
-        from charlm import corpora, tokenstream
+        from charlm import textfiles, tokenstream
         from charlm.dataset import load_splits
-        corpora.CHUNK_BYTES = 1 << 20
+        textfiles.CHUNK_BYTES = 1 << 20
         tokenstream.COMPACT_FROM = 0
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         splits = load_splits({str(path)!r})

@@ -53,11 +53,11 @@ def _value_type(kind: Any, parse: Any) -> Any:
     return args[0] if args else kind
 
 
-def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One flag per field of `cls` (nested configs' fields included), with the field's help and
-    default. Only flags the user typed reach the namespace (SUPPRESS), so recipes and the
-    defaults of the config itself fill in the rest."""
-    for f, kind, default in cli_fields(cls):
+def add_config_flags(parser: argparse.ArgumentParser, cls: type, only: tuple[str, ...] | None = None) -> None:
+    """One flag per field of `cls` (nested configs' fields included; `only` these, if given), with
+    the field's help and default. Only flags the user typed reach the namespace (SUPPRESS), so
+    recipes and the defaults of the config itself fill in the rest."""
+    for f, kind, default in cli_fields(cls, only):
         meta = f.metadata
         # A nested config's own default ("one-hot") is shown only where its default applies.
         shown = meta.get("shown") if meta.get("shown") and default == default_of(f) else default
@@ -168,10 +168,14 @@ def _generate_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _evaluate_parser(parser: argparse.ArgumentParser) -> None:
+    from .config import TrainConfig
+
     _run_argument(parser)
     parser.add_argument("--corpus", default=None, help="corpus name or text file (default: the run's)")
     parser.add_argument("--split", choices=("train", "val", "test", "all"), default=None,
                         help="split of the corpus (default: val for the run's corpus, all for another)")
+    # How the text is read: the run's own corpus as the run read it; another file's encoding is found.
+    add_config_flags(parser, TrainConfig, only=("encoding", "errors"))
     _which_argument(parser)
     _device_argument(parser)
     parser.add_argument("--json", action="store_true", help="one JSON object instead of the sentence")
@@ -355,8 +359,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_run
 
-    result, token, what = evaluate_run(args.run, corpus=args.corpus, split=args.split,
-                                       which=args.which, device=args.device)
+    result, token, what = evaluate_run(args.run, corpus=args.corpus, split=args.split, which=args.which,
+                                       device=args.device, encoding=getattr(args, "encoding", None),
+                                       errors=getattr(args, "errors", None))
     unit = "character" if token == "char" else "token"
     if args.json:
         print(json.dumps({"perplexity": result.perplexity, f"bits_per_{unit}": result.bits_per_token,

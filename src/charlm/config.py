@@ -23,6 +23,7 @@ from .machine import PRECISIONS
 from .models.config import ModelConfig
 from .suggest import did_you_mean
 from .text import CLEAN_MODES, TOKEN_KINDS
+from .textfiles import ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,11 @@ class TrainConfig:
     # checked where the text is cut (dataset.py)
     max_tokens: int = setting(10_000, "keep the first N training tokens (the book: 10000); -1 = all")
     eos: bool = setting(False, "word tokens: add <eos> after every line (PTB)")
-    encoding: str | None = setting(None, "text encoding of a user file", shown="UTF-8")
+    # None: found by charlm.textfiles; the run then records what it found, so evaluation reads alike
+    encoding: str | None = setting(None, "text encoding of a user file, such as utf-8, cp1252 or latin-1",
+                                   shown="detected")
+    errors: str = setting("strict", "bytes of a user file that cannot be decoded: strict (an error naming "
+                          "the first) or replace (each becomes U+FFFD)")
     # the model
     model: ModelConfig = setting(default_factory=ModelConfig, help="the model to train")
     # optimisation
@@ -108,6 +113,7 @@ class TrainConfig:
             at_least(name, getattr(self, name), 0)
         choice("clean", self.clean, CLEAN_MODES)
         choice("token", self.token, TOKEN_KINDS)
+        choice("errors", self.errors, ERRORS)
         choice("sampling", self.sampling, SAMPLING_MODES)
         choice("optimizer", self.optimizer, OPTIMIZERS)
         choice("lr_schedule", self.lr_schedule, SCHEDULES)

@@ -9,7 +9,6 @@ cache never holds a partial or wrong file. Any other path is read as a user text
 
 from __future__ import annotations
 
-import codecs
 import gzip
 import hashlib
 import logging
@@ -31,7 +30,6 @@ log = logging.getLogger(__name__)
 DATA_ENV = "CHARLM_DATA"
 MIRROR_ENV = "CHARLM_MIRROR"
 _SNIFF_BYTES = 1 << 16
-CHUNK_BYTES = 1 << 24  # a user's file is decoded 16 MiB at a time (see iter_file_text)
 
 
 class CorpusError(ValueError):
@@ -239,59 +237,6 @@ def decode_text(data: bytes, origin: str, encoding: str = "utf-8", *, sniff_only
     return text.removeprefix("\ufeff")  # a byte-order mark is not part of the text
 
 
-def read_file_text(path: str | Path, encoding: str = "utf-8") -> str:
-    """Read a user's text file, with an error that names the file for every way it can be wrong."""
-    return "".join(iter_file_text(path, encoding))
-
-
-def iter_file_text(path: str | Path, encoding: str = "utf-8", chunk_bytes: int | None = None
-                   ) -> Iterator[str]:
-    """A user's text file decoded piece by piece, so a file of gigabytes is never one string.
-
-    A missing, folder, empty, binary, whitespace-only or wrongly encoded file is a CorpusError
-    naming it (the last two can only be known when the pass reaches them), with the same messages
-    as :func:`decode_text`. Chunks hold at most about `chunk_bytes` bytes of the file.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise CorpusError(f"{path}: no such file")
-    if path.is_dir():
-        raise CorpusError(f"{path}: is a folder, not a text file")
-    try:
-        with path.open("rb") as f:
-            yield from _decode_chunks(f, str(path), encoding, chunk_bytes or CHUNK_BYTES)
-    except OSError as err:
-        raise CorpusError(f"{path}: cannot be read ({err.strerror})") from None
-
-
-def _decode_chunks(f, origin: str, encoding: str, chunk_bytes: int) -> Iterator[str]:
-    try:
-        decoder = codecs.getincrementaldecoder(encoding)()
-    except LookupError:
-        raise CorpusError(f"unknown text encoding {encoding!r}") from None
-    offset, seen_text = 0, False
-    while True:
-        data = f.read(chunk_bytes)
-        if offset == 0:
-            decode_text(data[:_SNIFF_BYTES] or b"", origin, encoding, sniff_only=True)
-        try:
-            text = decoder.decode(data, final=not data)
-        except UnicodeDecodeError as err:
-            raise CorpusError(f"{origin}: not valid {encoding} (byte {data[err.start]:#04x} at offset "
-                              f"{offset + err.start}); pass another encoding (--encoding) if it is not "
-                              f"{encoding}") from None
-        if offset == 0:
-            text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the text
-        seen_text = seen_text or bool(text.strip())
-        if text:
-            yield text
-        if not data:
-            break
-        offset += len(data)
-    if not seen_text:
-        raise CorpusError(f"{origin}: the file holds only whitespace")
-
-
 def read_corpus_text(name: str, split: str = "all", encoding: str | None = None) -> str:
     """The text of a named corpus (one split's file for corpora that ship their own splits).
 
@@ -326,23 +271,27 @@ def has_own_splits(source: str) -> bool:
     return source in CORPORA and "train" in CORPORA[source].members
 
 
-def read_source(source: str | Path, split: str = "all", encoding: str | None = None) -> str:
+def read_source(source: str | Path, split: str = "all", encoding: str | None = None,
+                errors: str = "strict") -> str:
     """Text of a corpus name or a file path. An existing file path wins over a name."""
-    if _is_file_source(source):
-        return read_file_text(source, encoding or "utf-8")
-    return read_corpus_text(source, _split_of(source, split), encoding)
+    return "".join(iter_source_text(source, split, encoding, errors))
 
 
-def iter_source_text(source: str | Path, split: str = "all", encoding: str | None = None) -> Iterator[str]:
-    """:func:`read_source` in chunks: a user's file streamed (:func:`iter_file_text`), a named
-    corpus (a book, a few MB at most) as one chunk."""
-    if _is_file_source(source):
-        yield from iter_file_text(source, encoding or "utf-8")
+def iter_source_text(source: str | Path, split: str = "all", encoding: str | None = None,
+                     errors: str = "strict") -> Iterator[str]:
+    """:func:`read_source` in chunks: a user's file streamed (:func:`charlm.textfiles.iter_file_text`:
+    its encoding detected unless given, `errors` applied, line endings made "\n"), a named corpus
+    (a book, a few MB at most, in its known encodings, as published) as one chunk."""
+    if is_file_source(source):
+        from .textfiles import iter_file_text
+
+        yield from iter_file_text(source, encoding, errors)
     else:
         yield read_corpus_text(source, _split_of(source, split), encoding)
 
 
-def _is_file_source(source: str | Path) -> bool:
+def is_file_source(source: str | Path) -> bool:
+    """True for a user's file, False for a named corpus; an unknown name that is no path is an error."""
     if isinstance(source, Path) or os.path.isfile(source) or source not in CORPORA:
         if not isinstance(source, Path) and source not in CORPORA and not _looks_like_path(source):
             corpus_spec(source)  # raises: unknown corpus name

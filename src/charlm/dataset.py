@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from . import tokenstream
-from .corpora import CORPORA, CorpusError, has_own_splits, iter_source_text
+from .corpora import CORPORA, CorpusError, has_own_splits, is_file_source, iter_source_text
+from .textfiles import resolve_encoding
 from .vocab import Vocab
 
 log = logging.getLogger(__name__)
@@ -33,9 +34,18 @@ DEFAULT_SPLIT_FRACS = (0.05, 0.05)
 
 
 def _stream(source: str | Path, *, clean: str = "d2l", token: str = "char", eos: bool = False,
-            split: str = "all", encoding: str | None = None) -> Iterator[tokenstream.Piece]:
+            split: str = "all", encoding: str | None = None, errors: str = "strict"
+            ) -> Iterator[tokenstream.Piece]:
     """The cleaned token stream of a corpus name or text file, piece by piece (see tokenstream)."""
-    return tokenstream.token_pieces(iter_source_text(source, split, encoding), clean, token, eos)
+    return tokenstream.token_pieces(iter_source_text(source, split, encoding, errors), clean, token, eos)
+
+
+def _reading(source: str | Path, encoding: str | None, errors: str) -> dict:
+    """How every pass reads `source`: a user's file in one encoding, found once (detection reads the
+    whole file, and says what it found in one line); a named corpus in its own."""
+    if is_file_source(source):
+        encoding = resolve_encoding(source, encoding)
+    return {"encoding": encoding, "errors": errors}
 
 
 def _count_tokens(source: str | Path, clean: str, **opts) -> int:
@@ -67,16 +77,17 @@ def _check_max_tokens(max_tokens: int) -> None:
 
 
 def load_corpus(source: str | Path, *, clean: str = "d2l", token: str = "char", max_tokens: int = -1,
-                eos: bool = False, encoding: str | None = None,
+                eos: bool = False, encoding: str | None = None, errors: str = "strict",
                 vocab: Vocab | None = None) -> tuple[torch.Tensor, Vocab]:
     """Token ids of a whole corpus and its vocabulary (the book's `load_corpus_time_machine`).
 
     `source` is a corpus name (see `charlm.CORPORA`) or a text file. With `max_tokens` > 0 only the
     first `max_tokens` tokens are kept (-1 keeps all); the vocabulary, unless given, is built from the
     tokens kept. For *The Time Machine* with the defaults: 170,580 ids and 28 vocabulary entries.
+    A user's file is read in `encoding` (None: detected; see :mod:`charlm.textfiles`).
     """
     _check_max_tokens(max_tokens)
-    opts = dict(clean=clean, token=token, eos=eos, encoding=encoding)
+    opts = dict(clean=clean, token=token, eos=eos, **_reading(source, encoding, errors))
     n = _count_tokens(source, **opts)
     keep = min(n, max_tokens) if max_tokens > 0 else n
     vocab = vocab if vocab is not None else _vocab(source, keep, opts)
@@ -95,6 +106,7 @@ class Splits:
     val: torch.Tensor
     test: torch.Tensor
     vocab: Vocab
+    encoding: str | None = None  # what a user's file was read as (detected or given); None for a named corpus
 
     def __getitem__(self, split: str) -> torch.Tensor:
         if split not in SPLITS:
@@ -118,13 +130,14 @@ def split_bounds(n: int, val_frac: float, test_frac: float) -> tuple[int, int]:
 
 
 def load_splits(source: str | Path, *, clean: str = "d2l", token: str = "char", max_tokens: int = -1,
-                eos: bool = False, encoding: str | None = None, vocab: Vocab | None = None) -> Splits:
+                eos: bool = False, encoding: str | None = None, errors: str = "strict",
+                vocab: Vocab | None = None) -> Splits:
     """Train / validation / test token ids of a corpus (see the module docstring for the rule).
 
     Three passes over the text, none holding more than a piece of it: count the tokens, count each
     token of the training part (the vocabulary), encode (see :mod:`charlm.tokenstream`)."""
     _check_max_tokens(max_tokens)
-    opts = dict(clean=clean, token=token, eos=eos, encoding=encoding)
+    opts = dict(clean=clean, token=token, eos=eos, **_reading(source, encoding, errors))
     if isinstance(source, str) and has_own_splits(source):
         return _own_splits(source, max_tokens, vocab, opts)
     n = _count_tokens(source, **opts)
@@ -137,7 +150,7 @@ def load_splits(source: str | Path, *, clean: str = "d2l", token: str = "char", 
     dtype = tokenstream.id_dtype(n, len(vocab))
     train, val, test = _encode(source, vocab, [keep, val_end - train_end, n - val_end], dtype, opts,
                                skip_after_first=train_end - keep)
-    return Splits(train, val, test, vocab)
+    return Splits(train, val, test, vocab, opts["encoding"])
 
 
 def _note_cut(keep: int, total: int, token: str) -> None:

@@ -87,10 +87,13 @@ def evaluate_ids(model: RNNLM, ids: torch.Tensor, *, num_steps: int = 256, rows:
 
 
 def evaluate_run(run_dir: str | Path, *, corpus: str | None = None, split: str | None = None,
-                 which: str = "best", device: str = "auto") -> tuple[EvalResult, str, str]:
+                 which: str = "best", device: str = "auto", encoding: str | None = None,
+                 errors: str | None = None) -> tuple[EvalResult, str, str]:
     """Score a saved run on a split of its own corpus (default: validation) or on any corpus/file
-    (default: the whole text), cleaned and tokenized as the run was. Returns the result, the
-    run's token kind (``char`` or ``word``) and a description of the data and the weights used."""
+    (default: the whole text), cleaned and tokenized as the run was. The run's own corpus is read in
+    the encoding the run recorded; another file in `encoding`, or the one detected. `errors`
+    defaults to the run's. Returns the result, the run's token kind (``char`` or ``word``) and a
+    description of the data and the weights used."""
     from .checkpoint import load
     from .config import TrainConfig
     from .dataset import load_corpus, load_splits
@@ -101,7 +104,9 @@ def evaluate_run(run_dir: str | Path, *, corpus: str | None = None, split: str |
         raise ValueError(f"{run_dir}: the run does not name its corpus; pass --corpus")
     # A model saved without training settings reads text as training does by default.
     cfg = run.config or TrainConfig(model=run.model.config)
-    opts = dict(clean=cfg.clean, token=cfg.token, eos=cfg.eos, encoding=cfg.encoding, vocab=run.vocab)
+    own_text = corpus is None or corpus == cfg.corpus
+    opts = dict(clean=cfg.clean, token=cfg.token, eos=cfg.eos, vocab=run.vocab, errors=errors or cfg.errors,
+                encoding=encoding or (cfg.encoding if own_text else None))
     source = corpus or cfg.corpus
     split = split or ("val" if corpus is None else "all")
     if split == "all":

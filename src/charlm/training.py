@@ -92,8 +92,8 @@ def default_prefix(config: TrainConfig, data: Splits) -> str:
 
 
 def load_data(config: TrainConfig) -> Splits:
-    return load_splits(config.corpus, clean=config.clean, token=config.token,
-                       max_tokens=config.max_tokens, eos=config.eos, encoding=config.encoding)
+    return load_splits(config.corpus, clean=config.clean, token=config.token, max_tokens=config.max_tokens,
+                       eos=config.eos, encoding=config.encoding, errors=config.errors)
 
 
 class Trainer:
@@ -109,7 +109,7 @@ class Trainer:
         self.data = load_data(config)
         # Resolved once and saved, so `charlm generate` starts alike and the run records its model whole.
         self.config = config = config.replace(
-            vocab_size=len(self.data.vocab),
+            vocab_size=len(self.data.vocab), encoding=self.data.encoding,
             prefix=default_prefix(config, self.data) if config.prefix is None else config.prefix)
         torch.manual_seed(config.seed)  # parameter initialisation and dropout draw from this seed
         self.model = RNNLM(config.model).to(self.device)
