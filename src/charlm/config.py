@@ -54,6 +54,11 @@ class TrainConfig:
                                    shown="detected")
     errors: str = setting("strict", "bytes of a user file that cannot be decoded: strict (an error naming "
                           "the first) or replace (each becomes U+FFFD)")
+    # a new run from a trained one (finetune.py): its weights and vocabulary, a fresh optimizer
+    init_from: str | None = setting(None, "start from a trained run's weights (its best) and vocabulary, "
+                                    "with a fresh optimizer: fine-tuning; its model's shape is kept, and the "
+                                    "text settings not given are the run's", shown="a fresh model",
+                                    metavar="RUN")
     # the model
     model: ModelConfig = setting(default_factory=ModelConfig, help="the model to train")
     # optimisation

@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
-from . import distributed, machine
+from . import distributed, finetune, machine
 from .batches import BatchStream
 from .config import DEFAULT_PREFIXES, TrainConfig
 from .dataset import Splits, load_splits
@@ -91,22 +91,23 @@ def default_prefix(config: TrainConfig, data: Splits) -> str:
     return (" " if config.token == "word" else "").join(tokens)
 
 
-def load_data(config: TrainConfig) -> Splits:
+def load_data(config: TrainConfig, vocab: Vocab | None = None) -> Splits:
     return load_splits(config.corpus, clean=config.clean, token=config.token, max_tokens=config.max_tokens,
-                       eos=config.eos, encoding=config.encoding, errors=config.errors)
+                       eos=config.eos, encoding=config.encoding, errors=config.errors, vocab=vocab)
 
 
 class Trainer:
     """Holds the pieces of one run; `fit` is the loop, the rest are its steps."""
 
-    def __init__(self, config: TrainConfig, run_dir: Path | None = None) -> None:
+    def __init__(self, config: TrainConfig, run_dir: Path | None = None, vocab: Vocab | None = None) -> None:
+        """`vocab`: the vocabulary to read the text with (a fine-tuned run's), instead of the text's own."""
         self.config, self.run_dir = config, run_dir
         self.dist, self.device = distributed.setup(resolve_device(config.device))
         distributed.check_batch_size(config.batch_size, self.dist)
         self.precision = machine.choose_precision(config.precision, machine.probe(), self.device.type)
         self.governor: ThreadGovernor | None = None  # fits the CPU threads to the load (fit())
         fixed_threads()  # a bad CHARLM_THREADS is an error now, before any data is read
-        self.data = load_data(config)
+        self.data = load_data(config, vocab)
         # Resolved once and saved, so `charlm generate` starts alike and the run records its model whole.
         self.config = config = config.replace(
             vocab_size=len(self.data.vocab), encoding=self.data.encoding,
@@ -432,9 +433,16 @@ def train(config: TrainConfig | None = None, *, out: str | Path | None = None, *
     """
     config = (config or TrainConfig()).replace(**changes)
     run_dir = Path(out) if out is not None else None
+    start = ckpt.load(config.init_from, which="best") if config.init_from else None
+    if start is not None:
+        config = finetune.inherit(config, start)
     if run_dir is not None:
         ckpt.check_writable(run_dir)  # before the data is read: a folder we cannot save into fails now
-    trainer = Trainer(config, run_dir)
+    trainer = Trainer(config, run_dir, vocab=start.vocab if start else None)
+    if start is not None:
+        trainer.model.load_state_dict(start.model.state_dict())  # in place: the optimizer holds these
+        train_ids = trainer.data.train
+        finetune.note_unknown(int((train_ids == start.vocab.unk).sum()), len(train_ids), start)
     if run_dir is not None and trainer.dist.is_main:
         _prepare_run_dir(run_dir)
         ckpt.save_run_files(run_dir, trainer.model, trainer.data.vocab, trainer.config)
@@ -462,7 +470,9 @@ def resume(run: str | Path, **changes: Any) -> TrainResult:
         raise ckpt.CheckpointError(f"{run_dir}: the run has no training settings, so it cannot be resumed")
     config = saved.replace(**changes)
     ckpt.check_writable(run_dir, None)
-    trainer = Trainer(config, run_dir)
+    # A fine-tuned run reads its text with the vocabulary it started from, saved in its own folder.
+    vocab = Vocab.load(run_dir / "vocab.json") if config.init_from else None
+    trainer = Trainer(config, run_dir, vocab=vocab)
     trainer.restore(ckpt.load_trainer(run_dir / "trainer.pt"))
     if trainer.dist.is_main:
         for path in ckpt.remove_temp_files(run_dir):  # left by a process killed while it saved

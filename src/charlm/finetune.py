@@ -1,0 +1,61 @@
+"""Fine-tuning: a new run that starts from a trained run's weights and vocabulary (``--init-from RUN``).
+
+The model keeps the run's shape, so its weights mean what they meant; the optimizer, the schedule
+and the step count start fresh. Which settings come from the run, and which from the user::
+
+    the model's shape (cell, impl, sizes, ...)   the run's; a different value given is an error
+    the model's regularisers (dropouts, ...)     the user's where given, else the run's
+    how text becomes tokens (clean, token, eos,  the user's where given, else the run's; a different
+      max_tokens)                                token kind is an error (the vocabulary cannot read it)
+    everything else (lr, epochs, corpus, ...)    the user's, as in any run
+
+Characters of the new text that the run's vocabulary lacks become ``<unk>``: every weight keeps its
+meaning, and the text says how many there were.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .checkpoint import Run
+from .config import TrainConfig
+from .fields import flag, to_flat
+from .models import ModelConfig
+
+log = logging.getLogger(__name__)
+
+# What fixes the shape of the weights, or how many there are: these cannot change.
+SHAPE = ("vocab_size", "cell", "impl", "num_hiddens", "num_layers", "embedding", "activation",
+         "bidirectional", "gru_reset_after", "tie_weights")
+TEXT = ("clean", "token", "eos", "max_tokens")
+
+
+def inherit(config: TrainConfig, run: Run, given: set[str] | None = None) -> TrainConfig:
+    """`config` with what it takes from `run` (see the module docstring). `given` names the settings
+    the user chose; by default, those that differ from the defaults."""
+    mine, base = to_flat(config), to_flat(run.config or TrainConfig(model=run.model.config))
+    base["vocab_size"] = run.model.config.vocab_size
+    defaults = to_flat(TrainConfig())
+    given = given if given is not None else {k for k, v in mine.items() if v != defaults[k]}
+    changes = {}
+    for name in (*[f for f in base if f in _model_fields()], *TEXT):
+        if name not in given:
+            changes[name] = base[name]
+        elif name in SHAPE and mine[name] != base[name]:
+            raise ValueError(f"{flag(name)} {mine[name]}: --init-from {run.path} has {base[name]}; "
+                             f"fine-tuning keeps the run's model, so its shape cannot change")
+        elif name == "token" and mine[name] != base[name]:
+            raise ValueError(f"--token {mine[name]}: --init-from {run.path} reads {base[name]} tokens, and "
+                             f"its vocabulary cannot read {mine[name]} tokens")
+    return config.replace(**changes)
+
+
+def _model_fields() -> set[str]:
+    return set(ModelConfig.__dataclass_fields__)
+
+
+def note_unknown(num_unknown: int, num_tokens: int, run: Run) -> None:
+    """Say how much of the new text the run's vocabulary does not cover."""
+    if num_unknown:
+        log.warning("%d of %d tokens of the new text are not in the vocabulary of %s and count as <unk>",
+                    num_unknown, num_tokens, run.path)
