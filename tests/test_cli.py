@@ -10,7 +10,7 @@ import time
 import pytest
 
 from charlm.checkpoint import load_trainer, run_configs
-from charlm.cli import main
+from charlm.cli import build_parser, main
 from charlm.config import for_precision, from_recipe, load_recipe, recipe_names
 from charlm.fields import to_flat
 
@@ -393,3 +393,20 @@ def test_a_run_that_leaves_most_of_its_text_unused_says_so(book, tmp_path, caplo
     assert main(argv) == 0
     total = load_splits(book).train.numel()
     assert f"using the first 500 of {total:,} training characters (--max-tokens -1 for all)" in caplog.text
+
+
+def test_generate_writes_to_a_file_and_stops_at_a_text_given_with_escapes(book, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--corpus", str(book), "--out", str(run), *TINY, "-q"]) == 0
+    out = tmp_path / "samples.txt"
+    argv = ["generate", str(run), "--prefix", "the", "--num-preds", "300", "--num-samples", "2",
+            "--seed", "1", "--stop", "e", "--out", str(out)]
+    capsys.readouterr()
+    assert main(argv) == 0 and capsys.readouterr().out == ""
+    samples = out.read_text(encoding="utf-8").rstrip("\n").split("\n\n")
+    assert len(samples) == 2 and all(s.startswith("the") for s in samples)
+    assert all(s.endswith("e") or len(s) == 303 for s in samples) and any(len(s) < 303 for s in samples)
+    assert build_parser().parse_args(["generate", "r", "--stop", "\\n\\t"]).stop == "\n\t"
+    assert main(argv) == 2  # the file is there now: never overwritten without --force
+    assert "already exists (use --force to overwrite)" in capsys.readouterr().err
+    assert main([*argv, "--force"]) == 0

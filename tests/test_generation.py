@@ -296,3 +296,87 @@ def test_cuda_sampling_replays_with_a_seed():
     assert generate(model, VOCAB, "the", config) == generate(model, VOCAB, "the", config)
     assert generate(model, VOCAB, "the", GenerateConfig(num_preds=10, greedy=True)) == \
         generate(model.cpu(), VOCAB, "the", GenerateConfig(num_preds=10, greedy=True))
+
+
+# -- stopping at a text -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("greedy", [True, False])
+def test_each_sample_ends_where_the_stop_text_first_appears(greedy):
+    model, config = _model(), GenerateConfig(num_preds=200, num_samples=4, seed=3, greedy=greedy)
+    full = generate(model, VOCAB, "the", config)
+    stopped = generate(model, VOCAB, "the", GenerateConfig(**{**config.__dict__, "stop": "e"}))
+    for whole, cut in zip(full, stopped):
+        generated = whole[len("the"):]
+        # the same draws up to the stop (one generator, one draw per row and step), then nothing
+        expected = generated[:generated.index("e") + 1] if "e" in generated else generated
+        assert cut == "the" + expected
+
+
+def test_the_loop_ends_once_every_sample_has_stopped():
+    model, vocab = _known([0.97, 0.01, 0.01, 0.01])  # almost always "w"
+    steps = list(stream(model, vocab, "x", GenerateConfig(num_preds=1000, greedy=True, stop="ww")))
+    assert len(steps) == 2 and [s[0] for s in steps] == ["w", "w"]
+
+
+def test_a_stop_text_made_of_several_tokens_spans_them_and_the_prefix_does_not_count():
+    model, vocab = _known([0.97, 0.01, 0.01, 0.01])
+    texts = generate(model, vocab, "ww", GenerateConfig(num_preds=50, greedy=True, stop="www"))
+    assert texts == ["ww" + "www"]
+
+
+def test_an_empty_stop_text_is_refused():
+    with pytest.raises(ValueError, match="--stop must not be empty"):
+        GenerateConfig(stop="")
+
+
+# -- beam search -------------------------------------------------------------------------------------
+
+def _log_prob(model, vocab, prefix, continuation):
+    """log p(continuation | prefix) under the model: the sum over its tokens."""
+    ids = torch.tensor([vocab[list(prefix + continuation)]])
+    with torch.no_grad():
+        logp = torch.log_softmax(model.eval()(ids[:, :-1])[0].float(), dim=-1)[0]  # (T - 1, V)
+    steps = range(len(prefix) - 1, ids.shape[1] - 1)
+    return sum(float(logp[t, ids[0, t + 1]]) for t in steps)
+
+
+def test_a_beam_as_wide_as_every_path_finds_the_likeliest_text():
+    import itertools
+
+    vocab = Vocab(list("abcd"))
+    # seed 3: a model whose likeliest next token does not begin the likeliest two (greedy says "ca")
+    model = _model(vocab_size=len(vocab), seed=3)  # <unk> has logit -30: never on the best path
+    # 2 steps over 5 tokens: a beam of 5 keeps every path until the last step, so it is exact
+    paths = itertools.product(vocab.idx_to_token[1:], repeat=2)
+    best = max(paths, key=lambda t: _log_prob(model, vocab, "ab", "".join(t)))
+    (text,) = generate(model, vocab, "ab", GenerateConfig(num_preds=2, beam=5))
+    assert text == "ab" + "".join(best)
+    assert generate(model, vocab, "ab", GenerateConfig(num_preds=2, greedy=True)) != [text]
+
+
+def test_a_beam_of_one_is_greedy_and_the_samples_come_best_first():
+    model = _model(seed=2)
+    greedy = generate(model, VOCAB, "the", GenerateConfig(num_preds=30, greedy=True))
+    assert generate(model, VOCAB, "the", GenerateConfig(num_preds=30, beam=1)) == greedy
+    texts = generate(model, VOCAB, "the", GenerateConfig(num_preds=12, beam=6, num_samples=6))
+    scores = [_log_prob(model, VOCAB, "the", t[len("the"):]) for t in texts]
+    assert len(set(texts)) == 6 and scores == sorted(scores, reverse=True)
+    assert scores[0] >= _log_prob(model, VOCAB, "the", generate(
+        model, VOCAB, "the", GenerateConfig(num_preds=12, greedy=True))[0][len("the"):]) - 1e-4
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"beam": 3, "temperature": 0.5}, "--temperature chooses how to sample; --beam searches"),
+    ({"beam": 3, "seed": 1}, "--seed chooses how to sample"),
+    ({"beam": 2, "num_samples": 3}, "--num-samples 3 is more than --beam 2 keeps"),
+    ({"beam": -1}, "--beam must be an integer >= 0"),
+])
+def test_beam_settings_that_cannot_go_together_are_refused(options, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        GenerateConfig(**options)
+
+
+def test_a_beam_wider_than_the_vocabulary_is_refused():
+    message = f"--beam 99 is wider than the vocabulary ({len(VOCAB)} tokens)"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        generate(_model(), VOCAB, "the", GenerateConfig(beam=99))

@@ -163,6 +163,9 @@ def _generate_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prefix", default=None,
                         help="text to start from (default: the run's sample prefix)")
     add_config_flags(parser, GenerateConfig)
+    parser.add_argument("--out", type=Path, metavar="FILE",
+                        help="write the samples to FILE (UTF-8, whole or not at all) instead of the terminal")
+    _force_argument(parser)
     _which_argument(parser)
     _device_argument(parser)
 
@@ -340,9 +343,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
         (trained.prefix or DEFAULT_PREFIXES.get(trained.corpus, "")) if trained else "")
     if args.prefix is None and not prefix:
         raise ValueError("--prefix is needed: the run records no prefix to start from")
-    if config.num_samples > 1:  # several samples: print each whole, separated by a blank line
+    if args.out is not None and args.out.exists() and not args.force:
+        raise ValueError(f"--out {args.out}: already exists (use --force to overwrite)")
+    if config.num_samples > 1 or args.out is not None:  # each sample whole, a blank line between them
         logging.getLogger("charlm").info("weights: %s", describe_weights(run.weights))
-        print("\n\n".join(generate(run.model, run.vocab, prefix, config, token=run.token)))
+        text = "\n\n".join(generate(run.model, run.vocab, prefix, config, token=run.token)) + "\n"
+        if args.out is None:
+            sys.stdout.write(text)
+        else:
+            _write_output(str(args.out), text.encode("utf-8"), force=True)
+            logging.getLogger("charlm").info("wrote %d sample(s) to %s", config.num_samples, args.out)
         return 0
     sep = " " if run.token == "word" else ""
     steps = iter(stream(run.model, run.vocab, prefix, config, token=run.token))

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .fields import at_least, boolean, check_types, number, setting
+from .fields import at_least, boolean, check_types, flag, number, setting
 from .models import decoding
 from .models.lm import RNNLM, evaluating
 from .models.scratch import State
@@ -66,6 +66,15 @@ class GenerateConfig:
     # None: fresh OS entropy each call, never the global torch RNG
     seed: int | None = setting(None, "random seed: the same seed replays a sample", shown="fresh each run")
     strict: bool = setting(False, "unknown prefix tokens are an error instead of a note")
+    # Beam search is not a way of sampling: it looks for the likeliest text, so it draws nothing.
+    beam: int = setting(0, "beam search: keep the K likeliest texts at every step and give the likeliest "
+                        "at the end (--num-samples N: the N likeliest); deterministic; 0 = off",
+                        metavar="K")
+    stop: str | None = setting(None, "end each sample where this text first appears in what it generates "
+                               "(the prefix does not count), such as '\\n\\n' for a paragraph; "
+                               "\\n and \\t are read as a newline and a tab", shown="never",
+                               parse=lambda text: text.replace("\\n", "\n").replace("\\t", "\t"),
+                               metavar="TEXT")
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -80,6 +89,22 @@ class GenerateConfig:
         if self.seed is not None:
             at_least("seed", self.seed, 0)
         boolean("strict", self.strict)
+        if self.stop == "":
+            raise ValueError("--stop must not be empty: it would end every sample before it begins")
+        at_least("beam", self.beam, 0)
+        if self.beam:
+            self._check_beam()
+
+    def _check_beam(self) -> None:
+        sampling = {"temperature": self.temperature != 1.0, "top_k": self.top_k != 0,
+                    "top_p": self.top_p != 1.0, "greedy": self.greedy, "seed": self.seed is not None}
+        given = [name for name, changed in sampling.items() if changed]
+        if given:
+            raise ValueError(f"{flag(given[0])} chooses how to sample; --beam searches for the likeliest "
+                             f"text instead and draws nothing: give one or the other")
+        if self.num_samples > self.beam:
+            raise ValueError(f"--num-samples {self.num_samples} is more than --beam {self.beam} keeps: "
+                             f"the search ends with {self.beam} texts")
 
     @property
     def is_greedy(self) -> bool:
@@ -209,6 +234,43 @@ def _sample(model: RNNLM, vocab: Vocab, ids: list[int], config: GenerateConfig,
             logits, state = _step(model, chosen[:, None], state, checked=False)  # (N,) -> (N, 1)
 
 
+def _beam_search(model: RNNLM, vocab: Vocab, ids: list[int], config: GenerateConfig,
+                 device: torch.device) -> Iterator[list[str]]:
+    """Beam search: after the warm-up on the prefix, every step extends each of the ``K`` texts kept
+    by every token and keeps the ``K`` of highest total log-probability (the sum over their tokens);
+    the ``num_samples`` best at the end come out step by step, as sampled texts do::
+
+        texts (B,) --model--> log p (B, V) --+ their scores (B, 1)--> (B * V,) --top K--> texts (K,)
+
+    The state of each kept text is its parent's (``index_select`` on the batch axis), so one batched
+    step of the model advances them all.
+    """
+    K = config.beam
+    with evaluating(model):
+        logits, state = _step(model, torch.tensor([ids], dtype=torch.int64, device=device),
+                              model.begin_state(1, device=device))
+        scores = torch.zeros(1, device=device)  # (B,): the log-probability of each text kept
+        texts: list[list[int]] = [[]]
+        for i in range(config.num_preds):
+            logp = torch.log_softmax(logits.float(), dim=-1)  # (B, V)
+            total = (scores[:, None] + logp).reshape(-1)  # (B * V,)
+            scores, best = torch.topk(total, min(K, total.numel()))  # (K,), sorted, ties by index
+            parent, chosen = best // logp.shape[1], best % logp.shape[1]
+            texts = [texts[b] + [t] for b, t in zip(parent.tolist(), chosen.tolist())]
+            if i + 1 < config.num_preds:
+                state = _select(state, parent)
+                logits, state = _step(model, chosen[:, None], state, checked=False)
+    for step in range(config.num_preds):  # the best first: topk keeps the scores sorted
+        yield vocab.to_tokens([text[step] for text in texts[:config.num_samples]])
+
+
+def _select(state: State, rows: Tensor) -> State:
+    """The states of the texts kept: ``rows`` of the batch axis (dim 1 of ``(layers, B, H)``)."""
+    if isinstance(state, tuple):
+        return tuple(s.index_select(1, rows) for s in state)
+    return state.index_select(1, rows)
+
+
 # Tokens per call of the C++ greedy loop: enough to make the call's cost vanish, few enough that a
 # stream shows its text as it comes (64 tokens take about a millisecond).
 _KERNEL_CHUNK = 64
@@ -240,7 +302,33 @@ def _start(model: RNNLM, vocab: Vocab, prefix: str, config: GenerateConfig | Non
         raise ValueError(f"the vocabulary has {len(vocab)} tokens but the model's vocab_size is "
                          f"{model.config.vocab_size}: they do not belong together")
     ids = _prefix_ids(vocab, prefix, token, config.strict, stacklevel + 1)
-    return _sample(model, vocab, ids, config, _resolve_device(model, device))
+    if config.beam > len(vocab):
+        raise ValueError(f"--beam {config.beam} is wider than the vocabulary ({len(vocab)} tokens): each "
+                         f"step has at most {len(vocab)} ways to go on from one text")
+    search = _beam_search if config.beam else _sample
+    steps = search(model, vocab, ids, config, _resolve_device(model, device))
+    return steps if config.stop is None else _until(steps, config.stop, config.num_samples, token)
+
+
+def _until(steps: Iterator[list[str]], stop: str, n: int, token: str) -> Iterator[list[str]]:
+    """Each sample's tokens up to and including the one that completes `stop`, then "" for it; the
+    loop ends when every sample has stopped. Only the last ``len(stop)`` characters of each sample
+    are kept to look for it."""
+    sep = " " if token == "word" else ""
+    tails, done = [""] * n, [False] * n
+    for step in steps:
+        out = []
+        for i, tok in enumerate(step):
+            if done[i]:
+                out.append("")
+                continue
+            seen = tails[i] + (sep if tails[i] else "") + tok
+            done[i] = stop in seen
+            tails[i] = seen[-len(stop):]
+            out.append(tok)
+        yield out
+        if all(done):
+            return
 
 
 def stream(model: RNNLM, vocab: Vocab, prefix: str, config: GenerateConfig | None = None, *,
@@ -275,7 +363,7 @@ def generate(model: RNNLM, vocab: Vocab, prefix: str, config: GenerateConfig | N
     config = GenerateConfig() if config is None else config
     with evaluating(model):  # once for the whole text: nothing is yielded to the caller meanwhile
         steps = list(_start(model, vocab, prefix, config, token, device, stacklevel=2))
-    samples = [[step[i] for step in steps] for i in range(config.num_samples)]
+    samples = [[step[i] for step in steps if step[i]] for i in range(config.num_samples)]
     if token == "word":
         sep = "" if not steps or prefix[-1:].isspace() else " "
         return [prefix + sep + " ".join(words) for words in samples]
