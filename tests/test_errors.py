@@ -57,6 +57,7 @@ CLI_ROWS = {
     "option-unknown-command": (["frobnicate"], "argument COMMAND: invalid choice: 'frobnicate'"),
     "resume-not-a-run": (["resume", "folder"], "folder: not a charlm run folder (no config.json)"),
     "resume-missing": (["resume", "nowhere"], "nowhere: no such run folder"),
+    "extend-vocab-alone": (["train", "--corpus", "book.txt", "--extend-vocab"], "--extend-vocab extends the vocabulary of the run given with --init-from"),
     "init-from-missing": (["train", "--corpus", "book.txt", "--init-from", "nowhere"], "nowhere: no such run folder"),
     "init-from-shape": (["train", "--corpus", "book.txt", "--init-from", "charrun", "--num-hiddens", "99"], "--num-hiddens 99: --init-from charrun has "),
     "init-from-vocabulary": (["train", "--corpus", "book.txt", "--init-from", "charrun", "--token", "word"], "--token word: --init-from charrun reads char tokens, and its vocabulary cannot read word tokens"),

@@ -8,9 +8,10 @@ import shutil
 import pytest
 import torch
 
-from charlm import TrainConfig, load, resume, train
+from charlm import RNNLM, ModelConfig, TrainConfig, Vocab, load, resume, train
 from charlm.cli import main
 from charlm.corpora import CORPORA, embedded_file
+from charlm.finetune import grow
 
 TINY = dict(num_hiddens=48, cell="lstm", impl="builtin", embedding=16, batch_size=8, num_steps=16,
             optimizer="adam", lr=0.01, clean="raw", max_tokens=-1, sample_every=0, eval_every=1, device="cpu")
@@ -94,3 +95,48 @@ def test_init_from_a_folder_that_is_no_run_is_a_one_line_error(texts, tmp_path, 
     argv = ["train", "--corpus", str(texts / "small.txt"), "--init-from", str(tmp_path / "nowhere")]
     assert main(argv) == 2
     assert capsys.readouterr().err == f"charlm: error: {tmp_path / 'nowhere'}: no such run folder\n"
+
+
+# -- --extend-vocab: new tokens get rows of their own --------------------------------------------------
+
+def test_an_extended_vocabulary_keeps_every_index_and_appends_the_new_tokens():
+    old, text = Vocab(list("aab")), Vocab(list("bccd"))
+    both = old.extended(text)
+    assert both.idx_to_token == ["<unk>", "a", "b", "c", "d"] and both["a"] == old["a"]
+    assert Vocab.from_dict(both.to_dict()) == both
+
+
+@pytest.mark.parametrize("options", [
+    dict(impl="scratch"), dict(impl="book", cell="gru"), dict(impl="builtin", cell="lstm"),
+    dict(impl="builtin", embedding=6), dict(impl="scratch", embedding=8, tie_weights=True),
+])
+def test_a_grown_model_computes_what_it_did_for_the_old_tokens(options):
+    model = RNNLM(ModelConfig(vocab_size=7, num_hiddens=8, **options)).eval()
+    grown = grow(model, 10, seed=0).eval()
+    X = torch.randint(0, 7, (3, 5))
+    with torch.no_grad():
+        torch.testing.assert_close(grown(X)[0][..., :7], model(X)[0])
+    assert grown.config.vocab_size == 10 and grown.config.replace(vocab_size=7) == model.config
+
+
+def test_extend_vocab_gives_the_new_texts_characters_rows_and_no_unk(texts, pretrained, tmp_path, caplog):
+    odd = tmp_path / "odd.txt"
+    text = "\u00e9\u00e8\u00ea" * 5 + (texts / "small.txt").read_text(encoding="utf-8")
+    odd.write_text(text, encoding="utf-8")
+    caplog.set_level(logging.INFO, logger="charlm")
+    result = train(TrainConfig.of(corpus=str(odd), init_from=str(pretrained), extend_vocab=True, epochs=1,
+                                  sample_every=0, device="cpu"), out=tmp_path / "run")
+    before = load(pretrained).vocab
+    after = result.vocab
+    assert after.idx_to_token[:len(before)] == before.idx_to_token
+    assert set(after.idx_to_token[len(before):]) == {"\u00e9", "\u00e8", "\u00ea"}
+    assert result.model.config.vocab_size == len(after) == len(before) + 3
+    said = [r.getMessage() for r in caplog.records]
+    assert any("3 tokens of the new text get rows of their own" in m for m in said)
+    assert not any("count as <unk>" in m for m in said)
+    assert load(tmp_path / "run").vocab == after  # saved, so the run evaluates and resumes alike
+
+
+def test_extend_vocab_needs_a_run_to_extend():
+    with pytest.raises(ValueError, match="--extend-vocab extends the vocabulary of the run given with"):
+        TrainConfig.of(extend_vocab=True)

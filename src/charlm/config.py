@@ -59,6 +59,9 @@ class TrainConfig:
                                     "with a fresh optimizer: fine-tuning; its model's shape is kept, and the "
                                     "text settings not given are the run's", shown="a fresh model",
                                     metavar="RUN")
+    extend_vocab: bool = setting(False, "with --init-from: tokens of the new text that the run's "
+                                 "vocabulary lacks get rows of their own (fresh weights); without it they "
+                                 "count as <unk>")
     # the model
     model: ModelConfig = setting(default_factory=ModelConfig, help="the model to train")
     # optimisation
@@ -125,6 +128,9 @@ class TrainConfig:
         choice("precision", self.precision, PRECISIONS)
         for name in ("eos", "random_offset", "reset_state", "detach"):
             boolean(name, getattr(self, name))
+        if self.extend_vocab and self.init_from is None:
+            raise ValueError("--extend-vocab extends the vocabulary of the run given with --init-from; "
+                             "without one, every token of the text has its row anyway")
         if not number("lr", self.lr) > 0:
             raise ValueError(f"--lr must be > 0, got {self.lr}")
         for name in ("clip", "weight_decay"):

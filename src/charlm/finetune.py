@@ -9,18 +9,24 @@ and the step count start fresh. Which settings come from the run, and which from
       max_tokens)                                token kind is an error (the vocabulary cannot read it)
     everything else (lr, epochs, corpus, ...)    the user's, as in any run
 
-Characters of the new text that the run's vocabulary lacks become ``<unk>``: every weight keeps its
-meaning, and the text says how many there were.
+Characters of the new text that the run's vocabulary lacks become ``<unk>`` by default: every weight
+keeps its meaning, nothing is added that has not been trained, and a note says how many there were.
+With ``--extend-vocab`` they get rows of their own instead (:func:`grow`), fresh weights that only
+the new text trains: worth it when the new text has many of them (another alphabet, an accented
+language after an English run).
 """
 
 from __future__ import annotations
 
 import logging
 
+import torch
+
 from .checkpoint import Run
 from .config import TrainConfig
 from .fields import flag, to_flat
-from .models import ModelConfig
+from .models import RNNLM, ModelConfig
+from .vocab import Vocab
 
 log = logging.getLogger(__name__)
 
@@ -59,3 +65,32 @@ def note_unknown(num_unknown: int, num_tokens: int, run: Run) -> None:
     if num_unknown:
         log.warning("%d of %d tokens of the new text are not in the vocabulary of %s and count as <unk>",
                     num_unknown, num_tokens, run.path)
+
+
+def extended_vocab(run: Run, text_vocab: Vocab) -> Vocab:
+    """The run's vocabulary with the new text's tokens that it lacks appended (see
+    :meth:`Vocab.extended`); says how many there are."""
+    vocab = run.vocab.extended(text_vocab)
+    if len(vocab) > len(run.vocab):
+        added = vocab.idx_to_token[len(run.vocab):]
+        log.info("%d tokens of the new text get rows of their own (--extend-vocab): %s", len(added),
+                 " ".join(repr(t) for t in added[:20]))
+    return vocab
+
+
+def grow(model: RNNLM, vocab_size: int, seed: int) -> RNNLM:
+    """`model` for a vocabulary of `vocab_size` tokens, the first ones being its own.
+
+    Every tensor with the vocabulary on an axis (the embedding or one-hot input weights, the output
+    layer) grows on that axis: the old values fill the leading block, the new rows are initialised as
+    in any new model of this config (seeded by `seed`), so the model computes what it did for every
+    text of the old tokens except that the softmax now also spreads over the new ones."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        bigger = RNNLM(model.config.replace(vocab_size=vocab_size))
+    tensors = bigger.state_dict()
+    with torch.no_grad():
+        for name, old in model.state_dict().items():
+            tensors[name][tuple(slice(0, n) for n in old.shape)] = old
+    bigger.load_state_dict(tensors)
+    return bigger

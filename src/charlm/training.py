@@ -438,11 +438,15 @@ def train(config: TrainConfig | None = None, *, out: str | Path | None = None, *
         config = finetune.inherit(config, start)
     if run_dir is not None:
         ckpt.check_writable(run_dir)  # before the data is read: a folder we cannot save into fails now
-    trainer = Trainer(config, run_dir, vocab=start.vocab if start else None)
-    if start is not None:
-        trainer.model.load_state_dict(start.model.state_dict())  # in place: the optimizer holds these
+    vocab, weights = (start.vocab, start.model) if start is not None else (None, None)
+    if start is not None and config.extend_vocab:  # one more pass over the text, for its own tokens
+        vocab = finetune.extended_vocab(start, load_data(config).vocab)
+        weights = finetune.grow(start.model, len(vocab), config.seed)
+    trainer = Trainer(config, run_dir, vocab=vocab)
+    if weights is not None:
+        trainer.model.load_state_dict(weights.state_dict())  # in place: the optimizer holds these
         train_ids = trainer.data.train
-        finetune.note_unknown(int((train_ids == start.vocab.unk).sum()), len(train_ids), start)
+        finetune.note_unknown(int((train_ids == vocab.unk).sum()), len(train_ids), start)
     if run_dir is not None and trainer.dist.is_main:
         _prepare_run_dir(run_dir)
         ckpt.save_run_files(run_dir, trainer.model, trainer.data.vocab, trainer.config)

@@ -102,6 +102,19 @@ class Vocab:
         """(token, count) of the tokens the vocabulary was built from, most frequent first."""
         return list(self._token_freqs)
 
+    def extended(self, other: Vocab) -> Vocab:
+        """This vocabulary with `other`'s tokens that it lacks appended, in `other`'s order: every
+        token keeps its index, so a model's rows for them keep their meaning.
+
+        >>> Vocab(list("aab")).extended(Vocab(list("bcc"))).idx_to_token
+        ['<unk>', 'a', 'b', 'c']
+        """
+        new = [t for t in other.idx_to_token if t not in self.token_to_idx]
+        freqs = dict(self._token_freqs)
+        return Vocab.from_dict({**self.to_dict(), "idx_to_token": self.idx_to_token + new,
+                                "token_freqs": [[t, f] for t, f in self._token_freqs] +
+                                [[t, f] for t, f in other._token_freqs if t in new and t not in freqs]})
+
     def unknown(self, tokens: Iterable[str]) -> list[str]:
         """The distinct tokens of `tokens` that this vocabulary lacks, in first-seen order."""
         return list(dict.fromkeys(t for t in tokens if t not in self.token_to_idx))
