@@ -1,0 +1,122 @@
+"""The grid the `auto` recipe of `charlm train PATH` is to be fitted on (issue: your own text).
+
+Every run trains a character LSTM on one text for a fixed wall-clock budget and is scored by the
+exact validation loss of its best weights. The grid crosses texts of several sizes with model
+widths, depths and dropouts, then batch shapes, and appends one JSON line per run to a results file:
+a run already there is skipped, so the grid can be filled in over several sessions. Run nothing else
+while it measures: the budget is wall-clock time.
+
+    python -m benchmarks.auto_grid --texts timemachine --minutes 2
+    python -m benchmarks.auto_grid --stage batch --texts shakespeare-1m --minutes 10
+    python -m benchmarks.auto_grid --table          # what the results file holds, best first per text
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from charlm import TrainConfig, machine, train
+from charlm.evaluation import evaluate_run
+from charlm.textfiles import read_file_text
+
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "auto-grid.jsonl"
+
+# name -> (files of CHARLM_DATA joined in order, characters kept from the start; None = all)
+TEXTS = {
+    "shakespeare-100k": (["tinyshakespeare.txt"], 100_000),
+    "timemachine": (["timemachine.txt"], None),
+    "war-of-the-worlds": (["36-0.txt"], None),
+    "shakespeare-1m": (["tinyshakespeare.txt"], None),
+    "three-books": (["timemachine.txt", "36-0.txt", "tinyshakespeare.txt"], None),
+}
+# What every run shares: the 10-minute recipe's optimisation, on the user's raw text.
+COMMON = dict(clean="raw", max_tokens=-1, cell="lstm", impl="builtin", embedding=64, optimizer="adamw",
+              lr=3e-3, weight_decay=0.01, lr_schedule="cosine", warmup_steps=50, min_lr=1e-4,
+              epochs=1_000_000, eval_every=1, val_rows=16, sample_every=0, save_every=1, device="cpu")
+# Stage "model": widths x depths x dropout, at one batch shape; stage "batch": batch shapes.
+MODELS = [dict(num_hiddens=h, num_layers=n, dropout=r if n > 1 else 0.0, dropout_output=r,
+               batch_size=32, num_steps=128)
+          for h, n, r in itertools.product((128, 256, 512), (1, 2), (0.0, 0.2, 0.4))]
+BATCHES = [dict(batch_size=b, num_steps=t) for b, t in ((16, 64), (32, 64), (32, 256), (64, 128))]
+
+
+def make_text(name: str, data: Path, folder: Path) -> Path:
+    files, keep = TEXTS[name]
+    text = "".join(read_file_text(data / f) for f in files)
+    path = folder / f"{name}.txt"
+    path.write_text(text[:keep] if keep else text, encoding="utf-8")
+    return path
+
+
+def done(results: Path) -> list[dict]:
+    if not results.is_file():
+        return []
+    return [json.loads(line) for line in results.read_text(encoding="utf-8").splitlines() if line]
+
+
+def key(record: dict) -> tuple:
+    return record["text"], record["minutes"], json.dumps(record["settings"], sort_keys=True)
+
+
+def run_one(name: str, path: Path, settings: dict, minutes: float, folder: Path) -> dict:
+    start = time.perf_counter()
+    out = folder / "run"
+    result = train(TrainConfig.of(corpus=str(path), max_minutes=minutes, **COMMON, **settings), out=out)
+    score, _, _ = evaluate_run(out, split="val", device="cpu")  # exact: one row, the best weights
+    facts = machine.probe()
+    return {"text": name, "chars": len(path.read_text(encoding="utf-8")), "minutes": minutes,
+            "settings": settings, "val_bpc": round(score.bits_per_token, 4), "epochs": len(result.history),
+            "seconds": round(time.perf_counter() - start, 1), "machine": facts.cpu_model,
+            "cores": facts.cores, "precision": machine.choose_precision("auto", facts, "cpu").value}
+
+
+def table(records: list[dict]) -> str:
+    lines = ["| text | minutes | settings | validation bits/char | epochs |", "|---|---|---|---|---|"]
+    for record in sorted(records, key=lambda r: (r["text"], r["minutes"], r["val_bpc"])):
+        settings = " ".join(f"{k}={v}" for k, v in record["settings"].items())
+        lines.append(f"| {record['text']} | {record['minutes']:g} | {settings} | {record['val_bpc']:.4f} | "
+                     f"{record['epochs']} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--texts", nargs="*", default=list(TEXTS), choices=list(TEXTS))
+    parser.add_argument("--stage", choices=("model", "batch"), default="model")
+    parser.add_argument("--minutes", type=float, default=2.0)
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--table", action="store_true", help="print the results file as a table and stop")
+    args = parser.parse_args()
+    if args.table:
+        print(table(done(args.results)))
+        return
+    data = Path(os.environ.get("CHARLM_DATA", "../shared/data"))
+    seen = {key(r) for r in done(args.results)}
+    for name in args.texts:
+        grid = MODELS
+        if args.stage == "batch":  # the best model of stage "model" on this text, at other batch shapes
+            best = min((r for r in done(args.results) if r["text"] == name and r["minutes"] == args.minutes),
+                       key=lambda r: r["val_bpc"])
+            grid = [{**best["settings"], **shape} for shape in BATCHES]
+        with tempfile.TemporaryDirectory() as tmp:
+            path = make_text(name, data, Path(tmp))
+            for settings in grid:
+                record = {"text": name, "minutes": args.minutes, "settings": settings}
+                if key(record) in seen:
+                    continue
+                with tempfile.TemporaryDirectory() as run_folder:
+                    record = run_one(name, path, settings, args.minutes, Path(run_folder))
+                print(json.dumps(record), flush=True)
+                with args.results.open("a", encoding="utf-8") as f:
+                    f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()
