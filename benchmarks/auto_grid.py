@@ -16,12 +16,15 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
-from charlm import TrainConfig, machine, train
+from charlm import TrainConfig, auto, machine, train
+from charlm.config import from_recipe
 from charlm.evaluation import evaluate_run
 from charlm.textfiles import read_file_text
 
@@ -34,6 +37,9 @@ TEXTS = {
     "war-of-the-worlds": (["36-0.txt"], None),
     "shakespeare-1m": (["tinyshakespeare.txt"], None),
     "three-books": (["timemachine.txt", "36-0.txt", "tinyshakespeare.txt"], None),
+    # other kinds: Chinese lyrics (60,000 characters, 2,500 of them distinct), and 5 MB of news
+    "jaychou": (["jaychou_lyrics.txt.zip:jaychou_lyrics.txt"], None),
+    "ptb-5m": (["ptb.zip:ptb/ptb.train.txt"], None),
 }
 # What every run shares: the 10-minute recipe's optimisation, on the user's raw text.
 COMMON = dict(clean="raw", max_tokens=-1, cell="lstm", impl="builtin", embedding=64, optimizer="adamw",
@@ -46,9 +52,28 @@ MODELS = [dict(num_hiddens=h, num_layers=n, dropout=r if n > 1 else 0.0, dropout
 BATCHES = [dict(batch_size=b, num_steps=t) for b, t in ((16, 64), (32, 64), (32, 256), (64, 128))]
 
 
+def model_spec(spec: str) -> dict:
+    """``"512x2:0.2"`` -> a 2 x 512 LSTM with dropout 0.2 between layers and on the output, batch 32 x 128:
+    one point of the model grid, for a search that starts from a few sizes and refines around the best."""
+    size, _, rate = spec.partition(":")
+    width, _, depth = size.partition("x")
+    num_hiddens, num_layers, r = int(width), int(depth or 1), float(rate or 0)
+    return dict(num_hiddens=num_hiddens, num_layers=num_layers, dropout=r if num_layers > 1 else 0.0,
+                dropout_output=r, batch_size=32, num_steps=128)
+
+
+def read_member(data: Path, name: str) -> str:
+    """A file of the data folder, or ``archive.zip:member``, as text."""
+    archive, _, member = name.partition(":")
+    if not member:
+        return read_file_text(data / archive)
+    with zipfile.ZipFile(data / archive) as z:
+        return z.read(member).decode("utf-8")
+
+
 def make_text(name: str, data: Path, folder: Path) -> Path:
     files, keep = TEXTS[name]
-    text = "".join(read_file_text(data / f) for f in files)
+    text = "".join(read_member(data, f) for f in files)
     path = folder / f"{name}.txt"
     path.write_text(text[:keep] if keep else text, encoding="utf-8")
     return path
@@ -64,14 +89,39 @@ def key(record: dict) -> tuple:
     return record["text"], record["minutes"], json.dumps(record["settings"], sort_keys=True)
 
 
+def config_for(path: Path, settings: dict, minutes: float) -> tuple[TrainConfig, dict]:
+    """The run of one grid point: `settings` over what every run shares; or, for the settings
+    ``{"recipe": "auto"}``, what `charlm train PATH --max-minutes M` chooses, and for
+    ``{"recipe": NAME}``, a shipped recipe on this text with this budget. Returns the config and
+    the settings chosen, for the record."""
+    recipe = settings.get("recipe")
+    if recipe == "auto":
+        config, choice = auto.configure({"corpus": str(path), "max_minutes": minutes, "device": "cpu"})
+        return config, {k: choice.settings[k] for k in ("num_hiddens", "num_layers", "dropout",
+                                                       "dropout_output", "batch_size", "num_steps")}
+    if recipe:
+        config = from_recipe(recipe, corpus=str(path), max_minutes=minutes, device="cpu")
+        return config, {}
+    return TrainConfig.of(corpus=str(path), max_minutes=minutes, **COMMON, **settings), {}
+
+
 def run_one(name: str, path: Path, settings: dict, minutes: float, folder: Path) -> dict:
     start = time.perf_counter()
     out = folder / "run"
-    result = train(TrainConfig.of(corpus=str(path), max_minutes=minutes, **COMMON, **settings), out=out)
+    config, chosen = config_for(path, settings, minutes)
+    result = train(config, out=out)
     score, _, _ = evaluate_run(out, split="val", device="cpu")  # exact: one row, the best weights
     facts = machine.probe()
+    scored = [r for r in result.history if "val_loss" in r]
+    best = min(scored, key=lambda r: r["val_loss"]) if scored else {"epoch": len(result.history)}
+    # Where the best weights were and how far training went: an early best with a low training loss
+    # is a model that memorised the text; a best at the end, one that ran out of time.
     return {"text": name, "chars": len(path.read_text(encoding="utf-8")), "minutes": minutes,
             "settings": settings, "val_bpc": round(score.bits_per_token, 4), "epochs": len(result.history),
+            "best_epoch": best["epoch"],
+            "train_bpc": round(result.history[-1]["train_loss"] / math.log(2), 4),
+            "params": sum(p.numel() for p in result.model.parameters()),
+            **({"chosen": chosen} if chosen else {}),
             "seconds": round(time.perf_counter() - start, 1), "machine": facts.cpu_model,
             "cores": facts.cores, "precision": machine.choose_precision("auto", facts, "cpu").value}
 
@@ -89,8 +139,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--texts", nargs="*", default=list(TEXTS), choices=list(TEXTS))
-    parser.add_argument("--stage", choices=("model", "batch"), default="model")
+    parser.add_argument("--stage", choices=("model", "batch", "auto", "recipe"), default="model",
+                        help="model: sizes and dropouts; batch: batch shapes of the best model; auto: what "
+                             "the auto recipe chooses; recipe: shakespeare-cpu-10min on the text")
     parser.add_argument("--minutes", type=float, default=2.0)
+    parser.add_argument("--models", nargs="*", type=model_spec, metavar="WIDTHxDEPTH:DROPOUT",
+                        help="stage model: these points instead of the whole grid (512x2:0.2 ...)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--table", action="store_true", help="print the results file as a table and stop")
     args = parser.parse_args()
@@ -100,11 +154,14 @@ def main() -> None:
     data = Path(os.environ.get("CHARLM_DATA", "../shared/data"))
     seen = {key(r) for r in done(args.results)}
     for name in args.texts:
-        grid = MODELS
+        grid = args.models or MODELS
         if args.stage == "batch":  # the best model of stage "model" on this text, at other batch shapes
-            best = min((r for r in done(args.results) if r["text"] == name and r["minutes"] == args.minutes),
+            best = min((r for r in done(args.results) if r["text"] == name and r["minutes"] == args.minutes
+                        and "recipe" not in r["settings"]),
                        key=lambda r: r["val_bpc"])
             grid = [{**best["settings"], **shape} for shape in BATCHES]
+        if args.stage in ("auto", "recipe"):
+            grid = [{"recipe": "auto" if args.stage == "auto" else "shakespeare-cpu-10min"}]
         with tempfile.TemporaryDirectory() as tmp:
             path = make_text(name, data, Path(tmp))
             for settings in grid:

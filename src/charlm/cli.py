@@ -26,7 +26,8 @@ from .suggest import did_you_mean
 EXAMPLES = """examples:
   charlm train                                   the book's RNN on The Time Machine (500 epochs)
   charlm train --cell lstm --num-hiddens 256 --epochs 100 --out runs/lstm
-  charlm train --corpus my_book.txt --clean raw --max-tokens -1 --impl builtin --cell gru
+  charlm train my_book.txt                       your own text: a model chosen for it, 10 minutes
+  charlm train --corpus my_book.txt --recipe book --cell gru   the book's setup on your text
   charlm resume runs/lstm --epochs 200            go on from where the run stopped
   charlm generate runs/lstm --prefix "time traveller" --num-preds 200 --temperature 0.8
   charlm evaluate runs/lstm --split val
@@ -130,10 +131,15 @@ def _train_parser(parser: argparse.ArgumentParser) -> None:
     from .config import TrainConfig
 
     parser.epilog, parser.formatter_class = EXAMPLES, argparse.RawDescriptionHelpFormatter
+    parser.add_argument("path", nargs="?", metavar="PATH", help="a text file to train on (the same as "
+                        "--corpus PATH); with no --recipe, the auto recipe chooses a model for it")
     parser.add_argument("--out", type=Path, metavar="RUN", help="run folder to create (default: "
                         "runs/<time>-<recipe or cell>)")
     parser.add_argument("--recipe", metavar="NAME",
-                        help="start from a named setup (see `charlm recipes`); flags given override it")
+                        help="start from a named setup (see `charlm recipes`); flags given override it. "
+                             "auto: chosen for the text, this machine and --max-minutes (the default "
+                             "for a text file); book: the book's defaults (the default for a named "
+                             "corpus)")
     add_config_flags(parser, TrainConfig)
     parser.add_argument("--bf16", dest="precision", action="store_const", const="bf16",
                         default=argparse.SUPPRESS, help="the same as --precision bf16")
@@ -262,6 +268,9 @@ def _as_flag(name: str, value: Any) -> str:
 def cmd_recipes(args: argparse.Namespace) -> int:
     from .config import load_recipe, recipe_names
 
+    print(f"{'auto':28} chosen for a text, this machine and --max-minutes (10 by default): the model's size, "
+          f"dropout and batch\n{'':28} (docs/auto.md); the default of `charlm train PATH`")
+    print(f"{'book':28} the book's defaults (d2l §8.5); the default of `charlm train` without a text file")
     for name in recipe_names():
         recipe = load_recipe(name)
         settings = " ".join(_as_flag(k, v) for k, v in recipe["settings"].items())
@@ -275,17 +284,27 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import TrainConfig, check_recipe_device, from_recipe
+    from . import auto
+    from .config import TrainConfig, check_recipe_device, default_recipe, from_recipe
     from .training import train
 
     if args.resume is not None:  # the old spelling of `charlm resume RUN`
         return _report_training(_resume(args.resume, settings_given(args, TrainConfig)))
     given = settings_given(args, TrainConfig)
+    if args.path is not None:
+        if given.get("corpus", args.path) != args.path:
+            raise ValueError(f"PATH {args.path} and --corpus {given['corpus']}: give the text once")
+        given["corpus"] = args.path
     _need_out_under_torchrun(args.out)
-    if args.recipe:
-        check_recipe_device(args.recipe, given)
-    config = from_recipe(args.recipe, **given)
-    out = args.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{args.recipe or config.model.cell}"
+    recipe = args.recipe or default_recipe(given)
+    if recipe == "auto":
+        config, choice = auto.configure(given)
+        print(auto.describe(choice, config), flush=True)
+    else:
+        if recipe != "book":
+            check_recipe_device(recipe, given)
+        config = from_recipe(None if recipe == "book" else recipe, **given)
+    out = args.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{recipe or config.model.cell}"
     return _report_training(_distributed(lambda: train(config, out=out)))
 
 

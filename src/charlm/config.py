@@ -170,6 +170,22 @@ class TrainConfig:
 RECIPE_FORMAT = "charlm-recipe"
 
 
+# Not files: "auto" is chosen for the text and the machine (auto.py), "book" is the defaults.
+CHOSEN_RECIPES = ("auto", "book")
+
+
+def default_recipe(given: Mapping[str, Any]) -> str:
+    """The recipe a run gets when none is named: the auto recipe for a text file of the user's own
+    (unless it fine-tunes a run, whose settings it inherits), the book's setup for everything else,
+    the book's own corpora included."""
+    from .corpora import is_file_source
+
+    corpus = given.get("corpus")
+    if corpus is not None and "init_from" not in given and is_file_source(corpus):
+        return "auto"
+    return "book"
+
+
 def recipe_names() -> list[str]:
     """The recipes shipped with charlm (files ``charlm/recipes/NAME.json``)."""
     folder = resources.files("charlm") / "recipes"
@@ -179,8 +195,9 @@ def recipe_names() -> list[str]:
 def load_recipe(name: str) -> dict[str, Any]:
     """A recipe: a description, what the book reports, and the training settings it changes."""
     if name not in recipe_names():
-        raise ValueError(f"--recipe {name!r} does not exist{did_you_mean(name, recipe_names())}; "
-                         f"choose one of {', '.join(recipe_names())}")
+        known = [*CHOSEN_RECIPES, *recipe_names()]
+        raise ValueError(f"--recipe {name!r} does not exist{did_you_mean(name, known)}; "
+                         f"choose one of {', '.join(known)}")
     data = json.loads((resources.files("charlm") / "recipes" / f"{name}.json").read_text("utf-8"))
     if data.get("format") != RECIPE_FORMAT or data.get("version") != 1:
         raise ValueError(f"recipe {name!r} is not a version-1 charlm recipe")

@@ -1,0 +1,261 @@
+"""The auto recipe: what `charlm train PATH` trains on a text of the user's own.
+
+It is chosen from three things: the text (its length in characters and its vocabulary), the machine
+(how many tokens per second it trains each candidate model, measured here in a few steps) and the
+time budget (``--max-minutes``, 10 by default). The rules, fitted on the grid of docs/auto.md:
+
+1. **Each candidate's token budget.** A model of the :data:`LADDER` trains on
+   ``speed x seconds`` tokens in the budget, at the speed measured for it on this machine.
+2. **Compute bounds the size.** The largest candidate whose budget gives it at least
+   :data:`TOKENS_PER_PARAM` tokens per parameter: a larger one would stop before it learns what it
+   can hold.
+3. **The text bounds it too.** No more than :data:`PARAMS_PER_CHAR` parameters per character of
+   training text: a larger one only memorises a small text faster.
+4. **Dropout follows the passes over the text.** The number of epochs the budget buys the chosen
+   model says how much of the text it will have memorised; :func:`dropout_for` turns it into a
+   dropout rate, 0 for one pass, rising with each doubling, capped at :data:`MAX_DROPOUT`.
+5. **A small text gets smaller batches** (:func:`batch_shape`), so that an epoch still holds
+   :data:`MIN_BATCHES` updates.
+
+Everything else is the 10-minute recipe's (docs/quality.md): raw text, whole; an LSTM on torch.nn
+with an embedding of 64; batches of 32 x 128; AdamW 3e-3 with warm-up and a cosine fitted to the
+budget. Every choice yields to a flag the user gives, and the rest are chosen around it: with
+``--num-hiddens 1024`` only the depth and the dropout are left to choose.
+
+>>> speed = lambda config: 2e11 / (6 * num_params(config.model))     # a machine of 200 GFLOP/s
+>>> choice = choose(1_000_000, 65, 10.0, speed)                      # 1 MB of English, 10 minutes
+>>> choice.settings["num_hiddens"], choice.settings["num_layers"]    # doctest: +SKIP
+(512, 2)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from . import distributed, machine
+from .config import TrainConfig
+from .device import resolve_device
+from .evaluation import cross_entropy
+from .models import RNNLM
+from .models.config import ModelConfig
+from .optim import make_optimizer
+from .training import load_data
+
+# Candidate sizes, (num_hiddens, num_layers), smallest first. Two layers from 256 units up: at the
+# same parameter count a stack of two learned more per minute than one wide layer in the grid.
+LADDER = ((128, 1), (256, 1), (256, 2), (384, 2), (512, 2), (768, 2), (1024, 2), (1536, 2))
+TOKENS_PER_PARAM = 2.0  # rule 2 (fitted: docs/auto.md)
+PARAMS_PER_CHAR = 10.0  # rule 3 (fitted: docs/auto.md)
+MAX_DROPOUT = 0.5
+DROPOUT_PER_DOUBLING = 0.05  # rule 4 (fitted: docs/auto.md)
+MIN_BATCHES = 16  # rule 5: batches in one epoch of a small text
+# The budget's share left to training: validations, checkpoints and samples take the rest.
+TRAINING_SHARE = 0.9
+
+# The 10-minute recipe's settings (docs/quality.md), for any text; the rules fill in the rest.
+BASE = dict(clean="raw", max_tokens=-1, cell="lstm", impl="builtin", embedding=64, optimizer="adamw",
+            lr=3e-3, weight_decay=0.01, lr_schedule="cosine", warmup_steps=50, min_lr=1e-4, clip=1.0,
+            batch_size=32, num_steps=128, val_rows=16, num_preds=200, max_minutes=10.0,
+            epochs=1_000_000)
+# What the rules choose; any of them the user gives is kept, and the others are chosen around it.
+CHOSEN = ("num_hiddens", "num_layers", "dropout", "dropout_output", "eval_every", "sample_every",
+          "save_every")
+
+
+@dataclass(frozen=True)
+class AutoChoice:
+    """The settings the rules chose, and the facts they were chosen from."""
+
+    settings: dict[str, Any]  # flat, as the flags name them: everything but what the user gave
+    chars: int  # training characters (tokens)
+    vocab_size: int
+    tokens_per_sec: float  # measured for the chosen model
+    epochs: float  # passes over the training text the budget buys it (inf: no time budget)
+    params: int
+    device: str = "cpu"  # where and in what precision the speeds were measured (configure)
+    precision: str = "fp32"
+
+
+def num_params(model: ModelConfig) -> int:
+    """Parameters of an :class:`RNNLM` with an embedding on torch.nn (two bias vectors per gate, as
+    torch keeps them): ``num_params(ModelConfig(65, 512, "lstm", "builtin", 2, embedding=64))`` is
+    65*64 + 4*512*(64+512+2) + 4*512*(512+512+2) + 512*65 + 65 = 3,322,177."""
+    gates = {"rnn": 1, "gru": 3, "lstm": 4}[model.cell]
+    V, H, L = model.vocab_size or 1, model.num_hiddens, model.num_layers
+    inputs = model.embedding or V
+    embedding = V * model.embedding if model.embedding else 0
+    recurrent = gates * H * (inputs + H + 2) + (L - 1) * gates * H * (2 * H + 2)
+    return embedding + recurrent + H * V + V
+
+
+def dropout_for(epochs: float) -> float:
+    """Rule 4: the dropout rate for a model that will see each character `epochs` times.
+
+    >>> dropout_for(1), dropout_for(16)        # doctest: +SKIP
+    (0.0, 0.2)
+    """
+    if not epochs > 1:
+        return 0.0
+    rate = DROPOUT_PER_DOUBLING * math.log2(epochs)
+    return round(min(MAX_DROPOUT, rate), 2)
+
+
+def batch_shape(chars: int, given: Mapping[str, Any] | None = None) -> dict[str, int]:
+    """Rule 5: the recipe's batch of 32 x 128, made smaller for a small text until an epoch holds
+    :data:`MIN_BATCHES` batches: first fewer rows (down to 8), then shorter ones (down to 32), so a
+    poem of a few pages still gets many updates per pass. A size the user gave is kept.
+
+    >>> batch_shape(1_000_000), batch_shape(20_000)
+    ({'batch_size': 32, 'num_steps': 128}, {'batch_size': 8, 'num_steps': 128})
+    """
+    given = given or {}
+    rows, steps = given.get("batch_size", BASE["batch_size"]), given.get("num_steps", BASE["num_steps"])
+    while rows * steps * MIN_BATCHES > chars and rows > 8 and "batch_size" not in given:
+        rows //= 2
+    while rows * steps * MIN_BATCHES > chars and steps > 32 and "num_steps" not in given:
+        steps //= 2
+    return {"batch_size": rows, "num_steps": steps}
+
+
+def candidates(given: Mapping[str, Any]) -> list[tuple[int, int]]:
+    """The :data:`LADDER`, with the width or depth the user gave put in (duplicates dropped)."""
+    sizes = [(given.get("num_hiddens", h), given.get("num_layers", n)) for h, n in LADDER]
+    return list(dict.fromkeys(sizes))
+
+
+def choose(chars: int, vocab_size: int, minutes: float, speed: Callable[[TrainConfig], float],
+           given: Mapping[str, Any] | None = None) -> AutoChoice:
+    """The rules (module docstring) for a text of `chars` training characters and `vocab_size`
+    tokens, a budget of `minutes` (0: none; then ``given["epochs"]`` is the budget), and
+    `speed(config)`, the training tokens per second of a config's model on this machine. `given`:
+    the settings the user typed, which the choice keeps."""
+    given = dict(given or {})
+    shape = batch_shape(chars, given)
+    base = TrainConfig.of(**{**BASE, **shape, **given, "vocab_size": vocab_size, "corpus": "auto"})
+    seconds = 60 * minutes * TRAINING_SHARE
+
+    if not minutes and "epochs" not in given:
+        raise ValueError("--max-minutes 0 leaves the auto recipe no budget to choose a model for: give "
+                         "--epochs too, or a time budget")
+
+    def budget(config: TrainConfig) -> tuple[float, float]:  # (tokens it trains on, its speed)
+        if not minutes:  # no clock: the epochs are the budget, whatever the speed
+            return config.epochs * chars, math.nan
+        tokens_per_sec = speed(config)
+        return min(tokens_per_sec * seconds, config.epochs * chars), tokens_per_sec
+
+    chosen, facts = None, (0.0, 0.0)
+    for num_hiddens, num_layers in candidates(given):
+        config = base.replace(num_hiddens=num_hiddens, num_layers=num_layers)
+        params = num_params(config.model)
+        tokens, tokens_per_sec = budget(config)
+        fits = tokens >= TOKENS_PER_PARAM * params and params <= PARAMS_PER_CHAR * chars
+        if chosen is None or fits:  # the smallest candidate when none fits
+            chosen, facts = config, (tokens, tokens_per_sec)
+        if not fits:
+            break  # the ladder grows: no larger candidate fits either
+    tokens, tokens_per_sec = facts
+    epochs = tokens / chars
+    rate = dropout_for(epochs)
+    # About 40 validations over the run (each keeps the best weights), samples a quarter as often.
+    every = max(1, math.floor(epochs / 40))
+    model = chosen.model
+    settings = {**BASE, **shape, "num_hiddens": model.num_hiddens, "num_layers": model.num_layers,
+                "dropout": rate if model.num_layers > 1 else 0.0, "dropout_output": rate,
+                "eval_every": every, "save_every": every, "sample_every": 4 * every}
+    settings = {k: v for k, v in settings.items() if k not in given}
+    return AutoChoice(settings, chars, vocab_size, tokens_per_sec, epochs, num_params(model))
+
+
+def configure(given: Mapping[str, Any]) -> tuple[TrainConfig, AutoChoice]:
+    """The auto recipe for the settings the user gave (`given`, flat, with the corpus): reads the
+    text once for its length and vocabulary, measures the candidates' speed on the run's device and
+    precision (a few seconds in all), and returns the run's config with the choice it came from."""
+    if distributed.launched_by_torchrun():
+        raise ValueError("the auto recipe measures this machine's speed, and each process could choose "
+                         "another model: under torchrun give --recipe NAME, or --recipe book and the "
+                         "model's flags")
+    config = TrainConfig.of(**{**BASE, **given})
+    data = load_data(config)
+    device = resolve_device(config.device)
+    precision = machine.choose_precision(config.precision, machine.probe(), device.type).value
+    speeds: dict[str, float] = {}
+
+    def speed(candidate: TrainConfig) -> float:
+        key = json.dumps(candidate.to_dict(), sort_keys=True)
+        if key not in speeds:
+            speeds[key] = measure_speed(candidate, device, precision)
+        return speeds[key]
+
+    choice = dataclasses.replace(choose(len(data.train), len(data.vocab), config.max_minutes, speed, given),
+                                 device=str(device), precision=precision)
+    # The encoding found once: training reads the text in it, without finding (and saying) it again.
+    return TrainConfig.of(**{**BASE, **choice.settings, **given, "encoding": data.encoding}), choice
+
+
+def measure_speed(config: TrainConfig, device: torch.device, precision: str, steps: int = 2) -> float:
+    """Training tokens per second of `config`'s model and batch shape on `device`, from `steps`
+    timed steps of forward, backward and AdamW on random tokens, after one untimed step (oneDNN and
+    cuDNN set up their kernels on the first). About a second for a 2 x 512 LSTM on two CPU cores."""
+    model = RNNLM(config.model).to(device)
+    optimizer = make_optimizer(config, model.parameters())
+    generator = torch.Generator().manual_seed(0)
+    shape = (config.batch_size, config.num_steps)
+    X, Y = (torch.randint(config.model.vocab_size, shape, generator=generator).to(device) for _ in range(2))
+    start = 0.0
+    for k in range(steps + 1):
+        if k == 1:
+            _synchronize(device)
+            start = time.perf_counter()
+        with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
+            logits, _ = model(X)
+        optimizer.zero_grad(set_to_none=True)
+        cross_entropy(logits, Y).backward()
+        optimizer.step()
+    _synchronize(device)
+    return steps * X.numel() / max(time.perf_counter() - start, 1e-9)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def describe(choice: AutoChoice, config: TrainConfig) -> str:
+    """The one line said before training: the model, its training, and what it was chosen for.
+
+    auto: 2 x 512 LSTM, embedding 64, dropout 0.3, batch 32 x 128, AdamW 3e-3 with a cosine over
+    10 min (about 12 passes over the text) - for 1,003,854 characters of text (65 distinct) on 2
+    AVX512 CPU cores, bf16
+    """
+    model = config.model
+    rates = sorted({r for r in (model.dropout, model.dropout_output) if r})
+    dropout = "dropout " + "/".join(f"{r:g}" for r in rates) if rates else "no dropout"
+    budget = f"a cosine over {config.max_minutes:g} min" if config.max_minutes else \
+        f"a cosine over {config.epochs} epochs"
+    passes = f"about {choice.epochs:.0f} passes" if choice.epochs >= 1.5 else \
+        f"{choice.epochs:.1f} of a pass" if choice.epochs < 1 else "about one pass"
+    kinds = "characters" if config.token == "char" else "words"
+    where = _where(torch.device(choice.device), choice.precision)
+    return (f"auto: {model.num_layers} x {model.num_hiddens} {model.cell.upper()}, "
+            f"{'embedding ' + str(model.embedding) if model.embedding else 'one-hot input'}, {dropout}, "
+            f"batch {config.batch_size} x {config.num_steps}, {config.optimizer.replace('adamw', 'AdamW')} "
+            f"{config.lr:g} with {budget} ({passes} over the text) \N{EM DASH} for {choice.chars:,} {kinds} "
+            f"of text ({choice.vocab_size} distinct) on {where}")
+
+
+def _where(device: torch.device, precision: str) -> str:
+    facts = machine.probe()
+    if device.type == "cuda":
+        return f"{facts.cuda}, {precision}"
+    if device.type == "mps":
+        return f"Apple's GPU (MPS), {precision}"
+    return f"{facts.cores} {torch.backends.cpu.get_cpu_capability()} CPU cores, {precision}"

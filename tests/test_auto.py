@@ -1,0 +1,150 @@
+"""The auto recipe (auto.py): `charlm train PATH` chooses the model for the text, the machine and the
+time budget by small rules, says what it chose in one line, and yields to every flag given."""
+
+import pytest
+import torch
+
+from charlm import RNNLM, ModelConfig, TrainConfig, auto
+from charlm.cli import main
+from charlm.config import default_recipe
+
+
+def flops_machine(gflops: float):
+    """A machine that trains at `gflops` billion FLOP/s whatever the model: ~6 FLOPs per parameter
+    per token (forward and backward), so tokens/s = FLOP/s / (6 x parameters)."""
+    return lambda config: gflops * 1e9 / (6 * auto.num_params(config.model))
+
+
+def chosen_params(choice: auto.AutoChoice) -> int:
+    return choice.params
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("layers, embedding", [(1, 64), (2, 64), (3, None)])
+def test_num_params_counts_every_parameter_of_the_model(cell, layers, embedding):
+    config = ModelConfig(vocab_size=71, num_hiddens=40, cell=cell, impl="builtin", num_layers=layers,
+                         embedding=embedding)
+    assert auto.num_params(config) == sum(p.numel() for p in RNNLM(config).parameters())
+
+
+def test_a_faster_machine_or_a_longer_budget_buys_a_larger_model():
+    big_text = 50_000_000  # so large that only compute bounds the model
+    sizes = [chosen_params(auto.choose(big_text, 80, minutes, flops_machine(gflops)))
+             for gflops, minutes in ((50, 10), (200, 10), (200, 60), (20_000, 10))]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+
+
+def test_the_model_gets_the_tokens_per_parameter_its_budget_must_give():
+    choice = auto.choose(50_000_000, 80, 10, flops_machine(200))
+    tokens = choice.tokens_per_sec * 60 * 10 * auto.TRAINING_SHARE
+    assert tokens >= auto.TOKENS_PER_PARAM * choice.params
+    # and the next candidate up would not have had them
+    width, depth = choice.settings["num_hiddens"], choice.settings["num_layers"]
+    up = auto.LADDER[auto.LADDER.index((width, depth)) + 1]
+    bigger = TrainConfig.of(**{**auto.BASE, "num_hiddens": up[0], "num_layers": up[1], "vocab_size": 80})
+    assert flops_machine(200)(bigger) * 60 * 10 * auto.TRAINING_SHARE < \
+        auto.TOKENS_PER_PARAM * auto.num_params(bigger.model)
+
+
+def test_a_small_text_keeps_a_fast_machine_from_choosing_a_model_that_would_memorise_it():
+    gpu = flops_machine(100_000)
+    small, large = auto.choose(100_000, 80, 10, gpu), auto.choose(20_000_000, 80, 10, gpu)
+    assert small.params <= auto.PARAMS_PER_CHAR * 100_000 < large.params
+
+
+def test_dropout_rises_with_the_passes_over_the_text_and_is_capped():
+    rates = [auto.dropout_for(e) for e in (0.5, 1, 2, 8, 64, 1e6)]
+    assert rates[0] == rates[1] == 0.0 and rates == sorted(rates) and rates[-1] == auto.MAX_DROPOUT
+    machine = flops_machine(200)
+    small, large = auto.choose(100_000, 80, 10, machine), auto.choose(5_000_000, 80, 10, machine)
+    assert small.epochs > large.epochs and small.settings["dropout_output"] > large.settings["dropout_output"]
+
+
+def test_settings_the_user_gives_are_kept_and_the_rest_chosen_around_them():
+    given = {"num_hiddens": 1024, "dropout_output": 0.05, "batch_size": 16}
+    seen = []
+
+    def machine(config):
+        seen.append((config.model.num_hiddens, config.batch_size))
+        return flops_machine(200)(config)
+
+    choice = auto.choose(1_000_000, 80, 10, machine, given)
+    assert not set(given) & set(choice.settings)  # nothing the user gave is chosen again
+    assert {w for w, _ in seen} == {1024} and {b for _, b in seen} == {16}  # measured as they will run
+    assert "num_layers" in choice.settings and "dropout" in choice.settings
+
+
+def test_without_a_time_budget_the_epochs_given_are_the_budget():
+    fast = auto.choose(1_000_000, 80, 0, flops_machine(1), {"epochs": 3, "max_minutes": 0})
+    assert fast.epochs == 3  # the speed does not matter: no clock runs
+    assert fast.params <= auto.PARAMS_PER_CHAR * 1_000_000
+
+
+def test_the_speed_is_measured_on_the_model_itself():
+    def config(width):
+        return TrainConfig.of(**{**auto.BASE, "num_hiddens": width, "num_layers": 1, "vocab_size": 30,
+                                 "batch_size": 4, "num_steps": 16, "embedding": 8})
+    small, large = (auto.measure_speed(config(w), torch.device("cpu"), "fp32") for w in (8, 768))
+    assert small > 3 * large > 0
+
+
+def test_the_line_says_what_was_chosen_and_for_what():
+    config = TrainConfig.of(**{**auto.BASE, "num_hiddens": 512, "num_layers": 2, "dropout": 0.3,
+                               "dropout_output": 0.3, "vocab_size": 65})
+    choice = auto.AutoChoice({}, 1_003_854, 65, 12_000.0, 12.3, 3_322_177, "cpu", "bf16")
+    line = auto.describe(choice, config)
+    for part in ("auto: 2 x 512 LSTM", "embedding 64", "dropout 0.3", "batch 32 x 128", "AdamW 0.003",
+                 "cosine over 10 min", "about 12 passes", "1,003,854 characters", "65 distinct", "CPU cores",
+                 "bf16"):
+        assert part in line, part
+
+
+def test_a_text_file_gets_the_auto_recipe_and_everything_else_the_books(tmp_path):
+    book = tmp_path / "book.txt"
+    book.write_text("some text\n" * 100)
+    assert default_recipe({"corpus": str(book)}) == "auto"
+    assert default_recipe({"corpus": "timemachine"}) == "book"
+    assert default_recipe({}) == "book"
+    assert default_recipe({"corpus": str(book), "init_from": "runs/x"}) == "book"  # inherits the run's
+
+
+@pytest.fixture
+def text(tmp_path):
+    path = tmp_path / "poems.txt"
+    path.write_text("the sea is calm tonight, the tide is full, the moon lies fair\n" * 120, encoding="utf-8")
+    return path
+
+
+def test_train_path_alone_prints_its_choice_and_trains_it(text, tmp_path, capsys):
+    run = tmp_path / "r"
+    assert main(["train", str(text), "--out", str(run), "--max-minutes", "0.05", "--device", "cpu",
+                 "-q"]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith("auto: ") and "LSTM" in line and "over 0.05 min" in line
+    config = TrainConfig.from_dict(__import__("json").loads((run / "config.json").read_text())["train"])
+    assert (config.model.cell, config.clean, config.max_tokens) == ("lstm", "raw", -1)
+    assert f"{config.model.num_layers} x {config.model.num_hiddens} LSTM" in line
+
+
+def test_recipe_book_gives_a_text_file_the_books_setup(text, tmp_path, capsys):
+    run = tmp_path / "r"
+    assert main(["train", "--corpus", str(text), "--recipe", "book", "--out", str(run), "--epochs", "1",
+                 "--num-hiddens", "8", "--batch-size", "2", "--num-steps", "4", "--device", "cpu",
+                 "-q"]) == 0
+    assert "auto:" not in capsys.readouterr().out
+    config = TrainConfig.from_dict(__import__("json").loads((run / "config.json").read_text())["train"])
+    assert (config.model.cell, config.clean) == ("rnn", "d2l")
+
+
+def test_the_text_is_given_once(text, tmp_path, capsys):
+    assert main(["train", str(text), "--corpus", "timemachine", "--out", str(tmp_path / "r")]) == 2
+    assert "give the text once" in capsys.readouterr().err
+
+
+def test_under_torchrun_the_auto_recipe_is_refused(text, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
+    assert main(["train", str(text), "--out", str(tmp_path / "r")]) == 2
+    assert "under torchrun" in capsys.readouterr().err
