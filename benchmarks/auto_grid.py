@@ -18,6 +18,7 @@ import itertools
 import json
 import math
 import os
+import statistics
 import tempfile
 import time
 import zipfile
@@ -120,7 +121,9 @@ def run_one(name: str, path: Path, settings: dict, minutes: float, folder: Path)
             "settings": settings, "val_bpc": round(score.bits_per_token, 4), "epochs": len(result.history),
             "best_epoch": best["epoch"],
             "train_bpc": round(result.history[-1]["train_loss"] / math.log(2), 4),
-            "params": sum(p.numel() for p in result.model.parameters()),
+            "params": sum(p.numel() for p in result.model.parameters()), "vocab_size": len(result.vocab),
+            # the median epoch's speed: a run that shared the CPU shows here
+            "tokens_per_sec": round(statistics.median(r["tokens_per_sec"] for r in result.history)),
             **({"chosen": chosen} if chosen else {}),
             "seconds": round(time.perf_counter() - start, 1), "machine": facts.cpu_model,
             "cores": facts.cores, "precision": machine.choose_precision("auto", facts, "cpu").value}
@@ -135,6 +138,52 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def replay(records: list[dict]) -> str:
+    """What the rules would choose for each text and budget of the grid, at the speeds the grid
+    measured for each model (no training): the chosen point, its score if the grid has it, and the
+    grid's best. How the rules' constants are fitted: change one, replay, compare."""
+    lines = ["| text | minutes | rules choose | its bits/char | grid's best | best bits/char |",
+             "|---|---|---|---|---|---|"]
+    for (name, minutes), runs in sorted(_by_text(records).items()):
+        grid = [r for r in runs if "recipe" not in r["settings"]]
+        speeds = {}
+        for r in grid:
+            # older records lack the speed: their epochs over their seconds (validations included)
+            rate = r.get("tokens_per_sec") or r["epochs"] * r["chars"] * 0.9 / r["seconds"]
+            speeds.setdefault((r["settings"]["num_hiddens"], r["settings"]["num_layers"]), []).append(rate)
+        if not speeds:
+            continue
+
+        def speed(config, speeds=speeds):
+            return statistics.median(speeds[config.model.num_hiddens, config.model.num_layers])
+
+        vocab = grid[0].get("vocab_size", 66)
+        train_chars = int(grid[0]["chars"] * 0.9)
+        ladder = [size for size in auto.LADDER if size in speeds]  # the sizes the grid measured
+        choice = auto.choose(train_chars, vocab, minutes, speed, ladder=ladder)
+        point = {k: choice.settings[k] for k in ("num_hiddens", "num_layers")}
+        rate = choice.settings["dropout_output"]
+        same = [r for r in grid if all(r["settings"][k] == v for k, v in point.items())]
+        near = min(same, key=lambda r: abs(r["settings"]["dropout_output"] - rate), default=None)
+        best = min(grid, key=lambda r: r["val_bpc"])
+        shown = f"{point['num_layers']} x {point['num_hiddens']}, dropout {rate:g}"
+        found = f"{near['val_bpc']:.4f} (dropout {near['settings']['dropout_output']:g})" if near else "-"
+        lines.append(f"| {name} | {minutes:g} | {shown} | {found} | {_point(best)} | {best['val_bpc']:.4f} |")
+    return "\n".join(lines)
+
+
+def _by_text(records: list[dict]) -> dict:
+    out: dict = {}
+    for r in records:
+        out.setdefault((r["text"], r["minutes"]), []).append(r)
+    return out
+
+
+def _point(record: dict) -> str:
+    s = record["settings"]
+    return f"{s['num_layers']} x {s['num_hiddens']}, dropout {s['dropout_output']:g}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -147,9 +196,14 @@ def main() -> None:
                         help="stage model: these points instead of the whole grid (512x2:0.2 ...)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--table", action="store_true", help="print the results file as a table and stop")
+    parser.add_argument("--replay", action="store_true",
+                        help="print what the rules would choose on each text at the grid's measured speeds")
     args = parser.parse_args()
     if args.table:
         print(table(done(args.results)))
+        return
+    if args.replay:
+        print(replay(done(args.results)))
         return
     data = Path(os.environ.get("CHARLM_DATA", "../shared/data"))
     seen = {key(r) for r in done(args.results)}

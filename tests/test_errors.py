@@ -39,7 +39,7 @@ CLI_ROWS = {
     "text-no-tokens": (["train", "--corpus", "digits.txt", "--clean", "d2l"],
                        "digits.txt: no tokens are left after 'd2l' cleaning"),
     "text-shorter-than-a-batch": (["train", "--corpus", "short.txt", "--out", "r"],
-                                  "corpus of 9 tokens is too short for one batch of batch_size=8 x num_steps=32"),
+                                  "corpus of 8 tokens is too short for one batch of batch_size=8 x num_steps=32"),
     "option-zero-size": (["train", "--num-hiddens", "0"], "--num-hiddens must be an integer >= 1, got 0"),
     "option-negative-size": (["train", "--batch-size", "-3"], "--batch-size must be an integer >= 1, got -3"),
     "option-not-a-number": (["train", "--num-steps", "ten"], "argument --num-steps: invalid int value: 'ten'"),

@@ -5,15 +5,18 @@ It is chosen from three things: the text (its length in characters and its vocab
 time budget (``--max-minutes``, 10 by default). The rules, fitted on the grid of docs/auto.md:
 
 1. **Each candidate's token budget.** A model of the :data:`LADDER` trains on
-   ``speed x seconds`` tokens in the budget, at the speed measured for it on this machine.
-2. **Compute bounds the size.** The largest candidate whose budget gives it at least
-   :data:`TOKENS_PER_PARAM` tokens per parameter: a larger one would stop before it learns what it
-   can hold.
+   ``speed x seconds`` tokens in the budget, at the speed measured for it on this machine; divided
+   by the text's length, that is the number of passes (epochs) it makes over the text.
+2. **Compute bounds the size.** The largest candidate that gets at least
+   ``TOKENS_PER_PARAM / sqrt(passes)`` tokens per parameter. On a large text, which a budget
+   covers once or a few times, that asks for about 20 tokens per parameter (the compute-optimal
+   ratio Hoffmann et al. 2022 found for transformers): a larger model stops before it learns what
+   it can hold. On a small text read many times over, the text runs out before the budget does, and
+   a larger model with dropout learns more from it on fewer tokens per parameter.
 3. **The text bounds it too.** No more than :data:`PARAMS_PER_CHAR` parameters per character of
-   training text: a larger one only memorises a small text faster.
-4. **Dropout follows the passes over the text.** The number of epochs the budget buys the chosen
-   model says how much of the text it will have memorised; :func:`dropout_for` turns it into a
-   dropout rate, 0 for one pass, rising with each doubling, capped at :data:`MAX_DROPOUT`.
+   training text, however fast the machine: beyond that a model only memorises a small text faster.
+4. **Dropout follows the passes.** :func:`dropout_for`: none up to :data:`FREE_PASSES` passes, then
+   :data:`DROPOUT_PER_DOUBLING` more for each doubling of the passes, up to :data:`MAX_DROPOUT`.
 5. **A small text gets smaller batches** (:func:`batch_shape`), so that an epoch still holds
    :data:`MIN_BATCHES` updates.
 
@@ -34,7 +37,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,10 +55,17 @@ from .training import load_data
 # Candidate sizes, (num_hiddens, num_layers), smallest first. Two layers from 256 units up: at the
 # same parameter count a stack of two learned more per minute than one wide layer in the grid.
 LADDER = ((128, 1), (256, 1), (256, 2), (384, 2), (512, 2), (768, 2), (1024, 2), (1536, 2))
-TOKENS_PER_PARAM = 2.0  # rule 2 (fitted: docs/auto.md)
-PARAMS_PER_CHAR = 10.0  # rule 3 (fitted: docs/auto.md)
+# Rule 2. Fitted on the grid (docs/auto.md): on 1.4 M characters, a 2 x 256 LSTM given 5 tokens per
+# parameter (3 passes) ended 7 % behind a 1 x 256 given 20; on 90,000 characters the 2 x 256 won
+# with 4 per parameter (38 passes).
+TOKENS_PER_PARAM = 20.0
+# Rule 3. On 90,000 characters a 2 x 384 (21 parameters per character) was no better than a
+# 2 x 256 (10 per character), each at its best dropout.
+PARAMS_PER_CHAR = 10.0
+# Rule 4. At about 40 passes the grid's best dropout was 0.2-0.4; at 3 passes, none.
+FREE_PASSES = 5.0
+DROPOUT_PER_DOUBLING = 0.1
 MAX_DROPOUT = 0.5
-DROPOUT_PER_DOUBLING = 0.05  # rule 4 (fitted: docs/auto.md)
 MIN_BATCHES = 16  # rule 5: batches in one epoch of a small text
 # The budget's share left to training: validations, checkpoints and samples take the rest.
 TRAINING_SHARE = 0.9
@@ -63,11 +73,8 @@ TRAINING_SHARE = 0.9
 # The 10-minute recipe's settings (docs/quality.md), for any text; the rules fill in the rest.
 BASE = dict(clean="raw", max_tokens=-1, cell="lstm", impl="builtin", embedding=64, optimizer="adamw",
             lr=3e-3, weight_decay=0.01, lr_schedule="cosine", warmup_steps=50, min_lr=1e-4, clip=1.0,
-            batch_size=32, num_steps=128, val_rows=16, num_preds=200, max_minutes=10.0,
+            batch_size=32, num_steps=128, num_preds=200, max_minutes=10.0,
             epochs=1_000_000)
-# What the rules choose; any of them the user gives is kept, and the others are chosen around it.
-CHOSEN = ("num_hiddens", "num_layers", "dropout", "dropout_output", "eval_every", "sample_every",
-          "save_every")
 
 
 @dataclass(frozen=True)
@@ -99,13 +106,20 @@ def num_params(model: ModelConfig) -> int:
 def dropout_for(epochs: float) -> float:
     """Rule 4: the dropout rate for a model that will see each character `epochs` times.
 
-    >>> dropout_for(1), dropout_for(16)        # doctest: +SKIP
-    (0.0, 0.2)
+    >>> dropout_for(3), dropout_for(10), dropout_for(40), dropout_for(1000)
+    (0.0, 0.1, 0.3, 0.5)
     """
-    if not epochs > 1:
+    if not epochs > FREE_PASSES:
         return 0.0
-    rate = DROPOUT_PER_DOUBLING * math.log2(epochs)
+    rate = DROPOUT_PER_DOUBLING * math.log2(epochs / FREE_PASSES)
     return round(min(MAX_DROPOUT, rate), 2)
+
+
+def enough_tokens(tokens: float, params: int, chars: int) -> bool:
+    """Rule 2: does a model of `params` parameters, trained on `tokens` tokens of a text of `chars`,
+    get the tokens per parameter it needs (``TOKENS_PER_PARAM / sqrt(passes)``)?"""
+    passes = max(1.0, tokens / chars)
+    return tokens / params >= TOKENS_PER_PARAM / math.sqrt(passes)
 
 
 def batch_shape(chars: int, given: Mapping[str, Any] | None = None) -> dict[str, int]:
@@ -125,18 +139,25 @@ def batch_shape(chars: int, given: Mapping[str, Any] | None = None) -> dict[str,
     return {"batch_size": rows, "num_steps": steps}
 
 
-def candidates(given: Mapping[str, Any]) -> list[tuple[int, int]]:
-    """The :data:`LADDER`, with the width or depth the user gave put in (duplicates dropped)."""
-    sizes = [(given.get("num_hiddens", h), given.get("num_layers", n)) for h, n in LADDER]
+def validation_rows(chars: int) -> int:
+    """Rows the validation text is scored in while training: 16 (four times faster on a CPU, for 15
+    cold starts that cost a few thousandths of a nat) once the text is long enough that each row
+    holds thousands of characters (the held-out part is about a ninth of `chars`); else one exact pass."""
+    return 16 if chars >= 16 * 4_000 * 9 else 1
+
+
+def candidates(given: Mapping[str, Any], ladder: Sequence[tuple[int, int]] = LADDER) -> list[tuple[int, int]]:
+    """The `ladder`, with the width or depth the user gave put in (duplicates dropped)."""
+    sizes = [(given.get("num_hiddens", h), given.get("num_layers", n)) for h, n in ladder]
     return list(dict.fromkeys(sizes))
 
 
 def choose(chars: int, vocab_size: int, minutes: float, speed: Callable[[TrainConfig], float],
-           given: Mapping[str, Any] | None = None) -> AutoChoice:
+           given: Mapping[str, Any] | None = None, ladder: Sequence[tuple[int, int]] = LADDER) -> AutoChoice:
     """The rules (module docstring) for a text of `chars` training characters and `vocab_size`
     tokens, a budget of `minutes` (0: none; then ``given["epochs"]`` is the budget), and
     `speed(config)`, the training tokens per second of a config's model on this machine. `given`:
-    the settings the user typed, which the choice keeps."""
+    the settings the user typed, which the choice keeps; `ladder`: the candidate sizes, smallest first."""
     given = dict(given or {})
     shape = batch_shape(chars, given)
     base = TrainConfig.of(**{**BASE, **shape, **given, "vocab_size": vocab_size, "corpus": "auto"})
@@ -153,11 +174,11 @@ def choose(chars: int, vocab_size: int, minutes: float, speed: Callable[[TrainCo
         return min(tokens_per_sec * seconds, config.epochs * chars), tokens_per_sec
 
     chosen, facts = None, (0.0, 0.0)
-    for num_hiddens, num_layers in candidates(given):
+    for num_hiddens, num_layers in candidates(given, ladder):
         config = base.replace(num_hiddens=num_hiddens, num_layers=num_layers)
         params = num_params(config.model)
         tokens, tokens_per_sec = budget(config)
-        fits = tokens >= TOKENS_PER_PARAM * params and params <= PARAMS_PER_CHAR * chars
+        fits = enough_tokens(tokens, params, chars) and params <= PARAMS_PER_CHAR * chars
         if chosen is None or fits:  # the smallest candidate when none fits
             chosen, facts = config, (tokens, tokens_per_sec)
         if not fits:
@@ -170,7 +191,8 @@ def choose(chars: int, vocab_size: int, minutes: float, speed: Callable[[TrainCo
     model = chosen.model
     settings = {**BASE, **shape, "num_hiddens": model.num_hiddens, "num_layers": model.num_layers,
                 "dropout": rate if model.num_layers > 1 else 0.0, "dropout_output": rate,
-                "eval_every": every, "save_every": every, "sample_every": 4 * every}
+                "eval_every": every, "save_every": every, "sample_every": 4 * every,
+                "val_rows": validation_rows(chars)}
     settings = {k: v for k, v in settings.items() if k not in given}
     return AutoChoice(settings, chars, vocab_size, tokens_per_sec, epochs, num_params(model))
 
