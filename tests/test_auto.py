@@ -47,8 +47,9 @@ def test_the_model_is_the_largest_that_gets_the_tokens_per_parameter_it_needs():
 
 def test_a_text_read_many_times_needs_fewer_tokens_per_parameter_than_one_read_once():
     # 20 per parameter for one pass; a fourth of that for 16 passes
-    assert auto.enough_tokens(20e6, 1_000_000, 20_000_000) and not auto.enough_tokens(19e6, 1_000_000, 19e6)
-    assert auto.enough_tokens(5e6, 1_000_000, 5e6 / 16) and not auto.enough_tokens(4.9e6, 1_000_000, 4.9e6 / 16)
+    params = 1_000_000
+    assert auto.enough_tokens(20e6, params, 20e6) and not auto.enough_tokens(19e6, params, 19e6)
+    assert auto.enough_tokens(5e6, params, 5e6 / 16) and not auto.enough_tokens(4.9e6, params, 4.9e6 / 16)
 
 
 def test_a_small_text_keeps_a_fast_machine_from_choosing_a_model_that_would_memorise_it():
@@ -59,7 +60,8 @@ def test_a_small_text_keeps_a_fast_machine_from_choosing_a_model_that_would_memo
 
 def test_dropout_rises_with_the_passes_over_the_text_and_is_capped():
     rates = [auto.dropout_for(e) for e in (0.5, 1, auto.FREE_PASSES, 8, 64, 1e6)]
-    assert rates[:3] == [0.0] * 3 and rates == sorted(rates) and rates[3] > 0 and rates[-1] == auto.MAX_DROPOUT
+    assert rates[:3] == [0.0] * 3 and rates[3] > 0 and rates[-1] == auto.MAX_DROPOUT
+    assert rates == sorted(rates)
     machine = flops_machine(200)
     small, large = auto.choose(100_000, 80, 10, machine), auto.choose(5_000_000, 80, 10, machine)
     assert small.epochs > large.epochs and small.settings["dropout_output"] > large.settings["dropout_output"]
