@@ -98,11 +98,15 @@ def config_for(path: Path, settings: dict, minutes: float) -> tuple[TrainConfig,
     recipe = settings.get("recipe")
     if recipe == "auto":
         config, choice = auto.configure({"corpus": str(path), "max_minutes": minutes, "device": "cpu"})
-        return config, {k: choice.settings[k] for k in ("num_hiddens", "num_layers", "dropout",
-                                                       "dropout_output", "batch_size", "num_steps")}
-    if recipe:
+        chosen = {k: choice.settings[k] for k in ("num_hiddens", "num_layers", "dropout", "dropout_output",
+                                                  "batch_size", "num_steps")}
+        return config, {**chosen, "line": auto.describe(choice, config)}
+    if recipe:  # the recipe's model for the precision this machine trains in
         config = from_recipe(recipe, corpus=str(path), max_minutes=minutes, device="cpu")
-        return config, {}
+        model = config.model
+        return config, {"num_hiddens": model.num_hiddens, "num_layers": model.num_layers,
+                        "dropout": model.dropout, "dropout_output": model.dropout_output,
+                        "batch_size": config.batch_size, "num_steps": config.num_steps}
     return TrainConfig.of(corpus=str(path), max_minutes=minutes, **COMMON, **settings), {}
 
 
@@ -130,11 +134,22 @@ def run_one(name: str, path: Path, settings: dict, minutes: float, folder: Path)
 
 
 def table(records: list[dict]) -> str:
-    lines = ["| text | minutes | settings | validation bits/char | epochs |", "|---|---|---|---|---|"]
-    for record in sorted(records, key=lambda r: (r["text"], r["minutes"], r["val_bpc"])):
-        settings = " ".join(f"{k}={v}" for k, v in record["settings"].items())
-        lines.append(f"| {record['text']} | {record['minutes']:g} | {settings} | {record['val_bpc']:.4f} | "
-                     f"{record['epochs']} |")
+    """The grid as docs/auto.md shows it: each text and budget, best first, the auto recipe's and
+    the 10-minute recipe's runs marked."""
+    lines = ["| text | minutes | run | model | dropout | batch | passes (best at) | validation bits/char | "
+             "behind the best |", "|---|---|---|---|---|---|---|---|---|"]
+    for (name, minutes), runs in sorted(_by_text(records).items()):
+        best = min(r["val_bpc"] for r in runs if "recipe" not in r["settings"])
+        for r in sorted(runs, key=lambda r: r["val_bpc"]):
+            s = {**r["settings"], **r.get("chosen", {})}
+            run = s.get("recipe", "grid")
+            model = f"{s['num_layers']} x {s['num_hiddens']}"
+            dropout = f"{s['dropout']:g} / {s['dropout_output']:g}"
+            batch = f"{s['batch_size']} x {s['num_steps']}"
+            at = f" ({r['best_epoch']})" if "best_epoch" in r else ""
+            behind = f"{100 * (r['val_bpc'] / best - 1):+.1f} %"
+            lines.append(f"| {name} | {minutes:g} | {run} | {model} | {dropout} | {batch} | "
+                         f"{r['epochs']}{at} | {r['val_bpc']:.4f} | {behind} |")
     return "\n".join(lines)
 
 
