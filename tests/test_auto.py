@@ -146,12 +146,3 @@ def test_recipe_book_gives_a_text_file_the_books_setup(text, tmp_path, capsys):
 def test_the_text_is_given_once(text, tmp_path, capsys):
     assert main(["train", str(text), "--corpus", "timemachine", "--out", str(tmp_path / "r")]) == 2
     assert "give the text once" in capsys.readouterr().err
-
-
-def test_under_torchrun_the_auto_recipe_is_refused(text, monkeypatch, tmp_path, capsys):
-    monkeypatch.setenv("LOCAL_RANK", "0")
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("RANK", "0")
-    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
-    assert main(["train", str(text), "--out", str(tmp_path / "r")]) == 2
-    assert "under torchrun" in capsys.readouterr().err

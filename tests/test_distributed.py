@@ -17,7 +17,9 @@ from charlm.distributed import DistInfo
 
 TEXT = "the time traveller for so it will be convenient to speak of him was expounding\n" * 20
 # fp32: the equalities below are to float rounding, which bf16 (auto's choice on some CPUs) would swamp.
-ARGS = ["--max-tokens", "-1", "--num-hiddens", "16", "--batch-size", "4", "--num-steps", "8",
+# The book's setup: no dropout, whose masks differ between one process and two.
+ARGS = ["--recipe", "book", "--max-tokens", "-1", "--num-hiddens", "16", "--batch-size", "4",
+        "--num-steps", "8",
         "--epochs", "3", "--sample-every", "0", "--eval-every", "3", "--device", "cpu", "--precision", "fp32"]
 
 
@@ -60,6 +62,15 @@ def test_two_processes_match_one_process_at_the_same_global_batch(tmp_path):
     a, b = load(tmp_path / "one").model.state_dict(), load(tmp_path / "two").model.state_dict()
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-6)
+
+
+def test_under_torchrun_the_auto_recipe_chooses_once_for_every_process(tmp_path):
+    (tmp_path / "book.txt").write_text(TEXT * 20)
+    done = _charlm("train", "book.txt", "--out", "r", "--max-minutes", "0.05", "--device", "cpu",
+                   cwd=tmp_path, nproc=2)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("auto: ") == 1  # rank 0 measured, chose and said so; rank 1 took its word
+    assert load(tmp_path / "r").config.model.cell == "lstm"
 
 
 def test_a_batch_that_does_not_split_evenly_is_a_clear_error(tmp_path):

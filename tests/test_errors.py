@@ -103,7 +103,6 @@ CLI_ROWS = {
 
 # id -> "tests/<module>.py::<test>": rows whose test needs more than a command line
 ELSEWHERE = {
-    "auto-under-torchrun": "tests/test_auto.py::test_under_torchrun_the_auto_recipe_is_refused",
     "text-2gb": "tests/test_tokenstream.py::test_a_large_file_is_never_a_python_list_of_its_characters",
     "text-vocabulary-size": "tests/test_vocab.py::test_every_token_of_the_text_maps_to_an_index_and_back",
     "text-streamed-errors": "tests/test_tokenstream.py::test_streamed_files_get_the_same_errors_as_whole_ones",

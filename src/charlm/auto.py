@@ -201,13 +201,11 @@ def configure(given: Mapping[str, Any]) -> tuple[TrainConfig, AutoChoice]:
     """The auto recipe for the settings the user gave (`given`, flat, with the corpus): reads the
     text once for its length and vocabulary, measures the candidates' speed on the run's device and
     precision (a few seconds in all), and returns the run's config with the choice it came from."""
-    if distributed.launched_by_torchrun():
-        raise ValueError("the auto recipe measures this machine's speed, and each process could choose "
-                         "another model: under torchrun give --recipe NAME, or --recipe book and the "
-                         "model's flags")
     config = TrainConfig.of(**{**BASE, **given})
     data = load_data(config)
-    device = resolve_device(config.device)
+    # Under torchrun, rank 0 measures and chooses for every process: each measuring for itself could
+    # choose another model, and DDP needs the same one everywhere.
+    info, device = distributed.setup(resolve_device(config.device))
     precision = machine.choose_precision(config.precision, machine.probe(), device.type).value
     speeds: dict[str, float] = {}
 
@@ -217,8 +215,9 @@ def configure(given: Mapping[str, Any]) -> tuple[TrainConfig, AutoChoice]:
             speeds[key] = measure_speed(candidate, device, precision)
         return speeds[key]
 
-    choice = dataclasses.replace(choose(len(data.train), len(data.vocab), config.max_minutes, speed, given),
-                                 device=str(device), precision=precision)
+    choice = distributed.from_main(lambda: choose(len(data.train), len(data.vocab), config.max_minutes, speed,
+                                                  given), info)
+    choice = dataclasses.replace(choice, device=str(device), precision=precision)
     # The encoding found once: training reads the text in it, without finding (and saying) it again.
     return TrainConfig.of(**{**BASE, **choice.settings, **given, "encoding": data.encoding}), choice
 
@@ -247,8 +246,11 @@ def measure_speed(config: TrainConfig, device: torch.device, precision: str, ste
 
 
 def _synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work: a GPU's kernels run after the call that launched them."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def describe(choice: AutoChoice, config: TrainConfig) -> str:

@@ -299,7 +299,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     recipe = args.recipe or default_recipe(given)
     if recipe == "auto":
         config, choice = auto.configure(given)
-        print(auto.describe(choice, config), flush=True)
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for all
+            print(auto.describe(choice, config), flush=True)
     else:
         if recipe != "book":
             check_recipe_device(recipe, given)

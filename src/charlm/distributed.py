@@ -12,10 +12,14 @@ on CUDA.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,16 @@ def setup(device: torch.device) -> tuple[DistInfo, torch.device]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return info, device
+
+
+def from_main(make: Callable[[], T], info: DistInfo) -> T:
+    """`make()` computed by rank 0 alone and sent to every rank, so that a choice that depends on a
+    measurement (the auto recipe's speeds) is the same in every process; one process: `make()`."""
+    if info.world_size == 1:
+        return make()
+    box = [make() if info.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def check_batch_size(batch_size: int, info: DistInfo) -> None:
