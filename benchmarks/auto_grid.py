@@ -136,9 +136,9 @@ def run_one(name: str, path: Path, settings: dict, minutes: float, folder: Path)
 def table(records: list[dict]) -> str:
     """The grid as docs/auto.md shows it: each text and budget, best first, the auto recipe's and
     the 10-minute recipe's runs marked."""
-    lines = ["| text | minutes | run | model | dropout | batch | passes (best at) | validation bits/char | "
-             "behind the best |", "|---|---|---|---|---|---|---|---|---|"]
-    for (name, minutes), runs in sorted(_by_text(records).items()):
+    lines = ["| machine | text | minutes | run | model | dropout | batch | passes (best at) | "
+             "validation bits/char | behind the best |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for (where, name, minutes), runs in sorted(_by_text(records).items()):
         best = min(r["val_bpc"] for r in runs if "recipe" not in r["settings"])
         for r in sorted(runs, key=lambda r: r["val_bpc"]):
             s = {**r["settings"], **r.get("chosen", {})}
@@ -148,7 +148,7 @@ def table(records: list[dict]) -> str:
             batch = f"{s['batch_size']} x {s['num_steps']}"
             at = f" ({r['best_epoch']})" if "best_epoch" in r else ""
             behind = f"{100 * (r['val_bpc'] / best - 1):+.1f} %"
-            lines.append(f"| {name} | {minutes:g} | {run} | {model} | {dropout} | {batch} | "
+            lines.append(f"| {where} | {name} | {minutes:g} | {run} | {model} | {dropout} | {batch} | "
                          f"{r['epochs']}{at} | {r['val_bpc']:.4f} | {behind} |")
     return "\n".join(lines)
 
@@ -157,9 +157,9 @@ def replay(records: list[dict]) -> str:
     """What the rules would choose for each text and budget of the grid, at the speeds the grid
     measured for each model (no training): the chosen point, its score if the grid has it, and the
     grid's best. How the rules' constants are fitted: change one, replay, compare."""
-    lines = ["| text | minutes | rules choose | its bits/char | grid's best | best bits/char |",
-             "|---|---|---|---|---|---|"]
-    for (name, minutes), runs in sorted(_by_text(records).items()):
+    lines = ["| machine | text | minutes | rules choose | its bits/char | grid's best | best bits/char |",
+             "|---|---|---|---|---|---|---|"]
+    for (where, name, minutes), runs in sorted(_by_text(records).items()):
         grid = [r for r in runs if "recipe" not in r["settings"]]
         speeds = {}
         for r in grid:
@@ -183,14 +183,15 @@ def replay(records: list[dict]) -> str:
         best = min(grid, key=lambda r: r["val_bpc"])
         shown = f"{point['num_layers']} x {point['num_hiddens']}, dropout {rate:g}"
         found = f"{near['val_bpc']:.4f} (dropout {near['settings']['dropout_output']:g})" if near else "-"
-        lines.append(f"| {name} | {minutes:g} | {shown} | {found} | {_point(best)} | {best['val_bpc']:.4f} |")
+        lines.append(f"| {where} | {name} | {minutes:g} | {shown} | {found} | {_point(best)} | "
+                     f"{best['val_bpc']:.4f} |")
     return "\n".join(lines)
 
 
 def _by_text(records: list[dict]) -> dict:
     out: dict = {}
     for r in records:
-        out.setdefault((r["text"], r["minutes"]), []).append(r)
+        out.setdefault((r["machine"], r["text"], r["minutes"]), []).append(r)
     return out
 
 

@@ -4,7 +4,7 @@ time budget by small rules, says what it chose in one line, and yields to every 
 import pytest
 import torch
 
-from charlm import RNNLM, ModelConfig, TrainConfig, auto, load
+from charlm import RNNLM, ModelConfig, TrainConfig, auto, load, machine
 from charlm.cli import main
 from charlm.config import default_recipe
 
@@ -101,8 +101,8 @@ def test_the_line_says_what_was_chosen_and_for_what():
     choice = auto.AutoChoice({}, 1_003_854, 65, 12_000.0, 12.3, 3_322_177, "cpu", "bf16")
     line = auto.describe(choice, config)
     for part in ("auto: 2 x 512 LSTM", "embedding 64", "dropout 0.3", "batch 32 x 128", "AdamW 0.003",
-                 "cosine over 10 min", "about 12 passes", "1,003,854 characters", "65 distinct", "CPU cores",
-                 "bf16"):
+                 "cosine over 10 min", "about 12 passes", "1,003,854 characters", "65 distinct",
+                 f"{machine.probe().cores} CPU cores", "kernels, bf16"):
         assert part in line, part
 
 
@@ -146,3 +146,17 @@ def test_recipe_book_gives_a_text_file_the_books_setup(text, tmp_path, capsys):
 def test_the_text_is_given_once(text, tmp_path, capsys):
     assert main(["train", str(text), "--corpus", "timemachine", "--out", str(tmp_path / "r")]) == 2
     assert "give the text once" in capsys.readouterr().err
+
+
+def test_a_windows_1252_book_trains_evaluates_and_generates_with_no_flag_but_the_path(tmp_path, capsys):
+    book = tmp_path / "book.txt"
+    text = "\u201cWell,\u201d said the Time Traveller \u2014 and he smiled. " * 300
+    book.write_bytes(text.encode("cp1252"))  # curly quotes 0x93/0x94, a dash 0x97: not UTF-8
+    run = tmp_path / "run"
+    # (--out and --max-minutes only keep the test short and in tmp_path)
+    assert main(["train", str(book), "--out", str(run), "--max-minutes", "0.05", "-q"]) == 0
+    assert main(["evaluate", str(run), "--json"]) == 0
+    assert main(["generate", str(run), "--num-preds", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "\u201c" in load(run).vocab.token_to_idx and load(run).config.encoding == "cp1252"
+    assert '"bits_per_token"' in out

@@ -31,6 +31,8 @@ CLI_ROWS = {
     "text-folder": (["train", "--corpus", "folder"], "folder: is a folder, not a text file"),
     "text-empty": (["train", "--corpus", "empty.txt"], "empty.txt: the file is empty"),
     "text-whitespace": (["train", "--corpus", "blank.txt"], "blank.txt: the file holds only whitespace"),
+    "text-empty-after-decoding": (["train", "bom.txt"],
+                                  "bom.txt: no text after decoding (utf-8-sig): the file holds only a byte-order mark"),
     "text-binary": (["train", "--corpus", "binary.dat"], "binary.dat: looks like a binary file"),
     "text-not-utf8": (["train", "--corpus", "latin1.txt", "--encoding", "utf-8"], "latin1.txt: not valid utf-8 (byte 0xe9 at offset 3); pass the file's encoding with --encoding, or --errors replace"),
     "text-unknown-encoding": (["train", "--corpus", "book.txt", "--encoding", "klingon"], "--encoding klingon: unknown text encoding"),
@@ -132,6 +134,7 @@ def folder(tmp_path_factory):
     (root / "book.txt").write_text(TEXT)
     (root / "empty.txt").write_bytes(b"")
     (root / "blank.txt").write_text(" \n\t \n" * 10)
+    (root / "bom.txt").write_bytes(b"\xef\xbb\xbf")
     (root / "binary.dat").write_bytes(bytes(range(256)) * 4)
     (root / "latin1.txt").write_bytes("café crème ".encode("latin-1") * 10)
     (root / "mystery.txt").write_bytes(b"A\x81B\x8d" * 50)  # bytes no candidate encoding reads as text

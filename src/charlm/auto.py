@@ -159,42 +159,47 @@ def choose(chars: int, vocab_size: int, minutes: float, speed: Callable[[TrainCo
     `speed(config)`, the training tokens per second of a config's model on this machine. `given`:
     the settings the user typed, which the choice keeps; `ladder`: the candidate sizes, smallest first."""
     given = dict(given or {})
-    shape = batch_shape(chars, given)
-    base = TrainConfig.of(**{**BASE, **shape, **given, "vocab_size": vocab_size, "corpus": "auto"})
-    seconds = 60 * minutes * TRAINING_SHARE
-
     if not minutes and "epochs" not in given:
         raise ValueError("--max-minutes 0 leaves the auto recipe no budget to choose a model for: give "
                          "--epochs too, or a time budget")
+    shape = batch_shape(chars, given)
+    base = TrainConfig.of(**{**BASE, **shape, **given, "vocab_size": vocab_size, "corpus": "auto"})
 
     def budget(config: TrainConfig) -> tuple[float, float]:  # (tokens it trains on, its speed)
         if not minutes:  # no clock: the epochs are the budget, whatever the speed
             return config.epochs * chars, math.nan
         tokens_per_sec = speed(config)
-        return min(tokens_per_sec * seconds, config.epochs * chars), tokens_per_sec
+        return min(tokens_per_sec * 60 * minutes * TRAINING_SHARE, config.epochs * chars), tokens_per_sec
 
-    chosen, facts = None, (0.0, 0.0)
-    for num_hiddens, num_layers in candidates(given, ladder):
-        config = base.replace(num_hiddens=num_hiddens, num_layers=num_layers)
-        params = num_params(config.model)
-        tokens, tokens_per_sec = budget(config)
-        fits = enough_tokens(tokens, params, chars) and params <= PARAMS_PER_CHAR * chars
-        if chosen is None or fits:  # the smallest candidate when none fits
-            chosen, facts = config, (tokens, tokens_per_sec)
-        if not fits:
-            break  # the ladder grows: no larger candidate fits either
-    tokens, tokens_per_sec = facts
+    config, (tokens, tokens_per_sec) = largest_fitting(
+        [base.replace(num_hiddens=h, num_layers=n) for h, n in candidates(given, ladder)], chars, budget)
     epochs = tokens / chars
     rate = dropout_for(epochs)
-    # About 40 validations over the run (each keeps the best weights), samples a quarter as often.
-    every = max(1, math.floor(epochs / 40))
-    model = chosen.model
+    every = max(1, math.floor(epochs / 40))  # about 40 validations, each keeping the best weights
+    model = config.model
     settings = {**BASE, **shape, "num_hiddens": model.num_hiddens, "num_layers": model.num_layers,
                 "dropout": rate if model.num_layers > 1 else 0.0, "dropout_output": rate,
                 "eval_every": every, "save_every": every, "sample_every": 4 * every,
                 "val_rows": validation_rows(chars)}
     settings = {k: v for k, v in settings.items() if k not in given}
     return AutoChoice(settings, chars, vocab_size, tokens_per_sec, epochs, num_params(model))
+
+
+def largest_fitting(configs: Sequence[TrainConfig], chars: int,
+                    budget: Callable[[TrainConfig], tuple[float, float]]) -> tuple[TrainConfig, tuple]:
+    """Rules 2 and 3 over candidates that grow: the last that fits before the first that does not
+    (the first when none fits), with its ``(tokens, tokens per second)``. The search stops at the
+    first misfit, so no larger model is ever measured."""
+    chosen = None
+    for config in configs:
+        params = num_params(config.model)
+        facts = budget(config)
+        fits = enough_tokens(facts[0], params, chars) and params <= PARAMS_PER_CHAR * chars
+        if chosen is None or fits:
+            chosen = config, facts
+        if not fits:
+            break
+    return chosen
 
 
 def configure(given: Mapping[str, Any]) -> tuple[TrainConfig, AutoChoice]:
@@ -258,7 +263,7 @@ def describe(choice: AutoChoice, config: TrainConfig) -> str:
 
     auto: 2 x 512 LSTM, embedding 64, dropout 0.3, batch 32 x 128, AdamW 3e-3 with a cosine over
     10 min (about 12 passes over the text) - for 1,003,854 characters of text (65 distinct) on 2
-    AVX512 CPU cores, bf16
+    CPU cores, AVX512 kernels, bf16
     """
     model = config.model
     rates = sorted({r for r in (model.dropout, model.dropout_output) if r})
@@ -279,7 +284,8 @@ def describe(choice: AutoChoice, config: TrainConfig) -> str:
 def _where(device: torch.device, precision: str) -> str:
     facts = machine.probe()
     if device.type == "cuda":
-        return f"{facts.cuda}, {precision}"
+        return f"{facts.cuda}, cuDNN, {precision}"
     if device.type == "mps":
         return f"Apple's GPU (MPS), {precision}"
-    return f"{facts.cores} {torch.backends.cpu.get_cpu_capability()} CPU cores, {precision}"
+    kernels = torch.backends.cpu.get_cpu_capability()  # the instruction set torch's CPU kernels use
+    return f"{facts.cores} CPU cores, {kernels} kernels, {precision}"

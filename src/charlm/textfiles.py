@@ -138,7 +138,7 @@ def _decode_chunks(f: io.BufferedReader, origin: str, encoding: str, errors: str
                    chunk_bytes: int) -> Iterator[str]:
     inner = codecs.getincrementaldecoder(encoding)(errors=errors)
     decoder = io.IncrementalNewlineDecoder(inner, translate=True)  # CRLF and CR -> LF, across chunks
-    offset, seen_text = 0, False
+    offset, seen_text, seen_any = 0, False, False
     while True:
         data = f.read(chunk_bytes)
         if offset == 0:
@@ -153,12 +153,15 @@ def _decode_chunks(f: io.BufferedReader, origin: str, encoding: str, errors: str
                               f"replace what cannot be decoded") from None
         if offset == 0:
             text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the text
-        seen_text = seen_text or bool(text.strip())
+        seen_text, seen_any = seen_text or bool(text.strip()), seen_any or bool(text)
         if text:
             yield text
         if not data:
             break
         offset += len(data)
+    if not seen_any:  # bytes, but no text: a byte-order mark alone
+        raise CorpusError(f"{origin}: no text after decoding ({encoding}): the file holds only a "
+                          f"byte-order mark")
     if not seen_text:
         raise CorpusError(f"{origin}: the file holds only whitespace")
 
