@@ -139,7 +139,7 @@ def table(records: list[dict]) -> str:
     lines = ["| machine | text | minutes | run | model | dropout | batch | passes (best at) | "
              "validation bits/char | behind the best |", "|---|---|---|---|---|---|---|---|---|---|"]
     for (where, name, minutes), runs in sorted(_by_text(records).items()):
-        best = min(r["val_bpc"] for r in runs if "recipe" not in r["settings"])
+        best = min((r["val_bpc"] for r in runs if "recipe" not in r["settings"]), default=math.inf)
         for r in sorted(runs, key=lambda r: r["val_bpc"]):
             s = {**r["settings"], **r.get("chosen", {})}
             run = s.get("recipe", "grid")
@@ -147,7 +147,7 @@ def table(records: list[dict]) -> str:
             dropout = f"{s['dropout']:g} / {s['dropout_output']:g}"
             batch = f"{s['batch_size']} x {s['num_steps']}"
             at = f" ({r['best_epoch']})" if "best_epoch" in r else ""
-            behind = f"{100 * (r['val_bpc'] / best - 1):+.1f} %"
+            behind = f"{100 * (r['val_bpc'] / best - 1):+.1f} %" if best < math.inf else "-"
             lines.append(f"| {where} | {name} | {minutes:g} | {run} | {model} | {dropout} | {batch} | "
                          f"{r['epochs']}{at} | {r['val_bpc']:.4f} | {behind} |")
     return "\n".join(lines)
@@ -188,6 +188,34 @@ def replay(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def summary(records: list[dict]) -> str:
+    """Per text and budget: the grid's best, the auto recipe and the 10-minute recipe, and how far
+    the auto recipe is from each (negative: ahead)."""
+    lines = ["| machine | text | characters | minutes | grid's best | auto chose | auto | 10-minute recipe | "
+             "auto vs best | auto vs recipe |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for (where, name, minutes), runs in sorted(_by_text(records).items()):
+        grid = [r for r in runs if "recipe" not in r["settings"]]
+        autos = [r for r in runs if r["settings"].get("recipe") == "auto"]
+        recipes = [r for r in runs if r["settings"].get("recipe") not in (None, "auto")]
+        best = min(grid + autos, key=lambda r: r["val_bpc"], default=None)
+        auto_run, recipe = (autos or [None])[-1], (recipes or [None])[-1]
+
+        chose = _point({"settings": auto_run["chosen"]}) if auto_run else "-"
+        shown_best = f"{_point(best)}: {_bpc(best)}" if best else "-"
+        lines.append(f"| {where} | {name} | {runs[0]['chars']:,} | {minutes:g} | {shown_best} | {chose} | "
+                     f"{_bpc(auto_run)} | {_bpc(recipe)} | {_versus(auto_run, best)} | "
+                     f"{_versus(auto_run, recipe)} |")
+    return "\n".join(lines)
+
+
+def _bpc(record: dict | None) -> str:
+    return f"{record['val_bpc']:.4f}" if record else "-"
+
+
+def _versus(record: dict | None, other: dict | None) -> str:
+    return f"{100 * (record['val_bpc'] / other['val_bpc'] - 1):+.1f} %" if record and other else "-"
+
+
 def _by_text(records: list[dict]) -> dict:
     out: dict = {}
     for r in records:
@@ -196,7 +224,7 @@ def _by_text(records: list[dict]) -> dict:
 
 
 def _point(record: dict) -> str:
-    s = record["settings"]
+    s = {**record["settings"], **record.get("chosen", {})}
     return f"{s['num_layers']} x {s['num_hiddens']}, dropout {s['dropout_output']:g}"
 
 
@@ -212,11 +240,16 @@ def main() -> None:
                         help="stage model: these points instead of the whole grid (512x2:0.2 ...)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--table", action="store_true", help="print the results file as a table and stop")
+    parser.add_argument("--summary", action="store_true",
+                        help="print the auto recipe against the grid's best and the 10-minute recipe")
     parser.add_argument("--replay", action="store_true",
                         help="print what the rules would choose on each text at the grid's measured speeds")
     args = parser.parse_args()
     if args.table:
         print(table(done(args.results)))
+        return
+    if args.summary:
+        print(summary(done(args.results)))
         return
     if args.replay:
         print(replay(done(args.results)))

@@ -159,4 +159,4 @@ def test_a_windows_1252_book_trains_evaluates_and_generates_with_no_flag_but_the
     assert main(["generate", str(run), "--num-preds", "20"]) == 0
     out = capsys.readouterr().out
     assert "\u201c" in load(run).vocab.token_to_idx and load(run).config.encoding == "cp1252"
-    assert '"bits_per_token"' in out
+    assert '"bits_per_character"' in out

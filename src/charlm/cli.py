@@ -305,7 +305,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if recipe != "book":
             check_recipe_device(recipe, given)
         config = from_recipe(None if recipe == "book" else recipe, **given)
-    out = args.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{recipe or config.model.cell}"
+    out = args.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{args.recipe or config.model.cell}"
     return _report_training(_distributed(lambda: train(config, out=out)))
 
 
