@@ -31,7 +31,7 @@ CLI_ROWS = {
     "text-folder": (["train", "--corpus", "folder"], "folder: is a folder, not a text file"),
     "text-empty": (["train", "--corpus", "empty.txt"], "empty.txt: the file is empty"),
     "text-whitespace": (["train", "--corpus", "blank.txt"], "blank.txt: the file holds only whitespace"),
-    "text-empty-after-decoding": (["train", "bom.txt"],
+    "text-empty-after-decoding": (["train", "bom.txt", "-q"],
                                   "bom.txt: no text after decoding (utf-8-sig): the file holds only a byte-order mark"),
     "text-binary": (["train", "--corpus", "binary.dat"], "binary.dat: looks like a binary file"),
     "text-not-utf8": (["train", "--corpus", "latin1.txt", "--encoding", "utf-8"], "latin1.txt: not valid utf-8 (byte 0xe9 at offset 3); pass the file's encoding with --encoding, or --errors replace"),

@@ -55,9 +55,12 @@ from .training import load_data
 # Candidate sizes, (num_hiddens, num_layers), smallest first. Two layers from 256 units up: at the
 # same parameter count a stack of two learned more per minute than one wide layer in the grid.
 LADDER = ((128, 1), (256, 1), (256, 2), (384, 2), (512, 2), (768, 2), (1024, 2), (1536, 2))
-# Rule 2. Fitted on the grid (docs/auto.md): on 1.4 M characters, a 2 x 256 LSTM given 5 tokens per
-# parameter (3 passes) ended 7 % behind a 1 x 256 given 20; on 90,000 characters the 2 x 256 won
-# with 4 per parameter (38 passes).
+# Rule 2. Fitted on the grid (docs/auto.md, 2-core AMD EPYC): in 2 minutes on 1.5 M characters a
+# 2 x 256 LSTM given 5 tokens per parameter (3 passes) ended 7 % behind a 1 x 256 given 20; on
+# 90,000 characters the 2 x 256 won with 4 per parameter (38 passes); in 10 minutes on 1 M, a
+# 2 x 384 with 5.5 (10 passes) was 1 % ahead of the 2 x 256 this rule picks, and 2.5 % ahead of a
+# 2 x 512 with 1.9 (6 passes). 16 would take the 2 x 384 there, and a 2 x 256 for 2 minutes on The
+# War of the Worlds, 6 % behind a 1 x 256: 20 errs on the side of the smaller model.
 TOKENS_PER_PARAM = 20.0
 # Rule 3. On 90,000 characters a 2 x 384 (21 parameters per character) was no better than a
 # 2 x 256 (10 per character), each at its best dropout.
