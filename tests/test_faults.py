@@ -28,7 +28,8 @@ from charlm.training import Trainer, TrainingDiverged, train
 
 TEXT = "the time traveller for so it will be convenient to speak of him was expounding\n" * 20
 # The book's setup (SGD) on a small file; a text file's default, the auto recipe, is tests/test_auto.py's.
-TINY = ["--recipe", "book", "--num-hiddens", "16", "--batch-size", "4", "--num-steps", "8", "--max-tokens", "-1",
+TINY = ["--recipe", "book", "--num-hiddens", "16",
+        "--batch-size", "4", "--num-steps", "8", "--max-tokens", "-1",
         "--eval-every", "0", "--sample-every", "0", "--device", "cpu"]
 RUN_FILES = {"config.json", "vocab.json", "model.safetensors", "best.safetensors", "trainer.pt",
              "metrics.jsonl", "perplexity.png"}
