@@ -197,7 +197,7 @@ def summary(records: list[dict]) -> str:
         grid = [r for r in runs if "recipe" not in r["settings"]]
         autos = [r for r in runs if r["settings"].get("recipe") == "auto"]
         recipes = [r for r in runs if r["settings"].get("recipe") not in (None, "auto")]
-        best = min(grid + autos, key=lambda r: r["val_bpc"], default=None)
+        best = min(grid, key=lambda r: r["val_bpc"], default=None)
         auto_run, recipe = (autos or [None])[-1], (recipes or [None])[-1]
 
         chose = _point({"settings": auto_run["chosen"]}) if auto_run else "-"

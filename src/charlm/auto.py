@@ -281,7 +281,7 @@ def describe(choice: AutoChoice, config: TrainConfig) -> str:
             f"{'embedding ' + str(model.embedding) if model.embedding else 'one-hot input'}, {dropout}, "
             f"batch {config.batch_size} x {config.num_steps}, {config.optimizer.replace('adamw', 'AdamW')} "
             f"{config.lr:g} with {budget} ({passes} over the text) \N{EM DASH} for {choice.chars:,} {kinds} "
-            f"of text ({choice.vocab_size} distinct) on {where}")
+            f"of text ({choice.vocab_size:,} distinct) on {where}")
 
 
 def _where(device: torch.device, precision: str) -> str:

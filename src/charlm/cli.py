@@ -131,6 +131,10 @@ def _train_parser(parser: argparse.ArgumentParser) -> None:
     from .config import TrainConfig
 
     parser.epilog, parser.formatter_class = EXAMPLES, argparse.RawDescriptionHelpFormatter
+    parser.description = ("The defaults below are the book's. A text file given without --recipe gets the "
+                          "auto recipe instead: raw text, whole, a model sized for the text, this machine "
+                          "and --max-minutes (10), said in one line before training (docs/auto.md); the "
+                          "flags given still win.")
     parser.add_argument("path", nargs="?", metavar="PATH", help="a text file to train on (the same as "
                         "--corpus PATH); with no --recipe, the auto recipe chooses a model for it")
     parser.add_argument("--out", type=Path, metavar="RUN", help="run folder to create (default: "
