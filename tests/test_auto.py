@@ -160,3 +160,12 @@ def test_a_windows_1252_book_trains_evaluates_and_generates_with_no_flag_but_the
     out = capsys.readouterr().out
     assert "\u201c" in load(run).vocab.token_to_idx and load(run).config.encoding == "cp1252"
     assert '"bits_per_character"' in out
+
+
+def test_the_line_names_a_gpu_when_the_speeds_were_measured_on_one(monkeypatch):
+    # no GPU here: the machine is simulated, as tests/test_machine.py does for every hardware branch
+    monkeypatch.setattr(machine, "probe", lambda: machine.Machine(cuda="NVIDIA H200", cuda_bf16=True))
+    config = TrainConfig.of(**{**auto.BASE, "num_hiddens": 1536, "num_layers": 2, "vocab_size": 65})
+    choice = auto.AutoChoice({}, 1_003_854, 65, 9e5, 300.0, 40_000_000, "cuda", "bf16")
+    line = auto.describe(choice, config)
+    assert line.endswith("on NVIDIA H200, cuDNN, bf16") and "CPU" not in line
