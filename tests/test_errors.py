@@ -49,6 +49,8 @@ CLI_ROWS = {
                                        "too short for one batch of batch_size=8 x num_steps=5000"),
     "auto-no-budget": (["train", "book.txt", "--max-minutes", "0"],
                        "--max-minutes 0 leaves the auto recipe no budget to choose a model for: give --epochs"),
+    "auto-and-init-from": (["train", "book.txt", "--recipe", "auto", "--init-from", "charrun"],
+                           "--recipe auto chooses a new model for the text, and --init-from keeps the run's"),
     "train-text-twice": (["train", "book.txt", "--corpus", "timemachine"],
                          "PATH book.txt and --corpus timemachine: give the text once"),
     "option-learning-rate": (["train", "--lr", "0"], "--lr must be > 0, got 0.0"),

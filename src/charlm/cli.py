@@ -302,6 +302,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     _need_out_under_torchrun(args.out)
     recipe = args.recipe or default_recipe(given)
     if recipe == "auto":
+        if "init_from" in given:
+            raise ValueError("--recipe auto chooses a new model for the text, and --init-from keeps the "
+                             "run's model and settings: give one or the other")
         config, choice = auto.configure(given)
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for all
             print(auto.describe(choice, config), flush=True)
