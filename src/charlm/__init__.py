@@ -11,7 +11,7 @@ from .corpora import CORPORA, CorpusError
 from .dataset import Splits, load_corpus, load_splits
 from .evaluation import EvalResult, evaluate_ids
 from .evaluation import evaluate_run as evaluate
-from .generation import GenerateConfig, generate, stream
+from .generation import GenerateConfig, generate, stream, stream_scored
 from .models import RNNLM, ModelConfig, detach_state
 from .text import clean_lines, tokenize
 from .training import TrainResult, resume, train
@@ -44,6 +44,7 @@ __all__ = [
            "random_batches",
            "sequential_batches",
            "stream",
+           "stream_scored",
            "tokenize",
            "resume",
            "train",

@@ -31,6 +31,7 @@ EXAMPLES = """examples:
   charlm resume runs/lstm --epochs 200            go on from where the run stopped
   charlm generate runs/lstm --prefix "time traveller" --num-preds 200 --temperature 0.8
   charlm evaluate runs/lstm --split val
+  charlm serve runs/lstm                          a web page to read, write with and look inside it
   charlm compress book.txt book.chlm              lossless: a byte model learns while it codes
   charlm decompress book.chlm book.txt
 """
@@ -217,6 +218,23 @@ def _decompress_parser(parser: argparse.ArgumentParser) -> None:
     _force_argument(parser)
     parser.add_argument("--model", dest="run", type=Path, action=_Renamed, new="--run",
                         help=argparse.SUPPRESS)
+
+
+def _port(text: str) -> int:
+    port = int(text) if text.isdigit() else -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535 (0: any free port), "
+                                         f"got {text!r}")
+    return port
+
+
+def _serve_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", type=Path, nargs="+", metavar="RUN",
+                        help="run folders to show (r0, r1, ... on the page, in this order)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: 127.0.0.1, this machine only)")
+    parser.add_argument("--port", type=_port, default=8000, help="port; 0 = any free port (default: 8000)")
+    _which_argument(parser)
 
 
 def _force_argument(parser: argparse.ArgumentParser) -> None:
@@ -508,6 +526,38 @@ def _transform(args: argparse.Namespace, verb: str, fn) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import ipaddress
+
+    from .serve import open_server
+
+    try:
+        local = ipaddress.ip_address(args.host).is_loopback
+    except ValueError:
+        if args.host != "localhost":
+            raise ValueError(f"--host {args.host}: give an IP address to listen on, such as 127.0.0.1 "
+                             f"(this machine only) or 0.0.0.0 (every network)") from None
+        local = True
+    try:
+        server = open_server(args.runs, host=args.host, port=args.port, which=args.which)
+    except OSError as err:
+        raise ValueError(f"--port {args.port}: cannot listen on {args.host}:{args.port}: "
+                         f"{err.strerror or err}") from None
+    if not local:
+        logging.getLogger("charlm").warning("charlm: note: --host %s: anyone who can reach this machine "
+                                            "can use the page", args.host)
+    names = ", ".join(f"{key} = {run.path}" for key, run in server.explorer.runs.items())
+    print(f"charlm serve: {server.url}  ({names}; Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    logging.getLogger("charlm").info("stopped")
+    return 0
+
+
 # name: (help, parser builder, command)
 COMMANDS: dict[str, tuple[str, Any, Any]] = {
     "corpora": ("list the named corpora and whether they are available offline", lambda p: None, cmd_corpora),
@@ -518,6 +568,8 @@ COMMANDS: dict[str, tuple[str, Any, Any]] = {
     "resume": ("continue a saved run exactly where it stopped", _resume_parser, cmd_resume),
     "generate": ("write text after a prefix with a trained run", _generate_parser, cmd_generate),
     "evaluate": ("perplexity and bits per token of a run on held-out text", _evaluate_parser, cmd_evaluate),
+    "serve": ("a local web page to read, write with and look inside trained runs", _serve_parser,
+              cmd_serve),
     "compress": ("compress a file losslessly with a language model", _compress_parser, cmd_compress),
     "decompress": ("restore a file from a charlm archive", _decompress_parser, cmd_decompress),
 }

@@ -32,7 +32,7 @@ from .models.scratch import State
 from .text import split_prefix
 from .vocab import Vocab
 
-__all__ = ["GenerateConfig", "generate", "next_token_distribution", "pick", "stream"]
+__all__ = ["GenerateConfig", "Step", "generate", "next_token_distribution", "pick", "stream", "stream_scored"]
 
 
 @dataclass
@@ -214,24 +214,33 @@ def _step(model: RNNLM, inputs: Tensor, state: State, checked: bool = True) -> t
     return logits[:, -1], state
 
 
-def _sample(model: RNNLM, vocab: Vocab, ids: list[int], config: GenerateConfig,
-            device: torch.device) -> Iterator[list[str]]:
-    """The loop itself: warm-up over the whole prefix at once, then one token per step."""
+def _picks(model: RNNLM, ids: list[int], config: GenerateConfig,
+           device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
+    """The loop itself in Python: warm-up over the whole prefix at once, then one token per step;
+    yields the ids chosen ``(N,)`` and the logits ``(N, V)`` they were drawn from."""
     n = config.num_samples
     generator = None if config.is_greedy else _new_generator(device, config.seed)
     prefix = torch.tensor(ids, dtype=torch.int64, device=device).expand(n, -1)  # (T,) -> (N, T)
-    state = model.begin_state(n, device=device)
-    if config.is_greedy and decoding.usable(model):  # the whole loop in C++, warm-up included
-        yield from _greedy_in_kernels(model, vocab, prefix, state, config.num_preds)
-        return
     # Warm-up (d2l §8.5.4): the book feeds the prefix one token at a time and discards the
     # predictions; one call over the whole prefix computes the same state, faster.
-    logits, state = _step(model, prefix, state)
+    logits, state = _step(model, prefix, model.begin_state(n, device=device))
     for i in range(config.num_preds):
         chosen = pick(logits, config, generator=generator)  # (N,)
-        yield vocab.to_tokens(chosen.tolist())
+        yield chosen, logits
         if i + 1 < config.num_preds:  # feed the choice back with the carried state
             logits, state = _step(model, chosen[:, None], state, checked=False)  # (N,) -> (N, 1)
+
+
+def _sample(model: RNNLM, vocab: Vocab, ids: list[int], config: GenerateConfig,
+            device: torch.device) -> Iterator[list[str]]:
+    """The tokens of :func:`_picks`, or of the same loop in C++ for greedy picks where it runs."""
+    if config.is_greedy and decoding.usable(model):  # the whole loop in C++, warm-up included
+        prefix = torch.tensor(ids, dtype=torch.int64, device=device).expand(config.num_samples, -1)
+        state = model.begin_state(config.num_samples, device=device)
+        yield from _greedy_in_kernels(model, vocab, prefix, state, config.num_preds)
+        return
+    for chosen, _ in _picks(model, ids, config, device):
+        yield vocab.to_tokens(chosen.tolist())
 
 
 def _beam_search(model: RNNLM, vocab: Vocab, ids: list[int], config: GenerateConfig,
@@ -290,10 +299,9 @@ def _greedy_in_kernels(model: RNNLM, vocab: Vocab, prefix: Tensor, state: State,
             yield vocab.to_tokens(row)
 
 
-def _start(model: RNNLM, vocab: Vocab, prefix: str, config: GenerateConfig | None, token: str,
-           device: torch.device | str | None, stacklevel: int) -> Iterator[list[str]]:
-    """Check everything up front (so errors come at the call, not at the first ``next``), then loop."""
-    config = GenerateConfig() if config is None else config
+def _checked_ids(model: RNNLM, vocab: Vocab, prefix: str, config: GenerateConfig, token: str,
+                 stacklevel: int) -> list[int]:
+    """Check everything up front (so errors come at the call, not at the first ``next``); the prefix ids."""
     if not model.can_generate:
         raise ValueError("this model is bidirectional: its prediction at each step has seen the next "
                          "token, so it cannot generate text left to right (d2l §9.4); train a "
@@ -305,29 +313,108 @@ def _start(model: RNNLM, vocab: Vocab, prefix: str, config: GenerateConfig | Non
     if config.beam > len(vocab):
         raise ValueError(f"--beam {config.beam} is wider than the vocabulary ({len(vocab)} tokens): each "
                          f"step has at most {len(vocab)} ways to go on from one text")
+    return ids
+
+
+def _start(model: RNNLM, vocab: Vocab, prefix: str, config: GenerateConfig | None, token: str,
+           device: torch.device | str | None, stacklevel: int) -> Iterator[list[str]]:
+    config = GenerateConfig() if config is None else config
+    ids = _checked_ids(model, vocab, prefix, config, token, stacklevel + 1)
     search = _beam_search if config.beam else _sample
     steps = search(model, vocab, ids, config, _resolve_device(model, device))
-    return steps if config.stop is None else _until(steps, config.stop, config.num_samples, token)
+    if config.stop is None:
+        return steps
+    return _until(steps, _Stopper(config.stop, config.num_samples, token))
 
 
-def _until(steps: Iterator[list[str]], stop: str, n: int, token: str) -> Iterator[list[str]]:
-    """Each sample's tokens up to and including the one that completes `stop`, then "" for it; the
-    loop ends when every sample has stopped. Only the last ``len(stop)`` characters of each sample
-    are kept to look for it."""
-    sep = " " if token == "word" else ""
-    tails, done = [""] * n, [False] * n
+def _until(steps: Iterator[list[str]], stopper: _Stopper) -> Iterator[list[str]]:
+    """The steps through `stopper`; the loop ends (nothing more is computed) once all have stopped."""
     for step in steps:
+        yield stopper(step)
+        if stopper.finished:
+            return
+
+
+class _Stopper:
+    """Each sample's tokens up to and including the one that completes `stop`, then "" for it;
+    ``finished`` once every sample has stopped. Only the last ``len(stop)`` characters of each
+    sample are kept to look for it."""
+
+    def __init__(self, stop: str, n: int, token: str) -> None:
+        self.stop, self.sep = stop, " " if token == "word" else ""
+        self.tails, self.done = [""] * n, [False] * n
+
+    @property
+    def finished(self) -> bool:
+        return all(self.done)
+
+    def __call__(self, step: list[str]) -> list[str]:
         out = []
         for i, tok in enumerate(step):
-            if done[i]:
+            if self.done[i]:
                 out.append("")
                 continue
-            seen = tails[i] + (sep if tails[i] else "") + tok
-            done[i] = stop in seen
-            tails[i] = seen[-len(stop):]
+            seen = self.tails[i] + (self.sep if self.tails[i] else "") + tok
+            self.done[i] = self.stop in seen
+            self.tails[i] = seen[-len(self.stop):]
             out.append(tok)
-        yield out
-        if all(done):
+        return out
+
+
+@dataclass
+class Step:
+    """One step of :func:`stream_scored`: a new token per sample ("" once a sample has met its
+    ``stop``), the model's probability of it (its own softmax, before temperature or any filter;
+    NaN once stopped), and its ``top`` likeliest tokens there with their probabilities."""
+
+    tokens: list[str]
+    probs: list[float]
+    top_tokens: list[list[str]]
+    top_probs: list[list[float]]
+
+
+def _scored(model: RNNLM, vocab: Vocab, ids: list[int], config: GenerateConfig, top: int,
+            device: torch.device) -> Iterator[Step]:
+    for chosen, logits in _picks(model, ids, config, device):
+        probs = torch.softmax(logits.float(), dim=-1)  # (N, V)
+        chosen_probs = probs.gather(1, chosen[:, None])[:, 0]
+        top_probs, top_ids = torch.topk(probs, min(top, probs.shape[1]), dim=-1)
+        yield Step(vocab.to_tokens(chosen.tolist()), chosen_probs.tolist(),
+                   [vocab.to_tokens(row) for row in top_ids.tolist()], top_probs.tolist())
+
+
+def stream_scored(model: RNNLM, vocab: Vocab, prefix: str, config: GenerateConfig | None = None, *,
+                  top: int = 5, token: str = "char", device: torch.device | str | None = None
+                  ) -> Iterator[Step]:
+    """:func:`stream` with what the model thought at each step: yields one :class:`Step` per token.
+
+    The tokens are exactly those :func:`stream` and :func:`generate` give for the same arguments
+    and seed (the same draws from the same distributions). Beam search keeps several texts and
+    picks among them only at the end, so it has no step to report: ``config.beam`` must be 0.
+
+    Example::
+
+        for step in stream_scored(model, vocab, "the ", GenerateConfig(num_preds=3, seed=0)):
+            step.tokens, step.probs   # (['t'], [0.41]), (['i'], [0.12]), (['m'], [0.83])
+    """
+    config = GenerateConfig() if config is None else config
+    if config.beam:
+        raise ValueError("--beam searches for the likeliest texts and picks among them only at the end: "
+                         "there is no step to score; sample or use --greedy")
+    if top < 1:
+        raise ValueError(f"top must be >= 1, got {top}")
+    ids = _checked_ids(model, vocab, prefix, config, token, stacklevel=2)
+    steps = _scored(model, vocab, ids, config, top, _resolve_device(model, device))
+    return steps if config.stop is None else _scored_until(steps, _Stopper(config.stop, config.num_samples,
+                                                                            token))
+
+
+def _scored_until(steps: Iterator[Step], stopper: _Stopper) -> Iterator[Step]:
+    for step in steps:
+        tokens = stopper(step.tokens)
+        yield Step(tokens, [p if t else math.nan for t, p in zip(tokens, step.probs)], step.top_tokens,
+                   step.top_probs)
+        if stopper.finished:
             return
 
 

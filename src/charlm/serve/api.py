@@ -1,0 +1,315 @@
+"""The explorer's answers: each endpoint a function from a request body (a dict) to a JSON-ready dict.
+
+Nothing here knows HTTP: :mod:`.server` checks who asks and how, then calls these. Every value a
+client sends is checked here against its type and its cap, and a bad one is an :class:`ApiError`
+with the status to answer and one line saying what to change. The analysis itself is
+:mod:`charlm.inspect` and :func:`charlm.generation.stream_scored`.
+"""
+
+from __future__ import annotations
+
+import bz2
+import hashlib
+import json
+import lzma
+import math
+import secrets
+import warnings
+import zlib
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+
+from .. import inspect
+from ..checkpoint import Run
+from ..generation import GenerateConfig, stream_scored
+from ..models.config import FROM_SCRATCH
+
+
+class ApiError(Exception):
+    """A request the explorer cannot answer: the HTTP ``status`` and one line for the user."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps on what one request may ask, so that no request holds the model for long."""
+
+    max_text: int = 20_000  # characters of a text to read (10,000 take about a second on 2 cores)
+    max_preds: int = 5_000  # tokens one generation may ask for
+    max_samples: int = 8  # samples generated side by side
+    max_top: int = 50  # alternatives shown at a position
+    max_units: int = 100  # units one search ranks
+
+
+def _get(body: dict, name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+    """`body[name]`, which must be of `kind` (an int is not a bool here); `default` if absent."""
+    if name not in body or body[name] is None:
+        if default is ...:
+            raise ApiError(400, f"the request needs {name!r}")
+        return default
+    value = body[name]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        names = " or ".join(k.__name__ for k in kinds)
+        raise ApiError(400, f"{name!r} must be {names}, got {json.dumps(value)[:40]}")
+    return value
+
+
+def _capped(body: dict, name: str, default: int, low: int, high: int) -> int:
+    value = _get(body, name, int, default)
+    if not low <= value <= high:
+        raise ApiError(400 if value < low else 413, f"{name!r} must be from {low} to {high}, got {value}")
+    return value
+
+
+class Explorer:
+    """The runs a server shows, fixed when it starts (``r0``, ``r1``, ... in order), and its answers."""
+
+    def __init__(self, runs: list[Run], limits: Limits = Limits()) -> None:
+        self.runs = {f"r{i}": run for i, run in enumerate(runs)}
+        self.limits = limits
+        self._traces: OrderedDict[tuple, tuple[inspect.Reading, inspect.Trace]] = OrderedDict()
+
+    # ---- what a request names ----
+
+    def run(self, body: dict, name: str = "run") -> tuple[str, Run]:
+        key = _get(body, name, str)
+        if key not in self.runs:
+            raise ApiError(404, f"no run {key[:20]!r}: this server shows {', '.join(self.runs)}")
+        return key, self.runs[key]
+
+    def text(self, body: dict, run: Run, name: str = "text", at_least: int = 2) -> inspect.Reading:
+        text = _get(body, name, str)
+        if len(text) > self.limits.max_text:
+            raise ApiError(413, f"the text has {len(text):,} characters; the explorer reads at most "
+                                f"{self.limits.max_text:,} at a time")
+        reading = inspect.read(run, text)
+        if len(reading.tokens) < at_least:
+            raise ApiError(400, f"the text gives {len(reading.tokens)} token(s) as this run reads text; "
+                                f"at least {at_least} are needed")
+        return reading
+
+    def _trace(self, key: str, run: Run, reading: inspect.Reading) -> inspect.Trace:
+        """The trace of a text, kept for the last few texts: a unit search or a unit's values after
+        an analysis of the same text cost no second pass over the model."""
+        cache_key = (key, hashlib.sha256(reading.ids.numpy().tobytes()).hexdigest())
+        if cache_key not in self._traces:
+            self._traces[cache_key] = (reading, inspect.trace(run.model, reading.ids))
+            while len(self._traces) > 2:
+                self._traces.popitem(last=False)
+        self._traces.move_to_end(cache_key)
+        return self._traces[cache_key][1]
+
+    # ---- the endpoints ----
+
+    def runs_info(self) -> dict:
+        return {"runs": [_describe(key, run) for key, run in self.runs.items()],
+                "limits": {f.name: getattr(self.limits, f.name) for f in fields(self.limits)},
+                "presets": list(inspect.PRESETS)}
+
+    def metrics(self, key: str) -> dict:
+        if key not in self.runs:
+            raise ApiError(404, f"no run {key[:20]!r}: this server shows {', '.join(self.runs)}")
+        return {"records": _metrics(self.runs[key])}
+
+    def analyze(self, body: dict) -> dict:
+        _, run = self.run(body)
+        reading = self.text(body, run)
+        top = _capped(body, "top", 5, 1, self.limits.max_top)
+        scores = inspect.score(run.model, reading.ids, top=top)
+        return {**_reading_json(reading), **_scores_json(scores),
+                "bpc": scores.bits_per_token, "num_predicted": len(scores.bits),
+                "summary": _summary(reading, scores)}
+
+    def next(self, body: dict) -> dict:
+        _, run = self.run(body)
+        if not run.model.can_generate:
+            raise ApiError(400, "this run is bidirectional: it has seen the next token, so it cannot "
+                                "say what comes next")
+        reading = self.text(body, run, at_least=1)
+        ids, probs = inspect.next_tokens(run.model, reading.ids, top=_capped(body, "top", 10, 1,
+                                                                             self.limits.max_top))
+        return {"tokens": run.vocab.to_tokens(ids.tolist()), "probs": probs.tolist()}
+
+    def units(self, body: dict) -> dict:
+        key, run = self.run(body)
+        reading = self.text(body, run)
+        trace = self._trace(key, run, reading)
+        layer, kind = _get(body, "layer", int), _get(body, "kind", str)
+        try:
+            values = trace.column(layer, kind, _get(body, "unit", int))
+        except ValueError as err:
+            raise ApiError(400, str(err)) from None
+        return {"values": _rounded(values), "top": inspect.top_positions(values, count=12)}
+
+    def search(self, body: dict) -> dict:
+        key, run = self.run(body)
+        reading = self.text(body, run)
+        mask = _mask(body, reading)
+        limit = _capped(body, "limit", 20, 1, self.limits.max_units)
+        trace = self._trace(key, run, reading)
+        kinds = _get(body, "kinds", list, ["h", "c"])
+        try:
+            ranked = inspect.rank_units(trace, mask, limit=trace.values.shape[1])
+        except ValueError as err:
+            raise ApiError(400, str(err)) from None
+        found = []
+        for r in ranked:
+            layer, kind, unit = trace.unit(r.index)
+            if kind in kinds:
+                found.append({"layer": layer, "kind": kind, "unit": unit, "score": r.score,
+                              "mean_in": r.mean_in, "mean_out": r.mean_out})
+            if len(found) == limit:
+                break
+        return {"mask": mask.int().tolist(), "marked": int(mask.sum()), "units": found}
+
+    def compare(self, body: dict) -> dict:
+        keys = _get(body, "runs", list)
+        if len(keys) != 2:
+            raise ApiError(400, f"'runs' must name two runs to compare, got {len(keys)}")
+        runs = [self.run({"run": k})[1] for k in keys]
+        readings = [self.text(body, run) for run in runs]
+        if readings[0].tokens != readings[1].tokens:
+            raise ApiError(400, "the two runs read this text differently (their cleaning or tokens "
+                                "differ), so their scores do not line up; compare runs that read text alike")
+        scores = [inspect.score(run.model, r.ids, top=1) for run, r in zip(runs, readings)]
+        diff = scores[0].bits - scores[1].bits
+        largest = torch.topk(diff.abs(), min(12, len(diff))).indices + 1  # scored position t is row t - 1
+        return {"tokens": readings[0].tokens, "bits": [[None] + _rounded(s.bits) for s in scores],
+                "bpc": [s.bits_per_token for s in scores], "largest": largest.tolist()}
+
+    def generate(self, body: dict) -> tuple[dict, Iterator]:
+        """The first line of a generation (the seed it uses, notes) and its steps, checked up front."""
+        _, run = self.run(body)
+        prefix = _get(body, "prefix", str)
+        if len(prefix) > self.limits.max_text:
+            raise ApiError(413, f"the prefix has {len(prefix):,} characters; at most "
+                                f"{self.limits.max_text:,}")
+        config = _generate_config(body, self.limits)
+        with warnings.catch_warnings(record=True) as caught:  # safe: one computation runs at a time
+            warnings.simplefilter("always")
+            try:
+                steps = stream_scored(run.model, run.vocab, prefix, config, token=run.token)
+            except ValueError as err:
+                raise ApiError(400, str(err)) from None
+        return {"seed": config.seed, "notes": [str(w.message) for w in caught]}, steps
+
+
+def _generate_config(body: dict, limits: Limits) -> GenerateConfig:
+    seed = _get(body, "seed", int, None)
+    settings = {
+        "num_preds": _capped(body, "num_preds", 200, 1, limits.max_preds),
+        "num_samples": _capped(body, "num_samples", 1, 1, limits.max_samples),
+        "temperature": float(_get(body, "temperature", (int, float), 1.0)),
+        "top_k": _capped(body, "top_k", 0, 0, 1_000_000),
+        "top_p": float(_get(body, "top_p", (int, float), 1.0)),
+        "greedy": _get(body, "greedy", bool, False),
+        # A seed is always used, so that what the page shows can be replayed.
+        "seed": secrets.randbits(31) if seed is None else seed,
+    }
+    try:
+        return GenerateConfig(**settings)
+    except ValueError as err:
+        raise ApiError(400, str(err)) from None
+
+
+def _mask(body: dict, reading: inspect.Reading) -> torch.Tensor:
+    how = _get(body, "mask", dict)
+    if len(how) != 1 or next(iter(how)) not in ("preset", "regex", "spans"):
+        raise ApiError(400, "'mask' must be one of {\"preset\": NAME}, {\"regex\": PATTERN} and "
+                            "{\"spans\": [[start, end], ...]}")
+    name, value = next(iter(how.items()))
+    if name == "spans":
+        value = _get(how, "spans", list)
+        if not all(isinstance(s, list) and len(s) == 2 and all(isinstance(x, int) and not isinstance(x, bool)
+                                                              for x in s) for s in value):
+            raise ApiError(400, "'spans' must be a list of [start, end] token positions")
+        value = [tuple(s) for s in value]
+    elif not isinstance(value, str) or (name == "regex" and len(value) > 200):
+        raise ApiError(400, f"{name!r} must be a string" + (" of at most 200 characters" if name == "regex"
+                                                             else ""))
+    try:
+        return inspect.mask_of(reading, **{name: value})
+    except ValueError as err:
+        raise ApiError(400, str(err)) from None
+
+
+def _describe(key: str, run: Run) -> dict:
+    c = run.model.config
+    kinds = ("h", "c") if c.cell == "lstm" else ("h",)
+    return {"id": key, "name": run.path.name, "cell": c.cell, "impl": c.impl,
+            "num_layers": c.num_layers, "num_hiddens": c.num_hiddens, "bidirectional": c.bidirectional,
+            "can_generate": run.model.can_generate, "token": run.token,
+            "clean": run.config.clean if run.config is not None else "d2l",
+            "vocab": run.vocab.idx_to_token, "weights": run.weights,
+            "from_scratch": c.impl in FROM_SCRATCH,
+            "num_params": sum(p.numel() for p in run.model.parameters()),
+            "layers": [{"layer": layer, "kind": kind, "size": c.num_hiddens * c.num_directions}
+                       for layer in range(c.num_layers) for kind in kinds]}
+
+
+def _metrics(run: Run) -> list[dict]:
+    """The records of the run's metrics.jsonl as it is now (a run still training grows it)."""
+    path = run.path / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line being written
+        if isinstance(record, dict):
+            records.append({k: v for k, v in record.items() if not isinstance(v, float) or math.isfinite(v)})
+    return records
+
+
+def _rounded(values: torch.Tensor, places: int = 4) -> list[float]:
+    """Values for the page, to `places` decimals: a tenth of the bytes of full floats in the JSON."""
+    return (values.double() * 10 ** places).round().div(10 ** places).tolist()
+
+
+def _reading_json(reading: inspect.Reading) -> dict:
+    return {"tokens": reading.tokens, "ids": reading.ids.tolist(), "cleaned": reading.cleaned,
+            "unknown": reading.unknown}
+
+
+def _scores_json(scores: inspect.Scores) -> dict:
+    return {"bits": [None] + _rounded(scores.bits), "probs": [None] + _rounded(scores.probs, 5),
+            "ranks": [None] + scores.ranks.tolist(), "top_ids": [None] + scores.top_ids.tolist(),
+            "top_probs": [None] + _rounded(scores.top_probs, 5)}
+
+
+def _token_class(token: str) -> str:
+    if len(token) != 1:
+        return "word"
+    if token.isspace():
+        return "space"
+    if token.isdigit():
+        return "digit"
+    if token.isalpha():
+        return "capital" if token.isupper() else "letter"
+    return "punctuation"
+
+
+def _summary(reading: inspect.Reading, scores: inspect.Scores) -> dict:
+    """Where the bits go: by kind of token, the costliest positions, and what general-purpose
+    compressors need for the same text (bits per token of its UTF-8 bytes, compressed)."""
+    classes: dict[str, list[float]] = {}
+    for token, b in zip(reading.tokens[1:], scores.bits.tolist()):
+        classes.setdefault(_token_class(token), []).append(b)
+    by_class = {name: {"count": len(v), "bpc": sum(v) / len(v)} for name, v in sorted(classes.items())}
+    costliest = (torch.topk(scores.bits, min(10, len(scores.bits))).indices + 1).tolist()
+    data = reading.separator.join(reading.tokens).encode("utf-8")
+    n = len(reading.tokens)
+    baselines = {"zlib": zlib.compress(data, 9), "bz2": bz2.compress(data, 9),
+                 "lzma": lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)}
+    return {"by_class": by_class, "costliest": costliest,
+            "baselines": {name: 8 * len(blob) / n for name, blob in baselines.items()}}
