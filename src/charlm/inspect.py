@@ -265,7 +265,7 @@ def _inside(text: str, opening: str, closing: str) -> list[bool]:
     for ch in text:
         if ch == closing and depth > 0 and (opening != closing or depth == 1):
             depth -= 1
-            marked.append(False)
+            marked.append(depth > 0)  # the closing mark of a nested pair is inside the outer one
             continue
         marked.append(depth > 0)
         if ch == opening:
