@@ -74,6 +74,17 @@ def test_each_position_has_the_models_softmax_its_rank_and_top_k(runs):
     assert torch.equal(scores.ranks == 1, first_choice)
 
 
+@pytest.mark.parametrize("kind", [("lstm", "builtin"), ("gru", "scratch")], ids="-".join)
+def test_scores_from_a_trace_are_the_scores_of_a_second_pass(runs, kind):
+    run = runs[kind]
+    ids = ins.read(run, TEXT[:400]).ids
+    direct, traced = ins.score(run.model, ids), ins.score(run.model, ids, trace=ins.trace(run.model, ids))
+    torch.testing.assert_close(traced.bits, direct.bits, rtol=1e-4, atol=1e-4)
+    assert torch.equal(traced.top_ids, direct.top_ids) and torch.equal(traced.ranks, direct.ranks)
+    with pytest.raises(ValueError, match="trace the same ids"):
+        ins.score(run.model, ids[:-1], trace=ins.trace(run.model, ids))
+
+
 def test_a_text_of_one_token_has_nothing_to_score(runs):
     with pytest.raises(ValueError, match="at least 2 are needed"):
         ins.score(runs[("rnn", "builtin")].model, torch.tensor([3]))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +26,7 @@ from torch import Tensor, nn
 
 from .checkpoint import Run
 from .models import RNNLM, evaluating
+from .models.config import FROM_SCRATCH
 from .text import clean_lines, flatten, tokenize
 
 __all__ = ["PRESETS", "Reading", "Scores", "Trace", "mask_of", "next_tokens", "rank_units", "read",
@@ -80,26 +82,50 @@ class Scores:
         return float(self.bits.double().mean())
 
 
-def score(model: RNNLM, ids: Tensor, *, top: int = 5, num_steps: int = 1024) -> Scores:
+def score(model: RNNLM, ids: Tensor, *, top: int = 5, num_steps: int = 1024,
+          trace: Trace | None = None) -> Scores:
     """Score every token of `ids` (1-D, at least 2) from the ones before it, from a zero state, in
-    chunks of `num_steps` with the state carried (the same sums as :func:`~charlm.evaluate_ids`)."""
+    chunks of `num_steps` with the state carried (the same sums as :func:`~charlm.evaluate_ids`).
+    Given the `trace` of the same ids, the logits come from its last layer's ``h`` through the output
+    layer instead, with no second pass over the recurrence."""
     if len(ids) < 2:
         raise ValueError(f"a text of {len(ids)} token(s) has nothing to score: at least 2 are needed")
     top = min(top, model.config.vocab_size)
     device = next(model.parameters()).device
     X, Y = ids[:-1].to(device)[None], ids[1:].to(device)  # (1, T-1) inputs, (T-1,) targets
-    parts, state = [], model.begin_state(1, device)
+    parts = []
     with evaluating(model):
-        for start in range(0, X.shape[1], num_steps):
-            logits, state = model(X[:, start:start + num_steps], state)
-            logp = torch.log_softmax(logits[0].float(), dim=-1)  # (steps, V)
-            target = Y[start:start + num_steps, None]
+        for start, logits in _chunk_logits(model, X, num_steps, trace):
+            logp = torch.log_softmax(logits.float(), dim=-1)  # (steps, V)
+            target = Y[start:start + len(logp), None]
             actual = logp.gather(1, target)  # (steps, 1)
             rank = (logp > actual).sum(dim=1) + 1  # how many tokens the model preferred, plus one
             top_logp, top_ids = torch.topk(logp, top, dim=-1)
             parts.append((actual[:, 0], rank, top_ids, top_logp))
     actual, ranks, top_ids, top_logp = (torch.cat(p) for p in zip(*parts))
     return Scores(-actual / math.log(2), actual.exp(), ranks, top_ids, top_logp.exp())
+
+
+def _chunk_logits(model: RNNLM, X: Tensor, num_steps: int,
+                  trace: Trace | None) -> Iterator[tuple[int, Tensor]]:
+    """(start, logits (steps, V)) of the inputs ``X (1, T)``, chunk by chunk."""
+    if trace is None:
+        state = model.begin_state(1, X.device)
+        for start in range(0, X.shape[1], num_steps):
+            logits, state = model(X[:, start:start + num_steps], state)
+            yield start, logits[0]
+        return
+    if trace.values.shape[0] != X.shape[1] + 1:
+        raise ValueError(f"the trace has {trace.values.shape[0]} positions but the text "
+                         f"{X.shape[1] + 1}: trace the same ids")
+    last = trace.block(model.config.num_layers - 1, "h")
+    H = trace.values[:-1, last.start:last.start + last.size]  # (T-1, D*H): what predicts each next token
+    if model.config.impl in FROM_SCRATCH:
+        W, b = model.W_hq, model.b_q
+    else:
+        W, b = model.output.weight.T, model.output.bias
+    for start in range(0, len(H), num_steps):
+        yield start, torch.addmm(b.float(), H[start:start + num_steps], W.float())
 
 
 def next_tokens(model: RNNLM, ids: Tensor, *, top: int = 10) -> tuple[Tensor, Tensor]:
@@ -186,16 +212,40 @@ def _cells(X: Tensor, H: Tensor, W_x: Tensor, b: Tensor, W_h: Tensor) -> Tensor:
     elementwise recurrence ``C_t = F_t * C_{t-1} + I_t * C_tilde_t`` (d2l eq. 9.2.3) from ``C_0 = 0``."""
     n = H.shape[-1]
     H_prev = torch.cat([torch.zeros_like(H[:1]), H[:-1]])
+    W_x, b, W_h = W_x[:, :3 * n], b[:3 * n], W_h[:, :3 * n]  # I, F and C_tilde; O is not needed
     source = nnf.embedding(X, W_x) if not X.is_floating_point() else X @ W_x
-    gates = source + b + H_prev @ W_h  # (T, B, 4n)
+    gates = source + b + H_prev @ W_h  # (T, B, 3n)
     I, F = torch.sigmoid(gates[..., :n]), torch.sigmoid(gates[..., n:2 * n])
     fresh = I * torch.tanh(gates[..., 2 * n:3 * n])  # I_t * C_tilde_t
-    C = torch.empty_like(H)
-    c = torch.zeros_like(H[0])
-    for t in range(len(H)):
-        c = torch.addcmul(fresh[t], F[t], c)
-        C[t] = c
-    return C
+    return _linear_scan(F, fresh)
+
+
+def _linear_scan(F: Tensor, U: Tensor, block: int = 64) -> Tensor:
+    """``C_t = F_t * C_{t-1} + U_t`` from ``C_{-1} = 0`` for ``F, U (T, ...)``, in about ``block + T / block``
+    tensor operations rather than ``T``: within each block of steps, the products of the gates and the
+    partial sums from a zero start are formed for all blocks at once; then each block's start is
+    carried from the end of the one before. Only products of gates in (0, 1) are formed, so nothing
+    overflows, and a product that underflows to 0 is the right limit.
+
+    >>> _linear_scan(torch.tensor([0.5, 0.5, 0.5]), torch.tensor([1.0, 1.0, 1.0]))
+    tensor([1.0000, 1.5000, 1.7500])
+    """
+    T = F.shape[0]
+    pad = (-T) % block
+    if pad:  # F = 1, U = 0 past the end changes nothing before it
+        F = torch.cat([F, F.new_ones((pad, *F.shape[1:]))])
+        U = torch.cat([U, U.new_zeros((pad, *U.shape[1:]))])
+    Fb, Ub = F.view(-1, block, *F.shape[1:]), U.view(-1, block, *U.shape[1:])  # (blocks, block, ...)
+    A, B = torch.empty_like(Fb), torch.empty_like(Ub)  # C within a block = A * (C before it) + B
+    A[:, 0], B[:, 0] = Fb[:, 0], Ub[:, 0]
+    for k in range(1, block):
+        A[:, k] = A[:, k - 1] * Fb[:, k]
+        B[:, k] = torch.addcmul(Ub[:, k], Fb[:, k], B[:, k - 1])
+    starts = torch.zeros_like(Ub[:, 0])  # (blocks, ...): C just before each block
+    for b in range(1, len(starts)):
+        starts[b] = torch.addcmul(B[b - 1, -1], A[b - 1, -1], starts[b - 1])
+    C = torch.addcmul(B, A, starts[:, None])
+    return C.reshape(-1, *F.shape[1:])[:T]
 
 
 def _cells_of(model: RNNLM, X: Tensor, H: Tensor, layer: int, direction: int) -> Tensor:

@@ -120,10 +120,12 @@ class Explorer:
         return {"records": _metrics(self.runs[key])}
 
     def analyze(self, body: dict) -> dict:
-        _, run = self.run(body)
+        key, run = self.run(body)
         reading = self.text(body, run)
         top = _capped(body, "top", 5, 1, self.limits.max_top)
-        scores = inspect.score(run.model, reading.ids, top=top)
+        # With the hidden states wanted too (the Neurons view), one pass gives both.
+        trace = self._trace(key, run, reading) if _get(body, "states", bool, False) else None
+        scores = inspect.score(run.model, reading.ids, top=top, trace=trace)
         return {**_reading_json(reading), **_scores_json(scores),
                 "bpc": scores.bits_per_token, "num_predicted": len(scores.bits),
                 "summary": _summary(reading, scores)}
