@@ -28,8 +28,9 @@ def make_run(folder: Path, *, cell: str = "lstm", text: str = TEXT, **changes) -
 
 
 def plant_vowel_unit(run_dir: Path, layer: int = 0, unit: int = 3) -> None:
-    """Rewire one unit of a trained builtin run to fire on vowels (h near 0.76 for the LSTM, +1 for the others) and not elsewhere:
-    every gate of it opens on vowel tokens and shuts on the rest, whatever the state before.
+    """Rewire one unit of a trained builtin run to fire on vowels and not elsewhere (h near 0.76 for
+    the LSTM, +1 for the others): every gate of it opens on vowel tokens and shuts on the rest,
+    whatever the state before.
     Written into both weights files, so `load` finds it whichever it reads."""
     run = load(run_dir)
     core, vocab = run.model.core, run.vocab

@@ -224,11 +224,21 @@ def _picks(model: RNNLM, ids: list[int], config: GenerateConfig,
     # Warm-up (d2l §8.5.4): the book feeds the prefix one token at a time and discards the
     # predictions; one call over the whole prefix computes the same state, faster.
     logits, state = _step(model, prefix, model.begin_state(n, device=device))
+    # Then one token at a time: in C++ where the kernels run (a fifth of a step's time is Python's
+    # own around torch's calls), the same equations otherwise.
+    step = _kernel_step if decoding.usable(model) else _step
     for i in range(config.num_preds):
         chosen = pick(logits, config, generator=generator)  # (N,)
         yield chosen, logits
         if i + 1 < config.num_preds:  # feed the choice back with the carried state
-            logits, state = _step(model, chosen[:, None], state, checked=False)  # (N,) -> (N, 1)
+            logits, state = step(model, chosen[:, None], state, checked=False)  # (N,) -> (N, 1)
+
+
+def _kernel_step(model: RNNLM, inputs: Tensor, state: State, checked: bool = False) -> tuple[Tensor, State]:
+    """:func:`_step` for one token per stream ``(N, 1)`` as a warm-up of one step in the C++ loop."""
+    with torch.inference_mode():
+        _, logits, state = decoding.greedy(model, state, 0, feed_last=False, prefix=inputs)
+    return logits, state
 
 
 def _sample(model: RNNLM, vocab: Vocab, ids: list[int], config: GenerateConfig,

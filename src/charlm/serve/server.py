@@ -31,6 +31,7 @@ from ..checkpoint import load
 from .api import ApiError, Explorer, Limits
 
 MAX_BODY = 1_000_000  # bytes of a request body
+DRAIN = 16 * MAX_BODY  # a bigger body than this is not even read to be refused
 QUEUE = 4  # requests that may wait for the model; one more is answered 429
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
           "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
@@ -172,6 +173,7 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             return self._error(411, "the request needs a Content-Length")
         if not 0 <= length <= MAX_BODY:
+            self._discard(length)
             return self._error(413, f"the request has {length:,} bytes; at most {MAX_BODY:,}")
         try:
             body = json.loads(self.rfile.read(length).decode("utf-8"))
@@ -180,6 +182,13 @@ class Handler(BaseHTTPRequestHandler):
         if not isinstance(body, dict):
             return self._error(400, "the request must be a JSON object")
         return body
+
+    def _discard(self, length: int) -> None:
+        """Read and drop a refused body of modest size, so that the client, still sending it, gets
+        the answer rather than a broken connection; a huge one is cut off instead."""
+        if 0 < length <= DRAIN:
+            while length > 0:
+                length -= len(self.rfile.read(min(length, 65536)) or b"x" * length)
 
     def _answer(self, work, *, compute: bool = False) -> None:
         """Answer with what `work()` returns; `compute`: it runs the model, so it waits its turn."""
@@ -209,10 +218,12 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         try:
             self._chunk(first)
+            seconds = 0.0  # the first chunk is the first token alone: it reaches the page at once
             while True:
                 try:
                     with self.server.gate.turn():
-                        line = _take(steps, CHUNK_SECONDS)
+                        line = _take(steps, seconds)
+                    seconds = CHUNK_SECONDS
                 except ApiError as err:
                     line = {"error": str(err)}
                 if line is None:
@@ -236,8 +247,7 @@ POSTS = {"/api/analyze": "analyze", "/api/next": "next", "/api/generate": "gener
 
 
 def _take(steps: Iterator, seconds: float) -> dict | None:
-    """The steps computed within `seconds` (at least one) as one line; None when there are none left.
-    The first chunk is a single step, so the first character reaches the page at once."""
+    """The steps computed within `seconds` (at least one) as one line; None when there are none left."""
     tokens: list[list[str]] | None = None
     probs: list[list[float]] = []
     deadline = time.perf_counter() + seconds
