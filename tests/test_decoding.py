@@ -78,6 +78,11 @@ def test_the_kernel_loop_computes_the_models_logits_and_state(options):
         torch.testing.assert_close(got, want)
     picks_before = torch.cat([logits[None], all_logits.transpose(0, 1)[:-1]]).argmax(-1)  # (20, 2)
     torch.testing.assert_close(ids, picks_before)
+    with torch.inference_mode():  # the scored loop: the same picks, and the logits each was made from
+        scored_ids, step_logits, _, _ = decoding.greedy_scored(model, state, 20, feed_last=True,
+                                                               logits=logits)
+    assert torch.equal(scored_ids, ids)
+    torch.testing.assert_close(step_logits, torch.cat([logits[None], all_logits.transpose(0, 1)[:-1]]))
 
 
 def test_float32_and_bfloat16_models_generate_on_the_kernels_too():
@@ -127,10 +132,11 @@ def test_generate_and_stream_use_the_kernel_loop_one_chunk_per_64_tokens(monkeyp
     monkeypatch.setattr(decoding, "greedy", spy)
     model = _model(cell="gru")
     generate(model, Vocab(ALPHABET), PREFIX, GenerateConfig(num_preds=150, greedy=True))
-    assert calls == [(64, True, "prefix"), (64, True, "logits"), (22, False, "logits")]
+    # the warm-up is one forward call over the prefix; then one token alone, to show at once
+    assert calls == [(1, True, "logits"), (64, True, "logits"), (64, True, "logits"), (21, False, "logits")]
     calls.clear()
     tokens = stream(model, Vocab(ALPHABET), PREFIX, GenerateConfig(num_preds=3, greedy=True))
-    assert len(list(tokens)) == 3 and calls == [(3, False, "prefix")]
+    assert len(list(tokens)) == 3 and calls == [(1, True, "logits"), (2, False, "logits")]
     calls.clear()
     generate(model, Vocab(ALPHABET), PREFIX, GenerateConfig(num_preds=5, temperature=1.0, seed=0))
     # sampling: the warm-up is one forward call, each draw is Python's, each step after it one C++ call
@@ -151,8 +157,9 @@ def test_the_kernel_loop_rejects_tensors_that_do_not_fit_together():
     name, embedding, layers = decoding._tensors(model)
     none, no_ids = torch.empty(0), torch.empty(0, dtype=torch.long)
 
-    def decode(logits=logits, H=H, C=none, layers=layers, W_hq=model.W_hq, prefix=no_ids):
-        return ops.decode_greedy(prefix, logits, H, C, name, embedding, layers, W_hq, model.b_q, 1, True)
+    def decode(logits=logits, H=H, C=none, layers=layers, W_hq=model.W_hq, prefix=no_ids, step_logits=none):
+        return ops.decode_greedy(prefix, logits, H, C, name, embedding, layers, W_hq, model.b_q, 1, True,
+                                 step_logits)
 
     with pytest.raises(RuntimeError, match="expected 4 per layer"):
         decode(layers=layers[:3])
@@ -166,5 +173,7 @@ def test_the_kernel_loop_rejects_tensors_that_do_not_fit_together():
         decode(prefix=torch.zeros(2, 1, dtype=torch.long))
     with pytest.raises(RuntimeError, match="outside"):
         decode(prefix=torch.full((2, 1), 28), logits=none)
+    with pytest.raises(RuntimeError, match="step_logits"):
+        decode(step_logits=torch.zeros(2, 1, 28, dtype=torch.float64))  # one step asked, room for two
     decode()  # and with everything right, it runs
     decode(prefix=torch.zeros(2, 1, dtype=torch.long), logits=none)

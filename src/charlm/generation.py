@@ -214,16 +214,20 @@ def _step(model: RNNLM, inputs: Tensor, state: State, checked: bool = True) -> t
     return logits[:, -1], state
 
 
+def _warm_up(model: RNNLM, ids: list[int], n: int, device: torch.device) -> tuple[Tensor, State]:
+    """The logits ``(N, V)`` after the prefix and the state they leave, for ``n`` streams at once.
+    The book feeds the prefix one token at a time and discards the predictions (d2l §8.5.4); one
+    call over the whole prefix computes the same state, its input products all at once."""
+    prefix = torch.tensor(ids, dtype=torch.int64, device=device).expand(n, -1)  # (T,) -> (N, T)
+    return _step(model, prefix, model.begin_state(n, device=device))
+
+
 def _picks(model: RNNLM, ids: list[int], config: GenerateConfig,
            device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
-    """The loop itself in Python: warm-up over the whole prefix at once, then one token per step;
-    yields the ids chosen ``(N,)`` and the logits ``(N, V)`` they were drawn from."""
-    n = config.num_samples
+    """The loop itself: warm-up over the whole prefix at once, then one token per step; yields the
+    ids chosen ``(N,)`` and the logits ``(N, V)`` they were drawn from."""
     generator = None if config.is_greedy else _new_generator(device, config.seed)
-    prefix = torch.tensor(ids, dtype=torch.int64, device=device).expand(n, -1)  # (T,) -> (N, T)
-    # Warm-up (d2l §8.5.4): the book feeds the prefix one token at a time and discards the
-    # predictions; one call over the whole prefix computes the same state, faster.
-    logits, state = _step(model, prefix, model.begin_state(n, device=device))
+    logits, state = _warm_up(model, ids, config.num_samples, device)
     # Then one token at a time: in C++ where the kernels run (a fifth of a step's time is Python's
     # own around torch's calls), the same equations otherwise.
     step = _kernel_step if decoding.usable(model) else _step
@@ -243,11 +247,10 @@ def _kernel_step(model: RNNLM, inputs: Tensor, state: State, checked: bool = Fal
 
 def _sample(model: RNNLM, vocab: Vocab, ids: list[int], config: GenerateConfig,
             device: torch.device) -> Iterator[list[str]]:
-    """The tokens of :func:`_picks`, or of the same loop in C++ for greedy picks where it runs."""
-    if config.is_greedy and decoding.usable(model):  # the whole loop in C++, warm-up included
-        prefix = torch.tensor(ids, dtype=torch.int64, device=device).expand(config.num_samples, -1)
-        state = model.begin_state(config.num_samples, device=device)
-        yield from _greedy_in_kernels(model, vocab, prefix, state, config.num_preds)
+    """The tokens of :func:`_picks`, or of greedy picks in the C++ loop where it runs."""
+    if config.is_greedy and decoding.usable(model):
+        for chosen, _ in _greedy_in_kernels(model, ids, config, device, scored=False):
+            yield from (vocab.to_tokens(row) for row in chosen.tolist())
         return
     for chosen, _ in _picks(model, ids, config, device):
         yield vocab.to_tokens(chosen.tolist())
@@ -295,18 +298,26 @@ def _select(state: State, rows: Tensor) -> State:
 _KERNEL_CHUNK = 64
 
 
-def _greedy_in_kernels(model: RNNLM, vocab: Vocab, prefix: Tensor, state: State,
-                       num_preds: int) -> Iterator[list[str]]:
-    """The same loop in C++ (:mod:`charlm.models.decoding`), warm-up included, a chunk per call."""
-    remaining, start = num_preds, {"prefix": prefix}
+def _greedy_in_kernels(model: RNNLM, ids: list[int], config: GenerateConfig, device: torch.device,
+                       scored: bool) -> Iterator[tuple[Tensor, Tensor | None]]:
+    """Greedy picks in C++ (:mod:`charlm.models.decoding`) after the warm-up, a chunk per call: yields
+    the ids ``(count, N)`` of each chunk, and with `scored` the logits ``(count, N, V)`` they came
+    from. The first chunk is one token, so that it shows at once."""
+    logits, state = _warm_up(model, ids, config.num_samples, device)
+    remaining, count = config.num_preds, 1
     while remaining > 0:
-        count = min(remaining, _KERNEL_CHUNK)
+        count = min(remaining, count)
         remaining -= count
         with torch.inference_mode():
-            ids, logits, state = decoding.greedy(model, state, count, feed_last=remaining > 0, **start)
-        start = {"logits": logits}
-        for row in ids.tolist():  # (count, N): one list of N tokens per step
-            yield vocab.to_tokens(row)
+            if scored:
+                chosen, step_logits, logits, state = decoding.greedy_scored(
+                    model, state, count, feed_last=remaining > 0, logits=logits)
+            else:
+                step_logits = None
+                chosen, logits, state = decoding.greedy(model, state, count, feed_last=remaining > 0,
+                                                        logits=logits)
+        yield chosen, step_logits
+        count = _KERNEL_CHUNK
 
 
 def _checked_ids(model: RNNLM, vocab: Vocab, prefix: str, config: GenerateConfig, token: str,
@@ -385,12 +396,17 @@ class Step:
 
 def _scored(model: RNNLM, vocab: Vocab, ids: list[int], config: GenerateConfig, top: int,
             device: torch.device) -> Iterator[Step]:
-    for chosen, logits in _picks(model, ids, config, device):
-        probs = torch.softmax(logits.float(), dim=-1)  # (N, V)
-        chosen_probs = probs.gather(1, chosen[:, None])[:, 0]
-        top_probs, top_ids = torch.topk(probs, min(top, probs.shape[1]), dim=-1)
-        yield Step(vocab.to_tokens(chosen.tolist()), chosen_probs.tolist(),
-                   [vocab.to_tokens(row) for row in top_ids.tolist()], top_probs.tolist())
+    if config.is_greedy and decoding.usable(model):
+        chunks = _greedy_in_kernels(model, ids, config, device, scored=True)
+    else:
+        chunks = ((chosen[None], logits[None]) for chosen, logits in _picks(model, ids, config, device))
+    for chosen, logits in chunks:  # (S, N) ids, (S, N, V) logits: S steps at a time
+        probs = torch.softmax(logits.float(), dim=-1)
+        chosen_probs = probs.gather(2, chosen[..., None])[..., 0].tolist()
+        top_probs, top_ids = torch.topk(probs, min(top, probs.shape[-1]), dim=-1)
+        rows = zip(chosen.tolist(), chosen_probs, top_ids.tolist(), top_probs.tolist())
+        for now, p, t_ids, t_probs in rows:
+            yield Step(vocab.to_tokens(now), p, [vocab.to_tokens(row) for row in t_ids], t_probs)
 
 
 def stream_scored(model: RNNLM, vocab: Vocab, prefix: str, config: GenerateConfig | None = None, *,

@@ -324,12 +324,15 @@ void check_start(const Tensor& prefix, const Tensor& logits, int64_t N, int64_t 
 // Picks `count` tokens greedily for each of the N streams, after warming up on `prefix` or from
 // `logits`. Returns the ids (count, N), and the logits and state H, C after them. With
 // feed_last = false the last pick is not fed back (nothing will read the step it would compute):
-// the logits and state returned are then those after the first count - 1 picks.
+// the logits and state returned are then those after the first count - 1 picks. A `step_logits`
+// of shape (count, N, V) receives the logits each pick was made from (the explorer shows their
+// probabilities); an empty one is left alone.
 std::tuple<Tensor, Tensor, Tensor, Tensor> decode_greedy(const Tensor& prefix, const Tensor& logits,
                                                          const Tensor& H0, const Tensor& C0,
                                                          const std::string& cell_name, const Tensor& embedding_,
                                                          at::TensorList layer_tensors, const Tensor& W_hq_,
-                                                         const Tensor& b_q_, int64_t count, bool feed_last) {
+                                                         const Tensor& b_q_, int64_t count, bool feed_last,
+                                                         const Tensor& step_logits) {
   const Cell cell = parse_cell(cell_name);
   TORCH_CHECK(H0.dim() == 3 && H0.device().is_cpu(), "decode_greedy: H must be (L, N, H) on the CPU");
   TORCH_CHECK(count >= 0, "decode_greedy: count must be >= 0");
@@ -344,7 +347,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> decode_greedy(const Tensor& prefix, c
   TORCH_CHECK(!embedding.defined() || (embedding.dim() == 2 && embedding.size(0) == V),
               "decode_greedy: embedding ", embedding_.sizes(), " does not have ", V, " rows");
   std::vector<Layer> layers = check_layers(cell, layer_tensors, H0, embedding, V);
-  check_same_kind(H0, {logits, C0, embedding_, W_hq_, b_q_});
+  check_same_kind(H0, {logits, C0, embedding_, W_hq_, b_q_, step_logits});
+  const bool record = step_logits.numel() > 0;
+  TORCH_CHECK(!record || (step_logits.dim() == 3 && step_logits.size(0) == count && step_logits.size(1) == N &&
+                          step_logits.size(2) == V && step_logits.is_contiguous()),
+              "decode_greedy: step_logits ", step_logits.sizes(), " must be contiguous (", count, ", ", N, ", ",
+              V, ")");
   for (const Layer& layer : layers) check_same_kind(H0, {layer.W_x, layer.b, layer.W_a, layer.W_b});
 
   Tensor ids = at::empty({count, N}, H0.options().dtype(at::kLong));
@@ -362,6 +370,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> decode_greedy(const Tensor& prefix, c
     for (int64_t i = 0; i < count; ++i) {
       int64_t* chosen = ids.data_ptr<int64_t>() + i * N;
       argmax_rows<scalar_t>(*current, chosen);
+      if (record) step_logits.select(0, i).copy_(*current);
       if (i + 1 < count || feed_last) {
         model.step(chosen);
         current = &model.logits();

@@ -57,6 +57,20 @@ def greedy(model: RNNLM, state: State, count: int, *, feed_last: bool, logits: T
     last pick is not fed (the caller stops there), and the logits and state are those after
     ``count - 1`` picks. Call :func:`usable` first.
     """
+    return _decode(model, state, count, feed_last, logits, prefix, _EMPTY)
+
+
+def greedy_scored(model: RNNLM, state: State, count: int, *, feed_last: bool, logits: Tensor
+                  ) -> tuple[Tensor, Tensor, Tensor, State]:
+    """:func:`greedy` from ``logits``, which also gives the logits ``(count, N, V)`` each pick was made
+    from: ``(ids, step_logits, logits, state)``."""
+    step_logits = logits.new_empty((count, *logits.shape))
+    ids, logits, state = _decode(model, state, count, feed_last, logits, None, step_logits)
+    return ids, step_logits, logits, state
+
+
+def _decode(model: RNNLM, state: State, count: int, feed_last: bool, logits: Tensor | None,
+            prefix: Tensor | None, step_logits: Tensor) -> tuple[Tensor, Tensor, State]:
     if (logits is None) == (prefix is None):
         raise ValueError("greedy needs exactly one of logits (N, V) and prefix (N, T) to start from")
     name, embedding, layers = _tensors(model)
@@ -64,5 +78,5 @@ def greedy(model: RNNLM, state: State, count: int, *, feed_last: bool, logits: T
     prefix = _NO_IDS if prefix is None else prefix.T.contiguous()  # (N, T) -> (T, N): time outermost
     logits = _EMPTY.to(H) if logits is None else logits
     ids, logits, H, C = native.ops().decode_greedy(prefix, logits, H, C, name, embedding, layers, model.W_hq,
-                                                   model.b_q, count, feed_last)
+                                                   model.b_q, count, feed_last, step_logits)
     return ids, logits, (H, C) if isinstance(state, tuple) else H
