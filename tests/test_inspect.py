@@ -8,7 +8,7 @@ import pytest
 import torch
 from tests.explorer_runs import TEXT, make_run, plant_vowel_unit
 
-from charlm import GenerateConfig, evaluate, evaluate_ids, generate, load, stream_scored
+from charlm import GenerateConfig, evaluate, evaluate_ids, generate, hidden, load, stream_scored
 from charlm import inspect as ins
 
 KINDS = [("lstm", "builtin"), ("lstm", "scratch"), ("gru", "builtin"), ("gru", "scratch"), ("rnn", "builtin"),
@@ -234,3 +234,42 @@ def test_beam_search_has_no_steps_to_score(runs):
     run = runs[("rnn", "builtin")]
     with pytest.raises(ValueError, match="there is no step to score"):
         stream_scored(run.model, run.vocab, "The ", GenerateConfig(beam=3))
+
+
+def test_the_layers_overlapped_give_what_they_give_one_after_the_other(runs):
+    run = runs[("lstm", "scratch")]
+    ids = ins.read(run, TEXT * 2).ids  # several chunks of the pipeline
+    X = run.model._encode(ids[None])
+    threads = torch.get_num_threads()
+    with torch.inference_mode():
+        torch.set_num_threads(2)
+        overlapped = hidden.layer_outputs(run.model, X)
+        assert torch.get_num_threads() == 2  # each layer had one thread; the count is given back
+        torch.set_num_threads(1)
+        in_turn = hidden.layer_outputs(run.model, X)
+        torch.set_num_threads(threads)
+        outputs, _ = run.model.core(X)
+    assert all(torch.equal(a, b) for a, b in zip(overlapped, in_turn))
+    torch.testing.assert_close(overlapped[-1], outputs)
+
+
+def test_a_failing_layer_of_the_pipeline_raises_in_the_caller(runs, monkeypatch):
+    run = runs[("lstm", "builtin")]
+    real = hidden._runner
+
+    def broken(model, layer, direction):
+        if layer == 1:
+            def fail(X, state):
+                raise RuntimeError("layer 1 failed")
+            return fail
+        return real(model, layer, direction)
+
+    monkeypatch.setattr(hidden, "_runner", broken)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(RuntimeError, match="layer 1 failed"), torch.inference_mode():
+            hidden.layer_outputs(run.model, run.model._encode(ins.read(run, TEXT * 2).ids[None]))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)

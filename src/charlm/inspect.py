@@ -21,9 +21,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as nnf
-from torch import Tensor, nn
+from torch import Tensor
 
+from . import hidden
 from .checkpoint import Run
 from .models import RNNLM, evaluating
 from .models.config import FROM_SCRATCH
@@ -84,10 +84,12 @@ class Scores:
 
 def score(model: RNNLM, ids: Tensor, *, top: int = 5, num_steps: int = 1024,
           trace: Trace | None = None) -> Scores:
-    """Score every token of `ids` (1-D, at least 2) from the ones before it, from a zero state, in
-    chunks of `num_steps` with the state carried (the same sums as :func:`~charlm.evaluate_ids`).
-    Given the `trace` of the same ids, the logits come from its last layer's ``h`` through the output
-    layer instead, with no second pass over the recurrence."""
+    """Score every token of `ids` (1-D, at least 2) from the ones before it, from a zero state: the
+    same sums as :func:`~charlm.evaluate_ids`, from the last layer's hidden states over the whole
+    text (:func:`charlm.hidden.layer_outputs`, the layers overlapped), `num_steps` positions of
+    logits at a time. Given the `trace` of the same ids, its last layer's ``h`` is used instead, with
+    no second pass over the recurrence. Meant for a page of text (the states of the whole text are
+    held at once); ``evaluate_ids`` scores a stream of any length."""
     if len(ids) < 2:
         raise ValueError(f"a text of {len(ids)} token(s) has nothing to score: at least 2 are needed")
     top = min(top, model.config.vocab_size)
@@ -108,24 +110,27 @@ def score(model: RNNLM, ids: Tensor, *, top: int = 5, num_steps: int = 1024,
 
 def _chunk_logits(model: RNNLM, X: Tensor, num_steps: int,
                   trace: Trace | None) -> Iterator[tuple[int, Tensor]]:
-    """(start, logits (steps, V)) of the inputs ``X (1, T)``, chunk by chunk."""
+    """(start, logits (steps, V)) of the inputs ``X (1, T)``, chunk by chunk: from the last layer's
+    hidden states, of a trace or of :func:`charlm.hidden.layer_outputs` (which overlaps the layers)."""
     if trace is None:
-        state = model.begin_state(1, X.device)
-        for start in range(0, X.shape[1], num_steps):
-            logits, state = model(X[:, start:start + num_steps], state)
-            yield start, logits[0]
+        H = hidden.layer_outputs(model, model._encode(X))[-1][:, 0]  # (T-1, D*H)
+        yield from _project(model, H, num_steps)
         return
     if trace.values.shape[0] != X.shape[1] + 1:
         raise ValueError(f"the trace has {trace.values.shape[0]} positions but the text "
                          f"{X.shape[1] + 1}: trace the same ids")
     last = trace.block(model.config.num_layers - 1, "h")
-    H = trace.values[:-1, last.start:last.start + last.size]  # (T-1, D*H): what predicts each next token
+    yield from _project(model, trace.values[:-1, last.start:last.start + last.size], num_steps)
+
+
+def _project(model: RNNLM, H: Tensor, num_steps: int) -> Iterator[tuple[int, Tensor]]:
+    """The output layer (d2l §8.5.2: ``H W_hq + b_q``) on ``H (T, D*H)``, `num_steps` rows at a time."""
     if model.config.impl in FROM_SCRATCH:
         W, b = model.W_hq, model.b_q
     else:
         W, b = model.output.weight.T, model.output.bias
     for start in range(0, len(H), num_steps):
-        yield start, torch.addmm(b.float(), H[start:start + num_steps], W.float())
+        yield start, torch.addmm(b.float(), H[start:start + num_steps].float(), W.float())
 
 
 def next_tokens(model: RNNLM, ids: Tensor, *, top: int = 10) -> tuple[Tensor, Tensor]:
@@ -184,91 +189,6 @@ class Trace:
         return self.values[:, b.start + unit]
 
 
-def _builtin_layer(core: nn.RNNBase, layer: int, direction: int) -> nn.RNNBase:
-    """A one-layer, one-direction module of the same kind sharing layer `layer`'s parameters."""
-    suffix = f"_l{layer}" + ("_reverse" if direction else "")
-    options = {"nonlinearity": core.nonlinearity} if isinstance(core, nn.RNN) else {}
-    single = type(core)(getattr(core, f"weight_ih{suffix}").shape[1], core.hidden_size, **options)
-    for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-        setattr(single, f"{name}_l0", getattr(core, f"{name}{suffix}"))  # RNNBase tracks its flat weights
-    return single.to(getattr(core, f"weight_ih{suffix}"))
-
-
-def _lstm_weights(model: RNNLM, layer: int, direction: int) -> tuple[Tensor, Tensor, Tensor]:
-    """``W_x (in, 4H)``, ``b (4H)``, ``W_h (H, 4H)`` of one LSTM layer, gates (i, f, g, o)."""
-    core = model.core
-    if isinstance(core, nn.RNNBase):
-        suffix = f"_l{layer}" + ("_reverse" if direction else "")
-        W_ih, W_hh = getattr(core, f"weight_ih{suffix}"), getattr(core, f"weight_hh{suffix}")
-        return W_ih.T, getattr(core, f"bias_ih{suffix}") + getattr(core, f"bias_hh{suffix}"), W_hh.T
-    cell = (core.layers if direction == 0 else core.layers_reverse)[layer]
-    W_x, b, W_h, _ = cell.fused_weights()
-    return W_x, b, W_h
-
-
-def _cells(X: Tensor, H: Tensor, W_x: Tensor, b: Tensor, W_h: Tensor) -> Tensor:
-    """The LSTM's memory ``C (T, B, n)`` from its inputs ``X`` (``(T, B, in)``, or ids ``(T, B)``) and
-    hidden states ``H (T, B, n)``: every gate at once, since ``H_{t-1}`` is known, then the one
-    elementwise recurrence ``C_t = F_t * C_{t-1} + I_t * C_tilde_t`` (d2l eq. 9.2.3) from ``C_0 = 0``."""
-    n = H.shape[-1]
-    H_prev = torch.cat([torch.zeros_like(H[:1]), H[:-1]])
-    W_x, b, W_h = W_x[:, :3 * n], b[:3 * n], W_h[:, :3 * n]  # I, F and C_tilde; O is not needed
-    source = nnf.embedding(X, W_x) if not X.is_floating_point() else X @ W_x
-    gates = source + b + H_prev @ W_h  # (T, B, 3n)
-    I, F = torch.sigmoid(gates[..., :n]), torch.sigmoid(gates[..., n:2 * n])
-    fresh = I * torch.tanh(gates[..., 2 * n:3 * n])  # I_t * C_tilde_t
-    return _linear_scan(F, fresh)
-
-
-def _linear_scan(F: Tensor, U: Tensor, block: int = 64) -> Tensor:
-    """``C_t = F_t * C_{t-1} + U_t`` from ``C_{-1} = 0`` for ``F, U (T, ...)``, in about ``block + T / block``
-    tensor operations rather than ``T``: within each block of steps, the products of the gates and the
-    partial sums from a zero start are formed for all blocks at once; then each block's start is
-    carried from the end of the one before. Only products of gates in (0, 1) are formed, so nothing
-    overflows, and a product that underflows to 0 is the right limit.
-
-    >>> _linear_scan(torch.tensor([0.5, 0.5, 0.5]), torch.tensor([1.0, 1.0, 1.0]))
-    tensor([1.0000, 1.5000, 1.7500])
-    """
-    T = F.shape[0]
-    pad = (-T) % block
-    if pad:  # F = 1, U = 0 past the end changes nothing before it
-        F = torch.cat([F, F.new_ones((pad, *F.shape[1:]))])
-        U = torch.cat([U, U.new_zeros((pad, *U.shape[1:]))])
-    Fb, Ub = F.view(-1, block, *F.shape[1:]), U.view(-1, block, *U.shape[1:])  # (blocks, block, ...)
-    A, B = torch.empty_like(Fb), torch.empty_like(Ub)  # C within a block = A * (C before it) + B
-    A[:, 0], B[:, 0] = Fb[:, 0], Ub[:, 0]
-    for k in range(1, block):
-        A[:, k] = A[:, k - 1] * Fb[:, k]
-        B[:, k] = torch.addcmul(Ub[:, k], Fb[:, k], B[:, k - 1])
-    starts = torch.zeros_like(Ub[:, 0])  # (blocks, ...): C just before each block
-    for b in range(1, len(starts)):
-        starts[b] = torch.addcmul(B[b - 1, -1], A[b - 1, -1], starts[b - 1])
-    C = torch.addcmul(B, A, starts[:, None])
-    return C.reshape(-1, *F.shape[1:])[:T]
-
-
-def _cells_of(model: RNNLM, X: Tensor, H: Tensor, layer: int, direction: int) -> Tensor:
-    """:func:`_cells` of one layer and direction; the backward one runs in its own time order."""
-    weights = _lstm_weights(model, layer, direction)
-    if direction == 0:
-        return _cells(X, H, *weights)
-    return _cells(X.flip(0), H.flip(0), *weights).flip(0)
-
-
-def _run_layer(model: RNNLM, X: Tensor, layer: int, direction: int) -> Tensor:
-    """One layer and direction over the whole text from a zero state: ``H (T, B, n)``."""
-    core = model.core
-    backwards = direction == 1
-    X = X.flip(0) if backwards else X
-    if isinstance(core, nn.RNNBase):
-        H, _ = _builtin_layer(core, layer, direction)(X)
-    else:
-        cell = (core.layers if direction == 0 else core.layers_reverse)[layer]
-        H, _ = cell(X, cell.begin_state(X.shape[1]))
-    return H.flip(0) if backwards else H
-
-
 def trace(model: RNNLM, ids: Tensor, *, kinds: tuple[str, ...] = ("h", "c")) -> Trace:
     """Every unit's value after reading each token of `ids` (1-D), from a zero state, layer by layer:
     ``h`` of every layer, and with ``"c"`` in `kinds` the LSTM's ``tanh(c)`` (what its output gate
@@ -283,20 +203,18 @@ def trace(model: RNNLM, ids: Tensor, *, kinds: tuple[str, ...] = ("h", "c")) -> 
     columns, blocks, width = [], [], 0
     with evaluating(model):
         X = model._encode(ids.to(device)[None])  # (T, 1, V or E), or ids (T, 1) for the fast core
-        for layer in range(model.config.num_layers):
-            directions = range(model.config.num_directions)
-            H = [_run_layer(model, X, layer, d) for d in directions]
-            found = {"h": torch.cat(H, dim=-1)}
+        outputs = hidden.layer_outputs(model, X)
+        for layer, H in enumerate(outputs):
+            found = {"h": H}
             if lstm and "c" in kinds:
-                found["c"] = torch.tanh(torch.cat([_cells_of(model, X, H[d], layer, d) for d in directions],
-                                                  dim=-1))
+                inputs = X if layer == 0 else outputs[layer - 1]
+                found["c"] = torch.tanh(hidden.cells(model, inputs, H, layer))
             for kind in ("h", "c"):
                 if kind in found and kind in kinds:
                     values = found[kind][:, 0].float()  # (T, n)
                     blocks.append(Block(layer, kind, width, values.shape[1]))
                     columns.append(values)
                     width += values.shape[1]
-            X = found["h"]  # the next layer reads this one's hidden states (eq. 9.3.1)
     if not columns:
         raise ValueError("nothing to trace: kinds has no kind this model has")
     values = torch.cat(columns, dim=1)
