@@ -14,11 +14,17 @@ from pathlib import Path
 import pytest
 
 from charlm.cli import main
+from charlm.serve import ExplorerServer
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SHORT = ["--max-minutes", "0.04", "--max-tokens", "20000", "-q"]  # flags given last win over the README's
 BOOK = "".join(f"Line {k}: the time traveller, for so it will be convenient to speak of him, was "
                f"expounding a recondite matter to us.\n" for k in range(400))
+
+
+def _interrupted(self, poll_interval: float = 0.5) -> None:
+    assert self.explorer.runs, "the server is up with its runs"
+    raise KeyboardInterrupt
 
 
 def readme_commands(text: str) -> list[list[str]]:
@@ -46,7 +52,7 @@ def test_the_readme_commands_are_found():
     commands = [as_charlm_argv(c) for c in readme_commands(README.read_text(encoding="utf-8"))]
     names = {c[0] for c in commands if c}
     assert {"train", "resume", "generate", "evaluate", "compress", "decompress", "corpora", "recipes",
-            "info"} <= names
+            "info", "serve"} <= names
 
 
 def test_every_readme_command_runs(tmp_path, monkeypatch, data_dir, capsys):
@@ -62,6 +68,9 @@ def test_every_readme_command_runs(tmp_path, monkeypatch, data_dir, capsys):
             argv = argv + SHORT
         if argv[0] == "resume":
             argv = argv + ["-q"]
+        if argv[0] == "serve":  # it starts, loads the runs and says where; then Ctrl-C, at once
+            argv = argv + ["--port", "0"]
+            monkeypatch.setattr(ExplorerServer, "serve_forever", _interrupted)
         if argv[0] == "generate" and re.fullmatch(r"runs/\d{8}-\d{6}-rnn", argv[1]):
             argv[1] = str(sorted(Path("runs").glob("*-rnn"))[-1])  # the README's run is the one made above
         try:
