@@ -186,6 +186,45 @@ def test_top_positions_are_the_highest_and_apart():
     assert ins.top_positions(values, count=3, apart=4) == [2, 10, 6]
 
 
+def test_each_letter_knows_its_place_in_its_word():
+    assert ins.word_positions(list("A cat's\nhat")) == [1, 0, 1, 2, 3, 0, 1, 0, 1, 2, 3]
+    kinds = [ins.token_class(t) for t in ["a", "Q", " ", "\n", "7", "!", "the"]]
+    assert kinds == ["letter", "capital", "space", "space", "digit", "punctuation", "word"]
+
+
+def test_the_bits_are_split_by_kind_and_place_and_add_up_to_the_mean(runs):
+    run = runs[("lstm", "builtin")]
+    text = "The Time Traveller, 42 years old, said: 'extraordinary!'\n" * 2
+    reading = ins.read(run, text)
+    scores = ins.score(run.model, reading.ids)
+    parts = ins.where_bits_go(reading, scores)
+    for groups in (parts.by_class, parts.by_place):
+        assert all(g.count > 0 for g in groups.values())
+    # Every scored position is in exactly one kind, so the kinds' weighted means give the text's mean.
+    total = sum(g.count * g.bits for g in parts.by_class.values())
+    assert sum(g.count for g in parts.by_class.values()) == len(scores.bits)
+    assert total / len(scores.bits) == pytest.approx(scores.bits_per_token, rel=1e-5)
+    # The places cover the letters and capitals; "extraordinary" reaches the 6+ group.
+    letters = parts.by_class["letter"].count + parts.by_class["capital"].count
+    assert sum(g.count for g in parts.by_place.values()) == letters
+    assert list(parts.by_place) == ["1", "2", "3", "4", "5", "6+"]
+    first = [b for b, p in zip(scores.bits.tolist(), ins.word_positions(reading.tokens)[1:]) if p == 1]
+    assert parts.by_place["1"].bits == pytest.approx(sum(first) / len(first))
+    # The costliest positions are the dearest, in order.
+    dear = [float(scores.bits[i - 1]) for i in parts.costliest]
+    assert dear == sorted(dear, reverse=True) and dear[0] == float(scores.bits.max())
+
+
+def test_the_compressors_baseline_is_their_output_in_bits_per_token():
+    import lzma
+
+    text = "the time machine " * 50
+    bits = ins.compressor_bits(text, len(text))
+    assert set(bits) == {"zlib", "bz2", "lzma"}
+    assert bits["lzma"] == 8 * len(lzma.compress(text.encode(), preset=9 | lzma.PRESET_EXTREME)) / len(text)
+    assert all(0 < b < 8 for b in bits.values())  # a repetitive text compresses
+
+
 def test_next_tokens_are_the_softmax_after_the_whole_text(runs):
     run = runs[("lstm", "scratch")]
     ids = ins.read(run, "The Time").ids

@@ -1,11 +1,12 @@
 """Looking inside a trained model: what it expects at every position of a text, and what its units do.
 
-Four plain functions, which the explorer (``charlm serve``) only draws::
+Plain functions, which the explorer (``charlm serve``) only draws::
 
     text --read(run, text)--> Reading: the tokens and ids as the run reads its corpus
     ids  --score(model, ids, top)--> Scores: bits, probability and rank of every token, and the top-k
     ids  --trace(model, ids, kinds)--> Trace: h of every layer (and tanh(c) of the LSTM) at every step
     Trace, mask --rank_units--> the units that are high where the mask is set and low elsewhere
+    Reading, Scores --where_bits_go--> the bits by kind of token and by a letter's place in its word
 
 Position ``t`` of a text is scored as ``evaluate`` scores it: from everything before it, starting
 from a zero state, so position 0 has no score and the mean of the others is what ``charlm
@@ -15,8 +16,11 @@ evaluate`` prints for the same text. A trace at position ``t`` is the state afte
 
 from __future__ import annotations
 
+import bz2
+import lzma
 import math
 import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -349,3 +353,78 @@ def top_positions(values: Tensor, *, count: int = 10, apart: int = 8) -> list[in
             if len(chosen) == count:
                 break
     return chosen
+
+
+# ---- where the bits go ----------------------------------------------------------------------
+
+def token_class(token: str) -> str:
+    """The kind of a token: letter, capital, space, digit or punctuation; any longer token is a word."""
+    if len(token) != 1:
+        return "word"
+    if token.isspace():
+        return "space"
+    if token.isdigit():
+        return "digit"
+    if token.isalpha():
+        return "capital" if token.isupper() else "letter"
+    return "punctuation"
+
+
+def word_positions(tokens: list[str]) -> list[int]:
+    """Each character's place in its word (a run of letters): 1 for the first letter, 2 for the second
+    and so on; 0 for what is not a letter. A model pays most for a word's first letters and little
+    for its last, once the word is clear."""
+    places, run = [], 0
+    for token in tokens:
+        run = run + 1 if len(token) == 1 and token.isalpha() else 0
+        places.append(run)
+    return places
+
+
+@dataclass
+class Group:
+    """Some of a text's scored positions: how many, and their mean bits."""
+
+    count: int
+    bits: float
+
+
+def _grouped(keys: list, bits: list[float]) -> dict:
+    sums: dict = {}
+    for key, b in zip(keys, bits):
+        count, total = sums.get(key, (0, 0.0))
+        sums[key] = (count + 1, total + b)
+    return {key: Group(count, total / count) for key, (count, total) in sums.items()}
+
+
+@dataclass
+class Breakdown:
+    """Where the bits of a text go: by kind of token, by a letter's place in its word (characters
+    only: "1" to "5" and "6+"), and the costliest positions, dearest first."""
+
+    by_class: dict[str, Group]
+    by_place: dict[str, Group]
+    costliest: list[int]
+
+
+def where_bits_go(reading: Reading, scores: Scores, *, costliest: int = 10) -> Breakdown:
+    """The bits of `scores` (positions 1..T-1 of `reading`) grouped by kind and by place in the word."""
+    tokens, bits = reading.tokens[1:], scores.bits.tolist()
+    by_class = _grouped([token_class(t) for t in tokens], bits)
+    by_place: dict[str, Group] = {}
+    if reading.separator == "":
+        places = word_positions(reading.tokens)[1:]
+        letters = [(min(p, 6), b) for p, b in zip(places, bits) if p > 0]
+        grouped = _grouped([p for p, _ in letters], [b for _, b in letters])
+        by_place = {("6+" if p == 6 else str(p)): grouped[p] for p in sorted(grouped)}
+    dearest = torch.topk(scores.bits, min(costliest, len(bits))).indices + 1
+    return Breakdown(dict(sorted(by_class.items())), by_place, dearest.tolist())
+
+
+def compressor_bits(text: str, count: int) -> dict[str, float]:
+    """Bits per token that zlib, bz2 and lzma (xz), each at its strongest, need for `text` in UTF-8,
+    spread over `count` tokens: the baseline a language model has to beat."""
+    data = text.encode("utf-8")
+    sizes = {"zlib": len(zlib.compress(data, 9)), "bz2": len(bz2.compress(data, 9)),
+             "lzma": len(lzma.compress(data, preset=9 | lzma.PRESET_EXTREME))}
+    return {name: 8 * size / count for name, size in sizes.items()}

@@ -8,14 +8,11 @@ with the status to answer and one line saying what to change. The analysis itsel
 
 from __future__ import annotations
 
-import bz2
 import hashlib
 import json
-import lzma
 import math
 import secrets
 import warnings
-import zlib
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
@@ -289,29 +286,14 @@ def _scores_json(scores: inspect.Scores) -> dict:
             "top_probs": [None] + _rounded(scores.top_probs, 5)}
 
 
-def _token_class(token: str) -> str:
-    if len(token) != 1:
-        return "word"
-    if token.isspace():
-        return "space"
-    if token.isdigit():
-        return "digit"
-    if token.isalpha():
-        return "capital" if token.isupper() else "letter"
-    return "punctuation"
+def _groups(groups: dict[str, inspect.Group]) -> dict:
+    return {key: {"count": g.count, "bpc": g.bits} for key, g in groups.items()}
 
 
 def _summary(reading: inspect.Reading, scores: inspect.Scores) -> dict:
-    """Where the bits go: by kind of token, the costliest positions, and what general-purpose
-    compressors need for the same text (bits per token of its UTF-8 bytes, compressed)."""
-    classes: dict[str, list[float]] = {}
-    for token, b in zip(reading.tokens[1:], scores.bits.tolist()):
-        classes.setdefault(_token_class(token), []).append(b)
-    by_class = {name: {"count": len(v), "bpc": sum(v) / len(v)} for name, v in sorted(classes.items())}
-    costliest = (torch.topk(scores.bits, min(10, len(scores.bits))).indices + 1).tolist()
-    data = reading.separator.join(reading.tokens).encode("utf-8")
-    n = len(reading.tokens)
-    baselines = {"zlib": zlib.compress(data, 9), "bz2": bz2.compress(data, 9),
-                 "lzma": lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)}
-    return {"by_class": by_class, "costliest": costliest,
-            "baselines": {name: 8 * len(blob) / n for name, blob in baselines.items()}}
+    """Where the bits go, and what general-purpose compressors need for the same text."""
+    parts = inspect.where_bits_go(reading, scores)
+    text = reading.separator.join(reading.tokens)
+    return {"by_class": _groups(parts.by_class), "by_place": _groups(parts.by_place),
+            "costliest": parts.costliest,
+            "baselines": inspect.compressor_bits(text, len(reading.tokens))}

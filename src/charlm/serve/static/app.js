@@ -601,6 +601,7 @@ function renderSummary(res, run) {
   const summary = res.summary || {};
   renderBaselines(host, res.bpc, summary.baselines, run);
   renderByClass(host, summary.by_class, run);
+  renderByPlace(host, summary.by_place);
   renderCostliest(host, summary.costliest, res, run);
 }
 
@@ -640,6 +641,24 @@ function renderByClass(host, byClass, run) {
   for (const [name, bits, count] of entries) {
     const row = barRow(name, bits, max, "class", bits.toFixed(2));
     if (count !== null) row.title = `${count} ${unitName(run)}s`;
+    box.append(row);
+  }
+  host.append(box);
+}
+
+// by_place is {"1": {bpc, count}, ..., "6+": ...}: a letter's bits by its place in its word.
+function renderByPlace(host, byPlace) {
+  if (!byPlace || !Object.keys(byPlace).length) return;
+  host.append(el("h3", null, "Bits by a letter's place in its word"));
+  const entries = Object.entries(byPlace);
+  const max = Math.max(...entries.map(([, g]) => g.bpc), 1);
+  const box = el("div", "bars by-place");
+  for (const [place, g] of entries) {
+    const label = place === "1" ? "1st letter" : place === "2" ? "2nd" : place === "3" ? "3rd" :
+      place === "6+" ? "6th and on" : `${place}th`;
+    const row = barRow(label, g.bpc, max, "class", g.bpc.toFixed(2));
+    row.dataset.place = place;
+    row.title = `${g.count} letters`;
     box.append(row);
   }
   host.append(box);
