@@ -4,6 +4,7 @@ request leaving the page's own origin."""
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -119,6 +120,20 @@ def test_page_loads_clean_with_runs_and_keyboard_tabs(watched):
     assert page.get_attribute("#tab-training", "aria-selected") == "true"
     page.wait_for_selector("#training-chart svg polyline")  # the curves of metrics.jsonl
     assert page.locator("#training-samples li").count() == 3  # one sample per epoch
+
+
+def test_the_training_view_follows_a_run_still_training(watched, runs):
+    page = watched.page
+    choose(page, "r3", "training")
+    page.wait_for_selector("#training-chart svg polyline")
+    assert page.locator("#training-samples li").count() == 3
+    metrics = runs[3] / "metrics.jsonl"
+    last = json.loads(metrics.read_text(encoding="utf-8").splitlines()[-1])
+    with metrics.open("a", encoding="utf-8") as f:  # what a trainer in another process appends
+        f.write(json.dumps({**last, "epoch": last["epoch"] + 1, "sample": "The fourth epoch"}) + "\n")
+    page.wait_for_function("() => document.querySelectorAll('#training-samples li').length === 4",
+                           timeout=15_000)  # no reload: the page polls
+    assert "The fourth epoch" in page.inner_text("#training-samples")
 
 
 def test_an_error_shows_in_the_alert_bar(context, server):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import shutil
 import socket
 import threading
 import time
@@ -165,6 +166,26 @@ def test_the_planted_vowel_unit_is_found_and_fires_on_vowels(server):
     status, unit = post(server, "/api/units", {"run": "r2", "text": text, "layer": 0, "kind": "h", "unit": 3})
     assert status == 200 and len(unit["values"]) == len(text)
     assert all(text[i] in "aeiouAEIOU" for i in unit["top"])
+
+
+def test_a_run_still_training_is_shown_with_the_weights_it_saved_last(runs, tmp_path):
+    training = tmp_path / "training"
+    shutil.copytree(runs[0], training)
+    text = TEXT[:600]
+    live = start([training])
+    try:
+        before = post(live, "/api/units/search", {"run": "r0", "text": text, "mask": {"preset": "vowel"}})[1]
+        plant_vowel_unit(training)  # as a trainer saving new weights would, each file replaced whole
+        (tmp_path / "t.txt").write_text(text, encoding="utf-8")
+        status, answer = post(live, "/api/analyze", {"run": "r0", "text": text})
+        assert status == 200
+        expected = evaluate(training, corpus=str(tmp_path / "t.txt"))[0].bits_per_token
+        assert answer["bpc"] == pytest.approx(expected, abs=1e-4)
+        after = post(live, "/api/units/search", {"run": "r0", "text": text, "mask": {"preset": "vowel"}})[1]
+    finally:
+        live.close()
+    assert (before["units"][0]["layer"], before["units"][0]["unit"]) != (0, 3)
+    assert (after["units"][0]["layer"], after["units"][0]["unit"]) == (0, 3)  # no stale cached trace
 
 
 def test_units_can_be_searched_by_regex_and_by_spans(server):

@@ -278,6 +278,13 @@ class Run:
         return self.config.token if self.config is not None else "char"
 
 
+def weights_name(run_dir: Path, which: str) -> str:
+    """The weights file `load` reads for `which`: best.safetensors falls back to the last weights
+    in a run that never validated, which keeps only those."""
+    name = WEIGHTS[which]
+    return WEIGHTS["last"] if which == "best" and not (run_dir / name).is_file() else name
+
+
 def load(run_dir: str | Path, *, which: str = "best", device: str | torch.device = "cpu") -> Run:
     """Rebuild a model and its vocabulary from a run folder alone: config -> model -> weights -> eval().
 
@@ -298,9 +305,7 @@ def load(run_dir: str | Path, *, which: str = "best", device: str | torch.device
     if len(vocab) != model.config.vocab_size:
         raise CheckpointError(f"{run_dir / 'vocab.json'}: {len(vocab)} tokens, but the model was built "
                               f"for vocab_size={model.config.vocab_size}")
-    name = WEIGHTS[which]
-    if which == "best" and not (run_dir / name).is_file():
-        name = WEIGHTS["last"]  # a run that never validated keeps only its last weights
+    name = weights_name(run_dir, which)
     model.load_state_dict(read_weights(run_dir / name, model))
     return Run(model.to(device).eval(), vocab, config, run_dir, name)
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from .. import inspect
-from ..checkpoint import Run
+from ..checkpoint import CheckpointError, Run, load, weights_name
 from ..generation import GenerateConfig, stream_scored
 from ..models.config import FROM_SCRATCH
 
@@ -69,9 +69,11 @@ def _capped(body: dict, name: str, default: int, low: int, high: int) -> int:
 class Explorer:
     """The runs a server shows, fixed when it starts (``r0``, ``r1``, ... in order), and its answers."""
 
-    def __init__(self, runs: list[Run], limits: Limits = Limits()) -> None:
+    def __init__(self, runs: list[Run], limits: Limits = Limits(), *, which: str = "best") -> None:
         self.runs = {f"r{i}": run for i, run in enumerate(runs)}
         self.limits = limits
+        self.which = which
+        self._stamps = {key: _stamp(run.path, which) for key, run in self.runs.items()}
         self._traces: OrderedDict[tuple, tuple[inspect.Reading, inspect.Trace]] = OrderedDict()
 
     # ---- what a request names ----
@@ -80,7 +82,20 @@ class Explorer:
         key = _get(body, name, str)
         if key not in self.runs:
             raise ApiError(404, f"no run {key[:20]!r}: this server shows {', '.join(self.runs)}")
-        return key, self.runs[key]
+        return key, self._current(key)
+
+    def _current(self, key: str) -> Run:
+        """The run's model as its folder holds it now: a run still training in another process saves
+        new weights as it goes (each file replaced whole, never half-written), and the page follows."""
+        run, stamp = self.runs[key], _stamp(self.runs[key].path, self.which)
+        if stamp != self._stamps[key]:
+            try:
+                self.runs[key] = run = load(run.path, which=self.which)
+            except CheckpointError:
+                return run  # replaced by something unreadable: keep showing the model it was
+            self._stamps[key] = stamp
+            self._traces = OrderedDict((k, v) for k, v in self._traces.items() if k[0] != key)
+        return run
 
     def text(self, body: dict, run: Run, name: str = "text", at_least: int = 2) -> inspect.Reading:
         text = _get(body, name, str)
@@ -107,14 +122,14 @@ class Explorer:
     # ---- the endpoints ----
 
     def runs_info(self) -> dict:
-        return {"runs": [_describe(key, run) for key, run in self.runs.items()],
+        return {"runs": [_describe(key, self._current(key)) for key in self.runs],
                 "limits": {f.name: getattr(self.limits, f.name) for f in fields(self.limits)},
                 "presets": list(inspect.PRESETS)}
 
     def metrics(self, key: str) -> dict:
         if key not in self.runs:
             raise ApiError(404, f"no run {key[:20]!r}: this server shows {', '.join(self.runs)}")
-        return {"records": _metrics(self.runs[key])}
+        return {"records": _metrics(self._current(key))}
 
     def analyze(self, body: dict) -> dict:
         key, run = self.run(body)
@@ -268,6 +283,16 @@ def _metrics(run: Run) -> list[dict]:
         if isinstance(record, dict):
             records.append({k: v for k, v in record.items() if not isinstance(v, float) or math.isfinite(v)})
     return records
+
+
+def _stamp(run_dir, which: str) -> tuple[str, int, int] | None:
+    """Which weights file `load` would read now, and its modification time and size."""
+    name = weights_name(run_dir, which)
+    try:
+        info = (run_dir / name).stat()
+    except OSError:
+        return None
+    return name, info.st_mtime_ns, info.st_size
 
 
 def _rounded(values: torch.Tensor, places: int = 4) -> list[float]:

@@ -295,7 +295,7 @@ def open_server(run_dirs: list[str | Path], *, host: str = "127.0.0.1", port: in
                 which: str = "best", limits: Limits | None = None) -> ExplorerServer:
     """Load the runs (``r0``, ``r1``, ... in order) and bind the server, not yet serving."""
     runs = [load(path, which=which) for path in run_dirs]
-    return ExplorerServer(Explorer(runs, limits or Limits()), host, port)
+    return ExplorerServer(Explorer(runs, limits or Limits(), which=which), host, port)
 
 
 def start(run_dirs: list[str | Path], *, host: str = "127.0.0.1", port: int = 0, which: str = "best",
