@@ -1,9 +1,10 @@
 """Greedy generation in C++ (charlm/csrc/decoding.cpp) picks the same tokens as the Python loop.
 
-Each case builds a fast scratch model with weights N(0, 0.1²) (large enough that the logits are far
-apart, small enough that the recurrence contracts: a chaotic one, as with N(0, 0.3²), amplifies the
-last bit of rounding into different text after a hundred tokens), generates greedily on both paths
-in float64 and compares the texts. 150 tokens cross the boundary between two C++ calls (64 tokens each).
+Each case builds a fast scratch model (or a torch.nn one) with weights N(0, 0.1²) (large enough that
+the logits are far apart, small enough that the recurrence contracts: a chaotic one, as with N(0,
+0.3²), amplifies the last bit of rounding into different text after a hundred tokens), generates
+greedily on both paths in float64 and compares the texts. 150 tokens cross the boundary between two
+C++ calls (64 tokens each).
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ CASES = [
     {"cell": "rnn", "num_layers": 2, "embedding": 5},
     {"cell": "gru", "num_layers": 3, "dropout": 0.5},  # dropout is off when generating
     {"cell": "lstm", "num_layers": 2, "embedding": 6},
+    # torch.nn's layers, their weights laid out as the scratch cells' (GRU: torch's gate order r, z, n)
+    {"cell": "rnn", "impl": "builtin"},
+    {"cell": "rnn", "activation": "relu", "impl": "builtin"},
+    {"cell": "gru", "impl": "builtin"},
+    {"cell": "lstm", "impl": "builtin"},
+    {"cell": "gru", "num_layers": 3, "embedding": 5, "impl": "builtin"},
+    {"cell": "lstm", "num_layers": 2, "embedding": 16, "impl": "builtin", "tie_weights": True},
 ]
 
 
@@ -143,7 +151,22 @@ def test_generate_and_stream_use_the_kernel_loop_one_chunk_per_64_tokens(monkeyp
     assert calls == [(0, False, "prefix")] * 4
 
 
-@pytest.mark.parametrize("options", [{"impl": "book"}, {"impl": "builtin"}, {"bidirectional": True}])
+def test_a_builtin_model_changed_in_place_decodes_with_its_new_weights():
+    """The builtin weights' layout is kept between calls; a change to any parameter (an optimizer
+    step, load_state_dict) must be seen by the next call."""
+    model = _model(cell="lstm", impl="builtin")
+    config = GenerateConfig(num_preds=60, greedy=True)
+    before, _ = _both_paths(model, config)
+    assert before[0][len(PREFIX):] != "q" * 60
+    with torch.no_grad():
+        model.core.weight_hh_l0.mul_(-1.0)
+        model.output.bias[Vocab(ALPHABET)["q"]] += 100.0  # the model now says q, whatever came before
+    in_kernels, in_python = _both_paths(model, config)
+    assert in_kernels == in_python == [PREFIX + "q" * 60]
+
+
+@pytest.mark.parametrize("options", [{"impl": "book"}, {"bidirectional": True},
+                                     {"impl": "builtin", "bidirectional": True}])
 def test_models_the_kernel_loop_cannot_run_are_left_to_the_python_loop(options):
     assert not decoding.usable(_model(**options))
     with native.use_kernels(False):
@@ -154,7 +177,7 @@ def test_the_kernel_loop_rejects_tensors_that_do_not_fit_together():
     model = _model(cell="gru")
     ops = native.ops()
     logits, H = torch.zeros(1, 28, dtype=torch.float64), torch.zeros(1, 1, 16, dtype=torch.float64)
-    name, embedding, layers = decoding._tensors(model)
+    name, embedding, layers, _, _ = decoding._tensors(model)
     none, no_ids = torch.empty(0), torch.empty(0, dtype=torch.long)
 
     def decode(logits=logits, H=H, C=none, layers=layers, W_hq=model.W_hq, prefix=no_ids, step_logits=none):
