@@ -73,7 +73,7 @@ def _builtin_tensors(model: RNNLM) -> tuple[str, Tensor, list[Tensor], Tensor, T
     kernels' order. The GRU is torch's reset-after form: its gates (r, z, n) become (z, r, n), and
     the candidate's ``bias_hh`` stays apart, inside the reset product."""
     params = list(model.parameters())
-    key = tuple((p.data_ptr(), p._version) for p in params)
+    key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
     cached = _BUILTIN_CACHE.get(model)
     if cached is not None and cached[0] == key:
         return cached[1]
