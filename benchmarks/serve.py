@@ -1,10 +1,11 @@
 """The explorer's speed, as its page sees it: ``python -m benchmarks.serve`` (about two minutes).
 
 A 2 x 512 LSTM (charlm's default scratch implementation, fp32) is trained for one short epoch on
-*The Time Machine* read raw (so 10,000 characters are 10,000 tokens), then served on a free port.
-Every figure but the last two comes through HTTP, JSON and all, as the page gets it; each is the
-median of several runs, with the range. Beside the streaming speeds, ``charlm.stream`` on the same
-model without the server, the baseline that says what the server and the probabilities cost.
+*The Time Machine* read raw (so 10,000 characters are 10,000 tokens), then served on a free port by
+`charlm serve` in a process of its own. Every figure but the last two comes through HTTP, JSON and
+all, as the page gets it; each is the median of several runs, with the range. Beside the streaming
+speeds, ``charlm.stream`` on the same model without the server, the baseline that says what the
+server and the probabilities cost.
 
     python -m benchmarks.serve              # prints the table and rewrites it in docs/explorer.md
     python -m benchmarks.serve --no-doc     # prints it only
@@ -13,12 +14,17 @@ model without the server, the baseline that says what the server and the probabi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
+import re
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -26,7 +32,6 @@ import torch
 from charlm import GenerateConfig, load, machine, stream, train
 from charlm import inspect as ins
 from charlm.corpora import iter_source_text
-from charlm.serve import start
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "explorer.md"
 BEGIN, END = "<!-- benchmark: begin -->", "<!-- benchmark: end -->"
@@ -137,12 +142,27 @@ def measure(repeats: int = 5) -> list[Row]:
     text = "".join(iter_source_text("timemachine"))[20_000:40_000]
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = _model(Path(tmp) / "lstm-2x512")
-        server, run = start([run_dir]), load(run_dir)
-        try:
-            return (_generation_rows(server.server_port, run, text[:1000], repeats)
-                    + _read_rows(server.server_port, text) + _library_rows(run, text))
-        finally:
-            server.close()
+        run = load(run_dir)
+        with _server(run_dir) as port:
+            return (_generation_rows(port, run, text[:1000], repeats) + _read_rows(port, text)
+                    + _library_rows(run, text))
+
+
+@contextlib.contextmanager
+def _server(run_dir: Path) -> Iterator[int]:
+    """`charlm serve` in a process of its own, as a user starts it (a server thread in this process
+    would share its interpreter lock with the client reading the stream); its port."""
+    process = subprocess.Popen([sys.executable, "-m", "charlm", "serve", str(run_dir), "--port", "0"],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()  # "charlm serve: http://127.0.0.1:PORT/  (r0 = ...)"
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        if match is None:
+            raise RuntimeError(f"charlm serve did not print its address: {line!r}")
+        yield int(match.group(1))
+    finally:
+        process.send_signal(signal.SIGINT)  # Ctrl-C: it stops cleanly
+        process.wait(timeout=30)
 
 
 def table(rows: list[Row]) -> str:

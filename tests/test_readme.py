@@ -22,8 +22,9 @@ BOOK = "".join(f"Line {k}: the time traveller, for so it will be convenient to s
                f"expounding a recondite matter to us.\n" for k in range(400))
 
 
-def _interrupted(self, poll_interval: float = 0.5) -> None:
+def _interrupted(self) -> None:
     assert self.explorer.runs, "the server is up with its runs"
+    self.server_close()
     raise KeyboardInterrupt
 
 
@@ -70,7 +71,7 @@ def test_every_readme_command_runs(tmp_path, monkeypatch, data_dir, capsys):
             argv = argv + ["-q"]
         if argv[0] == "serve":  # it starts, loads the runs and says where; then Ctrl-C, at once
             argv = argv + ["--port", "0"]
-            monkeypatch.setattr(ExplorerServer, "serve_forever", _interrupted)
+            monkeypatch.setattr(ExplorerServer, "serve", _interrupted)
         if argv[0] == "generate" and re.fullmatch(r"runs/\d{8}-\d{6}-rnn", argv[1]):
             argv[1] = str(sorted(Path("runs").glob("*-rnn"))[-1])  # the README's run is the one made above
         try:

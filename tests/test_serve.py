@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -18,8 +22,8 @@ from tests.explorer_runs import TEXT, make_run, plant_vowel_unit
 
 from charlm import GenerateConfig, evaluate, generate, load
 from charlm.cli import main
-from charlm.serve import Limits, start
-from charlm.serve.server import QUEUE
+from charlm.serve import ApiError, Limits, start
+from charlm.serve.server import QUEUE, Gate
 
 SAMPLE = 'He said: "Never," and looked at the Time Traveller.\n'
 
@@ -297,9 +301,12 @@ def test_other_methods_are_not_allowed(server):
 
 def test_past_a_full_queue_a_request_is_told_to_come_back(server):
     waiting: list[int] = []
-    with server.gate.turn():  # the model is busy
-        threads = [threading.Thread(target=lambda: waiting.append(post(server, "/api/next", {
-            "run": "r0", "text": "The"})[0])) for _ in range(QUEUE)]
+    free = threading.Event()
+    busy = threading.Thread(target=server.gate.run, args=(free.wait,))  # the model is busy
+    busy.start()
+    threads = [threading.Thread(target=lambda: waiting.append(post(server, "/api/next", {
+        "run": "r0", "text": "The"})[0])) for _ in range(QUEUE)]
+    try:
         for t in threads:
             t.start()
         deadline = time.monotonic() + 20
@@ -307,7 +314,9 @@ def test_past_a_full_queue_a_request_is_told_to_come_back(server):
             time.sleep(0.01)
         status, headers, data = request(server, "POST", "/api/next", {"run": "r0", "text": "The"})
         assert status == 429 and headers["Retry-After"] == "1" and "busy" in json.loads(data)["error"]
-    for t in threads:
+    finally:
+        free.set()
+    for t in [busy, *threads]:
         t.join()
     assert waiting == [200] * QUEUE  # those in the queue were answered once the model was free
 
@@ -321,3 +330,59 @@ def test_a_port_in_use_is_one_line_naming_the_flag(runs, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"charlm: error: --port {port}: cannot listen on 127.0.0.1:{port}")
     assert "\n" not in err
+
+
+# ---- where the model runs ----
+
+def test_a_gate_working_in_one_thread_runs_every_computation_there():
+    gate, stopped = Gate(), threading.Event()
+
+    def work() -> None:
+        try:
+            gate.work_here()
+        except KeyboardInterrupt:
+            stopped.set()
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    while gate._jobs is None:  # until it takes work
+        time.sleep(0.01)
+    answers: list = []
+    callers = [threading.Thread(target=lambda: answers.append(gate.run(threading.get_ident)))
+               for _ in range(3)]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join()
+    assert answers == [worker.ident] * 3  # not the callers' own threads
+    with pytest.raises(ZeroDivisionError):  # a computation's error reaches its caller
+        gate.run(lambda: 1 / 0)
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+    with pytest.raises(ApiError, match="stopping"):  # Ctrl-C in a computation: the server stops
+        gate.run(interrupted)
+    assert stopped.wait(5)
+    assert gate.run(lambda: 42) == 42  # and then computations run in their callers' threads again
+
+
+def test_charlm_serve_answers_from_its_main_thread_and_stops_on_ctrl_c(runs, tmp_path):
+    command = [sys.executable, "-m", "charlm", "serve", str(runs[0]), "--port", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", line).group(1))
+        live = type("Live", (), {"server_port": port})()  # what request() needs of a server
+        (tmp_path / "t.txt").write_text(SAMPLE, encoding="utf-8")
+        status, answer = post(live, "/api/analyze", {"run": "r0", "text": SAMPLE})
+        assert status == 200
+        expected = evaluate(runs[0], corpus=str(tmp_path / "t.txt"))[0].bits_per_token
+        assert answer["bpc"] == pytest.approx(expected, abs=1e-4)
+        config = GenerateConfig(num_preds=80, temperature=0.9, seed=5)
+        lines = generation_lines(live, {"run": "r0", "prefix": "The ", "num_preds": 80, "temperature": 0.9,
+                                        "seed": 5})
+        run = load(runs[0])
+        assert generated_texts(lines, "The ") == generate(run.model, run.vocab, "The ", config)
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0 and "Traceback" not in err

@@ -549,11 +549,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     names = ", ".join(f"{key} = {run.path}" for key, run in server.explorer.runs.items())
     print(f"charlm serve: {server.url}  ({names}; Ctrl-C stops)", flush=True)
     try:
-        server.serve_forever()
+        server.serve()
     except KeyboardInterrupt:
         pass
-    finally:
-        server.server_close()
     logging.getLogger("charlm").info("stopped")
     return 0
 
