@@ -139,6 +139,7 @@ ELSEWHERE = {
     "serve-bidirectional": "tests/test_serve.py::test_a_bidirectional_run_cannot_generate",
     "serve-busy": "tests/test_serve.py::test_past_a_full_queue_a_request_is_told_to_come_back",
     "serve-method": "tests/test_serve.py::test_other_methods_are_not_allowed",
+    "serve-stopping": "tests/test_serve.py::test_a_gate_working_in_one_thread_runs_every_computation_there",
     "training-diverges": "tests/test_training.py::test_a_diverging_loss_stops_training_and_keeps_the_last_good_checkpoint",
 }
 
