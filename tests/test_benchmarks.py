@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from benchmarks import book, speed
 
@@ -93,3 +94,21 @@ def test_bf16_variants_are_measured_only_where_bf16_runs(monkeypatch):
     monkeypatch.setattr(machine, "probe", lambda: machine.replace(real, onednn_bf16=True,
                                                                    cpu_features=frozenset({"amx_bf16"})))
     assert "charlm builtin bf16" in speed.variants(TINY)
+
+
+def test_the_compression_peers_are_run_checked_and_a_missing_one_is_said_to_be_missing(tmp_path):
+    from benchmarks import compression
+
+    data = b"the time machine, the time traveller " * 40
+    copier = compression.Peer("a copy", "cp", "coreutils", "a.copy", ("in", "a.copy"), ("a.copy", "out/in"))
+    assert compression.run_peer(copier, data)[0] == len(data)  # the archive is measured as written
+    broken = compression.Peer("a broken one", "cp", "coreutils", "a.copy", ("in", "a.copy"),
+                              ("/dev/null", "out/in"))
+    with pytest.raises(AssertionError, match="did not restore"):  # every round trip is compared
+        compression.run_peer(broken, data)
+    absent = compression.Peer("absent", "no-such-compressor", "absent-pkg", "a", ("in",), ("a",))
+    assert compression.run_peer(absent, data) is None
+    (tmp_path / "t.txt").write_bytes(data)
+    lines = compression.measure([tmp_path / "t.txt"], [], peers=(copier, absent))
+    assert "| a copy | 8.000 |" in lines[2]
+    assert "absent | not installed (`apt-get install absent-pkg`)" in lines[3]
