@@ -376,3 +376,40 @@ def test_progress_is_reported_up_to_the_whole_input_both_ways():
     seen.clear()
     assert decompress(archive, progress=lambda done, total: seen.append((done, total))) == data
     assert seen[-1] == (len(data), len(data))
+
+
+def test_the_faster_of_the_cpus_level_and_the_one_below_is_raced_once_and_kept(monkeypatch, tmp_path):
+    from charlm.compression import kernel
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # a machine that never raced
+    raced: list[str] = []
+
+    def timed(level: str) -> float:
+        raced.append(level)
+        return {"x86-64-v4": 1.4, "x86-64-v3": 0.8}[level]  # v3 quicker, as on a Zen 4 EPYC
+    monkeypatch.setattr(kernel, "_seconds", timed)
+    kernel.fastest.cache_clear()
+    choice = kernel.fastest("x86-64-v4")
+    assert choice.value == "x86-64-v3" and "x86-64-v3 30.0 KB/s" in choice.reason
+    assert raced == ["x86-64-v4", "x86-64-v3"]
+    kernel.fastest.cache_clear()  # a new process: the answer is read back, not raced again
+    assert kernel.fastest("x86-64-v4").value == "x86-64-v3" and len(raced) == 2
+    # The CPU's own level wins a tie, and a level with only portable below it is not raced.
+    (record,) = (tmp_path / "charlm" / "kernels").glob("*.race.json")
+    record.write_text('{"x86-64-v4": 1.0, "x86-64-v3": 1.0}', encoding="utf-8")
+    kernel.fastest.cache_clear()
+    assert kernel.fastest("x86-64-v4").value == "x86-64-v4"
+    assert kernel.fastest("x86-64-v3").value == "x86-64-v3" and len(raced) == 2
+    kernel.fastest.cache_clear()
+
+
+def test_a_level_asked_for_is_built_as_asked_with_no_race(monkeypatch):
+    from charlm import machine
+    from charlm.compression import kernel
+
+    monkeypatch.setattr(kernel, "fastest", lambda level: pytest.fail("no race when a level is asked for"))
+    monkeypatch.setenv("CHARLM_KERNELS_TARGET", "portable")
+    assert kernel._chosen(None) == "portable"
+    monkeypatch.setenv("CHARLM_KERNELS_TARGET", "auto")
+    monkeypatch.setattr(kernel, "fastest", lambda level: machine.Choice("portable", "measured"))
+    assert kernel._chosen(None) == "portable"  # auto: what the race chose

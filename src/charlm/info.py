@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from . import __version__, machine
+from . import __version__, machine, native_build
 from .compression import kernel as compression_kernel
 from .models import native
 from .threads import fixed_threads
@@ -40,7 +40,8 @@ def report() -> dict[str, Any]:
         "mps": "yes" if facts.mps else "no",
         "compiler": facts.compiler or "none found (install gcc, or set CC)",
         "C++ kernels": cpp,
-        "compression kernel": f"built for {compression_target}" if compression_where.endswith(".so")
+        "compression kernel": f"built for {compression_target}{_why_level(compression_target)}"
+        if compression_where.endswith(".so")
         else f"not available: {compression_where}",
         "environment": " ".join(f"{k}={os.environ[k]}" for k in ENVIRONMENT if k in os.environ) or "-",
     }
@@ -67,3 +68,12 @@ def format_report(data: dict[str, Any]) -> str:
     lines.append("choices (auto)")
     lines += [f"  {name:{width}}{c['value']:14} {c['reason']}" for name, c in data["choices"].items()]
     return "\n".join(lines)
+
+
+def _why_level(target: str) -> str:
+    """Why the compression kernel runs at `target` where a race between two levels chose it."""
+    level = native_build.choose_target(machine.probe())
+    if level.reason == native_build.TARGET_ENV:
+        return f" ({level.reason})"
+    choice = compression_kernel.fastest(level.value)
+    return f": {choice.reason}" if choice.reason.startswith("measured") else ""
