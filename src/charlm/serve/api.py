@@ -86,7 +86,8 @@ class Explorer:
 
     def _current(self, key: str) -> Run:
         """The run's model as its folder holds it now: a run still training in another process saves
-        new weights as it goes (each file replaced whole, never half-written), and the page follows."""
+        new weights as it goes (each file replaced whole, never half-written), and the page follows.
+        Called by the endpoints that compute, which take their turn, so a reload never races one."""
         run, stamp = self.runs[key], _stamp(self.runs[key].path, self.which)
         if stamp != self._stamps[key]:
             try:
@@ -122,14 +123,14 @@ class Explorer:
     # ---- the endpoints ----
 
     def runs_info(self) -> dict:
-        return {"runs": [_describe(key, self._current(key)) for key in self.runs],
+        return {"runs": [_describe(key, run) for key, run in self.runs.items()],
                 "limits": {f.name: getattr(self.limits, f.name) for f in fields(self.limits)},
                 "presets": list(inspect.PRESETS)}
 
     def metrics(self, key: str) -> dict:
         if key not in self.runs:
             raise ApiError(404, f"no run {key[:20]!r}: this server shows {', '.join(self.runs)}")
-        return {"records": _metrics(self._current(key))}
+        return {"records": _metrics(self.runs[key])}  # the file alone: no model is read here
 
     def analyze(self, body: dict) -> dict:
         key, run = self.run(body)
