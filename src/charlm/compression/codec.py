@@ -276,6 +276,10 @@ APM = 1  # the adaptive probability map on the likeliest symbol, by the previous
 APM_RATE = 0.02  # how fast the map's knots follow what came,
 APM_WEIGHT = 0.5  # and its share of the final probability (an even blend with the mixer's). Both set
 #   with the map (d64dc7e) and tuned by hand on the shared corpora; no measurement recorded.
+import os
+BIT_MODELS = int(os.environ.get("X_BIT_MODELS", 11))
+BIT_LIMIT = int(os.environ.get("X_BIT_LIMIT", 127))
+BIT_LR = float(os.environ.get("X_BIT_LR", 0.005))
 MATCH_ROWS_LOG2 = 20  # the match expert's table holds at most 2^20 positions (4 MB)
 
 
@@ -306,7 +310,8 @@ def _config(settings: CompressSettings, alphabet: Alphabet, lengths: list[int]) 
         esc_byte=alphabet.escapes.get("byte", -1), unk=alphabet.unk, start=alphabet.start,
         features=FEATURES, kinds=KINDS, prior=PRIOR, mix_lr=settings.mix_lr, beta1=beta1, beta2=beta2,
         mix_init=MIX_INIT, extra_logit=EXTRA_LOGIT, apm=APM, apm_rate=APM_RATE, apm_weight=APM_WEIGHT,
-        netsel=_network_selector(settings))
+        netsel=_network_selector(settings), bit_models=BIT_MODELS, bit_rows_log2=min(22, fit.bit_length() + 1),
+        bit_limit=BIT_LIMIT, bit_lr=BIT_LR)
 
 
 def _code(lm: RNNLM, alphabet: Alphabet, settings: CompressSettings, stream: Stream,

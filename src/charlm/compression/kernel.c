@@ -59,14 +59,19 @@ typedef struct {
     int32_t kinds;                   /* 2: rows of one symbol have weights of their own; 3: of two too */
     int32_t netsel;                  /* the expert whose confidence picks the network's weight; -1 none */
     int32_t apm;                     /* refine the likeliest symbol's probability: 0 off, 1 by order 1, 2 by order 2 */
+    int32_t bit_models, bit_rows_log2, bit_limit;  /* the bitwise stage (bits.c): 0 models = off */
     double prior;                    /* added to every count */
     double mix_lr, beta1, beta2;     /* Adam for the mixing weights, one step per coded symbol */
     double mix_init, extra_logit;
     double apm_rate, apm_weight;     /* its table's learning rate; its share of the final probability */
+    double bit_lr;                   /* the bitwise mixer's learning rate */
 } Config;
+
+struct Bits;
 
 typedef struct {
     Config c;
+    struct Bits *bits;     /* the bitwise stage; NULL = symbols coded whole */
     int E;                 /* count experts: orders, then words */
     int X;                 /* weight slots per set: E log-probabilities, E seen, E last, match, network */
     uint32_t rows, match_rows;
@@ -170,6 +175,8 @@ static uint32_t order_hash(const int32_t *hist, int k, uint32_t salt) {
     return h;
 }
 
+static void bits_contexts(struct Bits *b, const int32_t *hist, int seen, uint32_t word, int l);
+
 static void context_rows(Model *m, int l) {
     const int32_t *hist = m->hist + (size_t)l * HISTORY;
     uint32_t *rows = m->cur_rows + (size_t)l * m->E, mask = m->rows - 1;
@@ -188,6 +195,7 @@ static void context_rows(Model *m, int l) {
         uint32_t h = mix32(m->word[l] + 0x5bd1e995u * m->prevword[l] + 202u);
         rows[e++] = mix32(h + (m->word[l] ? 0u : (uint32_t)hist[0] + 7u)) & mask;
     }
+    if (m->bits) bits_contexts(m->bits, hist, seen, m->word[l], l);
 }
 
 static uint32_t match_hash(const Model *m, int l) {
@@ -277,6 +285,8 @@ static int utf8_length(int lead) {
     return lead < 0x80 ? 1 : (lead >> 5) == 6 ? 2 : (lead >> 4) == 14 ? 3 : 4;
 }
 
+#include "bits.c"
+
 /* ---- life cycle ---------------------------------------------------------------------------- */
 
 void cm_free(Model *m);
@@ -355,6 +365,10 @@ Model *cm_new(const Config *config, int32_t *symbols, const int32_t *lengths, ui
     m->extra_len = extra_len;
     m->letter = letter;
     m->high = FULL;
+    if (c->bit_models > 0) {
+        m->bits = bits_new(L, A, c->bit_models, c->bit_rows_log2, c->bit_lr, c->bit_limit);
+        if (!m->bits) { cm_free(m); return NULL; }
+    }
     for (int l = 0; l < L; l++) {
         for (int j = 0; j < HISTORY; j++) m->hist[(size_t)l * HISTORY + j] = c->start;
         context_rows(m, l);
@@ -364,6 +378,7 @@ Model *cm_new(const Config *config, int32_t *symbols, const int32_t *lengths, ui
 
 void cm_free(Model *m) {
     if (!m) return;
+    bits_free(m->bits);
     free(m->counts); free(m->sums); free(m->distinct); free(m->last); free(m->lastsym); free(m->logc); free(m->hist); free(m->seen);
     free(m->word); free(m->prevword); free(m->cur_rows); free(m->coded); free(m->where);
     free(m->pointer); free(m->run); free(m->w); free(m->m1); free(m->m2); free(m->updates);
@@ -602,12 +617,21 @@ static int code_escape(Model *m, int decoding, size_t at, int one_byte) {
 static int code_symbol(Model *m, int decoding, Step *s) {
     const Config *c = &m->c;
     const int A = c->alphabet;
-    const uint32_t *cum = frequencies(m, s->q);
-    if (decoding) {
+    if (m->bits) {
+        if (!decoding && (m->symbols[s->at] < 0 || m->symbols[s->at] >= A)) return -1;
+        int prev = m->hist[(size_t)s->lane * HISTORY];
+        int y = bits_code(m, m->bits, decoding, s->lane, decoding ? 0 : m->symbols[s->at], s->q, prev);
+        if (y == -2) return -2;
+        if (y < 0 || y >= A) return -1;
+        s->y = y;
+        if (decoding) m->symbols[s->at] = y;
+    } else if (decoding) {
+        const uint32_t *cum = frequencies(m, s->q);
         s->y = decode(m, cum, A);
         if (s->y < 0) return -1;
         m->symbols[s->at] = s->y;
     } else {
+        const uint32_t *cum = frequencies(m, s->q);
         s->y = m->symbols[s->at];
         if (s->y < 0 || s->y >= A) return -1;
         if (encode(m, cum[s->y], cum[s->y + 1], cum[A])) return -2;

@@ -34,7 +34,7 @@ import torch
 from .. import machine, native_build
 
 # What the build reads: kernel.c, which #includes net.c.
-_SOURCES = (Path(__file__).with_name("kernel.c"), Path(__file__).with_name("net.c"))
+_SOURCES = tuple(Path(__file__).with_name(name) for name in ("kernel.c", "net.c", "bits.c"))
 # -ffp-contract=off: no fused multiply-adds, so every operation rounds alike whatever the compiler and
 # the instruction set; vectorised element-wise loops round exactly as scalar ones, and without
 # -ffast-math no sum is reordered. A target's flags (machine.target_flags) only make the vectors
@@ -72,10 +72,11 @@ class Config(ctypes.Structure):
         ("orders", ctypes.c_int32 * MAX_ORDERS),
         *[(name, ctypes.c_int32) for name in ("words", "match", "rows_log2", "match_rows_log2", "limit",
                                               "total", "esc_char", "esc_byte", "unk", "start", "features",
-                                              "kinds", "netsel", "apm")],
+                                              "kinds", "netsel", "apm", "bit_models", "bit_rows_log2",
+                                              "bit_limit")],
         *[(name, ctypes.c_double)
           for name in ("prior", "mix_lr", "beta1", "beta2", "mix_init", "extra_logit", "apm_rate",
-                       "apm_weight")],
+                       "apm_weight", "bit_lr")],
     ]
 
 

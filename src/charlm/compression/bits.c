@@ -1,0 +1,182 @@
+/* The last stage: each symbol coded as its bits, each bit's probability mixed again with bitwise
+ * context models.
+ *
+ * The symbol mixture q (kernel.c) gives every bit of the symbol's code a probability: the mass of
+ * the symbols whose code goes on with a 1, over the mass of those that share the bits so far. Each
+ * bit is then predicted by a logistic mixer (PAQ's, Mahoney 2005) of that probability's stretch
+ * ln(p / (1 - p)) and of bitwise context models: for a context (the last k symbols, the word so far,
+ * ...) and the bits of this symbol so far, a slot holding the probability that a 1 follows, which
+ * moves towards each bit by 1 / (n + 1.5), n the times it was seen (capped: recent bits weigh more).
+ * These adapt within a few occurrences where the symbol experts' counts take many, and they are
+ * cheap: a slot per context per bit instead of a row of A counts. The mixer's weights are chosen by
+ * the bits so far and learn from each bit by gradient descent on its code length.
+ *
+ * Like the rest of the kernel, plain IEEE arithmetic in a fixed order: stretch from a table made
+ * with cm_log, squash with cm_exp, integer slots.
+ */
+
+#define BIT_INPUTS_MAX 24
+#define STRETCH_BITS 12
+#define MIXERS 3           /* first-layer mixers, each choosing its weights by its own context */
+#define SETS 4096          /* weight sets per first-layer mixer */
+
+typedef struct Bits {
+    int nbits;             /* bits per symbol: the alphabet's size rounded up to a power of two */
+    int models;            /* bitwise context models */
+    int inputs;            /* the mixer's inputs: the symbol mixture, the models, a bias */
+    uint32_t mask;         /* slots per model - 1 */
+    uint32_t *slots;       /* models * slots: P(1) in the high 22 bits, times seen in the low 10 */
+    uint32_t *ctx;         /* L * models: each model's context hash for the lane's next symbol */
+    uint32_t *words;       /* L * 3: hashes of the current word and the two before it */
+    double *w;             /* MIXERS * SETS * inputs: the first layer's weights, a set per context */
+    double *w2;            /* nodes * MIXERS: the second layer's, a set per node */
+    double *tree;          /* 2 * 2^nbits: the symbol mixture's mass below each node */
+    double *apm;           /* apm_rows * 33: the final refinement, by the previous symbol and node */
+    uint32_t apm_rows;
+    int32_t rate[1024];    /* 65536 / (n + 1.5): how far a slot seen n times moves */
+    double stretch[1 << STRETCH_BITS];
+    double lr;
+    int limit;
+} Bits;
+
+static double stretch_of(double p) {
+    p = p < 1e-6 ? 1e-6 : p > 1.0 - 1e-6 ? 1.0 - 1e-6 : p;
+    return cm_log(p / (1.0 - p));
+}
+
+static void bits_free(Bits *b) {
+    if (!b) return;
+    free(b->slots); free(b->ctx); free(b->words); free(b->w); free(b->w2); free(b->tree); free(b->apm);
+    free(b);
+}
+
+static Bits *bits_new(int lanes, int alphabet, int models, int rows_log2, double lr, int limit) {
+    Bits *b = calloc(1, sizeof(Bits));
+    if (!b) return NULL;
+    while ((1 << b->nbits) < alphabet) b->nbits++;
+    b->models = models;
+    b->inputs = models + 2;
+    b->mask = (1u << rows_log2) - 1;
+    b->lr = lr;
+    b->limit = limit;
+    size_t nodes = (size_t)1 << b->nbits;
+    b->apm_rows = (uint32_t)(nodes * 256);
+    b->slots = malloc(((size_t)models << rows_log2) * sizeof(uint32_t));
+    b->ctx = calloc((size_t)lanes * models + 1, sizeof(uint32_t));
+    b->words = calloc((size_t)lanes * 3, sizeof(uint32_t));
+    b->w = calloc((size_t)MIXERS * SETS * b->inputs, sizeof(double));
+    b->w2 = malloc(nodes * MIXERS * sizeof(double));
+    b->tree = calloc(2 * nodes, sizeof(double));
+    b->apm = malloc((size_t)b->apm_rows * 33 * sizeof(double));
+    if (!b->slots || !b->ctx || !b->words || !b->w || !b->w2 || !b->tree || !b->apm) { bits_free(b); return NULL; }
+    for (size_t i = 0; i < ((size_t)models << rows_log2); i++) b->slots[i] = 1u << 31;  /* p = 1/2, n = 0 */
+    for (size_t i = 0; i < (size_t)MIXERS * SETS; i++) b->w[i * b->inputs] = 1.0;  /* the symbol mixture as it is */
+    for (size_t i = 0; i < nodes * MIXERS; i++) b->w2[i] = 1.0 / MIXERS;
+    for (int n = 0; n < 1024; n++) b->rate[n] = (int32_t)(65536.0 / (n + 1.5));
+    for (int i = 0; i < (1 << STRETCH_BITS); i++) b->stretch[i] = stretch_of((i + 0.5) / (1 << STRETCH_BITS));
+    for (uint32_t i = 0; i < b->apm_rows; i++)
+        for (int j = 0; j < 33; j++) b->apm[(size_t)i * 33 + j] = squash((j - 16) * 0.5);
+    return b;
+}
+
+/* Each model's context for the lane's next symbol: order 0, the last 1..6 symbols, the word so far,
+ * with the word before, with the two before, and sparse ones (the symbols two and three back). */
+static void bits_contexts(Bits *b, const int32_t *hist, int seen, uint32_t word, int l) {
+    uint32_t *ctx = b->ctx + (size_t)l * b->models, *words = b->words + (size_t)l * 3;
+    if (word == 0 && words[0] != 0) {  /* a word just ended */
+        words[2] = words[1]; words[1] = words[0];
+    }
+    words[0] = word;
+    int j = 0;
+    ctx[j++] = 0;
+    for (int k = 1; k <= 6 && j < b->models; k++) ctx[j++] = order_hash(hist, k < seen ? k : seen, 40u + k);
+    uint32_t cur = word ? word : (uint32_t)hist[0] + 0x10000u;
+    if (j < b->models) ctx[j++] = mix32(cur * 0x9E3779B1u + 501u);
+    if (j < b->models) ctx[j++] = mix32(cur + 0x5bd1e995u * words[1] + 502u);
+    if (j < b->models) ctx[j++] = mix32(mix32(cur + 0x5bd1e995u * words[1]) + 0x2F0B4A1Bu * words[2] + 503u);
+    if (j < b->models) ctx[j++] = mix32((uint32_t)hist[1] * 0x9E3779B1u + (uint32_t)hist[2] * 0x85EBCA6Bu + 504u);
+    while (j < b->models) ctx[j++] = 0;
+}
+
+/* The mass of q below every node of the binary tree over the symbols' codes (leaves past the
+ * alphabet hold none). */
+static void bits_tree(Bits *b, const double *q, int A) {
+    size_t nodes = (size_t)1 << b->nbits;
+    double *t = b->tree;
+    for (size_t a = 0; a < nodes; a++) t[nodes + a] = (int)a < A ? q[a] : 0.0;
+    for (size_t i = nodes - 1; i >= 1; i--) t[i] = t[2 * i] + t[2 * i + 1];
+}
+
+/* Code symbol y (or decode it) bit by bit, the most significant first; returns the symbol, or -1
+ * where the stream is damaged (a code past the alphabet), -2 for memory. */
+static int bits_code(Model *m, Bits *b, int decoding, int lane, int y, const double *q, int prev) {
+    const int A = m->c.alphabet, X = b->inputs;
+    const uint32_t *ctx = b->ctx + (size_t)lane * b->models;
+    bits_tree(b, q, A);
+    double x[BIT_INPUTS_MAX];
+    uint32_t *slot[BIT_INPUTS_MAX];
+    uint32_t node = 1;
+    for (int i = b->nbits - 1; i >= 0; i--) {
+        double below = b->tree[node], one = b->tree[2 * node + 1];
+        x[0] = stretch_of(below > 0 ? one / below : 0.5);
+        for (int j = 0; j < b->models; j++) {
+            slot[j] = b->slots + (size_t)j * (b->mask + 1) + (mix32(ctx[j] + node * 0x9E3779B1u) & b->mask);
+            x[1 + j] = b->stretch[*slot[j] >> (32 - STRETCH_BITS)];
+        }
+        x[X - 1] = 0.25;
+        int known = 0;  /* how many of the orders 1..6 have seen this context and bits */
+        for (int j = 1; j <= 6 && j < b->models; j++) known += (*slot[j] & 1023) != 0;
+        uint32_t sel[MIXERS] = {node, (uint32_t)(known * 8 + i), ((uint32_t)(prev & 255) << 3 | (uint32_t)i)};
+        double *w[MIXERS], s1[MIXERS], pr[MIXERS], dot = 0.0;
+        double *v = b->w2 + (size_t)node * MIXERS;
+        for (int r = 0; r < MIXERS; r++) {
+            w[r] = b->w + ((size_t)r * SETS + (sel[r] & (SETS - 1))) * X;
+            double d = 0.0;
+            for (int k = 0; k < X; k++) d += w[r][k] * x[k];
+            d = d < -30.0 ? -30.0 : d > 30.0 ? 30.0 : d;
+            s1[r] = d;
+            pr[r] = squash(d);
+            dot += v[r] * d;
+        }
+        dot = dot < -30.0 ? -30.0 : dot > 30.0 ? 30.0 : dot;
+        double pm = squash(dot);
+        /* the final map: by the previous symbol and the node, between 33 knots of the stretch */
+        double st = dot < -7.999 ? -7.999 : dot > 7.999 ? 7.999 : dot;
+        double pos = (st + 8.0) * 2.0;
+        size_t knot = (size_t)floor(pos);
+        double frac = pos - knot;
+        double *row = b->apm + ((size_t)node * 256 + (uint32_t)(prev & 255)) * 33;
+        double pa = (1.0 - frac) * row[knot] + frac * row[knot + 1];
+        double p = 0.5 * pm + 0.5 * pa;
+        uint32_t p1 = (uint32_t)floor(p * 65536.0);
+        p1 = p1 < 1 ? 1 : p1 > 65535 ? 65535 : p1;
+        uint32_t cum[3] = {0, 65536u - p1, 65536u};
+        int bit;
+        if (decoding) {
+            bit = decode(m, cum, 2);
+            if (bit < 0) return -1;
+        } else {
+            bit = (y >> i) & 1;
+            if (encode(m, cum[bit], cum[bit + 1], 65536u)) return -2;
+        }
+        /* learning: the mixer by gradient descent, the map's two knots, the slots */
+        for (int r = 0; r < MIXERS; r++) {
+            double err = bit - pr[r];
+            for (int k = 0; k < X; k++) w[r][k] += b->lr * err * x[k];
+            v[r] += 0.002 * (bit - pm) * s1[r];
+        }
+        row[knot] += 0.02 * (1.0 - frac) * (bit - row[knot]);
+        row[knot + 1] += 0.02 * frac * (bit - row[knot + 1]);
+        for (int j = 0; j < b->models; j++) {
+            uint32_t v = *slot[j];
+            int64_t pr = v >> 10, n = v & 1023;
+            pr += (((int64_t)bit << 22) - pr) * b->rate[n] >> 16;
+            pr = pr < 1 ? 1 : pr > (1 << 22) - 1 ? (1 << 22) - 1 : pr;
+            if (n < b->limit) n++;
+            *slot[j] = (uint32_t)(pr << 10) | (uint32_t)n;
+        }
+        node = 2 * node + (uint32_t)bit;
+    }
+    int sym = (int)(node - (1u << b->nbits));
+    return sym < A ? sym : -1;
+}
