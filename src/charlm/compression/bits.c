@@ -15,9 +15,10 @@
  * with cm_log, squash with cm_exp, integer slots.
  */
 
-#define BIT_INPUTS_MAX 24
+#define BIT_INPUTS_MAX 40
 #define STRETCH_BITS 12
 #define MIXERS 3           /* first-layer mixers, each choosing its weights by its own context */
+#define APM2_ROWS (1u << 18)
 #define SETS 4096          /* weight sets per first-layer mixer */
 
 typedef struct Bits {
@@ -25,13 +26,16 @@ typedef struct Bits {
     int models;            /* bitwise context models */
     int inputs;            /* the mixer's inputs: the symbol mixture, the models, a bias */
     uint32_t mask;         /* slots per model - 1 */
-    uint32_t *slots;       /* models * slots: P(1) in the high 22 bits, times seen in the low 10 */
+    uint32_t *slots;       /* models * slots: P(1) in the high 16 bits, then times seen (8), the last 8 bits */
+    double *hmap;          /* models * 256: P(1) after each short history (times seen, the last bits) */
+    int32_t *hmap_n;
     uint32_t *ctx;         /* L * models: each model's context hash for the lane's next symbol */
     uint32_t *words;       /* L * 3: hashes of the current word and the two before it */
     double *w;             /* MIXERS * SETS * inputs: the first layer's weights, a set per context */
     double *w2;            /* nodes * MIXERS: the second layer's, a set per node */
     double *tree;          /* 2 * 2^nbits: the symbol mixture's mass below each node */
     double *apm;           /* apm_rows * 33: the final refinement, by the previous symbol and node */
+    float *apm2;           /* APM2_ROWS * 33: another, by the two previous symbols (hashed) and node */
     uint32_t apm_rows;
     int32_t rate[1024];    /* 65536 / (n + 1.5): how far a slot seen n times moves */
     double stretch[1 << STRETCH_BITS];
@@ -46,16 +50,18 @@ static double stretch_of(double p) {
 
 static void bits_free(Bits *b) {
     if (!b) return;
-    free(b->slots); free(b->ctx); free(b->words); free(b->w); free(b->w2); free(b->tree); free(b->apm);
+    free(b->slots); free(b->ctx); free(b->words); free(b->w); free(b->w2); free(b->tree); free(b->apm); free(b->apm2); free(b->hmap); free(b->hmap_n);
     free(b);
 }
 
-static Bits *bits_new(int lanes, int alphabet, int models, int rows_log2, double lr, int limit) {
+static Bits *bits_new(int lanes, int alphabet, int models, int rows_log2, double lr, int limit, int experts) {
     Bits *b = calloc(1, sizeof(Bits));
     if (!b) return NULL;
     while ((1 << b->nbits) < alphabet) b->nbits++;
     b->models = models;
-    b->inputs = models + 2;
+    b->inputs = 2 * models + experts + 3;
+    b->hmap = malloc((size_t)models * 256 * sizeof(double));
+    b->hmap_n = calloc((size_t)models * 256, sizeof(int32_t));
     b->mask = (1u << rows_log2) - 1;
     b->lr = lr;
     b->limit = limit;
@@ -66,16 +72,20 @@ static Bits *bits_new(int lanes, int alphabet, int models, int rows_log2, double
     b->words = calloc((size_t)lanes * 3, sizeof(uint32_t));
     b->w = calloc((size_t)MIXERS * SETS * b->inputs, sizeof(double));
     b->w2 = malloc(nodes * MIXERS * sizeof(double));
-    b->tree = calloc(2 * nodes, sizeof(double));
+    b->tree = calloc((size_t)(experts + 2) * 2 * nodes, sizeof(double));
     b->apm = malloc((size_t)b->apm_rows * 33 * sizeof(double));
-    if (!b->slots || !b->ctx || !b->words || !b->w || !b->w2 || !b->tree || !b->apm) { bits_free(b); return NULL; }
-    for (size_t i = 0; i < ((size_t)models << rows_log2); i++) b->slots[i] = 1u << 31;  /* p = 1/2, n = 0 */
+    b->apm2 = malloc((size_t)APM2_ROWS * 33 * sizeof(float));
+    if (!b->slots || !b->ctx || !b->words || !b->w || !b->w2 || !b->tree || !b->apm || !b->apm2 || !b->hmap || !b->hmap_n) { bits_free(b); return NULL; }
+    for (size_t i = 0; i < ((size_t)models << rows_log2); i++) b->slots[i] = 0x8000u << 16;  /* p = 1/2, n = 0 */
+    for (size_t i = 0; i < (size_t)models * 256; i++) b->hmap[i] = 0.5;
     for (size_t i = 0; i < (size_t)MIXERS * SETS; i++) b->w[i * b->inputs] = 1.0;  /* the symbol mixture as it is */
     for (size_t i = 0; i < nodes * MIXERS; i++) b->w2[i] = 1.0 / MIXERS;
     for (int n = 0; n < 1024; n++) b->rate[n] = (int32_t)(65536.0 / (n + 1.5));
     for (int i = 0; i < (1 << STRETCH_BITS); i++) b->stretch[i] = stretch_of((i + 0.5) / (1 << STRETCH_BITS));
     for (uint32_t i = 0; i < b->apm_rows; i++)
         for (int j = 0; j < 33; j++) b->apm[(size_t)i * 33 + j] = squash((j - 16) * 0.5);
+    for (uint32_t i = 0; i < APM2_ROWS; i++)
+        for (int j = 0; j < 33; j++) b->apm2[(size_t)i * 33 + j] = (float)squash((j - 16) * 0.5);
     return b;
 }
 
@@ -100,32 +110,59 @@ static void bits_contexts(Bits *b, const int32_t *hist, int seen, uint32_t word,
 
 /* The mass of q below every node of the binary tree over the symbols' codes (leaves past the
  * alphabet hold none). */
-static void bits_tree(Bits *b, const double *q, int A) {
-    size_t nodes = (size_t)1 << b->nbits;
-    double *t = b->tree;
+static void bits_tree(double *t, size_t nodes, const double *q, int A) {
     for (size_t a = 0; a < nodes; a++) t[nodes + a] = (int)a < A ? q[a] : 0.0;
     for (size_t i = nodes - 1; i >= 1; i--) t[i] = t[2 * i] + t[2 * i + 1];
 }
 
+static void counts_tree(double *t, size_t nodes, const uint16_t *cnt, int A) {
+    for (size_t a = 0; a < nodes; a++) t[nodes + a] = (int)a < A ? (double)cnt[a] : 0.0;
+    for (size_t i = nodes - 1; i >= 1; i--) t[i] = t[2 * i] + t[2 * i + 1];
+}
+
+/* The input a tree gives at a node: the stretch of the share of the node's mass that goes on with
+ * a 1; nothing (0) where the node holds no mass. */
+static double tree_input(const double *t, uint32_t node, double prior) {
+    double below = t[node];
+    if (!(below > 0)) return 0.0;
+    return stretch_of((t[2 * node + 1] + prior) / (below + 2 * prior));
+}
+
 /* Code symbol y (or decode it) bit by bit, the most significant first; returns the symbol, or -1
  * where the stream is damaged (a code past the alphabet), -2 for memory. */
-static int bits_code(Model *m, Bits *b, int decoding, int lane, int y, const double *q, int prev) {
-    const int A = m->c.alphabet, X = b->inputs;
+static int bits_code(Model *m, Bits *b, int decoding, int lane, int y, const double *q, int prev,
+                     const uint32_t *rows, const float *logits) {
+    const int A = m->c.alphabet, X = b->inputs, E = m->E, V = m->c.vocab;
     const uint32_t *ctx = b->ctx + (size_t)lane * b->models;
-    bits_tree(b, q, A);
+    const size_t nodes = (size_t)1 << b->nbits;
+    bits_tree(b->tree, nodes, q, A);
+    for (int e = 0; e < E; e++)
+        counts_tree(b->tree + (size_t)(e + 1) * 2 * nodes, nodes, m->counts + ((size_t)e * m->rows + rows[e]) * A, A);
+    {   /* the network's own distribution */
+        double *pn = m->z;  /* scratch: the mixture is done with it */
+        double top = logits[0], sum = 0.0;
+        for (int a = 1; a < V; a++) if (logits[a] > top) top = logits[a];
+        for (int a = 0; a < A; a++) { pn[a] = a < V ? cm_exp((double)logits[a] - top) : 0.0; sum += pn[a]; }
+        for (int a = 0; a < A; a++) pn[a] /= sum;
+        bits_tree(b->tree + (size_t)(E + 1) * 2 * nodes, nodes, pn, A);
+    }
     double x[BIT_INPUTS_MAX];
-    uint32_t *slot[BIT_INPUTS_MAX];
-    uint32_t node = 1;
+    uint32_t *slot[BIT_INPUTS_MAX], state[BIT_INPUTS_MAX];
+    uint32_t node = 1, h2 = b->ctx[(size_t)lane * b->models + 2];  /* order 2's hash */
     for (int i = b->nbits - 1; i >= 0; i--) {
-        double below = b->tree[node], one = b->tree[2 * node + 1];
-        x[0] = stretch_of(below > 0 ? one / below : 0.5);
+        x[0] = tree_input(b->tree, node, 0.0);
+        for (int e = 0; e < E; e++) x[1 + b->models + e] = tree_input(b->tree + (size_t)(e + 1) * 2 * nodes, node, 0.05);
+        x[1 + b->models + E] = tree_input(b->tree + (size_t)(E + 1) * 2 * nodes, node, 0.0);
         for (int j = 0; j < b->models; j++) {
             slot[j] = b->slots + (size_t)j * (b->mask + 1) + (mix32(ctx[j] + node * 0x9E3779B1u) & b->mask);
             x[1 + j] = b->stretch[*slot[j] >> (32 - STRETCH_BITS)];
+            uint32_t n = (*slot[j] >> 8) & 255;
+            state[j] = (uint32_t)j * 256 + ((n < 7 ? n : 7) << 5 | (*slot[j] & 31));
+            x[2 + b->models + E + j] = stretch_of(b->hmap[state[j]]);
         }
         x[X - 1] = 0.25;
         int known = 0;  /* how many of the orders 1..6 have seen this context and bits */
-        for (int j = 1; j <= 6 && j < b->models; j++) known += (*slot[j] & 1023) != 0;
+        for (int j = 1; j <= 6 && j < b->models; j++) known += (*slot[j] & 0xFF00u) != 0;
         uint32_t sel[MIXERS] = {node, (uint32_t)(known * 8 + i), ((uint32_t)(prev & 255) << 3 | (uint32_t)i)};
         double *w[MIXERS], s1[MIXERS], pr[MIXERS], dot = 0.0;
         double *v = b->w2 + (size_t)node * MIXERS;
@@ -147,7 +184,9 @@ static int bits_code(Model *m, Bits *b, int decoding, int lane, int y, const dou
         double frac = pos - knot;
         double *row = b->apm + ((size_t)node * 256 + (uint32_t)(prev & 255)) * 33;
         double pa = (1.0 - frac) * row[knot] + frac * row[knot + 1];
-        double p = 0.5 * pm + 0.5 * pa;
+        float *row2 = b->apm2 + (size_t)((mix32(h2 + node * 0x9E3779B1u)) & (APM2_ROWS - 1)) * 33;
+        double pa2 = (1.0 - frac) * row2[knot] + frac * row2[knot + 1];
+        double p = 0.5 * pm + 0.25 * pa + 0.25 * pa2;
         uint32_t p1 = (uint32_t)floor(p * 65536.0);
         p1 = p1 < 1 ? 1 : p1 > 65535 ? 65535 : p1;
         uint32_t cum[3] = {0, 65536u - p1, 65536u};
@@ -167,13 +206,18 @@ static int bits_code(Model *m, Bits *b, int decoding, int lane, int y, const dou
         }
         row[knot] += 0.02 * (1.0 - frac) * (bit - row[knot]);
         row[knot + 1] += 0.02 * frac * (bit - row[knot + 1]);
+        row2[knot] += (float)(0.02 * (1.0 - frac) * (bit - row2[knot]));
+        row2[knot + 1] += (float)(0.02 * frac * (bit - row2[knot + 1]));
         for (int j = 0; j < b->models; j++) {
             uint32_t v = *slot[j];
-            int64_t pr = v >> 10, n = v & 1023;
-            pr += (((int64_t)bit << 22) - pr) * b->rate[n] >> 16;
-            pr = pr < 1 ? 1 : pr > (1 << 22) - 1 ? (1 << 22) - 1 : pr;
+            int64_t pr = v >> 16, n = (v >> 8) & 255;
+            pr += (((int64_t)bit << 16) - pr) * b->rate[n] >> 16;
+            pr = pr < 1 ? 1 : pr > 65535 ? 65535 : pr;
             if (n < b->limit) n++;
-            *slot[j] = (uint32_t)(pr << 10) | (uint32_t)n;
+            *slot[j] = (uint32_t)(pr << 16) | (uint32_t)(n << 8) | (((v & 255) << 1 | (uint32_t)bit) & 255);
+            int32_t hn = b->hmap_n[state[j]];
+            b->hmap[state[j]] += (bit - b->hmap[state[j]]) / (hn + 1.5);
+            if (hn < 1023) b->hmap_n[state[j]] = hn + 1;
         }
         node = 2 * node + (uint32_t)bit;
     }

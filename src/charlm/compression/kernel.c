@@ -366,7 +366,7 @@ Model *cm_new(const Config *config, int32_t *symbols, const int32_t *lengths, ui
     m->letter = letter;
     m->high = FULL;
     if (c->bit_models > 0) {
-        m->bits = bits_new(L, A, c->bit_models, c->bit_rows_log2, c->bit_lr, c->bit_limit);
+        m->bits = bits_new(L, A, c->bit_models, c->bit_rows_log2, c->bit_lr, c->bit_limit, m->E);
         if (!m->bits) { cm_free(m); return NULL; }
     }
     for (int l = 0; l < L; l++) {
@@ -620,7 +620,8 @@ static int code_symbol(Model *m, int decoding, Step *s) {
     if (m->bits) {
         if (!decoding && (m->symbols[s->at] < 0 || m->symbols[s->at] >= A)) return -1;
         int prev = m->hist[(size_t)s->lane * HISTORY];
-        int y = bits_code(m, m->bits, decoding, s->lane, decoding ? 0 : m->symbols[s->at], s->q, prev);
+        int y = bits_code(m, m->bits, decoding, s->lane, decoding ? 0 : m->symbols[s->at], s->q, prev,
+                          s->rows, s->logits);
         if (y == -2) return -2;
         if (y < 0 || y >= A) return -1;
         s->y = y;
