@@ -19,6 +19,7 @@
 #define STRETCH_BITS 12
 #define MIXERS 3           /* first-layer mixers, each choosing its weights by its own context */
 #define APM2_ROWS (1u << 18)
+#define LINE 256
 #define SETS 4096          /* weight sets per first-layer mixer */
 
 typedef struct Bits {
@@ -31,6 +32,8 @@ typedef struct Bits {
     int32_t *hmap_n;
     uint32_t *ctx;         /* L * models: each model's context hash for the lane's next symbol */
     uint32_t *words;       /* L * 3: hashes of the current word and the two before it */
+    uint8_t *lines;        /* L * 2 * LINE: the line before and the current one, per lane */
+    int32_t *col;          /* L * 2: the current column, the length of the line before */
     double *w;             /* MIXERS * SETS * inputs: the first layer's weights, a set per context */
     double *w2;            /* nodes * MIXERS: the second layer's, a set per node */
     double *tree;          /* 2 * 2^nbits: the symbol mixture's mass below each node */
@@ -50,7 +53,7 @@ static double stretch_of(double p) {
 
 static void bits_free(Bits *b) {
     if (!b) return;
-    free(b->slots); free(b->ctx); free(b->words); free(b->w); free(b->w2); free(b->tree); free(b->apm); free(b->apm2); free(b->hmap); free(b->hmap_n);
+    free(b->slots); free(b->ctx); free(b->words); free(b->w); free(b->w2); free(b->tree); free(b->apm); free(b->apm2); free(b->hmap); free(b->hmap_n); free(b->lines); free(b->col);
     free(b);
 }
 
@@ -60,6 +63,8 @@ static Bits *bits_new(int lanes, int alphabet, int models, int rows_log2, double
     while ((1 << b->nbits) < alphabet) b->nbits++;
     b->models = models;
     b->inputs = 2 * models + experts + 3;
+    b->lines = calloc((size_t)lanes * 2 * LINE, 1);
+    b->col = calloc((size_t)lanes * 2, sizeof(int32_t));
     b->hmap = malloc((size_t)models * 256 * sizeof(double));
     b->hmap_n = calloc((size_t)models * 256, sizeof(int32_t));
     b->mask = (1u << rows_log2) - 1;
@@ -75,7 +80,7 @@ static Bits *bits_new(int lanes, int alphabet, int models, int rows_log2, double
     b->tree = calloc((size_t)(experts + 2) * 2 * nodes, sizeof(double));
     b->apm = malloc((size_t)b->apm_rows * 33 * sizeof(double));
     b->apm2 = malloc((size_t)APM2_ROWS * 33 * sizeof(float));
-    if (!b->slots || !b->ctx || !b->words || !b->w || !b->w2 || !b->tree || !b->apm || !b->apm2 || !b->hmap || !b->hmap_n) { bits_free(b); return NULL; }
+    if (!b->slots || !b->ctx || !b->words || !b->w || !b->w2 || !b->tree || !b->apm || !b->apm2 || !b->hmap || !b->hmap_n || !b->lines || !b->col) { bits_free(b); return NULL; }
     for (size_t i = 0; i < ((size_t)models << rows_log2); i++) b->slots[i] = 0x8000u << 16;  /* p = 1/2, n = 0 */
     for (size_t i = 0; i < (size_t)models * 256; i++) b->hmap[i] = 0.5;
     for (size_t i = 0; i < (size_t)MIXERS * SETS; i++) b->w[i * b->inputs] = 1.0;  /* the symbol mixture as it is */
@@ -97,6 +102,20 @@ static void bits_contexts(Bits *b, const int32_t *hist, int seen, uint32_t word,
         words[2] = words[1]; words[1] = words[0];
     }
     words[0] = word;
+    uint8_t *above = b->lines + (size_t)l * 2 * LINE, *line = above + LINE;
+    int32_t *col = b->col + (size_t)l * 2;
+    if (seen > 0) {  /* the symbol just coded moves the column on */
+        if (hist[0] == '\n') {
+            memcpy(above, line, LINE);
+            col[1] = col[0];
+            col[0] = 0;
+        } else {
+            if (col[0] < LINE) line[col[0]] = (uint8_t)hist[0];
+            col[0]++;
+        }
+    }
+    int c0 = col[0] < LINE - 1 ? col[0] : LINE - 1;
+    uint32_t up = col[0] < col[1] && col[0] < LINE ? above[col[0]] : 0u;
     int j = 0;
     ctx[j++] = 0;
     for (int k = 1; k <= 6 && j < b->models; k++) ctx[j++] = order_hash(hist, k < seen ? k : seen, 40u + k);
@@ -105,6 +124,9 @@ static void bits_contexts(Bits *b, const int32_t *hist, int seen, uint32_t word,
     if (j < b->models) ctx[j++] = mix32(cur + 0x5bd1e995u * words[1] + 502u);
     if (j < b->models) ctx[j++] = mix32(mix32(cur + 0x5bd1e995u * words[1]) + 0x2F0B4A1Bu * words[2] + 503u);
     if (j < b->models) ctx[j++] = mix32((uint32_t)hist[1] * 0x9E3779B1u + (uint32_t)hist[2] * 0x85EBCA6Bu + 504u);
+    if (j < b->models) ctx[j++] = mix32(up * 0x9E3779B1u + (uint32_t)c0 * 0x85EBCA6Bu + 505u);
+    if (j < b->models) ctx[j++] = mix32(up * 0x9E3779B1u + (uint32_t)hist[0] * 0x85EBCA6Bu + 506u);
+    if (j < b->models) ctx[j++] = mix32((uint32_t)line[0] * 0x9E3779B1u + (uint32_t)c0 * 0x85EBCA6Bu + (uint32_t)hist[0] * 0x2F0B4A1Bu + 507u);
     while (j < b->models) ctx[j++] = 0;
 }
 
