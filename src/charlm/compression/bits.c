@@ -15,12 +15,12 @@
  * with cm_log, squash with cm_exp, integer slots.
  */
 
-#define BIT_INPUTS_MAX 40
+#define BIT_INPUTS_MAX 64
 #define STRETCH_BITS 12
-#define MIXERS 3           /* first-layer mixers, each choosing its weights by its own context */
+#define MIXERS 4           /* first-layer mixers, each choosing its weights by its own context */
 #define APM2_ROWS (1u << 18)
 #define LINE 256
-#define SETS 4096          /* weight sets per first-layer mixer */
+#define SETS 65536          /* weight sets per first-layer mixer */
 
 typedef struct Bits {
     int nbits;             /* bits per symbol: the alphabet's size rounded up to a power of two */
@@ -34,6 +34,8 @@ typedef struct Bits {
     uint32_t *words;       /* L * 3: hashes of the current word and the two before it */
     uint8_t *lines;        /* L * 2 * LINE: the line before and the current one, per lane */
     int32_t *col;          /* L * 2: the current column, the length of the line before */
+    uint16_t *follow;      /* 65536: the two symbols that followed each pair of symbols last (shared) */
+    uint32_t *nest;        /* L: quote and bracket state */
     double *w;             /* MIXERS * SETS * inputs: the first layer's weights, a set per context */
     double *w2;            /* nodes * MIXERS: the second layer's, a set per node */
     double *tree;          /* 2 * 2^nbits: the symbol mixture's mass below each node */
@@ -53,7 +55,7 @@ static double stretch_of(double p) {
 
 static void bits_free(Bits *b) {
     if (!b) return;
-    free(b->slots); free(b->ctx); free(b->words); free(b->w); free(b->w2); free(b->tree); free(b->apm); free(b->apm2); free(b->hmap); free(b->hmap_n); free(b->lines); free(b->col);
+    free(b->slots); free(b->ctx); free(b->words); free(b->w); free(b->w2); free(b->tree); free(b->apm); free(b->apm2); free(b->hmap); free(b->hmap_n); free(b->lines); free(b->col); free(b->follow); free(b->nest);
     free(b);
 }
 
@@ -63,6 +65,9 @@ static Bits *bits_new(int lanes, int alphabet, int models, int rows_log2, double
     while ((1 << b->nbits) < alphabet) b->nbits++;
     b->models = models;
     b->inputs = 2 * models + experts + 3;
+    if (b->inputs > BIT_INPUTS_MAX) { free(b); return NULL; }
+    b->follow = calloc(65536, sizeof(uint16_t));
+    b->nest = calloc((size_t)lanes, sizeof(uint32_t));
     b->lines = calloc((size_t)lanes * 2 * LINE, 1);
     b->col = calloc((size_t)lanes * 2, sizeof(int32_t));
     b->hmap = malloc((size_t)models * 256 * sizeof(double));
@@ -80,7 +85,7 @@ static Bits *bits_new(int lanes, int alphabet, int models, int rows_log2, double
     b->tree = calloc((size_t)(experts + 2) * 2 * nodes, sizeof(double));
     b->apm = malloc((size_t)b->apm_rows * 33 * sizeof(double));
     b->apm2 = malloc((size_t)APM2_ROWS * 33 * sizeof(float));
-    if (!b->slots || !b->ctx || !b->words || !b->w || !b->w2 || !b->tree || !b->apm || !b->apm2 || !b->hmap || !b->hmap_n || !b->lines || !b->col) { bits_free(b); return NULL; }
+    if (!b->slots || !b->ctx || !b->words || !b->w || !b->w2 || !b->tree || !b->apm || !b->apm2 || !b->hmap || !b->hmap_n || !b->lines || !b->col || !b->follow || !b->nest) { bits_free(b); return NULL; }
     for (size_t i = 0; i < ((size_t)models << rows_log2); i++) b->slots[i] = 0x8000u << 16;  /* p = 1/2, n = 0 */
     for (size_t i = 0; i < (size_t)models * 256; i++) b->hmap[i] = 0.5;
     for (size_t i = 0; i < (size_t)MIXERS * SETS; i++) b->w[i * b->inputs] = 1.0;  /* the symbol mixture as it is */
@@ -114,6 +119,17 @@ static void bits_contexts(Bits *b, const int32_t *hist, int seen, uint32_t word,
             col[0]++;
         }
     }
+    uint32_t pair = ((uint32_t)hist[2] & 255) << 8 | ((uint32_t)hist[1] & 255);
+    uint32_t *nest = b->nest + l;
+    if (seen > 1) b->follow[pair] = (uint16_t)(b->follow[pair] << 8 | ((uint32_t)hist[0] & 255));
+    if (seen > 0) {
+        int y = hist[0];
+        if (y == '"') *nest ^= 1u;
+        else if (y == '(') *nest |= 2u;
+        else if (y == ')') *nest &= ~2u;
+        else if (y == '\'') *nest ^= 4u;
+    }
+    uint32_t ind = b->follow[((uint32_t)hist[1] & 255) << 8 | ((uint32_t)hist[0] & 255)];
     int c0 = col[0] < LINE - 1 ? col[0] : LINE - 1;
     uint32_t up = col[0] < col[1] && col[0] < LINE ? above[col[0]] : 0u;
     int j = 0;
@@ -127,6 +143,11 @@ static void bits_contexts(Bits *b, const int32_t *hist, int seen, uint32_t word,
     if (j < b->models) ctx[j++] = mix32(up * 0x9E3779B1u + (uint32_t)c0 * 0x85EBCA6Bu + 505u);
     if (j < b->models) ctx[j++] = mix32(up * 0x9E3779B1u + (uint32_t)hist[0] * 0x85EBCA6Bu + 506u);
     if (j < b->models) ctx[j++] = mix32((uint32_t)line[0] * 0x9E3779B1u + (uint32_t)c0 * 0x85EBCA6Bu + (uint32_t)hist[0] * 0x2F0B4A1Bu + 507u);
+    if (j < b->models) ctx[j++] = mix32(ind * 0x9E3779B1u + (uint32_t)hist[0] * 0x85EBCA6Bu + 508u);
+    if (j < b->models) ctx[j++] = mix32((uint32_t)hist[0] * 0x9E3779B1u + (uint32_t)hist[2] * 0x85EBCA6Bu + 509u);
+    if (j < b->models) ctx[j++] = mix32(words[1] * 0x9E3779B1u + order_hash(hist, 2, 7u) + 510u);
+    if (j < b->models) ctx[j++] = mix32(*nest * 0x9E3779B1u + (uint32_t)hist[0] * 0x85EBCA6Bu + cur * 0x2F0B4A1Bu + 511u);
+    if (j < b->models) ctx[j++] = mix32((uint32_t)hist[3] * 0x9E3779B1u + (uint32_t)hist[2] * 0x85EBCA6Bu + (uint32_t)hist[1] * 0x2F0B4A1Bu + 512u);
     while (j < b->models) ctx[j++] = 0;
 }
 
@@ -185,7 +206,11 @@ static int bits_code(Model *m, Bits *b, int decoding, int lane, int y, const dou
         x[X - 1] = 0.25;
         int known = 0;  /* how many of the orders 1..6 have seen this context and bits */
         for (int j = 1; j <= 6 && j < b->models; j++) known += (*slot[j] & 0xFF00u) != 0;
-        uint32_t sel[MIXERS] = {node, (uint32_t)(known * 8 + i), ((uint32_t)(prev & 255) << 3 | (uint32_t)i)};
+        int32_t column = b->col[(size_t)lane * 2], width = b->col[(size_t)lane * 2 + 1];
+        uint32_t cb = (uint32_t)(column < 15 ? column : 15 + (column - 15) / 4 < 40 ? 15 + (column - 15) / 4 : 40);
+        uint32_t past = column >= width ? 1u : 0u;
+        uint32_t sel[MIXERS] = {node, (uint32_t)(known * 8 + i), ((uint32_t)(prev & 255) << 8 | node),
+                                ((cb * 2 + past) << 8) | node};
         double *w[MIXERS], s1[MIXERS], pr[MIXERS], dot = 0.0;
         double *v = b->w2 + (size_t)node * MIXERS;
         for (int r = 0; r < MIXERS; r++) {
@@ -208,7 +233,7 @@ static int bits_code(Model *m, Bits *b, int decoding, int lane, int y, const dou
         double pa = (1.0 - frac) * row[knot] + frac * row[knot + 1];
         float *row2 = b->apm2 + (size_t)((mix32(h2 + node * 0x9E3779B1u)) & (APM2_ROWS - 1)) * 33;
         double pa2 = (1.0 - frac) * row2[knot] + frac * row2[knot + 1];
-        double p = 0.5 * pm + 0.25 * pa + 0.25 * pa2;
+        double p = 0.3 * pm + 0.3 * pa + 0.4 * pa2;
         uint32_t p1 = (uint32_t)floor(p * 65536.0);
         p1 = p1 < 1 ? 1 : p1 > 65535 ? 65535 : p1;
         uint32_t cum[3] = {0, 65536u - p1, 65536u};
