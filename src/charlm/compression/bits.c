@@ -26,8 +26,9 @@ typedef struct Bits {
     int nbits;             /* bits per symbol: the alphabet's size rounded up to a power of two */
     int models;            /* bitwise context models */
     int inputs;            /* the mixer's inputs: the symbol mixture, the models, a bias */
-    uint32_t mask;         /* slots per model - 1 */
-    uint32_t *slots;       /* models * slots: P(1) in the high 16 bits, then times seen (8), the last 8 bits */
+    uint32_t mask;         /* buckets per model - 1 */
+    uint32_t *slots;       /* models * buckets * 16: P(1) in the high 16 bits, then times seen (8), the
+                              last 8 bits; a bucket (one cache line) holds the nodes of a nibble */
     double *hmap;          /* models * 256: P(1) after each short history (times seen, the last bits) */
     int32_t *hmap_n;
     uint32_t *ctx;         /* L * models: each model's context hash for the lane's next symbol */
@@ -51,6 +52,11 @@ typedef struct Bits {
 static double stretch_of(double p) {
     p = p < 1e-6 ? 1e-6 : p > 1.0 - 1e-6 ? 1.0 - 1e-6 : p;
     return cm_log(p / (1.0 - p));
+}
+
+static double table_stretch(const Bits *b, double p) {
+    int k = (int)(p * (1 << STRETCH_BITS));
+    return b->stretch[k < 0 ? 0 : k > (1 << STRETCH_BITS) - 1 ? (1 << STRETCH_BITS) - 1 : k];
 }
 
 static void bits_free(Bits *b) {
@@ -77,7 +83,7 @@ static Bits *bits_new(int lanes, int alphabet, int models, int rows_log2, double
     b->limit = limit;
     size_t nodes = (size_t)1 << b->nbits;
     b->apm_rows = (uint32_t)(nodes * 256);
-    b->slots = malloc(((size_t)models << rows_log2) * sizeof(uint32_t));
+    b->slots = aligned_alloc(64, ((size_t)models << rows_log2) * 16 * sizeof(uint32_t));
     b->ctx = calloc((size_t)lanes * models + 1, sizeof(uint32_t));
     b->words = calloc((size_t)lanes * 3, sizeof(uint32_t));
     b->w = calloc((size_t)MIXERS * SETS * b->inputs, sizeof(double));
@@ -86,7 +92,7 @@ static Bits *bits_new(int lanes, int alphabet, int models, int rows_log2, double
     b->apm = malloc((size_t)b->apm_rows * 33 * sizeof(double));
     b->apm2 = malloc((size_t)APM2_ROWS * 33 * sizeof(float));
     if (!b->slots || !b->ctx || !b->words || !b->w || !b->w2 || !b->tree || !b->apm || !b->apm2 || !b->hmap || !b->hmap_n || !b->lines || !b->col || !b->follow || !b->nest) { bits_free(b); return NULL; }
-    for (size_t i = 0; i < ((size_t)models << rows_log2); i++) b->slots[i] = 0x8000u << 16;  /* p = 1/2, n = 0 */
+    for (size_t i = 0; i < ((size_t)models << rows_log2) * 16; i++) b->slots[i] = 0x8000u << 16;  /* p = 1/2, n = 0 */
     for (size_t i = 0; i < (size_t)models * 256; i++) b->hmap[i] = 0.5;
     for (size_t i = 0; i < (size_t)MIXERS * SETS; i++) b->w[i * b->inputs] = 1.0;  /* the symbol mixture as it is */
     for (size_t i = 0; i < nodes * MIXERS; i++) b->w2[i] = 1.0 / MIXERS;
@@ -171,6 +177,13 @@ static double tree_input(const double *t, uint32_t node, double prior) {
     return stretch_of((t[2 * node + 1] + prior) / (below + 2 * prior));
 }
 
+/* The same from the stretch table: 12 bits of the probability. */
+static double tree_input_fast(const Bits *b, const double *t, uint32_t node, double prior) {
+    double below = t[node];
+    if (!(below > 0)) return 0.0;
+    return table_stretch(b, (t[2 * node + 1] + prior) / (below + 2 * prior));
+}
+
 /* Code symbol y (or decode it) bit by bit, the most significant first; returns the symbol, or -1
  * where the stream is damaged (a code past the alphabet), -2 for memory. */
 static int bits_code(Model *m, Bits *b, int decoding, int lane, int y, const double *q, int prev,
@@ -190,18 +203,30 @@ static int bits_code(Model *m, Bits *b, int decoding, int lane, int y, const dou
         bits_tree(b->tree + (size_t)(E + 1) * 2 * nodes, nodes, pn, A);
     }
     double x[BIT_INPUTS_MAX];
-    uint32_t *slot[BIT_INPUTS_MAX], state[BIT_INPUTS_MAX];
+    uint32_t *slot[BIT_INPUTS_MAX], state[BIT_INPUTS_MAX], *bucket[BIT_INPUTS_MAX], local = 1;
     uint32_t node = 1, h2 = b->ctx[(size_t)lane * b->models + 2];  /* order 2's hash */
     for (int i = b->nbits - 1; i >= 0; i--) {
         x[0] = tree_input(b->tree, node, 0.0);
+        int done = b->nbits - 1 - i;  /* bits coded so far */
+        if (done % 4 == 0) {  /* a nibble starts: each model's bucket for it */
+            for (int j = 0; j < b->models; j++) {
+                uint32_t h = mix32(ctx[j] + node * 0x9E3779B1u), check = (h >> 24) | 0x100u;
+                bucket[j] = b->slots + ((size_t)j * (b->mask + 1) + (h & b->mask)) * 16;
+                if (bucket[j][0] != check) {  /* another context's, or new: start afresh */
+                    bucket[j][0] = check;
+                    for (int k = 1; k < 16; k++) bucket[j][k] = 0x8000u << 16;
+                }
+            }
+            local = 1;
+        }
         for (int e = 0; e < E; e++) x[1 + b->models + e] = tree_input(b->tree + (size_t)(e + 1) * 2 * nodes, node, 0.05);
         x[1 + b->models + E] = tree_input(b->tree + (size_t)(E + 1) * 2 * nodes, node, 0.0);
         for (int j = 0; j < b->models; j++) {
-            slot[j] = b->slots + (size_t)j * (b->mask + 1) + (mix32(ctx[j] + node * 0x9E3779B1u) & b->mask);
+            slot[j] = bucket[j] + local;
             x[1 + j] = b->stretch[*slot[j] >> (32 - STRETCH_BITS)];
             uint32_t n = (*slot[j] >> 8) & 255;
             state[j] = (uint32_t)j * 256 + ((n < 7 ? n : 7) << 5 | (*slot[j] & 31));
-            x[2 + b->models + E + j] = stretch_of(b->hmap[state[j]]);
+            x[2 + b->models + E + j] = table_stretch(b, b->hmap[state[j]]);
         }
         x[X - 1] = 0.25;
         int known = 0;  /* how many of the orders 1..6 have seen this context and bits */
@@ -267,6 +292,7 @@ static int bits_code(Model *m, Bits *b, int decoding, int lane, int y, const dou
             if (hn < 1023) b->hmap_n[state[j]] = hn + 1;
         }
         node = 2 * node + (uint32_t)bit;
+        local = 2 * local + (uint32_t)bit;
     }
     int sym = (int)(node - (1u << b->nbits));
     return sym < A ? sym : -1;

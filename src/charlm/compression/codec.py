@@ -310,7 +310,7 @@ def _config(settings: CompressSettings, alphabet: Alphabet, lengths: list[int]) 
         esc_byte=alphabet.escapes.get("byte", -1), unk=alphabet.unk, start=alphabet.start,
         features=FEATURES, kinds=KINDS, prior=PRIOR, mix_lr=settings.mix_lr, beta1=beta1, beta2=beta2,
         mix_init=MIX_INIT, extra_logit=EXTRA_LOGIT, apm=APM, apm_rate=APM_RATE, apm_weight=APM_WEIGHT,
-        netsel=_network_selector(settings), bit_models=BIT_MODELS, bit_rows_log2=min(22, fit.bit_length() + 1),
+        netsel=_network_selector(settings), bit_models=BIT_MODELS, bit_rows_log2=min(18, max(10, (n - 1).bit_length())),
         bit_limit=BIT_LIMIT, bit_lr=BIT_LR)
 
 
