@@ -39,7 +39,7 @@ _SOURCES = tuple(Path(__file__).with_name(name) for name in ("kernel.c", "net.c"
 # the instruction set; vectorised element-wise loops round exactly as scalar ones, and without
 # -ffast-math no sum is reordered. A target's flags (machine.target_flags) only make the vectors
 # wider and tune the schedule.
-_FLAGS = ("-O3", "-std=c11", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math", "-fno-math-errno")
+_FLAGS = ("-O3", "-std=c11", "-pthread", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math", "-fno-math-errno")
 TARGETS = native_build.TARGETS
 MAX_ORDERS = 8
 

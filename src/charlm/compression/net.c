@@ -18,6 +18,16 @@
  * #included there). The decoder repeats all of it bit for bit.
  */
 
+#include <pthread.h>
+
+/* What the backward pass needs of one block: its steps' inputs, activations and gradients. */
+typedef struct {
+    const float *h0, *c0;
+    const int64_t *inputs;
+    const float *acts, *dlogits;
+    int T;
+} Block;
+
 typedef struct Net {
     int L, V, D, H, block;         /* lanes, symbols (in and out), embedding width, hidden units */
     double lr, beta1, beta2, clip;
@@ -37,6 +47,13 @@ typedef struct Net {
     int t;                         /* steps into the block */
     float *dh, *dc, *dg;           /* scratch */
     double c1, c2;                 /* beta1^steps, beta2^steps: Adam's bias corrections */
+    /* the learner: a thread of its own backpropagates through one block while the next is coded */
+    int half;                      /* which half of the double buffers the block being coded fills */
+    Block job;
+    int started, pending, ready, quit;  /* the thread runs; a gradient is owed; a job waits; stop */
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t go, done;
 } Net;
 
 static float sigm(float x) { return (float)squash((double)x); }
@@ -62,8 +79,11 @@ static void transpose(float *out, const float *w, int n, int m) {
         for (int j = 0; j < m; j++) out[(size_t)j * n + k] = w[(size_t)k * m + j];
 }
 
+static void learner_stop(Net *n);
+
 void cm_net_free(Net *n) {
     if (!n) return;
+    learner_stop(n);
     free(n->param); free(n->grad); free(n->m1); free(n->m2);
     free(n->h); free(n->c); free(n->h0); free(n->c0); free(n->inputs); free(n->acts); free(n->dlogits);
     free(n->logits); free(n->dh); free(n->dc); free(n->dg);
@@ -87,11 +107,12 @@ Net *cm_net_new(int lanes, int V, int D, int H, int block, double lr, double bet
     n->m2 = calloc(n->size, sizeof(float));
     n->h = calloc((size_t)lanes * H, sizeof(float));
     n->c = calloc((size_t)lanes * H, sizeof(float));
-    n->h0 = calloc((size_t)lanes * H, sizeof(float));
-    n->c0 = calloc((size_t)lanes * H, sizeof(float));
-    n->inputs = malloc((size_t)(block + 1) * lanes * sizeof(int64_t));
-    n->acts = malloc((size_t)block * lanes * (G + 3 * H) * sizeof(float));
-    n->dlogits = calloc((size_t)block * lanes * V, sizeof(float));
+    /* double buffers: one half for the block being coded, the other for the learner */
+    n->h0 = calloc((size_t)2 * lanes * H, sizeof(float));
+    n->c0 = calloc((size_t)2 * lanes * H, sizeof(float));
+    n->inputs = malloc((size_t)2 * (block + 1) * lanes * sizeof(int64_t));
+    n->acts = malloc((size_t)2 * block * lanes * (G + 3 * H) * sizeof(float));
+    n->dlogits = calloc((size_t)2 * block * lanes * V, sizeof(float));
     n->logits = malloc((size_t)lanes * V * sizeof(float));
     n->dh = malloc(H * sizeof(float));
     n->dc = malloc(H * sizeof(float));
@@ -116,17 +137,29 @@ Net *cm_net_new(int lanes, int V, int D, int H, int block, double lr, double bet
     transpose(n->wo, w_out, V, H);
     memcpy(n->bo, b_out, (size_t)V * sizeof(float));
     for (int l = 0; l < lanes; l++) n->inputs[l] = start;
+    pthread_mutex_init(&n->lock, NULL);
+    pthread_cond_init(&n->go, NULL);
+    pthread_cond_init(&n->done, NULL);
     return n;
 }
+
+/* The halves of the double buffers. */
+static float *acts_of(const Net *n, int half) {
+    return n->acts + (size_t)half * n->block * n->L * (n->G + 3 * n->H);
+}
+static float *dlogits_of(const Net *n, int half) { return n->dlogits + (size_t)half * n->block * n->L * n->V; }
+static int64_t *inputs_of(const Net *n, int half) { return n->inputs + (size_t)half * (n->block + 1) * n->L; }
+static float *h0_of(const Net *n, int half) { return n->h0 + (size_t)half * n->L * n->H; }
+static float *c0_of(const Net *n, int half) { return n->c0 + (size_t)half * n->L * n->H; }
 
 /* The logits (L x V) of every lane's next symbol; the state moves on by one. */
 const float *cm_net_forward(Net *n) {
     const int H = n->H, G = n->G, D = n->D, V = n->V;
     for (int l = 0; l < n->L; l++) {
-        float *act = n->acts + ((size_t)n->t * n->L + l) * (G + 3 * H);
+        float *act = acts_of(n, n->half) + ((size_t)n->t * n->L + l) * (G + 3 * H);
         float *gates = act, *c = act + G, *tc = c + H, *h = tc + H;
         float *hl = n->h + (size_t)l * H, *cl = n->c + (size_t)l * H;
-        const float *x = n->emb + (size_t)n->inputs[(size_t)n->t * n->L + l] * D;
+        const float *x = n->emb + (size_t)inputs_of(n, n->half)[(size_t)n->t * n->L + l] * D;
         memcpy(gates, n->b, G * sizeof(float));
         for (int k = 0; k < D; k++) axpy(gates, n->wx + (size_t)k * G, x[k], G);
         for (int k = 0; k < H; k++) axpy(gates, n->wh + (size_t)k * G, hl[k], G);
@@ -148,8 +181,8 @@ const float *cm_net_forward(Net *n) {
 }
 
 /* Where the kernel writes this step's gradients (L x V) and the next inputs (L). */
-float *cm_net_dlogits(Net *n) { return n->dlogits + (size_t)n->t * n->L * n->V; }
-int64_t *cm_net_inputs(Net *n) { return n->inputs + (size_t)(n->t + 1) * n->L; }
+float *cm_net_dlogits(Net *n) { return dlogits_of(n, n->half) + (size_t)n->t * n->L * n->V; }
+int64_t *cm_net_inputs(Net *n) { return inputs_of(n, n->half) + (size_t)(n->t + 1) * n->L; }
 
 static double sum_squares(const float *x, size_t n) {
     double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
@@ -162,23 +195,23 @@ static double sum_squares(const float *x, size_t n) {
     return (s0 + s1) + (s2 + s3);
 }
 
-/* Backpropagation through the block just coded, then one Adam step. */
-static void learn(Net *n) {
-    const int H = n->H, G = n->G, D = n->D, V = n->V, L = n->L, T = n->t;
+/* Backpropagation through a block coded earlier, into n->grad (the weights as they are now). */
+static void backprop(Net *n, const Block *blk) {
+    const int H = n->H, G = n->G, D = n->D, V = n->V, L = n->L, T = blk->T;
     const float scale = 1.0f / (float)(L * T);  /* the mean code length per symbol, as in torch */
     memset(n->grad, 0, n->size * sizeof(float));
     for (int l = 0; l < L; l++) {
         memset(n->dh, 0, H * sizeof(float));
         memset(n->dc, 0, H * sizeof(float));
         for (int t = T - 1; t >= 0; t--) {
-            const float *act = n->acts + ((size_t)t * L + l) * (G + 3 * H);
-            const float *gates = act, *c = act + G, *tc = c + H, *h = tc + H;
-            const float *hp = t ? n->acts + ((size_t)(t - 1) * L + l) * (G + 3 * H) + G + 2 * H
-                                : n->h0 + (size_t)l * H;
-            const float *cp = t ? n->acts + ((size_t)(t - 1) * L + l) * (G + 3 * H) + G
-                                : n->c0 + (size_t)l * H;
-            const float *dlog = n->dlogits + ((size_t)t * L + l) * V;
-            int64_t input = n->inputs[(size_t)t * L + l];
+            const float *act = blk->acts + ((size_t)t * L + l) * (G + 3 * H);
+            const float *gates = act, *tc = act + G + H, *h = tc + H;
+            const float *hp = t ? blk->acts + ((size_t)(t - 1) * L + l) * (G + 3 * H) + G + 2 * H
+                                : blk->h0 + (size_t)l * H;
+            const float *cp = t ? blk->acts + ((size_t)(t - 1) * L + l) * (G + 3 * H) + G
+                                : blk->c0 + (size_t)l * H;
+            const float *dlog = blk->dlogits + ((size_t)t * L + l) * V;
+            int64_t input = blk->inputs[(size_t)t * L + l];
             /* the output layer */
             axpy(n->gbo, dlog, scale, V);
             for (int k = 0; k < H; k++) {
@@ -196,7 +229,6 @@ static void learn(Net *n) {
                 dg[H + j] = dc * cp[j] * f * (1.0f - f);
                 n->dc[j] = dc * f;  /* to the step before */
             }
-            (void)c;
             for (int j = 0; j < G; j++) n->gb[j] += dg[j];
             const float *x = n->emb + (size_t)input * D;
             for (int k = 0; k < D; k++) axpy(n->gwx + (size_t)k * G, dg, x[k], G);
@@ -205,6 +237,10 @@ static void learn(Net *n) {
             for (int k = 0; k < H; k++) n->dh[k] = dotf(n->wh + (size_t)k * G, dg, G);  /* to the step before */
         }
     }
+}
+
+/* One Adam step on n->grad, its norm clipped to n->clip. */
+static void apply(Net *n) {
     double norm = sqrt(sum_squares(n->grad, n->size));
     float factor = norm > n->clip ? (float)(n->clip / (norm + 1e-6)) : 1.0f;
     n->c1 *= n->beta1;
@@ -221,13 +257,81 @@ static void learn(Net *n) {
     }
 }
 
-/* After the kernel's step: at the end of a block, learn from it (unless nothing is left to code). */
+/* ---- the learner thread ------------------------------------------------------------------------
+ * Backpropagation costs about as much as coding, and needs only what a finished block left behind,
+ * so it runs beside the coding of the next block, on the second core where there is one. The
+ * gradient of block k is applied at the end of block k + 1: every block is coded with the weights
+ * learnt up to two blocks before it. The schedule is fixed (never "whenever the thread is done"),
+ * so encoder and decoder take the very same steps, on one core or many. */
+
+static void *learner_main(void *arg) {
+    Net *n = arg;
+    pthread_mutex_lock(&n->lock);
+    for (;;) {
+        while (!n->ready && !n->quit) pthread_cond_wait(&n->go, &n->lock);
+        if (n->quit) break;
+        pthread_mutex_unlock(&n->lock);
+        backprop(n, &n->job);
+        pthread_mutex_lock(&n->lock);
+        n->ready = 0;
+        pthread_cond_signal(&n->done);
+    }
+    pthread_mutex_unlock(&n->lock);
+    return NULL;
+}
+
+/* Wait for the gradient owed, if any. */
+static void learner_wait(Net *n) {
+    if (!n->pending) return;
+    if (n->started <= 0) { n->pending = 0; return; }
+    pthread_mutex_lock(&n->lock);
+    while (n->ready) pthread_cond_wait(&n->done, &n->lock);
+    pthread_mutex_unlock(&n->lock);
+    n->pending = 0;
+}
+
+/* Hand a finished block to the thread (or compute it here where no thread can start). */
+static void learner_start(Net *n, int half) {
+    n->job = (Block){h0_of(n, half), c0_of(n, half), inputs_of(n, half), acts_of(n, half),
+                     dlogits_of(n, half), n->t};
+    if (!n->started) n->started = pthread_create(&n->thread, NULL, learner_main, n) == 0 ? 1 : -1;
+    if (n->started < 0) {  /* the same steps in the same order, one after the other */
+        backprop(n, &n->job);
+        n->pending = 1;
+        return;
+    }
+    pthread_mutex_lock(&n->lock);
+    n->ready = 1;
+    n->pending = 1;
+    pthread_cond_signal(&n->go);
+    pthread_mutex_unlock(&n->lock);
+}
+
+static void learner_stop(Net *n) {
+    if (n->started <= 0) return;
+    learner_wait(n);
+    pthread_mutex_lock(&n->lock);
+    n->quit = 1;
+    pthread_cond_signal(&n->go);
+    pthread_mutex_unlock(&n->lock);
+    pthread_join(n->thread, NULL);
+    n->started = 0;
+}
+
+/* After the kernel's step: at the end of a block, apply the gradient of the block before it and
+ * hand this one to the learner (unless nothing is left to code); the next block fills the other
+ * half of the buffers. */
 void cm_net_advance(Net *n, int more_to_come) {
     n->t++;
     if (n->t < n->block) return;
-    if (more_to_come && n->lr > 0) learn(n);
-    memcpy(n->h0, n->h, (size_t)n->L * n->H * sizeof(float));
-    memcpy(n->c0, n->c, (size_t)n->L * n->H * sizeof(float));
-    memcpy(n->inputs, n->inputs + (size_t)n->block * n->L, (size_t)n->L * sizeof(int64_t));
+    int half = n->half, next = 1 - half;
+    if (more_to_come && n->lr > 0) {
+        if (n->pending) { learner_wait(n); apply(n); }
+        learner_start(n, half);
+    }
+    memcpy(h0_of(n, next), n->h, (size_t)n->L * n->H * sizeof(float));
+    memcpy(c0_of(n, next), n->c, (size_t)n->L * n->H * sizeof(float));
+    memcpy(inputs_of(n, next), inputs_of(n, half) + (size_t)n->block * n->L, (size_t)n->L * sizeof(int64_t));
+    n->half = next;
     n->t = 0;
 }
