@@ -47,6 +47,7 @@ typedef struct Bits {
     double stretch[1 << STRETCH_BITS];
     double lr;
     int limit;
+    int64_t coded;         /* bits coded so far: the mixers learn faster at first */
 } Bits;
 
 static double stretch_of(double p) {
@@ -238,6 +239,8 @@ static int bits_code(Model *m, Bits *b, int decoding, int lane, int y, const dou
                                 ((cb * 2 + past) << 8) | node};
         double *w[MIXERS], s1[MIXERS], pr[MIXERS], dot = 0.0;
         double *v = b->w2 + (size_t)node * MIXERS;
+        double rate = b->lr * (1.0 + 8.0 * 16384.0 / (16384.0 + (double)b->coded));
+        b->coded++;
         for (int r = 0; r < MIXERS; r++) {
             w[r] = b->w + ((size_t)r * SETS + (sel[r] & (SETS - 1))) * X;
             double d = 0.0;
@@ -273,7 +276,7 @@ static int bits_code(Model *m, Bits *b, int decoding, int lane, int y, const dou
         /* learning: the mixer by gradient descent, the map's two knots, the slots */
         for (int r = 0; r < MIXERS; r++) {
             double err = bit - pr[r];
-            for (int k = 0; k < X; k++) w[r][k] += b->lr * err * x[k];
+            for (int k = 0; k < X; k++) w[r][k] += rate * err * x[k];
             v[r] += 0.002 * (bit - pm) * s1[r];
         }
         row[knot] += 0.02 * (1.0 - frac) * (bit - row[knot]);
