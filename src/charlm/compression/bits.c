@@ -37,6 +37,7 @@ typedef struct Bits {
     int32_t *col;          /* L * 2: the current column, the length of the line before */
     uint16_t *follow;      /* 65536: the two symbols that followed each pair of symbols last (shared) */
     uint32_t *nest;        /* L: quote and bracket state */
+    uint8_t *norm;         /* L * 8: the last symbols with case folded and each run of white space one space */
     double *w;             /* MIXERS * SETS * inputs: the first layer's weights, a set per context */
     double *w2;            /* nodes * MIXERS: the second layer's, a set per node */
     double *tree;          /* 2 * 2^nbits: the symbol mixture's mass below each node */
@@ -62,7 +63,7 @@ static double table_stretch(const Bits *b, double p) {
 
 static void bits_free(Bits *b) {
     if (!b) return;
-    free(b->slots); free(b->ctx); free(b->words); free(b->w); free(b->w2); free(b->tree); free(b->apm); free(b->apm2); free(b->hmap); free(b->hmap_n); free(b->lines); free(b->col); free(b->follow); free(b->nest);
+    free(b->slots); free(b->ctx); free(b->words); free(b->w); free(b->w2); free(b->tree); free(b->apm); free(b->apm2); free(b->hmap); free(b->hmap_n); free(b->lines); free(b->col); free(b->follow); free(b->nest); free(b->norm);
     free(b);
 }
 
@@ -75,6 +76,7 @@ static Bits *bits_new(int lanes, int alphabet, int models, int rows_log2, double
     if (b->inputs > BIT_INPUTS_MAX) { free(b); return NULL; }
     b->follow = calloc(65536, sizeof(uint16_t));
     b->nest = calloc((size_t)lanes, sizeof(uint32_t));
+    b->norm = calloc((size_t)lanes * 8, 1);
     b->lines = calloc((size_t)lanes * 2 * LINE, 1);
     b->col = calloc((size_t)lanes * 2, sizeof(int32_t));
     b->hmap = malloc((size_t)models * 256 * sizeof(double));
@@ -92,7 +94,7 @@ static Bits *bits_new(int lanes, int alphabet, int models, int rows_log2, double
     b->tree = calloc((size_t)(experts + 2) * 2 * nodes, sizeof(double));
     b->apm = malloc((size_t)b->apm_rows * 33 * sizeof(double));
     b->apm2 = malloc((size_t)APM2_ROWS * 33 * sizeof(float));
-    if (!b->slots || !b->ctx || !b->words || !b->w || !b->w2 || !b->tree || !b->apm || !b->apm2 || !b->hmap || !b->hmap_n || !b->lines || !b->col || !b->follow || !b->nest) { bits_free(b); return NULL; }
+    if (!b->slots || !b->ctx || !b->words || !b->w || !b->w2 || !b->tree || !b->apm || !b->apm2 || !b->hmap || !b->hmap_n || !b->lines || !b->col || !b->follow || !b->nest || !b->norm) { bits_free(b); return NULL; }
     for (size_t i = 0; i < ((size_t)models << rows_log2) * 16; i++) b->slots[i] = 0x8000u << 16;  /* p = 1/2, n = 0 */
     for (size_t i = 0; i < (size_t)models * 256; i++) b->hmap[i] = 0.5;
     for (size_t i = 0; i < (size_t)MIXERS * SETS; i++) b->w[i * b->inputs] = 1.0;  /* the symbol mixture as it is */
@@ -136,6 +138,14 @@ static void bits_contexts(Bits *b, const int32_t *hist, int seen, uint32_t word,
         else if (y == ')') *nest &= ~2u;
         else if (y == '\'') *nest ^= 4u;
     }
+    uint8_t *norm = b->norm + (size_t)l * 8;
+    if (seen > 0) {
+        int y = hist[0];
+        int c = y == '\n' || y == '\r' || y == '\t' ? ' ' : y >= 'A' && y <= 'Z' ? y + 32 : y & 255;
+        if (!(c == ' ' && norm[0] == ' ')) { memmove(norm + 1, norm, 7); norm[0] = (uint8_t)c; }
+    }
+    uint32_t n3 = (uint32_t)norm[0] | (uint32_t)norm[1] << 8 | (uint32_t)norm[2] << 16;
+    uint32_t n5 = (uint32_t)norm[3] | (uint32_t)norm[4] << 8;
     uint32_t ind = b->follow[((uint32_t)hist[1] & 255) << 8 | ((uint32_t)hist[0] & 255)];
     int c0 = col[0] < LINE - 1 ? col[0] : LINE - 1;
     uint32_t up = col[0] < col[1] && col[0] < LINE ? above[col[0]] : 0u;
@@ -155,6 +165,8 @@ static void bits_contexts(Bits *b, const int32_t *hist, int seen, uint32_t word,
     if (j < b->models) ctx[j++] = mix32(words[1] * 0x9E3779B1u + order_hash(hist, 2, 7u) + 510u);
     if (j < b->models) ctx[j++] = mix32(*nest * 0x9E3779B1u + (uint32_t)hist[0] * 0x85EBCA6Bu + cur * 0x2F0B4A1Bu + 511u);
     if (j < b->models) ctx[j++] = mix32((uint32_t)hist[3] * 0x9E3779B1u + (uint32_t)hist[2] * 0x85EBCA6Bu + (uint32_t)hist[1] * 0x2F0B4A1Bu + 512u);
+    if (j < b->models) ctx[j++] = mix32(n3 * 0x9E3779B1u + 513u);
+    if (j < b->models) ctx[j++] = mix32(mix32(n3 + 514u) + n5 * 0x85EBCA6Bu);
     while (j < b->models) ctx[j++] = 0;
 }
 
@@ -277,7 +289,7 @@ static int bits_code(Model *m, Bits *b, int decoding, int lane, int y, const dou
         for (int r = 0; r < MIXERS; r++) {
             double err = bit - pr[r];
             for (int k = 0; k < X; k++) w[r][k] += rate * err * x[k];
-            v[r] += 0.002 * (bit - pm) * s1[r];
+            v[r] += 0.0005 * (bit - pm) * s1[r];
         }
         row[knot] += 0.02 * (1.0 - frac) * (bit - row[knot]);
         row[knot + 1] += 0.02 * frac * (bit - row[knot + 1]);

@@ -277,7 +277,7 @@ APM_RATE = 0.02  # how fast the map's knots follow what came,
 APM_WEIGHT = 0.5  # and its share of the final probability (an even blend with the mixer's). Both set
 #   with the map (d64dc7e) and tuned by hand on the shared corpora; no measurement recorded.
 import os
-BIT_MODELS = int(os.environ.get("X_BIT_MODELS", 19))
+BIT_MODELS = int(os.environ.get("X_BIT_MODELS", 21))
 BIT_LIMIT = int(os.environ.get("X_BIT_LIMIT", 255))
 BIT_LR = float(os.environ.get("X_BIT_LR", 0.0015))
 MATCH_ROWS_LOG2 = 20  # the match expert's table holds at most 2^20 positions (4 MB)
