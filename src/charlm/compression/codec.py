@@ -184,15 +184,29 @@ class Alphabet:
     start: int  # the network's input before a lane's first symbol
     unk: int  # the network's input for an escape
     letter: torch.Tensor  # (A,) uint8: see _letter
+    glyph: torch.Tensor  # (A,) uint8: see _glyph
     escapes: dict[str, int] = field(default_factory=dict)  # "char" | "byte" -> symbol id
+
+
+def _glyph(token: str) -> int:
+    """A symbol's byte for the bitwise stage's text contexts (new lines, columns, case, quotes): an
+    ASCII character's own code, a stand-in above 127 for any other, 0 for a token of several."""
+    if len(token) != 1:
+        return 0
+    return ord(token) if ord(token) < 128 else 128 + ord(token) % 127
 
 
 def _letters(tokens: list[str], size: int) -> torch.Tensor:
     return torch.tensor([_letter(tok) for tok in tokens] + [0] * (size - len(tokens)), dtype=torch.uint8)
 
 
+def _glyphs(tokens: list[str], size: int) -> torch.Tensor:
+    return torch.tensor([_glyph(tok) for tok in tokens] + [0] * (size - len(tokens)), dtype=torch.uint8)
+
+
 def _byte_alphabet() -> Alphabet:
-    return Alphabet(256, 256, start=ord("\n"), unk=0, letter=_letters([chr(b) for b in range(256)], 256))
+    return Alphabet(256, 256, start=ord("\n"), unk=0, letter=_letters([chr(b) for b in range(256)], 256),
+                    glyph=torch.arange(256, dtype=torch.int32).to(torch.uint8))
 
 
 def _char_alphabet(vocab) -> tuple[Alphabet, dict[str, int]]:
@@ -201,7 +215,8 @@ def _char_alphabet(vocab) -> tuple[Alphabet, dict[str, int]]:
     unk = vocab.unk
     start = table.get("\n", table.get(" ", unk))
     letter = _letters(list(vocab.idx_to_token), V + 2)
-    return Alphabet(V + 2, V, start, unk, letter, {"char": V, "byte": V + 1}), table
+    glyph = _glyphs(list(vocab.idx_to_token), V + 2)
+    return Alphabet(V + 2, V, start, unk, letter, glyph, {"char": V, "byte": V + 1}), table
 
 
 def _char_stream(text: str, table: dict[str, int], V: int, lanes: int) -> Stream:
@@ -276,10 +291,13 @@ APM = 1  # the adaptive probability map on the likeliest symbol, by the previous
 APM_RATE = 0.02  # how fast the map's knots follow what came,
 APM_WEIGHT = 0.5  # and its share of the final probability (an even blend with the mixer's). Both set
 #   with the map (d64dc7e) and tuned by hand on the shared corpora; no measurement recorded.
-import os
-BIT_MODELS = int(os.environ.get("X_BIT_MODELS", 21))
-BIT_LIMIT = int(os.environ.get("X_BIT_LIMIT", 255))
-BIT_LR = float(os.environ.get("X_BIT_LR", 0.0015))
+BIT_MODELS = 21  # the bitwise stage's context models (bits.c lists them): Time Machine 2.079 with all
+#   21, 2.081 without the two whitespace-folded orders, 2.100 with the first 12 (no sparse, indirect,
+#   nesting contexts), 2.139 with the first 11 (no column context either); 0 turns the stage off.
+BIT_LIMIT = 255  # a bitwise slot's count stops here: 2.0970 at 255, 2.0972 at 60, 2.0970 at 127
+BIT_LR = 0.0015  # the bitwise mixers' learning rate (eight times higher over the first bits):
+#   2.0810 at 1.5e-3, 2.0815 at 2e-3, 2.0819 at 1e-3, 2.0841 at 3e-3
+BIT_BUCKETS_LOG2 = 18  # the bitwise tables hold at most 2^18 buckets of 64 bytes per model (16 MB)
 MATCH_ROWS_LOG2 = 20  # the match expert's table holds at most 2^20 positions (4 MB)
 
 
@@ -310,7 +328,7 @@ def _config(settings: CompressSettings, alphabet: Alphabet, lengths: list[int]) 
         esc_byte=alphabet.escapes.get("byte", -1), unk=alphabet.unk, start=alphabet.start,
         features=FEATURES, kinds=KINDS, prior=PRIOR, mix_lr=settings.mix_lr, beta1=beta1, beta2=beta2,
         mix_init=MIX_INIT, extra_logit=EXTRA_LOGIT, apm=APM, apm_rate=APM_RATE, apm_weight=APM_WEIGHT,
-        netsel=_network_selector(settings), bit_models=BIT_MODELS, bit_rows_log2=min(18, max(10, (n - 1).bit_length())),
+        netsel=_network_selector(settings), bit_models=BIT_MODELS, bit_rows_log2=min(BIT_BUCKETS_LOG2, max(10, (n - 1).bit_length())),
         bit_limit=BIT_LIMIT, bit_lr=BIT_LR)
 
 
@@ -319,7 +337,7 @@ def _code(lm: RNNLM, alphabet: Alphabet, settings: CompressSettings, stream: Str
     """Run the lockstep loop over `stream`: encode it, or (given `payload`) decode into it. `native`:
     the network runs in C (the online mode's one-layer LSTM), else in torch, a step per call."""
     lengths = stream.lengths.tolist()
-    kernel = Kernel(_config(settings, alphabet, lengths), stream, alphabet.letter, payload)
+    kernel = Kernel(_config(settings, alphabet, lengths), stream, alphabet.letter, alphabet.glyph, payload)
     steps, n = max(lengths, default=0), sum(lengths)
     if native:  # the whole loop in C, a chunk of steps per call (for the progress)
         network = Network(lm, settings.lanes, settings.block, settings.lr, alphabet.start)

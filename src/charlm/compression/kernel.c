@@ -292,7 +292,7 @@ static int utf8_length(int lead) {
 void cm_free(Model *m);
 
 Model *cm_new(const Config *config, int32_t *symbols, const int32_t *lengths, uint8_t *extra,
-              uint8_t *extra_len, const uint8_t *letter) {
+              uint8_t *extra_len, const uint8_t *letter, const uint8_t *glyph) {
     Model *m = calloc(1, sizeof(Model));
     if (!m) return NULL;
     m->c = *config;
@@ -366,7 +366,7 @@ Model *cm_new(const Config *config, int32_t *symbols, const int32_t *lengths, ui
     m->letter = letter;
     m->high = FULL;
     if (c->bit_models > 0) {
-        m->bits = bits_new(L, A, c->bit_models, c->bit_rows_log2, c->bit_lr, c->bit_limit, m->E);
+        m->bits = bits_new(L, A, c->bit_models, c->bit_rows_log2, c->bit_lr, c->bit_limit, m->E, glyph);
         if (!m->bits) { cm_free(m); return NULL; }
     }
     for (int l = 0; l < L; l++) {

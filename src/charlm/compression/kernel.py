@@ -243,7 +243,7 @@ def _load(path: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
     p, i32, i64, f64 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_double
     lib.cm_new.restype = p
-    lib.cm_new.argtypes = [ctypes.POINTER(Config), p, p, p, p, p]
+    lib.cm_new.argtypes = [ctypes.POINTER(Config), p, p, p, p, p, p]
     lib.cm_free.argtypes = [p]
     lib.cm_set_input.argtypes = [p, p, ctypes.c_size_t]
     lib.cm_finish.restype = i64
@@ -329,15 +329,16 @@ class Stream:
 class Kernel:
     """One coding run: :meth:`step` codes one step of every lane from the network's logits."""
 
-    def __init__(self, config: Config, stream: Stream, letter: torch.Tensor,
+    def __init__(self, config: Config, stream: Stream, letter: torch.Tensor, glyph: torch.Tensor,
                  payload: bytes | None = None) -> None:
         self._lib = library()
         # Keep every buffer the C side points into alive as long as the model is.
-        self.stream, self._letter = stream, letter.contiguous()
+        self.stream, self._letter, self._glyph = stream, letter.contiguous(), glyph.contiguous()
         self._config = config
         self._handle = self._lib.cm_new(ctypes.byref(config), stream.symbols.data_ptr(),
                                         stream.lengths.data_ptr(), stream.extra.data_ptr(),
-                                        stream.extra_len.data_ptr(), self._letter.data_ptr())
+                                        stream.extra_len.data_ptr(), self._letter.data_ptr(),
+                                        self._glyph.data_ptr())
         if not self._handle:
             raise KernelError("not enough memory for the compressor's context tables (try a smaller --rows)")
         self.decoding = payload is not None
