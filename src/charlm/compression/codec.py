@@ -79,6 +79,8 @@ class CompressSettings:
     match: int = setting(8, "context length of the match expert (follows earlier text that repeats); "
                          "0 = off")
     words: int = setting(2, "word experts: 0, 1 (the word so far) or 2 (and the word before it)")
+    bit_models: int = setting(21, "bitwise context models of the last stage, which codes each symbol as its "
+                              "bits (0..21); 0 = symbols coded whole, under the symbol mixture")
     limit: int = setting(1023, "a context's counts halve when one reaches this (recent text weighs more)")
     rows: int = setting(1 << 16, "hashed rows per context expert (a power of two)")
     total: int = setting(1 << 22, "frequency total of the arithmetic coder (quantisation of probabilities)")
@@ -105,6 +107,8 @@ class CompressSettings:
             raise ValueError(f"--words must be 0, 1 or 2, got {self.words!r}")
         if not isinstance(self.limit, int) or not 2 <= self.limit <= 65535:
             raise ValueError(f"--limit must be an integer in 2..65535, got {self.limit!r}")
+        if not isinstance(self.bit_models, int) or not 0 <= self.bit_models <= BIT_MODELS:
+            raise ValueError(f"--bit-models must be an integer in 0..{BIT_MODELS}, got {self.bit_models!r}")
         if not isinstance(self.match, int) or not 0 <= self.match <= 32:
             raise ValueError(f"--match must be an integer in 0..32, got {self.match!r}")
         if any(not isinstance(k, int) or not 1 <= k <= 8 for k in self.orders) or \
@@ -291,7 +295,7 @@ APM = 1  # the adaptive probability map on the likeliest symbol, by the previous
 APM_RATE = 0.02  # how fast the map's knots follow what came,
 APM_WEIGHT = 0.5  # and its share of the final probability (an even blend with the mixer's). Both set
 #   with the map (d64dc7e) and tuned by hand on the shared corpora; no measurement recorded.
-BIT_MODELS = 21  # the bitwise stage's context models (bits.c lists them): Time Machine 2.079 with all
+BIT_MODELS = 21  # the bitwise stage's context models at most (bits.c lists them): Time Machine 2.079 with all
 #   21, 2.081 without the two whitespace-folded orders, 2.100 with the first 12 (no sparse, indirect,
 #   nesting contexts), 2.139 with the first 11 (no column context either); 0 turns the stage off.
 BIT_LIMIT = 255  # a bitwise slot's count stops here: 2.0970 at 255, 2.0972 at 60, 2.0970 at 127
@@ -328,7 +332,7 @@ def _config(settings: CompressSettings, alphabet: Alphabet, lengths: list[int]) 
         esc_byte=alphabet.escapes.get("byte", -1), unk=alphabet.unk, start=alphabet.start,
         features=FEATURES, kinds=KINDS, prior=PRIOR, mix_lr=settings.mix_lr, beta1=beta1, beta2=beta2,
         mix_init=MIX_INIT, extra_logit=EXTRA_LOGIT, apm=APM, apm_rate=APM_RATE, apm_weight=APM_WEIGHT,
-        netsel=_network_selector(settings), bit_models=BIT_MODELS, bit_rows_log2=min(BIT_BUCKETS_LOG2, max(10, (n - 1).bit_length())),
+        netsel=_network_selector(settings), bit_models=settings.bit_models, bit_rows_log2=min(BIT_BUCKETS_LOG2, max(10, (n - 1).bit_length())),
         bit_limit=BIT_LIMIT, bit_lr=BIT_LR)
 
 
