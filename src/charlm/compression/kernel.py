@@ -33,13 +33,15 @@ import torch
 
 from .. import machine, native_build
 
-# What the build reads: kernel.c, which #includes net.c.
-_SOURCES = (Path(__file__).with_name("kernel.c"), Path(__file__).with_name("net.c"))
+# What the build reads: kernel.c, which #includes net.c and deepnet.c.
+_SOURCES = tuple(Path(__file__).with_name(name) for name in ("kernel.c", "net.c", "deepnet.c"))
 # -ffp-contract=off: no fused multiply-adds, so every operation rounds alike whatever the compiler and
 # the instruction set; vectorised element-wise loops round exactly as scalar ones, and without
 # -ffast-math no sum is reordered. A target's flags (machine.target_flags) only make the vectors
 # wider and tune the schedule.
-_FLAGS = ("-O3", "-std=c11", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math", "-fno-math-errno")
+# -pthread: the pretrained network's second thread (deepnet.c).
+_FLAGS = ("-O3", "-std=c11", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math", "-fno-math-errno",
+          "-pthread")
 TARGETS = native_build.TARGETS
 MAX_ORDERS = 8
 
@@ -259,8 +261,14 @@ def _load(path: Path) -> ctypes.CDLL:
     lib.cm_net_inputs.restype = p
     lib.cm_net_inputs.argtypes = [p]
     lib.cm_net_advance.argtypes = [p, i32]
-    lib.cm_run.restype = i32
-    lib.cm_run.argtypes = [p, p, i32, i32]
+    lib.cm_run.restype = lib.cm_run_deep.restype = i32
+    lib.cm_run.argtypes = lib.cm_run_deep.argtypes = [p, p, i32, i32]
+    lib.cm_deep_new.restype = p
+    lib.cm_deep_new.argtypes = [i32, i32, i32, i32, i32, i32, f64, f64, f64, f64, i32, i32, i32, i32, i32, p]
+    lib.cm_deep_free.argtypes = [p]
+    lib.cm_deep_forward.restype = lib.cm_deep_inputs.restype = lib.cm_deep_dlogits.restype = p
+    lib.cm_deep_forward.argtypes = lib.cm_deep_inputs.argtypes = lib.cm_deep_dlogits.argtypes = [p]
+    lib.cm_deep_advance.argtypes = [p, i32]
     lib.cm_exp_of.restype = lib.cm_log_of.restype = f64
     lib.cm_exp_of.argtypes = lib.cm_log_of.argtypes = [f64]
     lib.cm_encode_with.restype = i64
@@ -350,9 +358,11 @@ class Kernel:
         self._check(self._lib.cm_step(self._handle, int(self.decoding), logits.data_ptr(), ids.data_ptr(),
                                       grad.data_ptr()))
 
-    def run(self, network: Network, steps: int) -> None:
-        """Code `steps` steps with the network in C (net.c), learning as it goes."""
-        self._check(self._lib.cm_run(self._handle, network.handle, int(self.decoding), steps))
+    def run(self, network, steps: int) -> None:
+        """Code `steps` steps with a network in C (:class:`Network`, or the pretrained mode's
+        :class:`~charlm.compression.deepnet.DeepNetwork`), learning as it goes."""
+        run = getattr(self._lib, network.entry)
+        self._check(run(self._handle, network.handle, int(self.decoding), steps))
 
     def _check(self, status: int) -> None:
         if status == -1:
@@ -383,6 +393,8 @@ class Network:
     a model (the same equations, block updates and Adam), in float32 but its own order of
     operations: the two are different programs whose floats differ in the last bits.
     """
+
+    entry = "cm_run"  # kernel.c's loop over steps with this network
 
     def __init__(self, lm, lanes: int, block: int, lr: float, start: int, clip: float = 1.0) -> None:
         c = lm.config
