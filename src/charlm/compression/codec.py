@@ -84,7 +84,8 @@ class CompressSettings:
     rows: int = setting(1 << 16, "hashed rows per context expert (a power of two)")
     total: int = setting(1 << 22, "frequency total of the arithmetic coder (quantisation of probabilities)")
     threads: int = setting(1, "threads while coding: torch's (results depend on the split of sums, so the "
-                           "decoder uses the same), or 1-2 for a pretrained LSTM in C (same bits with either)")
+                           "decoder uses the same), or 1-2 for a pretrained LSTM in C (the same bits with "
+                           "either)")
     learn: str = setting("all", "pretrained mode: what of the network learns while coding: all, top (the top "
                          "layer and the output layer) or output (the output layer alone)")
     seed: int = setting(0, "online mode: seed of the network's initial weights")
@@ -327,7 +328,8 @@ def _code(lm: RNNLM, alphabet: Alphabet, settings: CompressSettings, stream: Str
     the mode whose network runs in C (net.c online, deepnet.c pretrained), else None: in torch, a
     step per call."""
     lengths = stream.lengths.tolist()
-    kernel = Kernel(_config(settings, alphabet, lengths), stream, alphabet.letter, payload)
+    kernel = Kernel(_config(settings, alphabet, lengths), stream, alphabet.letter, payload,
+                    wide=native == "pretrained")
     steps, n = max(lengths, default=0), sum(lengths)
     if native:  # the whole loop in C, a chunk of steps per call (for the progress)
         network = _c_network(lm, native, settings, alphabet.start)

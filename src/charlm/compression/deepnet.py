@@ -14,7 +14,8 @@ import ctypes
 import torch
 
 from ..models import RNNLM
-from .kernel import KernelError, library
+from . import kernel
+from .kernel import KernelError
 
 MAX_LAYERS = 16  # deepnet.c's MAX_LAYERS
 # What learns while coding: every part, the top LSTM layer and the output layer, or the output layer.
@@ -71,7 +72,7 @@ class DeepNetwork:
         c = lm.config
         self._weights, copies = flat_weights(lm)
         D = 0 if lm.embedding is None else lm.embedding.weight.shape[1]
-        self._lib = library()
+        self._lib = kernel.library(wide=True)  # the same library as the Kernel's (Kernel(wide=True))
         self.handle = self._lib.cm_deep_new(lanes, c.vocab_size, D, c.num_hiddens, c.num_layers, block, lr,
                                             0.9, 0.999, clip, start, copies, _frozen(learn, c.num_layers),
                                             threads, int(c.impl == "builtin"), self._weights.data_ptr())

@@ -133,14 +133,16 @@ def _build_for(target: str) -> tuple[str, Path]:
         return "portable", _built("portable")
 
 
-def _chosen(target: str | None) -> str:
+def _chosen(target: str | None, wide: bool = False) -> str:
     """`target`, or when None the level ``CHARLM_KERNELS_TARGET`` asks for, by default the faster on
-    this machine of its own level and the one below (:func:`fastest`); a level this CPU cannot run
-    is an error."""
+    this machine of its own level and the one below (:func:`fastest`), or with `wide` the CPU's own
+    level; a level this CPU cannot run is an error."""
     cpu = machine.probe()
     if target is None:
         choice = native_build.choose_target(cpu)
-        return choice.value if choice.reason == native_build.TARGET_ENV else fastest(choice.value).value
+        if choice.reason == native_build.TARGET_ENV or wide:
+            return choice.value
+        return fastest(choice.value).value
     best = machine.kernel_target(cpu).value
     if target not in TARGETS:
         raise ValueError(f"unknown kernel target {target!r}; one of {', '.join(TARGETS)}")
@@ -232,11 +234,14 @@ def kernel_status() -> tuple[str, str]:
     return built, str(path)
 
 
-def library(target: str | None = None) -> ctypes.CDLL:
+def library(target: str | None = None, *, wide: bool = False) -> ctypes.CDLL:
     """The built kernel, compiled on first use: for `target` (portable, x86-64-v3, x86-64-v4), by
-    default the level ``CHARLM_KERNELS_TARGET`` names or else the highest this CPU runs, falling back
-    to portable where the compiler cannot build it."""
-    return _load(_build_for(_forced or _chosen(target))[1])
+    default the level ``CHARLM_KERNELS_TARGET`` names or else the race's answer (:func:`fastest`),
+    falling back to portable where the compiler cannot build it. `wide`: for the pretrained
+    network's large products (deepnet.c), where the widest vectors win (on a Zen 5 EPYC the
+    x86-64-v4 build steps a 2 x 512 LSTM twice as fast as the v3 one the race picks for the online
+    mode): the CPU's own level unless ``CHARLM_KERNELS_TARGET`` names one."""
+    return _load(_build_for(_forced or _chosen(target, wide))[1])
 
 
 @cache
@@ -337,8 +342,8 @@ class Kernel:
     """One coding run: :meth:`step` codes one step of every lane from the network's logits."""
 
     def __init__(self, config: Config, stream: Stream, letter: torch.Tensor,
-                 payload: bytes | None = None) -> None:
-        self._lib = library()
+                 payload: bytes | None = None, wide: bool = False) -> None:
+        self._lib = library(wide=wide)  # wide: a DeepNetwork's (it must share this library)
         # Keep every buffer the C side points into alive as long as the model is.
         self.stream, self._letter = stream, letter.contiguous()
         self._config = config
