@@ -3,10 +3,12 @@ and the parts that make them exact (the stepper, the C kernel's coder and arithm
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import math
 import os
 import random
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -334,6 +336,19 @@ def test_the_kernels_exp_and_log_are_accurate_to_the_last_bits():
         y = math.exp(rng.uniform(-40, 40))
         assert math.isclose(lib.cm_log_of(y), math.log(y), rel_tol=1e-15, abs_tol=1e-15)
     assert lib.cm_exp_of(0.0) == 1.0 and lib.cm_exp_of(-1000.0) == 0.0
+
+
+def test_deepnets_vectorised_squash_is_the_kernels_squash_bit_for_bit():
+    # deepnet.c rewrites squash (1 / (1 + e^-x), its sigmoid and tanh) without branches so that
+    # the compiler vectorises it; every value must still round exactly as squash's.
+    lib, rng = library(), random.Random(0)
+    lib.cm_squash_of.restype, lib.cm_squash_of.argtypes = ctypes.c_double, [ctypes.c_double]
+    xs = [rng.uniform(-30, 30) for _ in range(3000)] + [rng.uniform(-900, 900) for _ in range(1000)] + \
+        [0.0, -0.0, 700.0, -700.0, -700.5, 1e30, -1e30, 1e-300, 0.5, -0.5]
+    n = len(xs)
+    out = (ctypes.c_double * n)()
+    lib.cm_squashes((ctypes.c_double * n)(*xs), out, n)
+    assert [struct.pack("<d", v) for v in out] == [struct.pack("<d", lib.cm_squash_of(x)) for x in xs]
 
 
 def test_the_network_in_c_computes_what_torch_computes():
