@@ -3,10 +3,12 @@ and the parts that make them exact (the stepper, the C kernel's coder and arithm
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import math
 import os
 import random
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +19,9 @@ import torch
 from charlm.cli import main
 from charlm.compression import ArchiveError, CompressSettings, compress, decompress, lane_spans
 from charlm.compression.container import Header, pack, unpack
+from charlm.compression.deepnet import DeepNetwork
 from charlm.compression.kernel import Network, decode_with, encode_with, library
-from charlm.compression.model import BuiltinStepper
+from charlm.compression.model import BuiltinStepper, OnlineLearner
 from charlm.compression.reference_coder import cumulative
 from charlm.compression.reference_coder import encode as reference_encode
 from charlm.models import RNNLM, ModelConfig
@@ -136,15 +139,85 @@ def test_pretrained_mode_round_trips_with_characters_outside_the_vocabulary(char
     assert decompress(archive, run=char_run) == data
 
 
+def _train(folder: Path, *flags: str) -> Path:
+    """A tiny character run on TEXT, trained for a moment: the model flags are the caller's."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "book.txt").write_text(TEXT * 3)
+    assert main(["train", "--corpus", str(folder / "book.txt"), "--clean", "raw", "--max-tokens", "-1",
+                 *flags, "--epochs", "2", "--batch-size", "4", "--num-steps", "16", "--lr", "0.01",
+                 "--optimizer", "adam", "--out", str(folder / "run"), "--device", "cpu", "-q",
+                 "--sample-every", "0"]) == 0
+    return folder / "run"
+
+
 @pytest.mark.parametrize("impl", ["scratch", "builtin"])
-def test_pretrained_mode_works_for_scratch_and_builtin_runs(impl, tmp_path):
-    (tmp_path / "book.txt").write_text(TEXT)
-    assert main(["train", "--corpus", str(tmp_path / "book.txt"), "--clean", "raw", "--max-tokens", "-1",
-                 "--num-hiddens", "16", "--cell", "gru", "--impl", impl, "--epochs", "1",
-                 "--batch-size", "4", "--num-steps", "8", "--out", str(tmp_path / "run"), "--device", "cpu",
-                 "-q", "--sample-every", "0"]) == 0
+def test_a_gru_run_keeps_the_torch_path_and_round_trips(impl, tmp_path):
+    run = _train(tmp_path, "--num-hiddens", "16", "--cell", "gru", "--impl", impl)
     data = TEXT.encode()[:200]
-    assert decompress(compress(data, run=tmp_path / "run", settings=SMALL), run=tmp_path / "run") == data
+    archive = compress(data, run=run, settings=SMALL)
+    assert unpack(archive)[0].settings["network"] == "torch"  # only LSTMs run in C
+    assert decompress(archive, run=run) == data
+
+
+@pytest.fixture(scope="module", params=["builtin", "scratch"])
+def deep_run(request, tmp_path_factory):
+    """A two-layer LSTM run of either impl: the pretrained network that runs in C (deepnet.c)."""
+    return _train(tmp_path_factory.mktemp(f"deep-{request.param}"), "--num-hiddens", "24", "--embedding", "8",
+                  "--cell", "lstm", "--num-layers", "2", "--impl", request.param)
+
+
+def test_a_deep_lstm_run_codes_in_c_and_round_trips(deep_run):
+    data = TEXT.encode()[:400] + "Ωmega ☕ ".encode() + b"\xff raw" + TEXT.encode()[:150]
+    archive = compress(data, run=deep_run, settings=SMALL)
+    assert unpack(archive)[0].settings["network"] == "c"
+    assert decompress(archive, run=deep_run) == data
+
+
+def test_the_c_path_codes_within_noise_of_the_torch_path(deep_run, monkeypatch):
+    from charlm.compression import codec
+
+    data = TEXT.encode()[:700]
+    settings = dataclasses.replace(SMALL, lr=0.003)
+    in_c = _coded_bits_per_byte(compress(data, run=deep_run, settings=settings))
+    monkeypatch.setattr(codec, "_native", lambda mode, lm: False)
+    archive = compress(data, run=deep_run, settings=settings)
+    assert unpack(archive)[0].settings["network"] == "torch"
+    assert decompress(archive, run=deep_run) == data  # the torch path, its archive named so
+    assert abs(in_c - _coded_bits_per_byte(archive)) < 0.01 * in_c
+
+
+def test_an_archive_that_names_no_network_was_made_in_torch_and_decodes_so(deep_run, monkeypatch):
+    # Archives made before the C path had no "network" in their header: the decoder runs torch.
+    from charlm.compression import codec
+
+    data = TEXT.encode()[:300]
+    with monkeypatch.context() as patch:
+        patch.setattr(codec, "_native", lambda mode, lm: False)
+        header, payload = unpack(compress(data, run=deep_run, settings=SMALL))
+    old = {k: v for k, v in header.settings.items() if k != "network"}
+    archive = pack(Header(header.mode, header.length, header.crc, old), payload)
+    assert decompress(archive, run=deep_run) == data
+    bad = {**header.settings, "network": "gpu"}
+    with pytest.raises(ArchiveError, match="unknown network 'gpu'"):
+        decompress(pack(Header(header.mode, header.length, header.crc, bad), payload), run=deep_run)
+
+
+@pytest.mark.parametrize("learn", ["top", "output"])
+def test_learning_only_the_top_of_the_network_round_trips_in_c_and_in_torch(learn, deep_run, monkeypatch):
+    from charlm.compression import codec
+
+    data = TEXT.encode()[:300]
+    settings = dataclasses.replace(SMALL, learn=learn)
+    assert decompress(compress(data, run=deep_run, settings=settings), run=deep_run) == data
+    monkeypatch.setattr(codec, "_native", lambda mode, lm: False)
+    assert decompress(compress(data, run=deep_run, settings=settings), run=deep_run) == data
+
+
+def test_learn_applies_to_the_pretrained_mode_only():
+    with pytest.raises(ValueError, match="--learn output applies to a trained run's network"):
+        compress(b"abc", settings=dataclasses.replace(SMALL, learn="output"))
+    with pytest.raises(ValueError, match="--learn must be one of all, top, output"):
+        CompressSettings.of(learn="half")
 
 
 def test_a_trained_model_codes_its_kind_of_text_better_than_an_untrained_one(char_run):
@@ -267,6 +340,19 @@ def test_the_kernels_exp_and_log_are_accurate_to_the_last_bits():
     assert lib.cm_exp_of(0.0) == 1.0 and lib.cm_exp_of(-1000.0) == 0.0
 
 
+def test_deepnets_vectorised_squash_is_the_kernels_squash_bit_for_bit():
+    # deepnet.c rewrites squash (1 / (1 + e^-x), its sigmoid and tanh) without branches so that
+    # the compiler vectorises it; every value must still round exactly as squash's.
+    lib, rng = library(), random.Random(0)
+    lib.cm_squash_of.restype, lib.cm_squash_of.argtypes = ctypes.c_double, [ctypes.c_double]
+    xs = [rng.uniform(-30, 30) for _ in range(3000)] + [rng.uniform(-900, 900) for _ in range(1000)] + \
+        [0.0, -0.0, 700.0, -700.0, -700.5, 1e30, -1e30, 1e-300, 0.5, -0.5]
+    n = len(xs)
+    out = (ctypes.c_double * n)()
+    lib.cm_squashes((ctypes.c_double * n)(*xs), out, n)
+    assert [struct.pack("<d", v) for v in out] == [struct.pack("<d", lib.cm_squash_of(x)) for x in xs]
+
+
 def test_the_network_in_c_computes_what_torch_computes():
     torch.manual_seed(0)
     lm = RNNLM(ModelConfig(256, 24, cell="lstm", impl="builtin", embedding=12)).eval()
@@ -275,6 +361,52 @@ def test_the_network_in_c_computes_what_torch_computes():
     expected, _ = lm(torch.cat([torch.full((3, 1), 10), ids[:, :-1]], 1))
     for t in range(40):
         torch.testing.assert_close(net.forward(ids[:, t]), expected[:, t], rtol=1e-5, atol=1e-5)
+
+
+def _lstm(impl: str, embedding: int | None, num_layers: int = 3) -> RNNLM:
+    # 20 units: 80 gates, not a multiple of deepnet.c's 32-column panels, so their padding is used.
+    torch.manual_seed(0)
+    lm = RNNLM(ModelConfig(40, 20, cell="lstm", impl=impl, num_layers=num_layers, embedding=embedding)).eval()
+    with torch.no_grad():
+        for p in lm.parameters():
+            p.normal_(0.0, 0.3)  # large enough that every gate is far from its linear range
+    return lm
+
+
+@pytest.mark.parametrize("impl", ["builtin", "scratch"])
+@pytest.mark.parametrize("embedding", [12, None], ids=["embedding", "one-hot"])
+def test_the_deep_network_in_c_computes_what_torch_computes(impl, embedding):
+    lm = _lstm(impl, embedding)
+    net = DeepNetwork(lm, lanes=3, block=1000, lr=0.0, start=10)  # no learning: the forward pass alone
+    ids = torch.randint(0, 40, (3, 30), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected, _ = lm(torch.cat([torch.full((3, 1), 10), ids[:, :-1]], 1))
+    for t in range(30):
+        torch.testing.assert_close(net.forward(ids[:, t]), expected[:, t], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", ["builtin", "scratch"])
+@pytest.mark.parametrize("embedding", [12, None], ids=["embedding", "one-hot"])
+def test_the_deep_network_in_c_learns_what_torch_learns(impl, embedding):
+    # The same gradients of the code length into both: after eight block updates (backpropagation
+    # through each block, clipping, Adam; nn.LSTM's two biases each a parameter of torch's Adam)
+    # the two still agree to float32's rounding, not merely in how well they learn.
+    lm = _lstm(impl, embedding, num_layers=2)
+    with torch.no_grad():
+        for p in lm.parameters():
+            p.mul_(0.1)
+    net = DeepNetwork(lm, lanes=3, block=5, lr=0.01, start=10)
+    reference = OnlineLearner(lm, 3, 5, 0.01, 10)
+    g = torch.Generator().manual_seed(1)
+    with torch.enable_grad():
+        for _ in range(40):
+            ids, grad = torch.randint(0, 40, (3,), generator=g), torch.randn(3, 40, generator=g)
+            expected = reference.logits()
+            slot_ids, slot_grad = reference.slots()
+            slot_ids.copy_(ids)
+            slot_grad.copy_(grad)
+            reference.learn(more_to_come=True)
+            torch.testing.assert_close(net.forward(ids, grad), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_the_network_in_c_learns_as_well_as_the_one_in_torch(monkeypatch):
@@ -289,27 +421,55 @@ def test_the_network_in_c_learns_as_well_as_the_one_in_torch(monkeypatch):
     assert abs(native - _coded_bits_per_byte(in_torch)) < 0.02 * native
 
 
-def test_every_build_this_cpu_runs_writes_the_same_archive_and_reads_the_others(monkeypatch):
-    # The kernel is built per instruction-set level (portable, x86-64-v3, x86-64-v4); archives must
-    # not depend on which build wrote them, or one machine could not read another's.
+def _every_build(monkeypatch):
+    """Each instruction-set level this CPU runs, as a context in which the kernel is that build."""
     from charlm import machine
     from charlm.compression import kernel
 
     cpu = machine.probe()
     targets = ["portable"] + [level for level, needs in reversed(machine.X86_LEVELS.items())
                               if cpu.arch == "x86_64" and set(needs) <= cpu.cpu_features]
+    build = kernel.library
+
+    def use(level: str) -> None:
+        monkeypatch.setattr(kernel, "library", lambda target=None, wide=False: build(level))
+    return targets, use
+
+
+def test_every_build_this_cpu_runs_writes_the_same_archive_and_reads_the_others(monkeypatch):
+    # The kernel is built per instruction-set level (portable, x86-64-v3, x86-64-v4); archives must
+    # not depend on which build wrote them, or one machine could not read another's.
+    targets, use = _every_build(monkeypatch)
     data = TEXT.encode()[:2000] + bytes(range(256))
     settings = CompressSettings.of(num_hiddens=24, embedding=8)
-    build = kernel.library
     archives = {}
     for target in targets:
-        monkeypatch.setattr(kernel, "library", lambda target=None, level=target: build(level))
+        use(target)
         archives[target] = compress(data, settings=settings)
     assert len(set(archives.values())) == 1, {t: len(a) for t, a in archives.items()}
     for reader in targets:
-        monkeypatch.setattr(kernel, "library", lambda target=None, level=reader: build(level))
+        use(reader)
         for writer in targets:
             assert decompress(archives[writer]) == data, f"written by {writer}, read by {reader}"
+
+
+def test_every_build_and_thread_count_writes_the_same_pretrained_archive(deep_run, monkeypatch):
+    # deepnet.c's products run 16, 8 or 4 floats wide by build, and split between two threads or
+    # not; none of it may change a bit, or one machine could not read another's archive.
+    targets, use = _every_build(monkeypatch)
+    data = TEXT.encode()[:1500] + "☕".encode()
+    archives = {}
+    for target in targets:
+        use(target)
+        for threads in (1, 2):
+            settings = dataclasses.replace(SMALL, threads=threads, lr=0.003)
+            archive = compress(data, run=deep_run, settings=settings)
+            header, payload = unpack(archive)
+            assert header.settings["network"] == "c"
+            archives[target, threads] = payload  # the header records the thread count: compare the rest
+    assert len(set(archives.values())) == 1, {k: len(a) for k, a in archives.items()}
+    use(targets[0])
+    assert decompress(archive, run=deep_run) == data  # the last one written, read by another build
 
 
 def test_without_a_c_compiler_compress_says_so_in_one_line(tmp_path):

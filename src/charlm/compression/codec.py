@@ -32,6 +32,7 @@ import torch
 from ..fields import at_least, check_types, fraction, from_flat, setting
 from ..models import RNNLM, ModelConfig
 from .container import ArchiveError, Header, check_same, crc32, pack, unpack
+from .deepnet import LEARN, DeepNetwork
 from .kernel import MAX_ORDERS, Config, Kernel, Network, Stream, kernel_id
 from .model import OnlineLearner
 from .reference_coder import MAX_TOTAL
@@ -84,8 +85,11 @@ class CompressSettings:
     limit: int = setting(1023, "a context's counts halve when one reaches this (recent text weighs more)")
     rows: int = setting(1 << 16, "hashed rows per context expert (a power of two)")
     total: int = setting(1 << 22, "frequency total of the arithmetic coder (quantisation of probabilities)")
-    threads: int = setting(1, "torch threads while coding: results depend on the split of sums, so the "
-                           "decoder uses the same")
+    threads: int = setting(1, "threads while coding: torch's (results depend on the split of sums, so the "
+                           "decoder uses the same), or 1-2 for a pretrained LSTM in C (the same bits with "
+                           "either)")
+    learn: str = setting("all", "pretrained mode: what of the network learns while coding: all, top (the top "
+                         "layer and the output layer) or output (the output layer alone)")
     seed: int = setting(0, "online mode: seed of the network's initial weights")
     model: ModelConfig = setting(default_factory=_online_model, help="online mode: the byte-level network",
                                  flags=ONLINE_MODEL_FLAGS)
@@ -116,6 +120,8 @@ class CompressSettings:
             raise ValueError(f"--orders must be distinct integers in 1..8, got {self.orders!r}")
         if not isinstance(self.total, int) or not 512 < self.total <= MAX_TOTAL:
             raise ValueError(f"--total must be in (512, {MAX_TOTAL}], got {self.total!r}")
+        if self.learn not in LEARN:
+            raise ValueError(f"--learn must be one of {', '.join(LEARN)}, got {self.learn!r}")
         if self.model.vocab_size != 256 or self.model.impl != "builtin":
             raise ValueError("the online network reads bytes: vocab_size 256, impl builtin")
 
@@ -336,15 +342,24 @@ def _config(settings: CompressSettings, alphabet: Alphabet, lengths: list[int]) 
         bit_limit=BIT_LIMIT, bit_lr=BIT_LR)
 
 
+def _c_network(lm: RNNLM, mode: str, settings: CompressSettings, start: int) -> Network | DeepNetwork:
+    if mode == "online":
+        return Network(lm, settings.lanes, settings.block, settings.lr, start)
+    return DeepNetwork(lm, settings.lanes, settings.block, settings.lr, start, learn=settings.learn,
+                       threads=min(settings.threads, 2))
+
+
 def _code(lm: RNNLM, alphabet: Alphabet, settings: CompressSettings, stream: Stream,
-          payload: bytes | None, progress: Progress | None, native: bool = False) -> Kernel:
+          payload: bytes | None, progress: Progress | None, native: str | None = None) -> Kernel:
     """Run the lockstep loop over `stream`: encode it, or (given `payload`) decode into it. `native`:
-    the network runs in C (the online mode's one-layer LSTM), else in torch, a step per call."""
+    the mode whose network runs in C (net.c online, deepnet.c pretrained), else None: in torch, a
+    step per call."""
     lengths = stream.lengths.tolist()
-    kernel = Kernel(_config(settings, alphabet, lengths), stream, alphabet.letter, alphabet.glyph, payload)
+    kernel = Kernel(_config(settings, alphabet, lengths), stream, alphabet.letter, alphabet.glyph, payload,
+                    wide=native == "pretrained")
     steps, n = max(lengths, default=0), sum(lengths)
     if native:  # the whole loop in C, a chunk of steps per call (for the progress)
-        network = Network(lm, settings.lanes, settings.block, settings.lr, alphabet.start)
+        network = _c_network(lm, native, settings, alphabet.start)
         done = 0
         while done < steps:
             chunk = min(2048, steps - done)
@@ -356,7 +371,7 @@ def _code(lm: RNNLM, alphabet: Alphabet, settings: CompressSettings, stream: Str
             if progress is not None:
                 progress(sum(min(done, length) for length in lengths), n)
         return kernel
-    learner = OnlineLearner(lm, settings.lanes, settings.block, settings.lr, alphabet.start)
+    learner = OnlineLearner(lm, settings.lanes, settings.block, settings.lr, alphabet.start, settings.learn)
     done = 0
     for t in range(steps):
         logits = learner.logits()
@@ -382,8 +397,9 @@ def _online_lm(settings: CompressSettings) -> RNNLM:
 
 
 def _native(mode: str, lm: RNNLM) -> bool:
-    """The online mode's LSTM of one layer runs in C; other cells, deeper ones and trained runs in torch."""
-    return mode == "online" and Network.fits(lm)
+    """Whether the network runs in C: the online mode's LSTM of one layer (net.c), a trained run's
+    LSTM of any depth read in one direction (deepnet.c); other cells, and the rest, in torch."""
+    return Network.fits(lm) if mode == "online" else DeepNetwork.fits(lm)
 
 
 def model_digest(run_dir: Path) -> str:
@@ -417,6 +433,9 @@ def compress(data: bytes, *, run: str | Path | None = None, settings: CompressSe
         raise TypeError(f"compress takes bytes, got {type(data).__name__}")
     data = bytes(data)
     settings = settings or CompressSettings()
+    if run is None and settings.learn != "all":
+        raise ValueError(f"--learn {settings.learn} applies to a trained run's network (--run); the online "
+                         f"network learns whole")
     if not settings.lanes:  # one lane codes best; a network in torch needs lanes to go fast
         settings = replace(settings, lanes=1 if run is None else 8)
     if settings.lr is None:
@@ -434,7 +453,9 @@ def compress(data: bytes, *, run: str | Path | None = None, settings: CompressSe
             stream = _char_stream(data.decode("utf-8", errors="surrogateescape"), table, len(vocab),
                                   settings.lanes)
             info["symbols"] = int(stream.lengths.sum())
-        payload = _code(lm, alphabet, settings, stream, None, progress, _native(mode, lm)).finish()
+            info["network"] = "c" if _native(mode, lm) else "torch"  # the decoder follows suit
+        native = mode if _native(mode, lm) else None
+        payload = _code(lm, alphabet, settings, stream, None, progress, native).finish()
     if len(payload) >= len(data) and data:  # random or already compressed bytes: never expand them
         mode, payload = "stored", data
     return pack(Header(mode, len(data), crc32(data), info), payload)
@@ -467,9 +488,23 @@ def decompress(archive: bytes, *, run: str | Path | None = None, progress: Progr
             symbols = info.get("symbols")
             if not isinstance(symbols, int) or symbols < 0:
                 raise ArchiveError("the archive's header is damaged (no symbol count)")
+        native = _decoder_network(header.mode, info, lm)
         stream = Stream.empty([n for _, n in lane_spans(symbols, settings.lanes)])
-        _code(lm, alphabet, settings, stream, payload, progress, _native(header.mode, lm))
+        _code(lm, alphabet, settings, stream, payload, progress, native)
     return _checked(_original(stream, None if header.mode == "online" else vocab.idx_to_token), header)
+
+
+def _decoder_network(mode: str, info: dict[str, Any], lm: RNNLM) -> str | None:
+    """The mode whose network runs in C as the encoder's did, or None for torch. A pretrained archive
+    names its network ("c" or "torch"); one without the name was made in torch."""
+    if mode == "online":
+        return mode if _native(mode, lm) else None
+    network = info.get("network", "torch")
+    if network not in ("c", "torch"):
+        raise ArchiveError(f"the archive's header names an unknown network {network!r}")
+    if network == "c" and not _native(mode, lm):
+        raise ArchiveError("this archive's network ran in C, which this model's kind cannot")
+    return mode if network == "c" else None
 
 
 def _original(stream: Stream, tokens: list[str] | None) -> bytes:

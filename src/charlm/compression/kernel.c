@@ -820,3 +820,7 @@ int cm_decode_with(const uint32_t *cum, int A, int64_t n, const uint8_t *data, i
     }
     return 0;
 }
+
+/* ---- the pretrained mode's network -------------------------------------------------------- */
+
+#include "deepnet.c"

@@ -33,13 +33,15 @@ import torch
 
 from .. import machine, native_build
 
-# What the build reads: kernel.c, which #includes net.c.
-_SOURCES = tuple(Path(__file__).with_name(name) for name in ("kernel.c", "net.c", "bits.c"))
+# What the build reads: kernel.c, which #includes net.c, bits.c and deepnet.c.
+_SOURCES = tuple(Path(__file__).with_name(name) for name in ("kernel.c", "net.c", "bits.c", "deepnet.c"))
 # -ffp-contract=off: no fused multiply-adds, so every operation rounds alike whatever the compiler and
 # the instruction set; vectorised element-wise loops round exactly as scalar ones, and without
 # -ffast-math no sum is reordered. A target's flags (machine.target_flags) only make the vectors
 # wider and tune the schedule.
-_FLAGS = ("-O3", "-std=c11", "-pthread", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math", "-fno-math-errno")
+# -pthread: the networks' second threads (net.c's learner, deepnet.c's share of the products).
+_FLAGS = ("-O3", "-std=c11", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math", "-fno-math-errno",
+          "-pthread")
 TARGETS = native_build.TARGETS
 MAX_ORDERS = 8
 
@@ -132,14 +134,16 @@ def _build_for(target: str) -> tuple[str, Path]:
         return "portable", _built("portable")
 
 
-def _chosen(target: str | None) -> str:
+def _chosen(target: str | None, wide: bool = False) -> str:
     """`target`, or when None the level ``CHARLM_KERNELS_TARGET`` asks for, by default the faster on
-    this machine of its own level and the one below (:func:`fastest`); a level this CPU cannot run
-    is an error."""
+    this machine of its own level and the one below (:func:`fastest`), or with `wide` the CPU's own
+    level; a level this CPU cannot run is an error."""
     cpu = machine.probe()
     if target is None:
         choice = native_build.choose_target(cpu)
-        return choice.value if choice.reason == native_build.TARGET_ENV else fastest(choice.value).value
+        if choice.reason == native_build.TARGET_ENV or wide:
+            return choice.value
+        return fastest(choice.value).value
     best = machine.kernel_target(cpu).value
     if target not in TARGETS:
         raise ValueError(f"unknown kernel target {target!r}; one of {', '.join(TARGETS)}")
@@ -231,11 +235,14 @@ def kernel_status() -> tuple[str, str]:
     return built, str(path)
 
 
-def library(target: str | None = None) -> ctypes.CDLL:
+def library(target: str | None = None, *, wide: bool = False) -> ctypes.CDLL:
     """The built kernel, compiled on first use: for `target` (portable, x86-64-v3, x86-64-v4), by
-    default the level ``CHARLM_KERNELS_TARGET`` names or else the highest this CPU runs, falling back
-    to portable where the compiler cannot build it."""
-    return _load(_build_for(_forced or _chosen(target))[1])
+    default the level ``CHARLM_KERNELS_TARGET`` names or else the race's answer (:func:`fastest`),
+    falling back to portable where the compiler cannot build it. `wide`: for the pretrained
+    network's large products (deepnet.c), where the widest vectors win (on a Zen 5 EPYC the
+    x86-64-v4 build steps a 2 x 512 LSTM twice as fast as the v3 one the race picks for the online
+    mode): the CPU's own level unless ``CHARLM_KERNELS_TARGET`` names one."""
+    return _load(_build_for(_forced or _chosen(target, wide))[1])
 
 
 @cache
@@ -260,8 +267,14 @@ def _load(path: Path) -> ctypes.CDLL:
     lib.cm_net_inputs.restype = p
     lib.cm_net_inputs.argtypes = [p]
     lib.cm_net_advance.argtypes = [p, i32]
-    lib.cm_run.restype = i32
-    lib.cm_run.argtypes = [p, p, i32, i32]
+    lib.cm_run.restype = lib.cm_run_deep.restype = i32
+    lib.cm_run.argtypes = lib.cm_run_deep.argtypes = [p, p, i32, i32]
+    lib.cm_deep_new.restype = p
+    lib.cm_deep_new.argtypes = [i32, i32, i32, i32, i32, i32, f64, f64, f64, f64, i32, i32, i32, i32, i32, p]
+    lib.cm_deep_free.argtypes = [p]
+    lib.cm_deep_forward.restype = lib.cm_deep_inputs.restype = lib.cm_deep_dlogits.restype = p
+    lib.cm_deep_forward.argtypes = lib.cm_deep_inputs.argtypes = lib.cm_deep_dlogits.argtypes = [p]
+    lib.cm_deep_advance.argtypes = [p, i32]
     lib.cm_exp_of.restype = lib.cm_log_of.restype = f64
     lib.cm_exp_of.argtypes = lib.cm_log_of.argtypes = [f64]
     lib.cm_encode_with.restype = i64
@@ -330,8 +343,8 @@ class Kernel:
     """One coding run: :meth:`step` codes one step of every lane from the network's logits."""
 
     def __init__(self, config: Config, stream: Stream, letter: torch.Tensor, glyph: torch.Tensor,
-                 payload: bytes | None = None) -> None:
-        self._lib = library()
+                 payload: bytes | None = None, wide: bool = False) -> None:
+        self._lib = library(wide=wide)  # wide: a DeepNetwork's (it must share this library)
         # Keep every buffer the C side points into alive as long as the model is.
         self.stream, self._letter, self._glyph = stream, letter.contiguous(), glyph.contiguous()
         self._config = config
@@ -352,9 +365,11 @@ class Kernel:
         self._check(self._lib.cm_step(self._handle, int(self.decoding), logits.data_ptr(), ids.data_ptr(),
                                       grad.data_ptr()))
 
-    def run(self, network: Network, steps: int) -> None:
-        """Code `steps` steps with the network in C (net.c), learning as it goes."""
-        self._check(self._lib.cm_run(self._handle, network.handle, int(self.decoding), steps))
+    def run(self, network, steps: int) -> None:
+        """Code `steps` steps with a network in C (:class:`Network`, or the pretrained mode's
+        :class:`~charlm.compression.deepnet.DeepNetwork`), learning as it goes."""
+        run = getattr(self._lib, network.entry)
+        self._check(run(self._handle, network.handle, int(self.decoding), steps))
 
     def _check(self, status: int) -> None:
         if status == -1:
@@ -385,6 +400,8 @@ class Network:
     a model (the same equations, block updates and Adam), in float32 but its own order of
     operations: the two are different programs whose floats differ in the last bits.
     """
+
+    entry = "cm_run"  # kernel.c's loop over steps with this network
 
     def __init__(self, lm, lanes: int, block: int, lr: float, start: int, clip: float = 1.0) -> None:
         c = lm.config

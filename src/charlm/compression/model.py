@@ -17,6 +17,22 @@ from torch import Tensor, nn
 from ..models import RNNLM, detach_state
 
 
+def learning_parameters(lm: RNNLM, learn: str) -> list[nn.Parameter]:
+    """The parameters that learn while coding (``--learn``): all, the top layer's and the output
+    layer's ("top"), or the output layer's ("output"); the others stop taking gradients."""
+    if learn == "all":
+        return list(lm.parameters())
+    c = lm.config
+    top = f"_l{c.num_layers - 1}"
+    chosen = [p for name, p in lm.named_parameters()
+              if name.startswith(("output.", "W_hq", "b_q")) or learn == "top" and (
+                  name.startswith(f"core.layers.{c.num_layers - 1}.") or
+                  name.startswith("core.") and name.endswith((top, f"{top}_reverse")))]
+    for p in lm.parameters():
+        p.requires_grad_(any(p is q for q in chosen))
+    return chosen
+
+
 class BuiltinStepper:
     """One time step of a torch.nn core for a few rows, one fused cell call per layer.
 
@@ -67,9 +83,14 @@ class OnlineLearner:
     ``t + 1`` and row ``t`` of them at step ``t`` (:meth:`slots`).
     """
 
-    def __init__(self, lm: RNNLM, lanes: int, block: int, lr: float, start: int, clip: float = 1.0) -> None:
+    def __init__(self, lm: RNNLM, lanes: int, block: int, lr: float, start: int, learn: str = "all",
+                 clip: float = 1.0) -> None:
         self.lm, self.block, self.clip = lm, block, clip
-        self.optimizer = torch.optim.Adam(lm.parameters(), lr=lr, fused=True) if lr > 0 else None
+        self.params = learning_parameters(lm, learn)
+        # foreach, not fused: the fused step leaves the parameters' _version as it was, and the
+        # scratch cells' packed weights (models/scratch.py, _packed) would go on stepping with the
+        # weights from before the update.
+        self.optimizer = torch.optim.Adam(self.params, lr=lr, foreach=True) if lr > 0 else None
         self.stepper = BuiltinStepper(lm) if BuiltinStepper.fits(lm) else None
         self.state = self._start_state = lm.begin_state(lanes)
         self.inputs = torch.full((block + 1, lanes), start, dtype=torch.long)
@@ -102,7 +123,7 @@ class OnlineLearner:
             loss = (logits.float() * self.grads.transpose(0, 1)).sum() / (L * T)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(self.lm.parameters(), self.clip)
+            nn.utils.clip_grad_norm_(self.params, self.clip)
             self.optimizer.step()
         self.state = self._start_state = detach_state(self.state)
         self.inputs[0] = self.inputs[-1]

@@ -195,6 +195,20 @@ static double sum_squares(const float *x, size_t n) {
     return (s0 + s1) + (s2 + s3);
 }
 
+/* One Adam step (Kingma & Ba, 2015) on `size` parameters, their gradient scaled by `factor` (the
+ * clipping); `step` and `root` hold the bias corrections. Vectorised: sqrt and division round alike
+ * in vectors. */
+static void adam_update(float *restrict param, const float *restrict grad, float *restrict m1,
+                        float *restrict m2, size_t size, float factor, float step, float root, float b1,
+                        float b2) {
+    for (size_t i = 0; i < size; i++) {
+        float g = grad[i] * factor;
+        m1[i] = b1 * m1[i] + (1.0f - b1) * g;
+        m2[i] = b2 * m2[i] + (1.0f - b2) * g * g;
+        param[i] -= step * m1[i] / (sqrtf(m2[i]) / root + 1e-8f);
+    }
+}
+
 /* Backpropagation through a block coded earlier, into n->grad (the weights as they are now). */
 static void backprop(Net *n, const Block *blk) {
     const int H = n->H, G = n->G, D = n->D, V = n->V, L = n->L, T = blk->T;
@@ -246,15 +260,8 @@ static void apply(Net *n) {
     n->c1 *= n->beta1;
     n->c2 *= n->beta2;
     const float step = (float)(n->lr / (1.0 - n->c1)), root = (float)sqrt(1.0 - n->c2);
-    const float b1 = (float)n->beta1, b2 = (float)n->beta2;
-    float *restrict param = n->param, *restrict m1 = n->m1, *restrict m2 = n->m2;
-    const float *restrict grad = n->grad;
-    for (size_t i = 0; i < n->size; i++) {  /* vectorised: sqrt and division round alike in vectors */
-        float g = grad[i] * factor;
-        m1[i] = b1 * m1[i] + (1.0f - b1) * g;
-        m2[i] = b2 * m2[i] + (1.0f - b2) * g * g;
-        param[i] -= step * m1[i] / (sqrtf(m2[i]) / root + 1e-8f);
-    }
+    adam_update(n->param, n->grad, n->m1, n->m2, n->size, factor, step, root, (float)n->beta1,
+                (float)n->beta2);
 }
 
 /* ---- the learner thread ------------------------------------------------------------------------
