@@ -102,7 +102,7 @@ CLI_ROWS = {
     "decompress-truncated": (["decompress", "cut.chlm", "o.txt"], "the archive is cut short: "),
     "decompress-corrupted": (["decompress", "flipped.chlm", "o.txt"], "the archive is damaged: its coded bytes fail their CRC-32"),
     "decompress-header-damaged": (["decompress", "header.chlm", "o.txt"], "the archive's header is damaged (CRC-32 mismatch)"),
-    "decompress-newer-format": (["decompress", "newer.chlm", "o.txt"], "archive format version 3; this charlm reads version 2"),
+    "decompress-newer-format": (["decompress", "newer.chlm", "o.txt"], "archive format version 4; this charlm reads version 3"),
     "decompress-other-torch": (["decompress", "torch.chlm", "o.txt"], "the archive was made with torch '0.0.1'"),
     "decompress-wrong-model": (["decompress", "char.chlm", "o.txt", "--run", "otherrun"], "otherrun is not the model this archive was made with"),
     "decompress-needs-run": (["decompress", "char.chlm", "o.txt"], "this archive was made with a trained model: give it with --run RUN"),
@@ -198,7 +198,7 @@ def _archives(root: Path) -> None:
     header[40] ^= 0x01  # inside the settings
     (root / "header.chlm").write_bytes(bytes(header))
     newer = bytearray(online)
-    newer[6] = 3  # the format version byte
+    newer[6] = 4  # the format version byte
     (root / "newer.chlm").write_bytes(bytes(newer))
     head, payload = unpack(online)
     other = Header(head.mode, head.length, head.crc, {**head.settings, "torch": "0.0.1"})

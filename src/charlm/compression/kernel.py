@@ -262,6 +262,7 @@ def _load(path: Path) -> ctypes.CDLL:
     lib.cm_net_new.restype = p
     lib.cm_net_new.argtypes = [i32, i32, i32, i32, i32, f64, f64, f64, f64, i32, p, p, p, p, p, p]
     lib.cm_net_free.argtypes = [p]
+    lib.cm_net_serial.argtypes = [p]
     lib.cm_net_forward.restype = p
     lib.cm_net_forward.argtypes = [p]
     lib.cm_net_inputs.restype = p
@@ -403,7 +404,8 @@ class Network:
 
     entry = "cm_run"  # kernel.c's loop over steps with this network
 
-    def __init__(self, lm, lanes: int, block: int, lr: float, start: int, clip: float = 1.0) -> None:
+    def __init__(self, lm, lanes: int, block: int, lr: float, start: int, clip: float = 1.0,
+                 serial: bool = False) -> None:
         c = lm.config
         if c.cell != "lstm" or c.num_layers != 1 or lm.embedding is None or c.bidirectional:
             raise ValueError("the network in C is a one-layer LSTM with an embedding")
@@ -417,6 +419,8 @@ class Network:
                                            *(w.data_ptr() for w in self._weights))
         if not self.handle:
             raise KernelError("not enough memory for the network")
+        if serial:  # for the tests: no learner thread, the same steps (net.c)
+            self._lib.cm_net_serial(self.handle)
         self._shape = (lanes, c.vocab_size)
 
     def forward(self, next_ids: torch.Tensor) -> torch.Tensor:
