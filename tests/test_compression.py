@@ -70,8 +70,8 @@ def _coded_bits_per_byte(archive: bytes) -> float:
 
 def test_the_model_learns_while_it_codes():
     data = TEXT.encode() * 2
-    network_alone = CompressSettings.of(num_hiddens=32, embedding=8, orders=(), words=0, match=0, bit_models=0,
-                                        lr=0.01)
+    network_alone = CompressSettings.of(num_hiddens=32, embedding=8, orders=(), words=0, match=0,
+                                        bit_models=0, lr=0.01)
     learning = _coded_bits_per_byte(compress(data, settings=network_alone))
     frozen = _coded_bits_per_byte(compress(data, settings=dataclasses.replace(network_alone, lr=0.0,
                                                                                        mix_lr=0.0)))

@@ -338,8 +338,9 @@ def _config(settings: CompressSettings, alphabet: Alphabet, lengths: list[int]) 
         esc_byte=alphabet.escapes.get("byte", -1), unk=alphabet.unk, start=alphabet.start,
         features=FEATURES, kinds=KINDS, prior=PRIOR, mix_lr=settings.mix_lr, beta1=beta1, beta2=beta2,
         mix_init=MIX_INIT, extra_logit=EXTRA_LOGIT, apm=APM, apm_rate=APM_RATE, apm_weight=APM_WEIGHT,
-        netsel=_network_selector(settings), bit_models=settings.bit_models, bit_rows_log2=min(BIT_BUCKETS_LOG2, max(10, (n - 1).bit_length())),
-        bit_limit=BIT_LIMIT, bit_lr=BIT_LR)
+        netsel=_network_selector(settings), bit_models=settings.bit_models,
+        bit_rows_log2=min(BIT_BUCKETS_LOG2, max(10, (n - 1).bit_length())), bit_limit=BIT_LIMIT,
+        bit_lr=BIT_LR)
 
 
 def _c_network(lm: RNNLM, mode: str, settings: CompressSettings, start: int) -> Network | DeepNetwork:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 MAGIC = b"CHARLM"
-FORMAT_VERSION = 3  # 3: the bitwise last stage (2: the C kernel's experts, mixing and network; 1: all in torch)
+FORMAT_VERSION = 3  # 3: the bitwise last stage (2: the C kernel's experts, mixing, network; 1: torch)
 MODES = ("online", "pretrained", "stored")
 _FIXED = struct.Struct("<6sBBQIQII")  # magic, version, mode, length, crc, payload, paycrc, settings
 MAX_SETTINGS = 1 << 20
