@@ -446,19 +446,7 @@ static void squashes(double *restrict x, Pun *restrict scale, int n) {
         double y = xc * 1.4426950408889634 + 0.5, t = (double)(int64_t)y;  /* floor(y), as a */
         double k = t > y ? t - 1.0 : t;  /* conversion: GCC does not vectorise floor (it may trap) */
         double r = (xc - k * 6.93147180369123816490e-01) - k * 1.90821492927058770002e-10;
-        double s = 1.0 / 479001600.0;
-        s = s * r + 1.0 / 39916800.0;
-        s = s * r + 1.0 / 3628800.0;
-        s = s * r + 1.0 / 362880.0;
-        s = s * r + 1.0 / 40320.0;
-        s = s * r + 1.0 / 5040.0;
-        s = s * r + 1.0 / 720.0;
-        s = s * r + 1.0 / 120.0;
-        s = s * r + 1.0 / 24.0;
-        s = s * r + 1.0 / 6.0;
-        s = s * r + 0.5;
-        s = s * r + 1.0;
-        s = s * r + 1.0;
+        double s = exp_taylor(r);
         bits[i] = ((int64_t)k + 1023) << 52;
         poly[i] = a < -700.0 ? 0.0 : s;  /* the polynomial, beside the bits */
     }

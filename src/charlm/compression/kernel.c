@@ -121,12 +121,9 @@ typedef struct {
 
 /* ---- exact-by-construction exp and log ------------------------------------------------------ */
 
-static double cm_exp(double x) {  /* x <= 0 */
-    if (x < -700.0) return 0.0;
-    double k = floor(x * 1.4426950408889634 + 0.5);
-    /* ln 2 split so that k * hi is exact for |k| < 2^11 */
-    double r = (x - k * 6.93147180369123816490e-01) - k * 1.90821492927058770002e-10;
-    double s = 1.0 / 479001600.0;  /* Taylor to r^12, |r| <= 0.35: error below 1e-16 */
+/* e^r for |r| <= 0.35: Taylor to r^12, error below 1e-16 (deepnet.c's vectorised squash shares it). */
+static inline double exp_taylor(double r) {
+    double s = 1.0 / 479001600.0;
     s = s * r + 1.0 / 39916800.0;
     s = s * r + 1.0 / 3628800.0;
     s = s * r + 1.0 / 362880.0;
@@ -139,6 +136,15 @@ static double cm_exp(double x) {  /* x <= 0 */
     s = s * r + 0.5;
     s = s * r + 1.0;
     s = s * r + 1.0;
+    return s;
+}
+
+static double cm_exp(double x) {  /* x <= 0 */
+    if (x < -700.0) return 0.0;
+    double k = floor(x * 1.4426950408889634 + 0.5);
+    /* ln 2 split so that k * hi is exact for |k| < 2^11 */
+    double r = (x - k * 6.93147180369123816490e-01) - k * 1.90821492927058770002e-10;
+    double s = exp_taylor(r);
     /* times 2^k, built from its bits: exact (k >= -1010 here, a normal number) and no libm call */
     union { uint64_t bits; double value; } scale = { (uint64_t)((int64_t)k + 1023) << 52 };
     return s * scale.value;
