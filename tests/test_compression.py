@@ -641,3 +641,25 @@ def test_a_vocabulary_of_more_than_256_symbols_is_coded_in_more_bits(tmp_path):
     data = (text[:1500] + "ABC abc\n").encode()
     archive = compress(data, run=folder / "run", settings=SMALL)
     assert decompress(archive, run=folder / "run") == data
+
+
+def test_the_progress_bar_shows_the_rate_and_the_time_left(monkeypatch):
+    import argparse
+    import io
+    import time
+
+    from charlm import cli
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    monkeypatch.setattr(sys, "stderr", screen)
+    update, close = cli._progress_bar(argparse.Namespace(quiet=False), "compress")
+    update(0, 1_000_000)
+    time.sleep(0.2)
+    update(4096 * 50, 1_000_000)  # a multiple of 4096 is redrawn at once
+    close()
+    last = [line for line in screen.getvalue().split("\r") if "20%" in line][-1]
+    assert re.search(r"\[\d\d:\d\d<\d\d:\d\d, [\d.]+[kM]?sym/s\]", last), last  # elapsed<left, rate
