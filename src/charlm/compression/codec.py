@@ -85,9 +85,11 @@ class CompressSettings:
     limit: int = setting(1023, "a context's counts halve when one reaches this (recent text weighs more)")
     rows: int = setting(1 << 16, "hashed rows per context expert (a power of two)")
     total: int = setting(1 << 22, "frequency total of the arithmetic coder (quantisation of probabilities)")
-    threads: int = setting(1, "threads while coding: torch's (results depend on the split of sums, so the "
-                           "decoder uses the same), or 1-2 for a pretrained LSTM in C (the same bits with "
-                           "either)")
+    # None: 1 online (its network in C uses a second thread of its own anyway), 2 with --run (a trained
+    # LSTM in C splits each product between two threads: 1.6x on a 2 x 512, the very same bits)
+    threads: int | None = setting(None, "threads while coding: torch's (results depend on the split of "
+                                  "sums, so the decoder uses the same), or 1-2 for a pretrained LSTM in C "
+                                  "(the same bits with either)", shown="1 online, 2 with --run")
     learn: str = setting("all", "pretrained mode: what of the network learns while coding: all, top (the top "
                          "layer and the output layer) or output (the output layer alone)")
     seed: int = setting(0, "online mode: seed of the network's initial weights")
@@ -99,8 +101,10 @@ class CompressSettings:
             object.__setattr__(self, "orders", tuple(self.orders))
         check_types(self)
         at_least("lanes", self.lanes, 0)
-        for name in ("block", "rows", "threads"):
+        for name in ("block", "rows"):
             at_least(name, getattr(self, name), 1)
+        if self.threads is not None:
+            at_least("threads", self.threads, 1)
         at_least("seed", self.seed, 0)
         if self.lr is not None:
             fraction("lr", self.lr)
@@ -441,6 +445,8 @@ def compress(data: bytes, *, run: str | Path | None = None, settings: CompressSe
         settings = replace(settings, lanes=1 if run is None else 8)
     if settings.lr is None:
         settings = replace(settings, lr=2.5e-3 if run is None else 3e-4)
+    if settings.threads is None:
+        settings = replace(settings, threads=1 if run is None else 2)
     info: dict[str, Any] = {"settings": settings.to_dict(), **_platform()}
     with _pinned(settings.threads):
         if run is None:
@@ -470,8 +476,8 @@ def decompress(archive: bytes, *, run: str | Path | None = None, progress: Progr
     if header.mode == "stored":
         return _checked(payload, header)
     settings = CompressSettings.from_dict(info.get("settings", {}))
-    if not settings.lanes or settings.lr is None:
-        raise ArchiveError("the archive's header is damaged (no lane count or learning rate)")
+    if not settings.lanes or settings.lr is None or settings.threads is None:
+        raise ArchiveError("the archive's header is damaged (no lane count, learning rate or thread count)")
     with _pinned(settings.threads):
         if header.mode == "online":
             if run is not None:
