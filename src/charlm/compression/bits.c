@@ -13,9 +13,10 @@
  *     (capped), and the slot's last bits, whose short history an adaptive map turns into a second
  *     probability (what followed such a history in this model before);
  *
- * mixed by four logistic mixers, each with its weights chosen by a context of its own (the bits
+ * mixed by five logistic mixers, each with its weights chosen by a context of its own (the bits
  * so far; how many orders know this context; the previous symbol; the column and whether the line
- * is longer than the one before), whose outputs a second layer mixes by node. Two adaptive
+ * is longer than the one before; how many letters into its word the symbol is), whose outputs a
+ * second layer mixes by node. Two adaptive
  * probability maps (by the previous symbol, by the previous two) refine the result, and the
  * arithmetic coder codes the bit under it. Everything learns from the bit at once.
  *
@@ -32,7 +33,7 @@
 
 #define BIT_INPUTS_MAX 64
 #define STRETCH_BITS 12
-#define MIXERS 4               /* first-layer mixers, each choosing its weights by its own context */
+#define MIXERS 5               /* first-layer mixers, each choosing its weights by its own context */
 #define MAX_SETS (1u << 16)    /* weight sets of a mixer at most */
 #define APM2_ROWS (1u << 18)   /* the second map's rows (hashed) */
 #define LINE 256               /* columns remembered of a line */
@@ -42,6 +43,7 @@ typedef struct {               /* what the bitwise contexts follow in one lane *
     uint32_t words[3];         /* hashes of the current word and the two before it */
     uint8_t line[LINE], above[LINE];
     int32_t col, width;        /* the current column; the length of the line before */
+    int32_t letters;           /* letters of the current word so far */
     uint32_t nest;             /* inside quotes or brackets */
     uint8_t norm[8];           /* the last symbols, case folded, each run of white space one space */
 } BitLane;
@@ -115,6 +117,7 @@ static Bits *bits_new(int lanes, int alphabet, int models, int buckets_log2, dou
     b->sets[1] = (ORDERS_KNOWN + 1) * 16;                  /* orders that know the context, bit */
     b->sets[2] = capped((uint64_t)256 << b->nbits);         /* the previous symbol, the bits so far */
     b->sets[3] = capped((uint64_t)(2 * 41) << b->nbits);    /* column, longer than above, bits */
+    b->sets[4] = capped((uint64_t)16 << b->nbits);          /* letters into the word, bits */
     /* calloc: zero is every table's start (a bucket whose check fails starts afresh), so pages that
      * no context reaches are never touched */
     b->slots = calloc(((size_t)models << buckets_log2) * 16, sizeof(uint32_t));
@@ -155,6 +158,8 @@ static void follow_text(Bits *b, BitLane *s, const int32_t *hist, int seen) {
         uint16_t *f = b->follow + ((uint32_t)g[hist[2]] << 8 | g[hist[1]]);
         *f = (uint16_t)(*f << 8 | (uint32_t)y);
     }
+    int is_letter = (y >= 'a' && y <= 'z') || (y >= 'A' && y <= 'Z') || y >= 128;
+    s->letters = is_letter ? s->letters + 1 : 0;
     if (y == '"') s->nest ^= 1u;
     else if (y == '(') s->nest |= 2u;
     else if (y == ')') s->nest &= ~2u;
@@ -385,7 +390,8 @@ static int bits_code(Model *m, Bits *b, int decoding, int lane, int y, const dou
         int known = 0;
         for (int j = 1; j <= ORDERS_KNOWN && j < b->models; j++) known += (*t.slot[j] & 0xFF00u) != 0;
         uint32_t sel[MIXERS] = {node, (uint32_t)known * 16 + (uint32_t)i, g << b->nbits | node,
-                                (cb * 2 + longer) << b->nbits | node};
+                                (cb * 2 + longer) << b->nbits | node,
+                                (uint32_t)(s->letters < 15 ? s->letters : 15) << b->nbits | node};
         bit_mix(b, &t, node, i, sel);
         double p = bit_refine(b, &t, node, g, h2);
         uint32_t p1 = (uint32_t)floor(p * 65536.0);
