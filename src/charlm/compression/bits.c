@@ -56,7 +56,8 @@ typedef struct Bits {
     uint32_t *slots;           /* models * buckets * 16: a bucket's word 0 checks its context; words
                                   1..15 the nodes of a half symbol: P(1) (16 bits), times seen (8),
                                   the last 8 bits */
-    double *hmap;              /* models * 256: P(1) after a short history (times seen, the last bits) */
+    double *hmap;              /* models * 512: P(1) after a slot's history (its last bits, all of
+                                  them while it has seen fewer than 8) */
     int32_t *hmap_n;
     uint32_t *ctx;             /* L * models: each model's context for the lane's next symbol */
     BitLane *lane;             /* L */
@@ -121,8 +122,8 @@ static Bits *bits_new(int lanes, int alphabet, int models, int buckets_log2, dou
     /* calloc: zero is every table's start (a bucket whose check fails starts afresh), so pages that
      * no context reaches are never touched */
     b->slots = calloc(((size_t)models << buckets_log2) * 16, sizeof(uint32_t));
-    b->hmap = malloc((size_t)models * 256 * sizeof(double));
-    b->hmap_n = calloc((size_t)models * 256, sizeof(int32_t));
+    b->hmap = malloc((size_t)models * 512 * sizeof(double));
+    b->hmap_n = calloc((size_t)models * 512, sizeof(int32_t));
     b->ctx = calloc((size_t)lanes * models + 1, sizeof(uint32_t));
     b->lane = calloc((size_t)lanes, sizeof(BitLane));
     b->follow = calloc(65536, sizeof(uint16_t));
@@ -133,7 +134,7 @@ static Bits *bits_new(int lanes, int alphabet, int models, int buckets_log2, dou
     b->apm = calloc((size_t)b->apm_rows * 33, sizeof(double));
     b->apm2 = calloc((size_t)APM2_ROWS * 33, sizeof(float));
     if (!ok || !b->w2 || !b->tree || !b->apm || !b->apm2) { bits_free(b); return NULL; }
-    for (size_t i = 0; i < (size_t)models * 256; i++) b->hmap[i] = 0.5;
+    for (size_t i = 0; i < (size_t)models * 512; i++) b->hmap[i] = 0.5;
     for (int n = 0; n < 256; n++) b->rate[n] = (int32_t)(65536.0 / (n + 1.5));
     for (int i = 0; i < (1 << STRETCH_BITS); i++) b->stretch[i] = stretch_of((i + 0.5) / (1 << STRETCH_BITS));
     for (int j = 0; j < 33; j++) b->knots[j] = squash((j - 16) * 0.5);
@@ -270,7 +271,7 @@ static void bit_inputs(Bits *b, Bit *t, uint32_t node, uint32_t local, uint32_t 
         uint32_t *slot = t->slot[j] = bucket[j] + local, v = *slot;
         uint32_t n = (v >> 8) & 255;
         t->x[1 + j] = n ? b->stretch[v >> (32 - STRETCH_BITS)] : 0.0;
-        t->state[j] = (uint32_t)j * 256 + ((n < 7 ? n : 7) << 5 | (v & 31));
+        t->state[j] = (uint32_t)j * 512 + (n < 8 ? (1u << n) + (v & ((1u << n) - 1)) : 256 + (v & 255));
         t->x[2 + M + E + j] = table_stretch(b, b->hmap[t->state[j]]);
     }
     t->x[b->inputs - 1] = 0.25;  /* a bias */
