@@ -18,8 +18,10 @@
  *      match expert's predictions in a row were right;
  *   3. refine_likeliest: an adaptive probability map refines the likeliest symbol's probability by
  *      what followed that probability after the same previous symbol before;
- *   4. code_symbol: integer frequencies floor(q * (total - A)) + 1 and the arithmetic coder (the
- *      same stream as reference_coder.py: Witten, Neal & Cleary, 32 bits), encoding or decoding;
+ *   4. code_symbol: the arithmetic coder (the same stream as reference_coder.py: Witten, Neal &
+ *      Cleary, 32 bits), encoding or decoding: the symbol bit by bit, each bit's probability from q
+ *      mixed again with bitwise context models (bits.c), or (with no bitwise models) the symbol
+ *      whole under integer frequencies floor(q * (total - A)) + 1;
  *   5. learn_from, move_on: learning from the symbol: each mixing weight used takes an Adam step at
  *      once, the map and the counts learn it, and the network's gradient w_net * (p - onehot) is
  *      written out for the network's block update (net.c, or torch for a trained run).
