@@ -7,6 +7,7 @@ file, unknown corpus, damaged run folder) prints one line and exits 2; ``--debug
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import logging
@@ -16,8 +17,9 @@ import sys
 import time
 import typing
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, BinaryIO, NoReturn
 
 from . import __version__
 from .fields import cli_fields, default_of, flag, flat_names
@@ -427,15 +429,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_input(name: str) -> bytes:
-    if name == "-":
-        return sys.stdin.buffer.read()
-    path = Path(name)
-    if path.is_dir():
-        raise ValueError(f"{name}: is a folder, not a file")
-    return path.read_bytes()
-
-
 def _write_output(name: str, data: bytes, force: bool) -> None:
     """stdout, or the file written whole (a temporary file renamed), never half."""
     if name == "-":
@@ -464,7 +457,7 @@ def _progress_bar(args: argparse.Namespace, what: str):
     bar = tqdm(total=0, unit="sym", unit_scale=True, desc=what, file=sys.stderr, leave=False,
                mininterval=0.5)
 
-    def update(done: int, total: int) -> None:
+    def update(done: int, total: int | None) -> None:  # total None: not known (a pipe)
         if bar.total != total:
             bar.total = total
         bar.n = done
@@ -481,7 +474,7 @@ def _report(verb: str, original: int, archive: int, seconds: float) -> None:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    from .compression import CompressSettings, compress
+    from .compression import CompressSettings, compress_stream
     from .compression.codec import ONLINE_MODEL_FLAGS
 
     _check_paths(args)
@@ -497,32 +490,58 @@ def cmd_compress(args: argparse.Namespace) -> int:
             raise ValueError(f"--run {args.run}: no such run folder")
     if args.output == "-" and sys.stdout.isatty():
         raise ValueError("refusing to write an archive to a terminal; give a file or redirect stdout")
-    return _transform(args, "compress", lambda data, progress: compress(
-        data, run=args.run, settings=settings, progress=progress))
+    return _transform(args, "compress", lambda source, sink, progress: compress_stream(
+        source, sink, run=args.run, settings=settings, progress=progress))
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:
-    from .compression import decompress
+    from .compression import decompress_stream
 
     _check_paths(args)
-    return _transform(args, "decompress", lambda archive, progress: decompress(
-        archive, run=args.run, progress=progress))
+    return _transform(args, "decompress", lambda source, sink, progress: decompress_stream(
+        source, sink, run=args.run, progress=progress))
+
+
+@contextlib.contextmanager
+def _opened_input(name: str) -> Iterator[BinaryIO]:
+    if name == "-":
+        yield sys.stdin.buffer
+        return
+    if Path(name).is_dir():
+        raise ValueError(f"{name}: is a folder, not a file")
+    with open(name, "rb") as f:
+        yield f
+
+
+def _streamed_output(name: str, force: bool, write: Callable[[BinaryIO], None]) -> None:
+    """stdout as it comes, or a file written through a temporary file beside it and renamed at the
+    end: an error part way removes it, and never leaves half a file under the output's name."""
+    if name == "-":
+        write(sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return
+    from .checkpoint import atomic_write
+
+    path = Path(name)
+    if path.exists() and not force:
+        raise ValueError(f"{name}: already exists (use --force to overwrite)")
+    atomic_write(path, write)
 
 
 def _transform(args: argparse.Namespace, verb: str, fn) -> int:
-    """Read the input, run `fn` under a progress bar, write the output whole, report on stderr."""
-    given = _read_input(args.input)
+    """Stream the input through `fn` into the output under a progress bar; report on stderr."""
     progress, close = _progress_bar(args, verb)
+    sizes: list[tuple[int, int]] = []
     start = time.perf_counter()
     try:
-        result = fn(given, progress)
+        with _opened_input(args.input) as source:
+            _streamed_output(args.output, args.force, lambda sink: sizes.append(fn(source, sink, progress)))
     finally:
         close()
     seconds = time.perf_counter() - start
-    _write_output(args.output, result, args.force)
     if not args.quiet:
-        original, archive = (given, result) if verb == "compress" else (result, given)
-        _report(f"{verb}ed", len(original), len(archive), seconds)
+        (original, archive), = sizes
+        _report(f"{verb}ed", original, archive, seconds)
     return 0
 
 
