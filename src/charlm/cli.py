@@ -208,6 +208,9 @@ def _compress_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--online", action="store_true", help="the online mode (the default; kept for "
                         "scripts that name it)")
     add_config_flags(parser, CompressSettings)
+    parser.add_argument("--chunk-size", type=int, default=1 << 20, metavar="BYTES",
+                        help="bytes of the input read and coded as one segment (default 1048576); memory "
+                             "holds one segment, some 13 bytes per byte of it")
     _force_argument(parser)
     parser.add_argument("--model", dest="run", type=Path, action=_Renamed, new="--run",
                         help=argparse.SUPPRESS)
@@ -431,16 +434,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _write_output(name: str, data: bytes, force: bool) -> None:
     """stdout, or the file written whole (a temporary file renamed), never half."""
-    if name == "-":
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-        return
-    from .checkpoint import save_file
-
-    path = Path(name)
-    if path.exists() and not force:
-        raise ValueError(f"{name}: already exists (use --force to overwrite)")
-    save_file(path, lambda f: f.write(data))
+    _streamed_output(name, force, lambda f: f.write(data), name_the_file=True)
 
 
 def _check_paths(args: argparse.Namespace) -> None:
@@ -454,7 +448,7 @@ def _progress_bar(args: argparse.Namespace, what: str):
         return None, lambda: None
     from tqdm import tqdm
 
-    bar = tqdm(total=0, unit="sym", unit_scale=True, desc=what, file=sys.stderr, leave=False,
+    bar = tqdm(total=0, unit="B", unit_scale=True, desc=what, file=sys.stderr, leave=False,
                mininterval=0.5)
 
     def update(done: int, total: int | None) -> None:  # total None: not known (a pipe)
@@ -491,7 +485,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if args.output == "-" and sys.stdout.isatty():
         raise ValueError("refusing to write an archive to a terminal; give a file or redirect stdout")
     return _transform(args, "compress", lambda source, sink, progress: compress_stream(
-        source, sink, run=args.run, settings=settings, progress=progress))
+        source, sink, run=args.run, settings=settings, progress=progress, chunk_size=args.chunk_size))
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:
@@ -513,19 +507,22 @@ def _opened_input(name: str) -> Iterator[BinaryIO]:
         yield f
 
 
-def _streamed_output(name: str, force: bool, write: Callable[[BinaryIO], None]) -> None:
+def _streamed_output(name: str, force: bool, write: Callable[[BinaryIO], None],
+                     name_the_file: bool = False) -> None:
     """stdout as it comes, or a file written through a temporary file beside it and renamed at the
-    end: an error part way removes it, and never leaves half a file under the output's name."""
+    end: an error part way removes it, and never leaves half a file under the output's name.
+    `name_the_file`: an OSError says it could not write the file (not for a `write` that computes
+    as it goes: its own OSErrors, such as no C compiler, say what they say)."""
     if name == "-":
         write(sys.stdout.buffer)
         sys.stdout.buffer.flush()
         return
-    from .checkpoint import atomic_write
+    from .checkpoint import atomic_write, save_file
 
     path = Path(name)
     if path.exists() and not force:
         raise ValueError(f"{name}: already exists (use --force to overwrite)")
-    atomic_write(path, write)
+    (save_file if name_the_file else atomic_write)(path, write)
 
 
 def _transform(args: argparse.Namespace, verb: str, fn) -> int:

@@ -1,9 +1,11 @@
-"""compress / decompress: a language model's probabilities driving the arithmetic coder, losslessly.
+"""A language model's probabilities driving the arithmetic coder, losslessly: the settings, the two
+modes' symbols, and a :class:`Coder` that codes the input's segments one after another (the
+segments themselves, and the archive: :mod:`.streaming`).
 
-The input is cut into `lanes` contiguous parts coded in lockstep: at step t the model predicts the
-t-th symbol of every lane at once (one batched step instead of `lanes` single ones), and all lanes
-share one model and one set of context counts. The coder's stream holds the symbols step by step,
-lane by lane. Two modes:
+Each segment is cut into `lanes` contiguous parts coded in lockstep: at step t the model predicts
+the t-th symbol of every lane at once (one batched step instead of `lanes` single ones), and all
+lanes share one model and one set of context counts. The coder's stream holds the symbols step by
+step, lane by lane. Two modes:
 
 - **online**: the alphabet is the 256 byte values; a byte-level LSTM starts from a seeded
   initialisation and learns while it codes (:mod:`charlm.compression.model`). Any file works.
@@ -37,7 +39,6 @@ from .kernel import MAX_ORDERS, Config, Kernel, Network, Stream, kernel_id
 from .model import OnlineLearner
 from .reference_coder import MAX_TOTAL
 
-Progress = Callable[[int, int], None]  # (symbols done, symbols in all)
 # The online network's settings a user may change (the others are fixed: bytes in, torch.nn layers),
 # and the names the archive header gives two of them.
 ONLINE_MODEL_FLAGS = ("cell", "num_hiddens", "num_layers", "embedding")

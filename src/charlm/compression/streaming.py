@@ -118,7 +118,7 @@ def compress_stream(source: BinaryIO, sink: BinaryIO, *, run: str | Path | None 
     (a character run's folder) in the pretrained mode, without it in the online mode. Returns the
     bytes of the original and of the archive."""
     if not isinstance(chunk_size, int) or not 16 <= chunk_size <= MAX_CHUNK:
-        raise ValueError(f"chunk_size must be an integer in 16..{MAX_CHUNK}, got {chunk_size!r}")
+        raise ValueError(f"--chunk-size must be an integer in 16..{MAX_CHUNK}, got {chunk_size!r}")
     settings = codec.resolved(settings, run)
     mode, run_dir = ("online", None) if run is None else ("pretrained", Path(run))
     total, out = _remaining(source), _Counted(sink)
