@@ -496,9 +496,9 @@ def _original(stream: Stream, tokens: list[str] | None) -> bytes:
     """The bytes a decoded stream stands for: the bytes themselves (online), or each symbol's
     character or its escape's bytes (pretrained)."""
     lengths = stream.lengths.tolist()
-    if tokens is None:
-        return b"".join(bytes(stream.symbols[lane, :n].to(torch.uint8).tolist())
-                        for lane, n in enumerate(lengths))
+    if tokens is None:  # one copy of each lane's bytes, never a Python list of them
+        lanes = [stream.symbols[lane, :n].to(torch.uint8).contiguous() for lane, n in enumerate(lengths)]
+        return b"".join(ctypes.string_at(part.data_ptr(), part.numel()) for part in lanes)
     encoded = [tok.encode("utf-8") for tok in tokens]
     pieces = []
     for lane, n in enumerate(lengths):
