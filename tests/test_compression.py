@@ -12,6 +12,7 @@ import re
 import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ import torch
 
 from charlm.cli import main
 from charlm.compression import ArchiveError, CompressSettings, compress, decompress, lane_spans
-from charlm.compression.container import Header, pack, unpack
+from charlm.compression.container import CODED, STORED, Frame, Header, Trailer, pack, unpack
 from charlm.compression.deepnet import DeepNetwork
 from charlm.compression.kernel import Network, decode_with, encode_with, library
 from charlm.compression.model import BuiltinStepper, OnlineLearner
@@ -45,8 +46,8 @@ def test_random_binary_round_trips_and_is_stored_not_expanded():
     archive = compress(data, settings=SMALL)
     assert decompress(archive) == data
     # Nothing to learn in random bytes: the coded stream would be longer, so the bytes are stored.
-    assert unpack(archive)[0].mode == "stored"
-    assert len(archive) < len(data) + 400
+    assert [frame.kind for frame in unpack(archive)[1]] == [STORED]
+    assert len(archive) < len(data) + 450  # the header (its settings), a frame's 21 bytes, the trailer
 
 
 @pytest.mark.parametrize("lanes,block", [(1, 1), (3, 5), (8, 16), (16, 4)])
@@ -64,8 +65,8 @@ def test_each_cell_and_a_deep_model_round_trip(cell):
 
 
 def _coded_bits_per_byte(archive: bytes) -> float:
-    header, payload = unpack(archive)
-    return 8.0 if header.mode == "stored" else 8 * len(payload) / header.length
+    _, frames, trailer = unpack(archive)
+    return 8 * sum(len(frame.data) for frame in frames) / trailer.length  # a stored frame: 8 bits a byte
 
 
 def test_the_model_learns_while_it_codes():
@@ -194,13 +195,13 @@ def test_an_archive_that_names_no_network_was_made_in_torch_and_decodes_so(deep_
     data = TEXT.encode()[:300]
     with monkeypatch.context() as patch:
         patch.setattr(codec, "_native", lambda mode, lm: False)
-        header, payload = unpack(compress(data, run=deep_run, settings=SMALL))
+        header, frames, trailer = unpack(compress(data, run=deep_run, settings=SMALL))
     old = {k: v for k, v in header.settings.items() if k != "network"}
-    archive = pack(Header(header.mode, header.length, header.crc, old), payload)
+    archive = pack(Header(header.mode, old), frames, trailer)
     assert decompress(archive, run=deep_run) == data
     bad = {**header.settings, "network": "gpu"}
     with pytest.raises(ArchiveError, match="unknown network 'gpu'"):
-        decompress(pack(Header(header.mode, header.length, header.crc, bad), payload), run=deep_run)
+        decompress(pack(Header(header.mode, bad), frames, trailer), run=deep_run)
 
 
 @pytest.mark.parametrize("learn", ["top", "output"])
@@ -246,10 +247,10 @@ def test_the_wrong_model_is_refused_before_decoding(char_run, tmp_path):
 def test_a_decoder_that_computes_other_floats_is_caught_by_the_crc():
     # Settings tampered with in a well-formed header: decoding runs, and the CRC-32 refuses the result.
     data = TEXT.encode()[:300]
-    header, payload = unpack(compress(data, settings=SMALL))
+    header, frames, trailer = unpack(compress(data, settings=SMALL))
     settings = {**header.settings, "settings": {**header.settings["settings"], "lr": 0.02}}
     with pytest.raises(ArchiveError, match="CRC-32 mismatch"):
-        decompress(pack(Header(header.mode, header.length, header.crc, settings), payload))
+        decompress(pack(Header(header.mode, settings), frames, trailer))
 
 
 def test_compressing_restores_the_callers_thread_count():
@@ -286,9 +287,9 @@ def test_the_stepper_computes_what_the_torch_nn_model_computes(cell):
 
 def _payload_bits(data: bytes, **settings) -> int:
     base = {"num_hiddens": 8, "embedding": 4, "lanes": 1, "lr": 0.0, "bit_models": 0, **settings}
-    header, payload = unpack(compress(data, settings=CompressSettings.of(**base)))
-    assert header.mode != "stored"
-    return 8 * len(payload)
+    _, frames, _ = unpack(compress(data, settings=CompressSettings.of(**base)))
+    assert [frame.kind for frame in frames] == [CODED]
+    return 8 * len(frames[0].data)
 
 
 def test_the_match_expert_codes_a_repeat_of_earlier_text_almost_for_free():
@@ -299,6 +300,20 @@ def test_the_match_expert_codes_a_repeat_of_earlier_text_almost_for_free():
     assert twice - once < 0.1 * once
     once, twice = (_payload_bits(data, orders=(1, 2), words=0, match=0) for data in (part, part + part))
     assert twice - once > 0.5 * once  # without it
+
+
+def test_the_match_expert_finds_a_repeat_within_its_window_and_not_beyond():
+    # The match expert keeps the last --window symbols (a ring: bounded memory, however long the
+    # input); a pointer older than that predicts nothing. The repeat here is 6000 symbols back.
+    rng = random.Random(5)
+    part, other = (bytes(rng.choice(b"abcdefghijklmnop") for _ in range(3000)) for _ in range(2))
+    def cost(**match) -> int:  # of the last part
+        return (_payload_bits(part + other + part, orders=(1, 2), words=0, **match)
+                - _payload_bits(part + other, orders=(1, 2), words=0, **match))
+
+    unmatched = cost(match=0)
+    assert cost(window=1 << 13) < 0.1 * unmatched  # within the window: almost free
+    assert cost(window=1 << 12) > 0.97 * unmatched  # beyond it: as dear as without the match expert
 
 
 def test_word_experts_make_english_smaller(data_dir):
@@ -465,10 +480,10 @@ def test_every_build_and_thread_count_writes_the_same_pretrained_archive(deep_ru
         for threads in (1, 2):
             settings = dataclasses.replace(SMALL, threads=threads, lr=0.003)
             archive = compress(data, run=deep_run, settings=settings)
-            header, payload = unpack(archive)
+            header, frames, _ = unpack(archive)
             assert header.settings["network"] == "c"
-            archives[target, threads] = payload  # the header records the thread count: compare the rest
-    assert len(set(archives.values())) == 1, {k: len(a) for k, a in archives.items()}
+            archives[target, threads] = frames  # the header records the thread count: compare the rest
+    assert len({tuple(frames) for frames in archives.values()}) == 1
     use(targets[0])
     assert decompress(archive, run=deep_run) == data  # the last one written, read by another build
 
@@ -492,8 +507,7 @@ def test_the_count_tables_stay_within_their_memory_budget(alphabet):
     from charlm.compression.codec import TABLE_BYTES, Alphabet, _config
 
     letters = torch.zeros(alphabet, dtype=torch.uint8)
-    config = _config(CompressSettings.of(lanes=1), Alphabet(alphabet, alphabet - 2, 0, 0, letters, letters),
-                     [10_000_000])
+    config = _config(CompressSettings.of(lanes=1), Alphabet(alphabet, alphabet - 2, 0, 0, letters, letters))
     tables = 8 * (1 << config.rows_log2) * alphabet * 2  # 6 orders and 2 word experts of 16-bit counts
     assert tables <= TABLE_BYTES
     assert config.rows_log2 >= 8
@@ -512,14 +526,22 @@ def test_lanes_cover_the_input_once_with_lengths_differing_by_at_most_one():
 
 
 def test_the_container_round_trips_and_checks_every_field():
-    header = Header("online", 5, 1234, {"settings": {"lanes": 2}, "torch": "x"})
-    archive = pack(header, b"payload")
-    assert unpack(archive) == (header, b"payload")
+    header = Header("online", {"settings": {"lanes": 2}, "torch": "x"})
+    frames = [Frame(CODED, 12, 12, b"payload"), Frame(STORED, 3, 3, b"raw")]
+    archive = pack(header, frames, Trailer(15, 1234))
+    assert unpack(archive) == (header, frames, Trailer(15, 1234, 10, zlib.crc32(b"payloadraw")))
     with pytest.raises(ArchiveError, match="unexpected bytes after its end"):
         unpack(archive + b"\0")
     for cut in range(len(archive)):
-        with pytest.raises(ArchiveError):
+        with pytest.raises(ArchiveError, match="cut short|not a charlm archive"):
             unpack(archive[:cut])
+    for bit in range(8 * len(archive)):  # every single flipped bit is found, wherever it is
+        flipped = bytearray(archive)
+        flipped[bit // 8] ^= 1 << bit % 8
+        with pytest.raises(ArchiveError):
+            unpack(bytes(flipped))
+    with pytest.raises(ArchiveError, match="frames are not the ones it was written with"):
+        unpack(pack(header, frames[:1], Trailer(15, 1234))[:-29] + archive[-29:])  # a frame left out
 
 
 @pytest.mark.parametrize("bad", [{"lanes": -1}, {"block": -1}, {"lr": 2.0}, {"orders": (0,)},
@@ -662,4 +684,4 @@ def test_the_progress_bar_shows_the_rate_and_the_time_left(monkeypatch):
     update(4096 * 50, 1_000_000)  # a multiple of 4096 is redrawn at once
     close()
     last = [line for line in screen.getvalue().split("\r") if "20%" in line][-1]
-    assert re.search(r"\[\d\d:\d\d<\d\d:\d\d, [\d.]+[kM]?sym/s\]", last), last  # elapsed<left, rate
+    assert re.search(r"\[\d\d:\d\d<\d\d:\d\d, [\d.]+[kM]?B/s\]", last), last  # elapsed<left, rate

@@ -100,9 +100,12 @@ CLI_ROWS = {
     "compress-learn-online": (["compress", "book.txt", "o.chlm", "--online", "--learn", "top"], "--learn top applies to a trained run's network (--run); the online network learns whole"),
     "decompress-not-an-archive": (["decompress", "book.txt", "o.txt"], "not a charlm archive"),
     "decompress-truncated": (["decompress", "cut.chlm", "o.txt"], "the archive is cut short: "),
+    "decompress-truncated-trailer": (["decompress", "cut-trailer.chlm", "o.txt"], "the archive is cut short (its trailer is incomplete)"),
     "decompress-corrupted": (["decompress", "flipped.chlm", "o.txt"], "the archive is damaged: its coded bytes fail their CRC-32"),
     "decompress-header-damaged": (["decompress", "header.chlm", "o.txt"], "the archive's header is damaged (CRC-32 mismatch)"),
-    "decompress-newer-format": (["decompress", "newer.chlm", "o.txt"], "archive format version 4; this charlm reads version 3"),
+    "decompress-frame-damaged": (["decompress", "frame.chlm", "o.txt"], "the archive is damaged: a frame's header fails its CRC-32"),
+    "decompress-trailer-damaged": (["decompress", "trailer.chlm", "o.txt"], "the archive's trailer is damaged (CRC-32 mismatch)"),
+    "decompress-newer-format": (["decompress", "newer.chlm", "o.txt"], "archive format version 5; this charlm reads version 4"),
     "decompress-other-torch": (["decompress", "torch.chlm", "o.txt"], "the archive was made with torch '0.0.1'"),
     "decompress-wrong-model": (["decompress", "char.chlm", "o.txt", "--run", "otherrun"], "otherrun is not the model this archive was made with"),
     "decompress-needs-run": (["decompress", "char.chlm", "o.txt"], "this archive was made with a trained model: give it with --run RUN"),
@@ -190,19 +193,20 @@ def _archives(root: Path) -> None:
     online = compress(text, settings=settings)
     (root / "online.chlm").write_bytes(online)
     (root / "char.chlm").write_bytes(compress(text, run=root / "charrun", settings=settings))
-    (root / "cut.chlm").write_bytes(online[:-5])
-    flipped = bytearray(online)
-    flipped[-3] ^= 0x01
-    (root / "flipped.chlm").write_bytes(bytes(flipped))
-    header = bytearray(online)
-    header[40] ^= 0x01  # inside the settings
-    (root / "header.chlm").write_bytes(bytes(header))
+    head, frames, trailer = unpack(online)
+    # the archive's parts: header | frame head (17 bytes) | coded bytes | their CRC (4) | end (1) | trailer (28)
+    data_at = len(pack(head, [], trailer)) - 29 + 17
+    (root / "cut.chlm").write_bytes(online[:data_at + 5])
+    (root / "cut-trailer.chlm").write_bytes(online[:-5])
+    for name, at in (("flipped", data_at + 3), ("header", 40), ("frame", data_at - 10), ("trailer", -3)):
+        damaged = bytearray(online)
+        damaged[at] ^= 0x01  # one bit of the coded bytes, the settings, a frame's header, the trailer
+        (root / f"{name}.chlm").write_bytes(bytes(damaged))
     newer = bytearray(online)
-    newer[6] = 4  # the format version byte
+    newer[6] = 5  # the format version byte
     (root / "newer.chlm").write_bytes(bytes(newer))
-    head, payload = unpack(online)
-    other = Header(head.mode, head.length, head.crc, {**head.settings, "torch": "0.0.1"})
-    (root / "torch.chlm").write_bytes(pack(other, payload))
+    other = Header(head.mode, {**head.settings, "torch": "0.0.1"})
+    (root / "torch.chlm").write_bytes(pack(other, frames, trailer))
 
 
 @pytest.mark.parametrize("row", list(CLI_ROWS))

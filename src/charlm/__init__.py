@@ -5,7 +5,7 @@ The functions `train`, `resume`, `generate` and `evaluate` mirror the `charlm` c
 
 from .batches import BatchStream, random_batches, sequential_batches
 from .checkpoint import Run, load
-from .compression import compress, decompress
+from .compression import compress, compress_stream, decompress, decompress_stream
 from .config import TrainConfig
 from .corpora import CORPORA, CorpusError
 from .dataset import Splits, load_corpus, load_splits
@@ -33,7 +33,9 @@ __all__ = [
            "Vocab",
            "clean_lines",
            "compress",
+           "compress_stream",
            "decompress",
+           "decompress_stream",
            "detach_state",
            "evaluate",
            "evaluate_ids",

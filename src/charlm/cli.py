@@ -7,6 +7,7 @@ file, unknown corpus, damaged run folder) prints one line and exits 2; ``--debug
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import logging
@@ -16,8 +17,9 @@ import sys
 import time
 import typing
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, BinaryIO, NoReturn
 
 from . import __version__
 from .fields import cli_fields, default_of, flag, flat_names
@@ -206,6 +208,9 @@ def _compress_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--online", action="store_true", help="the online mode (the default; kept for "
                         "scripts that name it)")
     add_config_flags(parser, CompressSettings)
+    parser.add_argument("--chunk-size", type=int, default=1 << 20, metavar="BYTES",
+                        help="bytes of the input read and coded as one segment (default 1048576); memory "
+                             "holds one segment, some 13 bytes per byte of it")
     _force_argument(parser)
     parser.add_argument("--model", dest="run", type=Path, action=_Renamed, new="--run",
                         help=argparse.SUPPRESS)
@@ -427,27 +432,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_input(name: str) -> bytes:
-    if name == "-":
-        return sys.stdin.buffer.read()
-    path = Path(name)
-    if path.is_dir():
-        raise ValueError(f"{name}: is a folder, not a file")
-    return path.read_bytes()
-
-
 def _write_output(name: str, data: bytes, force: bool) -> None:
     """stdout, or the file written whole (a temporary file renamed), never half."""
-    if name == "-":
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-        return
-    from .checkpoint import save_file
-
-    path = Path(name)
-    if path.exists() and not force:
-        raise ValueError(f"{name}: already exists (use --force to overwrite)")
-    save_file(path, lambda f: f.write(data))
+    _streamed_output(name, force, lambda f: f.write(data), name_the_file=True)
 
 
 def _check_paths(args: argparse.Namespace) -> None:
@@ -461,10 +448,10 @@ def _progress_bar(args: argparse.Namespace, what: str):
         return None, lambda: None
     from tqdm import tqdm
 
-    bar = tqdm(total=0, unit="sym", unit_scale=True, desc=what, file=sys.stderr, leave=False,
+    bar = tqdm(total=0, unit="B", unit_scale=True, desc=what, file=sys.stderr, leave=False,
                mininterval=0.5)
 
-    def update(done: int, total: int) -> None:
+    def update(done: int, total: int | None) -> None:  # total None: not known (a pipe)
         if bar.total != total:
             bar.total = total
         bar.n = done
@@ -481,7 +468,7 @@ def _report(verb: str, original: int, archive: int, seconds: float) -> None:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    from .compression import CompressSettings, compress
+    from .compression import CompressSettings, compress_stream
     from .compression.codec import ONLINE_MODEL_FLAGS
 
     _check_paths(args)
@@ -497,32 +484,61 @@ def cmd_compress(args: argparse.Namespace) -> int:
             raise ValueError(f"--run {args.run}: no such run folder")
     if args.output == "-" and sys.stdout.isatty():
         raise ValueError("refusing to write an archive to a terminal; give a file or redirect stdout")
-    return _transform(args, "compress", lambda data, progress: compress(
-        data, run=args.run, settings=settings, progress=progress))
+    return _transform(args, "compress", lambda source, sink, progress: compress_stream(
+        source, sink, run=args.run, settings=settings, progress=progress, chunk_size=args.chunk_size))
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:
-    from .compression import decompress
+    from .compression import decompress_stream
 
     _check_paths(args)
-    return _transform(args, "decompress", lambda archive, progress: decompress(
-        archive, run=args.run, progress=progress))
+    return _transform(args, "decompress", lambda source, sink, progress: decompress_stream(
+        source, sink, run=args.run, progress=progress))
+
+
+@contextlib.contextmanager
+def _opened_input(name: str) -> Iterator[BinaryIO]:
+    if name == "-":
+        yield sys.stdin.buffer
+        return
+    if Path(name).is_dir():
+        raise ValueError(f"{name}: is a folder, not a file")
+    with open(name, "rb") as f:
+        yield f
+
+
+def _streamed_output(name: str, force: bool, write: Callable[[BinaryIO], None],
+                     name_the_file: bool = False) -> None:
+    """stdout as it comes, or a file written through a temporary file beside it and renamed at the
+    end: an error part way removes it, and never leaves half a file under the output's name.
+    `name_the_file`: an OSError says it could not write the file (not for a `write` that computes
+    as it goes: its own OSErrors, such as no C compiler, say what they say)."""
+    if name == "-":
+        write(sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return
+    from .checkpoint import atomic_write, save_file
+
+    path = Path(name)
+    if path.exists() and not force:
+        raise ValueError(f"{name}: already exists (use --force to overwrite)")
+    (save_file if name_the_file else atomic_write)(path, write)
 
 
 def _transform(args: argparse.Namespace, verb: str, fn) -> int:
-    """Read the input, run `fn` under a progress bar, write the output whole, report on stderr."""
-    given = _read_input(args.input)
+    """Stream the input through `fn` into the output under a progress bar; report on stderr."""
     progress, close = _progress_bar(args, verb)
+    sizes: list[tuple[int, int]] = []
     start = time.perf_counter()
     try:
-        result = fn(given, progress)
+        with _opened_input(args.input) as source:
+            _streamed_output(args.output, args.force, lambda sink: sizes.append(fn(source, sink, progress)))
     finally:
         close()
     seconds = time.perf_counter() - start
-    _write_output(args.output, result, args.force)
     if not args.quiet:
-        original, archive = (given, result) if verb == "compress" else (result, given)
-        _report(f"{verb}ed", len(original), len(archive), seconds)
+        (original, archive), = sizes
+        _report(f"{verb}ed", original, archive, seconds)
     return 0
 
 

@@ -1,9 +1,11 @@
-"""compress / decompress: a language model's probabilities driving the arithmetic coder, losslessly.
+"""A language model's probabilities driving the arithmetic coder, losslessly: the settings, the two
+modes' symbols, and a :class:`Coder` that codes the input's segments one after another (the
+segments themselves, and the archive: :mod:`.streaming`).
 
-The input is cut into `lanes` contiguous parts coded in lockstep: at step t the model predicts the
-t-th symbol of every lane at once (one batched step instead of `lanes` single ones), and all lanes
-share one model and one set of context counts. The coder's stream holds the symbols step by step,
-lane by lane. Two modes:
+Each segment is cut into `lanes` contiguous parts coded in lockstep: at step t the model predicts
+the t-th symbol of every lane at once (one batched step instead of `lanes` single ones), and all
+lanes share one model and one set of context counts. The coder's stream holds the symbols step by
+step, lane by lane. Two modes:
 
 - **online**: the alphabet is the 256 byte values; a byte-level LSTM starts from a seeded
   initialisation and learns while it codes (:mod:`charlm.compression.model`). Any file works.
@@ -31,13 +33,12 @@ import torch
 
 from ..fields import at_least, check_types, fraction, from_flat, setting
 from ..models import RNNLM, ModelConfig
-from .container import ArchiveError, Header, check_same, crc32, pack, unpack
+from .container import ArchiveError
 from .deepnet import LEARN, DeepNetwork
 from .kernel import MAX_ORDERS, Config, Kernel, Network, Stream, kernel_id
 from .model import OnlineLearner
 from .reference_coder import MAX_TOTAL
 
-Progress = Callable[[int, int], None]  # (symbols done, symbols in all)
 # The online network's settings a user may change (the others are fixed: bytes in, torch.nn layers),
 # and the names the archive header gives two of them.
 ONLINE_MODEL_FLAGS = ("cell", "num_hiddens", "num_layers", "embedding")
@@ -79,6 +80,8 @@ class CompressSettings:
                                       parse=_orders, metavar="K,K")
     match: int = setting(8, "context length of the match expert (follows earlier text that repeats); "
                          "0 = off")
+    window: int = setting(1 << 22, "symbols the match expert looks back at most, a power of two (4 bytes "
+                          "of memory each): a repeat from farther back is not found")
     words: int = setting(2, "word experts: 0, 1 (the word so far) or 2 (and the word before it)")
     bit_models: int = setting(21, "bitwise context models of the last stage, which codes each symbol as its "
                               "bits (0..21); 0 = symbols coded whole, under the symbol mixture")
@@ -111,6 +114,8 @@ class CompressSettings:
         fraction("mix_lr", self.mix_lr)
         if self.rows & (self.rows - 1):
             raise ValueError(f"--rows must be a power of two, got {self.rows!r}")
+        if self.window & (self.window - 1) or not 1 << 8 <= self.window <= 1 << 28:
+            raise ValueError(f"--window must be a power of two in 2^8..2^28, got {self.window!r}")
         if not isinstance(self.words, int) or not 0 <= self.words <= 2:
             raise ValueError(f"--words must be 0, 1 or 2, got {self.words!r}")
         if not isinstance(self.limit, int) or not 2 <= self.limit <= 65535:
@@ -311,8 +316,8 @@ BIT_MODELS = 21  # the bitwise stage's context models at most (bits.c lists them
 BIT_LIMIT = 255  # a bitwise slot's count stops here: 2.0970 at 255, 2.0972 at 60, 2.0970 at 127
 BIT_LR = 0.0015  # the bitwise mixers' learning rate (eight times higher over the first bits):
 #   2.0810 at 1.5e-3, 2.0815 at 2e-3, 2.0819 at 1e-3, 2.0841 at 3e-3
-BIT_BUCKETS_LOG2 = 18  # the bitwise tables hold at most 2^18 buckets of 64 bytes per model (16 MB)
-MATCH_ROWS_LOG2 = 20  # the match expert's table holds at most 2^20 positions (4 MB)
+BIT_BUCKETS_LOG2 = 18  # the bitwise tables hold 2^18 buckets of 64 bytes per model (16 MB)
+MATCH_ROWS_LOG2 = 20  # the match expert's table holds 2^20 positions (8 MB)
 
 
 def _network_selector(settings: CompressSettings) -> int:
@@ -322,29 +327,27 @@ def _network_selector(settings: CompressSettings) -> int:
     return len(settings.orders) if settings.words else len(settings.orders) - 1
 
 
-def _config(settings: CompressSettings, alphabet: Alphabet, lengths: list[int]) -> Config:
-    n = sum(lengths)
-    # Tables no larger than the input needs (a short text has few contexts): 8 experts of 2^16 rows
-    # of 256 counts are 268 MB. A large vocabulary (thousands of Chinese characters) gets fewer rows,
-    # so that the counts stay within TABLE_BYTES. Both sides know all this, so both size alike.
-    fit = 1 << max(8, (n - 1).bit_length() + 2)
+def _config(settings: CompressSettings, alphabet: Alphabet) -> Config:
+    # Every table at its cap, whatever the input's length (a stream does not know it): they are
+    # calloc'd, so that a short text touches only the pages its contexts reach. 8 experts of 2^16
+    # rows of 256 counts are 268 MB; a large vocabulary (thousands of Chinese characters) gets fewer
+    # rows, so that the counts stay within TABLE_BYTES.
     experts = max(1, len(settings.orders) + settings.words)
     budget = 1 << max(8, (TABLE_BYTES // (2 * experts * alphabet.size)).bit_length() - 1)
-    rows = min(settings.rows, fit, budget)
+    rows = min(settings.rows, budget)
     orders = list(settings.orders) + [0] * (MAX_ORDERS - len(settings.orders))
     beta1, beta2 = ADAM_BETAS
     return Config(
-        lanes=settings.lanes, alphabet=alphabet.size, vocab=alphabet.vocab, steps=max(lengths, default=0),
+        lanes=settings.lanes, alphabet=alphabet.size, vocab=alphabet.vocab, steps=0,
         num_orders=len(settings.orders), orders=(ctypes.c_int32 * MAX_ORDERS)(*orders),
         words=settings.words, match=settings.match, rows_log2=rows.bit_length() - 1,
-        match_rows_log2=min(MATCH_ROWS_LOG2, fit.bit_length() - 1), limit=settings.limit,
+        match_rows_log2=MATCH_ROWS_LOG2, window_log2=settings.window.bit_length() - 1, limit=settings.limit,
         total=settings.total, esc_char=alphabet.escapes.get("char", -1),
         esc_byte=alphabet.escapes.get("byte", -1), unk=alphabet.unk, start=alphabet.start,
         features=FEATURES, kinds=KINDS, prior=PRIOR, mix_lr=settings.mix_lr, beta1=beta1, beta2=beta2,
         mix_init=MIX_INIT, extra_logit=EXTRA_LOGIT, apm=APM, apm_rate=APM_RATE, apm_weight=APM_WEIGHT,
         netsel=_network_selector(settings), bit_models=settings.bit_models,
-        bit_rows_log2=min(BIT_BUCKETS_LOG2, max(10, (n - 1).bit_length())), bit_limit=BIT_LIMIT,
-        bit_lr=BIT_LR)
+        bit_rows_log2=BIT_BUCKETS_LOG2, bit_limit=BIT_LIMIT, bit_lr=BIT_LR)
 
 
 def _c_network(lm: RNNLM, mode: str, settings: CompressSettings, start: int) -> Network | DeepNetwork:
@@ -352,44 +355,6 @@ def _c_network(lm: RNNLM, mode: str, settings: CompressSettings, start: int) -> 
         return Network(lm, settings.lanes, settings.block, settings.lr, start)
     return DeepNetwork(lm, settings.lanes, settings.block, settings.lr, start, learn=settings.learn,
                        threads=min(settings.threads, 2))
-
-
-def _code(lm: RNNLM, alphabet: Alphabet, settings: CompressSettings, stream: Stream,
-          payload: bytes | None, progress: Progress | None, native: str | None = None) -> Kernel:
-    """Run the lockstep loop over `stream`: encode it, or (given `payload`) decode into it. `native`:
-    the mode whose network runs in C (net.c online, deepnet.c pretrained), else None: in torch, a
-    step per call."""
-    lengths = stream.lengths.tolist()
-    kernel = Kernel(_config(settings, alphabet, lengths), stream, alphabet.letter, alphabet.glyph, payload,
-                    wide=native == "pretrained")
-    steps, n = max(lengths, default=0), sum(lengths)
-    if native:  # the whole loop in C, a chunk of steps per call (for the progress)
-        network = _c_network(lm, native, settings, alphabet.start)
-        done = 0
-        while done < steps:
-            chunk = min(2048, steps - done)
-            try:
-                kernel.run(network, chunk)
-            except ValueError as err:
-                raise ArchiveError(str(err)) from None
-            done += chunk
-            if progress is not None:
-                progress(sum(min(done, length) for length in lengths), n)
-        return kernel
-    learner = OnlineLearner(lm, settings.lanes, settings.block, settings.lr, alphabet.start, settings.learn)
-    done = 0
-    for t in range(steps):
-        logits = learner.logits()
-        ids, grad = learner.slots()
-        try:
-            kernel.step(logits, ids, grad)
-        except ValueError as err:
-            raise ArchiveError(str(err)) from None
-        learner.learn(more_to_come=t + 1 < steps)
-        done += sum(t < length for length in lengths) if t + 1 >= steps else len(lengths)
-        if progress is not None:
-            progress(done, n)
-    return kernel
 
 
 # ---- the two modes -------------------------------------------------------------------------------
@@ -430,13 +395,8 @@ def _pretrained(run_dir: Path) -> tuple[RNNLM, Alphabet, dict[str, int], Any]:
     return run.model.float().eval(), alphabet, table, run.vocab
 
 
-def compress(data: bytes, *, run: str | Path | None = None, settings: CompressSettings | None = None,
-             progress: Progress | None = None) -> bytes:
-    """A charlm archive of `data`: with `run` (a character run's folder) in the pretrained mode,
-    without it in the online mode. :func:`decompress` gives `data` back, byte for byte."""
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"compress takes bytes, got {type(data).__name__}")
-    data = bytes(data)
+def resolved(settings: CompressSettings | None, run: str | Path | None) -> CompressSettings:
+    """The settings an archive records: the lanes, learning rate and threads each mode defaults to."""
     settings = settings or CompressSettings()
     if run is None and settings.learn != "all":
         raise ValueError(f"--learn {settings.learn} applies to a trained run's network (--run); the online "
@@ -447,61 +407,10 @@ def compress(data: bytes, *, run: str | Path | None = None, settings: CompressSe
         settings = replace(settings, lr=2.5e-3 if run is None else 3e-4)
     if settings.threads is None:
         settings = replace(settings, threads=1 if run is None else 2)
-    info: dict[str, Any] = {"settings": settings.to_dict(), **_platform()}
-    with _pinned(settings.threads):
-        if run is None:
-            mode, alphabet, lm = "online", _byte_alphabet(), _online_lm(settings)
-            stream = _byte_stream(data, settings.lanes)
-        else:
-            mode = "pretrained"
-            run_dir = Path(run)
-            lm, alphabet, table, vocab = _pretrained(run_dir)
-            info["model_sha256"] = model_digest(run_dir)
-            stream = _char_stream(data.decode("utf-8", errors="surrogateescape"), table, len(vocab),
-                                  settings.lanes)
-            info["symbols"] = int(stream.lengths.sum())
-            info["network"] = "c" if _native(mode, lm) else "torch"  # the decoder follows suit
-        native = mode if _native(mode, lm) else None
-        payload = _code(lm, alphabet, settings, stream, None, progress, native).finish()
-    if len(payload) >= len(data) and data:  # random or already compressed bytes: never expand them
-        mode, payload = "stored", data
-    return pack(Header(mode, len(data), crc32(data), info), payload)
+    return settings
 
 
-def decompress(archive: bytes, *, run: str | Path | None = None, progress: Progress | None = None) -> bytes:
-    """The original bytes of a charlm archive; ArchiveError if it is damaged or made otherwise."""
-    header, payload = unpack(bytes(archive))
-    info = header.settings
-    check_same(info, _platform(), _MATCH)
-    if header.mode == "stored":
-        return _checked(payload, header)
-    settings = CompressSettings.from_dict(info.get("settings", {}))
-    if not settings.lanes or settings.lr is None or settings.threads is None:
-        raise ArchiveError("the archive's header is damaged (no lane count, learning rate or thread count)")
-    with _pinned(settings.threads):
-        if header.mode == "online":
-            if run is not None:
-                raise ArchiveError("this archive was made in the online mode: it needs no --run")
-            lm, alphabet = _online_lm(settings), _byte_alphabet()
-            symbols = header.length
-        else:
-            if run is None:
-                raise ArchiveError("this archive was made with a trained model: give it with --run RUN")
-            run_dir = Path(run)
-            if model_digest(run_dir) != info.get("model_sha256"):
-                raise ArchiveError(f"{run_dir} is not the model this archive was made with "
-                                   f"(SHA-256 of its files differs)")
-            lm, alphabet, table, vocab = _pretrained(run_dir)
-            symbols = info.get("symbols")
-            if not isinstance(symbols, int) or symbols < 0:
-                raise ArchiveError("the archive's header is damaged (no symbol count)")
-        native = _decoder_network(header.mode, info, lm)
-        stream = Stream.empty([n for _, n in lane_spans(symbols, settings.lanes)])
-        _code(lm, alphabet, settings, stream, payload, progress, native)
-    return _checked(_original(stream, None if header.mode == "online" else vocab.idx_to_token), header)
-
-
-def _decoder_network(mode: str, info: dict[str, Any], lm: RNNLM) -> str | None:
+def decoder_network(mode: str, info: dict[str, Any], lm: RNNLM) -> str | None:
     """The mode whose network runs in C as the encoder's did, or None for torch. A pretrained archive
     names its network ("c" or "torch"); one without the name was made in torch."""
     if mode == "online":
@@ -514,13 +423,88 @@ def _decoder_network(mode: str, info: dict[str, Any], lm: RNNLM) -> str | None:
     return mode if network == "c" else None
 
 
+def encoder_network(mode: str, lm: RNNLM) -> str | None:
+    """The mode whose network runs in C (:func:`_native`), or None for torch."""
+    return mode if _native(mode, lm) else None
+
+
+class Coder:
+    """One coding run of a mode, a segment of the input after another: the network, the alphabet
+    and the kernel, all learning on from one segment to the next. The encoder and the decoder each
+    hold one and take the very same steps; `native` is the mode whose network runs in C (net.c
+    online, deepnet.c pretrained), or None: in torch, a step per call."""
+
+    def __init__(self, mode: str, settings: CompressSettings, run_dir: Path | None,
+                 native: Callable[[RNNLM], str | None]) -> None:
+        self.mode, self.settings = mode, settings
+        if mode == "online":
+            self.lm, self.alphabet = _online_lm(settings), _byte_alphabet()
+            self._table, self._tokens = None, None
+        else:
+            self.lm, self.alphabet, self._table, vocab = _pretrained(run_dir)
+            self._tokens = list(vocab.idx_to_token)
+        self.native = native(self.lm)
+        self.kernel = Kernel(_config(settings, self.alphabet), self.alphabet.letter, self.alphabet.glyph,
+                             wide=self.native == "pretrained")
+        start = self.alphabet.start
+        if self.native:
+            self._network = _c_network(self.lm, self.native, settings, start)
+        else:
+            self._learner = OnlineLearner(self.lm, settings.lanes, settings.block, settings.lr, start,
+                                          settings.learn)
+
+    def stream(self, piece: bytes) -> Stream:
+        """A segment's symbols: its bytes (online), or its characters and escapes (pretrained)."""
+        if self._table is None:
+            return _byte_stream(piece, self.settings.lanes)
+        return _char_stream(piece.decode("utf-8", errors="surrogateescape"), self._table, len(self._tokens),
+                            self.settings.lanes)
+
+    def encode(self, stream: Stream, progress: Callable[[int], None]) -> bytes:
+        """The segment's coded bytes; the model has learned from it."""
+        self._code(stream, None, progress)
+        return self.kernel.finish()
+
+    def decode(self, symbols: int, payload: bytes, progress: Callable[[int], None]) -> bytes:
+        """The original bytes of a segment of `symbols` symbols coded as `payload`."""
+        stream = Stream.empty([n for _, n in lane_spans(symbols, self.settings.lanes)])
+        self._code(stream, payload, progress)
+        return _original(stream, self._tokens)
+
+    def _code(self, stream: Stream, payload: bytes | None, progress: Callable[[int], None]) -> None:
+        """Run the lockstep loop over `stream`: encode it, or (given `payload`) decode into it,
+        telling `progress` the symbols done."""
+        lengths = stream.lengths.tolist()
+        self.kernel.segment(stream, payload)
+        steps, done = max(lengths, default=0), 0
+        while done < steps:
+            chunk = min(2048 if self.native else 64, steps - done)
+            try:
+                if self.native:  # the whole loop in C, a chunk of steps per call (for the progress)
+                    self.kernel.run(self._network, chunk)
+                else:
+                    self._torch_steps(done, chunk, steps)
+            except ValueError as err:
+                raise ArchiveError(str(err)) from None
+            done += chunk
+            progress(sum(min(done, length) for length in lengths))
+
+    def _torch_steps(self, done: int, chunk: int, steps: int) -> None:
+        learner = self._learner
+        for t in range(done, done + chunk):
+            logits = learner.logits()
+            ids, grad = learner.slots()
+            self.kernel.step(logits, ids, grad)
+            learner.learn(more_to_come=t + 1 < steps)
+
+
 def _original(stream: Stream, tokens: list[str] | None) -> bytes:
     """The bytes a decoded stream stands for: the bytes themselves (online), or each symbol's
     character or its escape's bytes (pretrained)."""
     lengths = stream.lengths.tolist()
-    if tokens is None:
-        return b"".join(bytes(stream.symbols[lane, :n].to(torch.uint8).tolist())
-                        for lane, n in enumerate(lengths))
+    if tokens is None:  # one copy of each lane's bytes, never a Python list of them
+        lanes = [stream.symbols[lane, :n].to(torch.uint8).contiguous() for lane, n in enumerate(lengths)]
+        return b"".join(ctypes.string_at(part.data_ptr(), part.numel()) for part in lanes)
     encoded = [tok.encode("utf-8") for tok in tokens]
     pieces = []
     for lane, n in enumerate(lengths):
@@ -530,10 +514,3 @@ def _original(stream: Stream, tokens: list[str] | None) -> bytes:
             escaped = s >= len(tokens)
             pieces.append(bytes(stream.extra[lane, t, :extra_len[t]].tolist()) if escaped else encoded[s])
     return b"".join(pieces)
-
-
-def _checked(data: bytes, header: Header) -> bytes:
-    if len(data) != header.length or crc32(data) != header.crc:
-        raise ArchiveError("decoding did not reproduce the original (CRC-32 mismatch): the archive is "
-                           "damaged, or this machine computes the model's floats differently")
-    return data

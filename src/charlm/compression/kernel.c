@@ -46,13 +46,14 @@
 
 typedef struct {
     int32_t lanes, alphabet, vocab;  /* A symbols; the network's logits cover the first `vocab` */
-    int32_t steps;                   /* steps of the longest lane */
+    int32_t steps;                   /* steps of the longest lane of the segment being coded */
     int32_t num_orders;
     int32_t orders[MAX_ORDERS];
     int32_t words;                   /* word experts: 0, 1 (the current word) or 2 (+ the previous one) */
     int32_t match;                   /* the match expert's context length; 0 = off */
     int32_t rows_log2;               /* rows per count table */
     int32_t match_rows_log2;
+    int32_t window_log2;             /* the match expert looks back at most 2^window_log2 positions */
     int32_t limit;                   /* a count reaching it halves its row (recent text weighs more) */
     int32_t total;                   /* the coder's frequency total */
     int32_t esc_char, esc_byte;      /* escape symbols (pretrained mode), -1 = none */
@@ -87,8 +88,9 @@ typedef struct {
     int32_t *seen;         /* L: symbols this lane has coded */
     uint32_t *word, *prevword;  /* L: hashes of the current and the previous word, 0 = none */
     uint32_t *cur_rows;    /* L * E: each expert's row for the next symbol */
-    int32_t *coded;        /* steps * L: every symbol, -1 before it is coded */
-    int32_t *where;        /* match_rows: position that followed a context last time */
+    int32_t *coded;        /* window: the symbols coded last, at position mod window (a ring) */
+    int64_t *where;        /* match_rows: 1 + the position that followed a context last time, 0 none */
+    int64_t base;          /* positions before the segment being coded: segments * steps * L */
     int64_t *pointer;      /* L: position the match expert predicts from, -1 = none */
     int32_t *run;          /* L: how many of its predictions in a row were right */
     const uint8_t *letter; /* A: 0 for a symbol that ends a word, else its case-folded code */
@@ -109,7 +111,7 @@ typedef struct {
     size_t out_bits, out_cap;
     const uint8_t *in;
     size_t in_len, in_pos;
-    /* the symbols: given to the encoder, filled in by the decoder */
+    /* the segment's symbols: given to the encoder, filled in by the decoder (cm_segment) */
     int32_t *symbols;      /* L * steps */
     const int32_t *lengths;/* L */
     uint8_t *extra;        /* L * steps * 4: the bytes an escape carries */
@@ -299,8 +301,10 @@ static int utf8_length(int lead) {
 
 void cm_free(Model *m);
 
-Model *cm_new(const Config *config, int32_t *symbols, const int32_t *lengths, uint8_t *extra,
-              uint8_t *extra_len, const uint8_t *letter, const uint8_t *glyph) {
+/* Every table is sized by the settings alone, never by the input's length (which a stream does not
+ * know): calloc'd, so that pages no context reaches are never touched. The symbols come a segment at
+ * a time (cm_segment). */
+Model *cm_new(const Config *config, const uint8_t *letter, const uint8_t *glyph) {
     Model *m = calloc(1, sizeof(Model));
     if (!m) return NULL;
     m->c = *config;
@@ -311,7 +315,6 @@ Model *cm_new(const Config *config, int32_t *symbols, const int32_t *lengths, ui
     m->rows = 1u << c->rows_log2;
     m->match_rows = 1u << c->match_rows_log2;
     size_t W = (size_t)m->X * SLOTS;
-    size_t steps = c->steps > 0 ? (size_t)c->steps : 1;
     m->counts = calloc((size_t)m->E * m->rows * A + 1, sizeof(uint16_t));
     m->sums = calloc((size_t)m->E * m->rows + 1, sizeof(uint32_t));
     m->distinct = calloc((size_t)m->E * m->rows + 1, sizeof(uint16_t));
@@ -322,8 +325,8 @@ Model *cm_new(const Config *config, int32_t *symbols, const int32_t *lengths, ui
     m->word = calloc(L, sizeof(uint32_t));
     m->prevword = calloc(L, sizeof(uint32_t));
     m->cur_rows = calloc((size_t)L * m->E + 1, sizeof(uint32_t));
-    m->coded = malloc(steps * L * sizeof(int32_t));
-    m->where = malloc((size_t)m->match_rows * sizeof(int32_t));
+    m->coded = calloc((size_t)1 << c->window_log2, sizeof(int32_t));
+    m->where = calloc(m->match_rows, sizeof(int64_t));
     m->pointer = malloc(L * sizeof(int64_t));
     m->run = calloc(L, sizeof(int32_t));
     m->w = calloc(W, sizeof(double));
@@ -355,8 +358,6 @@ Model *cm_new(const Config *config, int32_t *symbols, const int32_t *lengths, ui
     for (int i = 1; i < POWERS; i++) { m->pow1[i] = m->pow1[i - 1] * c->beta1; m->pow2[i] = m->pow2[i - 1] * c->beta2; }
     for (int v = 0; v <= c->limit; v++) m->logc[v] = cm_log(v + c->prior);
     m->lognorm_base = A * c->prior;
-    for (size_t i = 0; i < steps * L; i++) m->coded[i] = -1;
-    for (uint32_t i = 0; i < m->match_rows; i++) m->where[i] = -1;
     for (int l = 0; l < L; l++) m->pointer[l] = -1;
     for (size_t i = 0; i < W; i++) {
         size_t slot = i / SLOTS;
@@ -367,10 +368,7 @@ Model *cm_new(const Config *config, int32_t *symbols, const int32_t *lengths, ui
     for (uint32_t i = 0; i < m->apm_contexts; i++)  /* the identity to start with */
         for (int j = 0; j < 33; j++) m->apm[(size_t)i * 33 + j] = squash((j - 16) * 0.5);
     for (int i = 0; i <= 256; i++) uniform_cum[i] = (uint32_t)i;
-    m->symbols = symbols;
-    m->lengths = lengths;
-    m->extra = extra;
-    m->extra_len = extra_len;
+    m->c.steps = 0;
     m->letter = letter;
     m->high = FULL;
     if (c->bit_models > 0) {
@@ -395,8 +393,33 @@ void cm_free(Model *m) {
     free(m);
 }
 
+/* The next segment: `steps` steps of L lanes, lane l's `lengths[l]` symbols at symbols[l * steps],
+ * the bytes escapes carry at extra[(l * steps + t) * 4]. Positions (the match expert's) go on
+ * from the segment before. */
+void cm_segment(Model *m, int32_t *symbols, const int32_t *lengths, uint8_t *extra, uint8_t *extra_len,
+                int32_t steps) {
+    m->base += (int64_t)m->c.steps * m->c.lanes;
+    m->c.steps = steps;
+    m->step = 0;
+    m->symbols = symbols;
+    m->lengths = lengths;
+    m->extra = extra;
+    m->extra_len = extra_len;
+}
+
+/* The coder starts afresh: each segment is a stream of its own (the model goes on learning). */
+void cm_restart(Model *m) {
+    memset(m->out, 0, (m->out_bits + 7) / 8 + 1 < m->out_cap ? (m->out_bits + 7) / 8 + 1 : m->out_cap);
+    m->out_bits = 0;
+    m->pending = 0;
+    m->low = 0;
+    m->high = FULL;
+}
+
 /* The decoder reads `data`; it starts with the first 32 bits in `code`. */
 void cm_set_input(Model *m, const uint8_t *data, size_t n) {
+    m->low = 0;
+    m->high = FULL;
     m->in = data;
     m->in_len = n;
     m->in_pos = 0;
@@ -507,8 +530,10 @@ static void predict(Model *m, Step *s) {
     }
     s->predicted = -1;
     if (c->match) {
-        int64_t ptr = m->pointer[s->lane];
-        if (ptr >= 0 && ptr < (int64_t)m->step * c->lanes + s->lane) s->predicted = m->coded[ptr];
+        /* a pointer into the ring's last `window` positions; an older one has been written over */
+        int64_t ptr = m->pointer[s->lane], now = m->base + (int64_t)m->step * c->lanes + s->lane;
+        if (ptr >= 0 && ptr < now && now - ptr <= ((int64_t)1 << c->window_log2))
+            s->predicted = m->coded[ptr & (((int64_t)1 << c->window_log2) - 1)];
         m->bucket[m->E] = m->run[s->lane] < NUM_BUCKETS - 1 ? m->run[s->lane] : NUM_BUCKETS - 1;
     }
 }
@@ -730,20 +755,20 @@ static void move_on(Model *m, const Step *s) {
     const Config *c = &m->c;
     const int l = s->lane, y = s->y;
     for (int e = 0; e < m->E; e++) count(m, e, s->rows[e], y);
-    int64_t position = (int64_t)m->step * c->lanes + l;
-    m->coded[position] = y;
+    int64_t position = m->base + (int64_t)m->step * c->lanes + l;
+    m->coded[position & (((int64_t)1 << c->window_log2) - 1)] = y;
     if (c->match) {  /* the context before y now points at y */
         int hit = s->predicted == y;
         m->run[l] = hit ? m->run[l] + 1 : 0;
         m->pointer[l] = hit ? m->pointer[l] + c->lanes : -1;
-        if (m->seen[l] >= c->match) m->where[match_hash(m, l)] = (int32_t)position;
+        if (m->seen[l] >= c->match) m->where[match_hash(m, l)] = position + 1;
     }
     int32_t *hist = m->hist + (size_t)l * HISTORY;
     memmove(hist + 1, hist, (HISTORY - 1) * sizeof(int32_t));
     hist[0] = y;
-    m->seen[l]++;
+    if (m->seen[l] < (1 << 30)) m->seen[l]++;  /* saturated: only "at least k" is ever asked */
     if (c->match && m->pointer[l] < 0 && m->seen[l] >= c->match)
-        m->pointer[l] = m->where[match_hash(m, l)];  /* the symbol that followed this context last time */
+        m->pointer[l] = m->where[match_hash(m, l)] - 1;  /* what followed this context last time */
     if (m->letter[y]) {
         m->word[l] = mix32(m->word[l] * 0x2F0B4A1Bu + m->letter[y]) | 1u;
     } else if (m->word[l]) {

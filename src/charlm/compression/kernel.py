@@ -72,10 +72,10 @@ class Config(ctypes.Structure):
     _fields_ = [
         *[(name, ctypes.c_int32) for name in ("lanes", "alphabet", "vocab", "steps", "num_orders")],
         ("orders", ctypes.c_int32 * MAX_ORDERS),
-        *[(name, ctypes.c_int32) for name in ("words", "match", "rows_log2", "match_rows_log2", "limit",
-                                              "total", "esc_char", "esc_byte", "unk", "start", "features",
-                                              "kinds", "netsel", "apm", "bit_models", "bit_rows_log2",
-                                              "bit_limit")],
+        *[(name, ctypes.c_int32) for name in ("words", "match", "rows_log2", "match_rows_log2", "window_log2",
+                                              "limit", "total", "esc_char", "esc_byte", "unk", "start",
+                                              "features", "kinds", "netsel", "apm", "bit_models",
+                                              "bit_rows_log2", "bit_limit")],
         *[(name, ctypes.c_double)
           for name in ("prior", "mix_lr", "beta1", "beta2", "mix_init", "extra_logit", "apm_rate",
                        "apm_weight", "bit_lr")],
@@ -171,7 +171,7 @@ def _race_text() -> bytes:
 def _seconds(target: str) -> float:
     """Seconds the `target` build takes to compress the race text (the better of two tries)."""
     global _forced
-    from .codec import compress  # the codec imports this module
+    from .streaming import compress  # the codec imports this module
 
     data, times = _race_text(), []
     _forced = target
@@ -250,7 +250,9 @@ def _load(path: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
     p, i32, i64, f64 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_double
     lib.cm_new.restype = p
-    lib.cm_new.argtypes = [ctypes.POINTER(Config), p, p, p, p, p, p]
+    lib.cm_new.argtypes = [ctypes.POINTER(Config), p, p]
+    lib.cm_segment.argtypes = [p, p, p, p, p, i32]
+    lib.cm_restart.argtypes = [p]
     lib.cm_free.argtypes = [p]
     lib.cm_set_input.argtypes = [p, p, ctypes.c_size_t]
     lib.cm_finish.restype = i64
@@ -341,20 +343,26 @@ class Stream:
 
 
 class Kernel:
-    """One coding run: :meth:`step` codes one step of every lane from the network's logits."""
+    """One coding run, a segment of the input at a time (:meth:`segment`): :meth:`step` codes one
+    step of every lane from the network's logits, :meth:`run` many with a network in C, and
+    :meth:`finish` ends the segment's coded stream. The model learns on across segments."""
 
-    def __init__(self, config: Config, stream: Stream, letter: torch.Tensor, glyph: torch.Tensor,
-                 payload: bytes | None = None, wide: bool = False) -> None:
+    def __init__(self, config: Config, letter: torch.Tensor, glyph: torch.Tensor, wide: bool = False) -> None:
         self._lib = library(wide=wide)  # wide: a DeepNetwork's (it must share this library)
         # Keep every buffer the C side points into alive as long as the model is.
-        self.stream, self._letter, self._glyph = stream, letter.contiguous(), glyph.contiguous()
+        self._letter, self._glyph = letter.contiguous(), glyph.contiguous()
         self._config = config
-        self._handle = self._lib.cm_new(ctypes.byref(config), stream.symbols.data_ptr(),
-                                        stream.lengths.data_ptr(), stream.extra.data_ptr(),
-                                        stream.extra_len.data_ptr(), self._letter.data_ptr(),
-                                        self._glyph.data_ptr())
+        self._handle = self._lib.cm_new(ctypes.byref(config), self._letter.data_ptr(), self._glyph.data_ptr())
         if not self._handle:
             raise KernelError("not enough memory for the compressor's context tables (try a smaller --rows)")
+        self.decoding = False
+
+    def segment(self, stream: Stream, payload: bytes | None = None) -> None:
+        """Code `stream` next: encode its symbols, or (given `payload`, the segment's coded bytes)
+        decode into it."""
+        self.stream = stream  # alive while the C side points into it
+        self._lib.cm_segment(self._handle, stream.symbols.data_ptr(), stream.lengths.data_ptr(),
+                             stream.extra.data_ptr(), stream.extra_len.data_ptr(), stream.symbols.shape[1])
         self.decoding = payload is not None
         if payload is not None:
             self._payload = ctypes.create_string_buffer(payload, len(payload))
@@ -380,11 +388,13 @@ class Kernel:
             raise KernelError("out of memory while coding")
 
     def finish(self) -> bytes:
-        """The encoder's coded bytes."""
+        """The encoder's coded bytes of the segment; the next segment's stream starts afresh."""
         n = self._lib.cm_finish(self._handle)
         if n < 0:
             raise KernelError("out of memory while coding")
-        return ctypes.string_at(self._lib.cm_output(self._handle), n)
+        coded = ctypes.string_at(self._lib.cm_output(self._handle), n)
+        self._lib.cm_restart(self._handle)
+        return coded
 
 
     def __del__(self) -> None:
