@@ -685,3 +685,9 @@ def test_the_progress_bar_shows_the_rate_and_the_time_left(monkeypatch):
     close()
     last = [line for line in screen.getvalue().split("\r") if "20%" in line][-1]
     assert re.search(r"\[\d\d:\d\d<\d\d:\d\d, [\d.]+[kM]?B/s\]", last), last  # elapsed<left, rate
+
+
+@pytest.mark.parametrize("value", [-1, 22])
+def test_bit_models_out_of_range_is_an_error_naming_the_flag(value):
+    with pytest.raises(ValueError, match=r"--bit-models must be an integer in 0\.\.21"):
+        CompressSettings.of(bit_models=value)
