@@ -19,6 +19,8 @@ time budget (``--max-minutes``, 10 by default). The rules, fitted on the grid of
    :data:`DROPOUT_PER_DOUBLING` more for each doubling of the passes, up to :data:`MAX_DROPOUT`.
 5. **A small text gets smaller batches** (:func:`batch_shape`), so that an epoch still holds
    :data:`MIN_BATCHES` updates.
+6. **About 40 validations, each keeping the best weights** (:func:`cadences`): every so many epochs,
+   or, for a text the budget reads fewer than 40 times, by the clock, at most every 10 minutes.
 
 Everything else is the 10-minute recipe's (docs/quality.md): raw text, whole; an LSTM on torch.nn
 with an embedding of 64; batches of 32 x 128; AdamW 3e-3 with warm-up and a cosine fitted to the
@@ -149,6 +151,32 @@ def validation_rows(chars: int) -> int:
     return 16 if chars >= 16 * 4_000 * 9 else 1
 
 
+# Rule 6: validations are spread over the run, about this many of them, each keeping the best weights.
+VALIDATIONS = 40
+# The clock's bounds on the cadence: a checkpoint at least every 5 minutes and a validation at least
+# every 10 (issue 29), never more often than every minute (a validation of 1 M characters takes
+# seconds on a CPU, which a minute's training should outweigh).
+SAVE_MINUTES, EVAL_MINUTES, MIN_MINUTES = 5, 10, 1
+
+
+def cadences(epochs: float, minutes: float) -> dict[str, str]:
+    """Rule 6: when to validate, save and sample, for `epochs` passes over the text in `minutes`.
+
+    Every ``epochs / 40`` epochs (at least one), or every ``minutes / 40`` by the clock, bounded to
+    [1, 10] minutes for validation and [1, 5] for checkpoints: a 100 MB text read once in 20 minutes
+    validates every minute and saves every minute; 1 MB read 20 times, every epoch or 10 minutes.
+
+    >>> cadences(0.2, 20.0)
+    {'eval_every': '1,1m', 'save_every': '1,1m', 'sample_every': '4,4m'}
+    """
+    every = max(1, math.floor(epochs / VALIDATIONS))
+    clock = minutes / VALIDATIONS if minutes else math.inf
+    eval_minutes = min(max(clock, MIN_MINUTES), EVAL_MINUTES)
+    save_minutes = min(eval_minutes, SAVE_MINUTES)
+    return {"eval_every": f"{every},{eval_minutes:g}m", "save_every": f"{every},{save_minutes:g}m",
+            "sample_every": f"{4 * every},{4 * eval_minutes:g}m"}
+
+
 def candidates(given: Mapping[str, Any], ladder: Sequence[tuple[int, int]] = LADDER) -> list[tuple[int, int]]:
     """The `ladder`, with the width or depth the user gave put in (duplicates dropped)."""
     sizes = [(given.get("num_hiddens", h), given.get("num_layers", n)) for h, n in ladder]
@@ -178,12 +206,10 @@ def choose(chars: int, vocab_size: int, minutes: float, speed: Callable[[TrainCo
         [base.replace(num_hiddens=h, num_layers=n) for h, n in candidates(given, ladder)], chars, budget)
     epochs = tokens / chars
     rate = dropout_for(epochs)
-    every = max(1, math.floor(epochs / 40))  # about 40 validations, each keeping the best weights
     model = config.model
     settings = {**BASE, **shape, "num_hiddens": model.num_hiddens, "num_layers": model.num_layers,
                 "dropout": rate if model.num_layers > 1 else 0.0, "dropout_output": rate,
-                "eval_every": every, "save_every": every, "sample_every": 4 * every,
-                "val_rows": validation_rows(chars)}
+                **cadences(epochs, minutes), "val_rows": validation_rows(chars)}
     settings = {k: v for k, v in settings.items() if k not in given}
     return AutoChoice(settings, chars, vocab_size, tokens_per_sec, epochs, num_params(model))
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from . import machine
+from . import cadence, machine
 from .batches import SAMPLING_MODES
 from .fields import at_least, boolean, check_known, check_types, choice, flag, from_flat, number, setting
 from .machine import PRECISIONS
@@ -28,6 +28,7 @@ from .textfiles import ERRORS
 log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+CADENCES = ("eval_every", "sample_every", "save_every")  # the fields that take a cadence
 SCHEDULES = ("none", "step", "plateau", "cosine")
 
 # A prefix the book uses for each corpus; other texts start from their own first tokens.
@@ -96,16 +97,26 @@ class TrainConfig:
                              "AMX, a CUDA GPU of compute capability 8.0+; else fp32), fp32, or bf16 "
                              "(autocast); `charlm info` says what auto picks here")
     # reporting and checkpoints
-    eval_every: int = setting(50, "epochs between validations; 0 = only at the end")
+    # Cadences (cadence.py): epochs, steps or a duration, whichever comes first; the time triggers
+    # make a text whose epoch outlasts the budget report and save while it trains.
+    eval_every: int | str = setting("50,10m", "when to validate: every N epochs, Nsteps, or a duration "
+                                    "(30s, 5m, 1h), several joined by commas (whichever comes first); "
+                                    "0 = only at the end", parse=cadence.from_flag, metavar="EVERY")
+    val_tokens: int = setting(1_000_000, "validate on the first N tokens of the validation text, so a huge "
+                              "text's validation takes seconds, not minutes; -1 = all of it")
     # 16 rows are ~4x faster on a CPU and cost 15 cold starts (a few thousandths of a nat)
     val_rows: int = setting(1, "score the validation text as this many rows at once (1 = exact, one "
                             "pass; 16 = ~4x faster)")
-    sample_every: int = setting(10, "epochs between samples after --prefix; 0 = never")
+    sample_every: int | str = setting("10,10m", "when to print a sample after --prefix: every N epochs, "
+                                      "Nsteps or a duration, as --eval-every; 0 = only at the end",
+                                      parse=cadence.from_flag, metavar="EVERY")
     prefix: str | None = setting(None, "text that starts each sample", shown="the book's for its corpora, "
                                  "else the text's first tokens")
     num_preds: int = setting(100, "tokens per sample")
-    save_every: int = setting(50, "epochs between checkpoints (also at best validation, at the end, on "
-                              "Ctrl-C)")
+    save_every: int | str = setting("50,5m", "when to save a checkpoint: every N epochs, Nsteps or a "
+                                    "duration, as --eval-every (also at a best validation, at the end, on "
+                                    "Ctrl-C); kill -9 loses at most this much", parse=cadence.from_flag,
+                                    metavar="EVERY")
     patience: int = setting(0, "stop after this many validations without a better loss (best.safetensors "
                             "kept); 0 = off")
     max_minutes: float = setting(0.0, "stop after this many minutes of wall-clock time, then validate and "
@@ -116,9 +127,12 @@ class TrainConfig:
         at_least("seed", self.seed, 0)
         for name in ("batch_size", "num_steps", "epochs", "val_rows"):
             at_least(name, getattr(self, name), 1)
-        for name in ("eval_every", "sample_every", "save_every", "num_preds", "lr_step", "warmup_steps",
-                     "patience"):
+        for name in ("num_preds", "lr_step", "warmup_steps", "patience"):
             at_least(name, getattr(self, name), 0)
+        for name in CADENCES:
+            cadence.parse(name, getattr(self, name))
+        if self.val_tokens != -1 and not (isinstance(self.val_tokens, int) and self.val_tokens >= 2):
+            raise ValueError(f"--val-tokens must be -1 (all) or an integer >= 2, got {self.val_tokens!r}")
         choice("clean", self.clean, CLEAN_MODES)
         choice("token", self.token, TOKEN_KINDS)
         choice("errors", self.errors, ERRORS)

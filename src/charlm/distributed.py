@@ -104,6 +104,22 @@ def any_across(flag: bool, info: DistInfo, device: torch.device) -> bool:
     return bool(tensor.item())
 
 
+def share_clock(seconds: float, signalled: bool, info: DistInfo, device: torch.device) -> tuple[float, bool]:
+    """Rank 0's `seconds`, and whether any rank was `signalled`, on every rank: one collective.
+
+    Each rank's own clock differs a little from the others' (and a lot on a loaded machine), so a
+    rank that asked its own clock whether the budget was spent could leave the loop while another
+    waited in the next epoch's collective forever. Every time-based decision reads rank 0's clock
+    instead; a signal caught by any rank stops them all at the same step."""
+    if info.world_size == 1:
+        return seconds, signalled
+    # Summed: the other ranks send 0 for the clock, and the flags add up to the ranks signalled.
+    tensor = torch.tensor([seconds if info.is_main else 0.0, float(signalled)], dtype=torch.float64,
+                          device=device)
+    dist.all_reduce(tensor)
+    return float(tensor[0]), bool(tensor[1] > 0)
+
+
 def gather_rows(state: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """A hidden state (layers, B / N, H) of every rank joined into (layers, B, H), in rank order."""
     if info.world_size == 1:

@@ -60,7 +60,16 @@ def framed(values: list[float]) -> list[float]:
     return shown
 
 
-def epoch_limits(epochs: list[int]) -> tuple[float, float]:
+def epochs_done(record: dict[str, Any]) -> float:
+    """Where a record falls on the x axis: its epoch, or for a record made mid-epoch (a huge text,
+    reporting by steps or by the clock) the fraction of epochs done: batch 250 of 1,000 in epoch 3
+    is at 2.25."""
+    if "batch" in record:
+        return record["epoch"] - 1 + record["batch"] / record["batches"]
+    return record["epoch"]
+
+
+def epoch_limits(epochs: list[float]) -> tuple[float, float]:
     """The x range: every epoch, padded 4%; one epoch gets a whole epoch each side, since the
     default, 0.96 to 1.04, has no whole epoch to label."""
     first, last = min(epochs), max(epochs)
@@ -94,14 +103,14 @@ def title_of(run: str | None, data: str | None) -> str:
     return " · ".join(part for part in (run, data and Path(data).name) if part)
 
 
-def validation_label(val: list[tuple[int, float]]) -> str:
+def validation_label(val: list[tuple[float, float]]) -> str:
     """The last and the best validation perplexity: best.safetensors holds the best, which an
     overfitting run reaches long before its last epoch."""
     best_epoch, best = min(val, key=lambda point: point[1])
     last = f"validation (last {short_number(val[-1][1])}"
     if best_epoch == val[-1][0]:
         return last + ")"
-    return last + f", best {short_number(best)} at epoch {best_epoch})"
+    return last + f", best {short_number(best)} at epoch {plain_number(round(best_epoch, 2))})"
 
 
 def perplexity_figure(history: list[dict[str, Any]], *, run: str | None = None,
@@ -118,8 +127,8 @@ def perplexity_figure(history: list[dict[str, Any]], *, run: str | None = None,
     fig = Figure(figsize=(6.4, 4.2), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    train = [(r["epoch"], r["train_ppl"]) for r in history]
-    val = [(r["epoch"], r["val_ppl"]) for r in history if r.get("val_ppl") is not None]
+    train = [(epochs_done(r), r["train_ppl"]) for r in history]
+    val = [(epochs_done(r), r["val_ppl"]) for r in history if r.get("val_ppl") is not None]
     # Markers show where each epoch ended while there are few; a lone point has no line to show.
     ax.plot(*zip(*train), marker="." if len(train) <= 30 else None,
             label=f"train (last {short_number(train[-1][1])})")
@@ -131,7 +140,9 @@ def perplexity_figure(history: list[dict[str, Any]], *, run: str | None = None,
     ax.yaxis.set_major_locator(FixedLocator(plain_ticks(*ax.get_ylim())))
     ax.yaxis.set_major_formatter(lambda y, _: plain_number(y))
     ax.yaxis.set_minor_locator(NullLocator())  # unlabelled minor ticks would only crowd the labels
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))  # no epoch 1.5, or 60
+    # No epoch 1.5, or 60, while every record ends an epoch; a huge text's mid-epoch records need fractions.
+    whole = all("batch" not in r for r in history)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=whole, steps=[1, 2, 5, 10]))
     unit = UNITS.get(token or "")
     ax.set(xlabel="epoch", ylabel=f"perplexity ({unit})" if unit else "perplexity",
            title=title_of(run, data))

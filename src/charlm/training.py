@@ -22,10 +22,10 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from . import cadence, distributed, finetune, machine
 from . import checkpoint as ckpt
-from . import distributed, finetune, machine
 from .batches import BatchStream
-from .config import DEFAULT_PREFIXES, TrainConfig
+from .config import CADENCES, DEFAULT_PREFIXES, TrainConfig
 from .dataset import Splits, load_splits
 from .device import resolve_device
 from .evaluation import MAX_LOSS, EvalResult, cross_entropy, evaluate_ids, perplexity
@@ -55,6 +55,9 @@ class TrainingDiverged(Exception):
 
 
 ADVICE = "lower --lr or clip gradients (--clip 1)"
+# A run whose first epoch outlasts this many seconds validates once when they have passed (if its
+# --eval-every has a step or time trigger), so that a log says early whether the run learns.
+FIRST_EVAL_SECONDS = 60.0
 
 
 @dataclass
@@ -127,6 +130,13 @@ class Trainer:
         # Wall-clock seconds of earlier sessions of this run (resume), and where this one started:
         # --max-minutes and the cosine schedule count the whole run.
         self.seconds_before, self.started = 0.0, time.perf_counter()
+        # The run's time as rank 0 measures it, shared with every rank at each step (tick): the
+        # budget, the clock's cadences and the cosine read it, so every rank decides alike.
+        self.now = 0.0
+        self.cadences = {name: cadence.parse(name, getattr(config, name)) for name in CADENCES}
+        self.marks = dict.fromkeys(CADENCES, 0.0)  # the run's time when each event last happened
+        self.bar: tqdm | None = None  # the progress bar over tokens (loop())
+        self.session = (time.perf_counter(), 0)  # when this session's tokens began, and how many
         self.stop_reason: str | None = None  # set when --patience or --max-minutes ends the run
         self.epoch_losses: list[torch.Tensor] = []  # --no-detach: the epoch's graph, kept whole
         self.signals = _SignalFlag()
@@ -182,11 +192,23 @@ class Trainer:
             total_steps = self.config.epochs  # one update per epoch
         done = self.steps_done / total_steps
         if self.config.max_minutes:
-            done = max(done, self.elapsed() / (60 * self.config.max_minutes))
+            done = max(done, self.now / (60 * self.config.max_minutes))
         return done
 
+    def tick(self) -> bool:
+        """Share rank 0's clock with every rank (`self.now`), and whether any rank has caught a
+        signal: one collective per step. Every decision that follows (the budget, a cadence, the
+        learning rate) reads these shared numbers, so no rank takes a branch the others do not."""
+        self.now, signalled = distributed.share_clock(self.elapsed(), self.signals.signum is not None,
+                                                      self.dist, self.device)
+        return signalled
+
+    def interrupt(self) -> TrainingInterrupted:
+        return TrainingInterrupted(self.signals.signum or signal.SIGINT, self.run_dir)
+
     def out_of_time(self) -> bool:
-        if self.config.max_minutes and self.elapsed() >= 60 * self.config.max_minutes:
+        """Whether the budget is spent, by the shared clock: the same answer on every rank."""
+        if self.config.max_minutes and self.now >= 60 * self.config.max_minutes:
             self.stop_reason = f"the time budget of {self.config.max_minutes:g} minutes is spent"
         return self.stop_reason is not None
 
@@ -199,9 +221,11 @@ class Trainer:
         self.epoch_losses = []
 
     def run_epoch(self) -> dict[str, Any]:
-        """Train one epoch from `self.position` (batch 0, or where an interrupted epoch stopped)."""
+        """Train one epoch from `self.position` (batch 0, or where an interrupted epoch stopped);
+        validate, sample and save within it whenever a step or time cadence makes them due."""
         pos = self.position
         self.batches.set_epoch(pos.epoch)
+        num_batches = len(self.batches)
         self.model.train()
         start = time.perf_counter() - pos.seconds
         for k, (X, Y) in enumerate(self.batches):
@@ -213,29 +237,69 @@ class Trainer:
             pos.seconds = time.perf_counter() - start
             if self.governor is not None:
                 self.governor.tick()
-            if distributed.any_across(self.signals.signum is not None, self.dist, self.device):
+            if self.tick():
                 if not self.config.detach:  # no update yet this epoch: restart it on resume
                     self.position, self.epoch_losses = Position(epoch=pos.epoch), []
-                raise TrainingInterrupted(self.signals.signum or signal.SIGINT, self.run_dir)
-            # (asked across ranks only under a budget: it is one more collective per batch)
-            if self.config.max_minutes and distributed.any_across(self.out_of_time(), self.dist, self.device):
+                raise self.interrupt()
+            self.advance_bar(X.numel())
+            if self.out_of_time():
                 break  # the budget ends the run here, mid-epoch: the rest of the epoch is skipped
+            # --no-detach holds the epoch's graph, which no checkpoint can keep: it reports at the end
+            if self.config.detach and pos.batch < num_batches:
+                self.report_mid_epoch(num_batches)
         if not self.config.detach:
             self.end_no_detach_epoch()
-        loss_sum, num_tokens = distributed.sum_across([pos.loss_sum, pos.num_tokens], self.dist,
-                                                      self.device)
-        record = {"epoch": pos.epoch + 1, "train_loss": loss_sum / num_tokens,
-                  "train_ppl": perplexity(loss_sum / num_tokens),
-                  "tokens_per_sec": num_tokens / max(pos.seconds, 1e-9),
-                  "lr": self.optimizer.param_groups[0]["lr"], "elapsed": self.elapsed()}
+        record = {"epoch": pos.epoch + 1, **self.totals()}
         self.position = Position(epoch=pos.epoch + 1)
         return record
 
+    def totals(self) -> dict[str, Any]:
+        """The epoch's training loss so far, over every rank, with its speed, learning rate and time."""
+        pos = self.position
+        loss_sum, num_tokens = distributed.sum_across([pos.loss_sum, pos.num_tokens], self.dist,
+                                                      self.device)
+        return {"train_loss": loss_sum / num_tokens, "train_ppl": perplexity(loss_sum / num_tokens),
+                "tokens_per_sec": num_tokens / max(pos.seconds, 1e-9),
+                "lr": self.optimizer.param_groups[0]["lr"], "elapsed": self.now}
+
+    def report_mid_epoch(self, num_batches: int) -> None:
+        """A record in the middle of an epoch, when a step or time cadence makes an event due."""
+        due = self.due(epoch=None)
+        if any(due.values()):
+            pos = self.position
+            record = {"epoch": pos.epoch + 1, "batch": pos.batch, "batches": num_batches,
+                      "step": self.steps_done, **self.totals()}
+            self.report(record, due, last=False)
+            self.model.train()  # validation and sampling left it in eval mode
+
+    def due(self, epoch: int | None) -> dict[str, bool]:
+        """Which events are due now, by the shared clock and step count (the same on every rank);
+        `epoch`: the epochs completed at an epoch's end, None mid-epoch."""
+        due = {name: c.due(epoch=epoch, step=self.steps_done, seconds=self.now, since=self.marks[name])
+               for name, c in self.cadences.items()}
+        first = (epoch is None and self.cadences["eval_every"].mid_epoch and self.now >= FIRST_EVAL_SECONDS
+                 and not any("val_loss" in r for r in self.history))
+        due["eval_every"] = due["eval_every"] or first
+        return due
+
     # -- around the epochs ---------------------------------------------------------------------
+    def validation_ids(self) -> torch.Tensor:
+        """The validation text, or its first --val-tokens tokens: a fixed slice, so every validation
+        of a run reads the same text, in seconds however large the held-out part is."""
+        limit = self.config.val_tokens
+        return self.data.val if limit == -1 else self.data.val[:limit]
+
     def validate(self) -> EvalResult | None:
-        if len(self.data.val) < 2:
-            return None
-        return evaluate_ids(self.model, self.data.val, rows=self.config.val_rows, device=self.device)
+        """The validation loss, computed by rank 0 and sent to every rank: each takes the same
+        decisions from it (best weights, --patience), however its own arithmetic would round."""
+        def score() -> EvalResult | None:
+            ids = self.validation_ids()
+            if len(ids) < 2:
+                return None
+            return evaluate_ids(self.model, ids, rows=min(self.config.val_rows, len(ids) - 1),
+                                device=self.device)
+
+        return distributed.from_main(score, self.dist)
 
     def sample(self) -> str | None:
         try:
@@ -260,7 +324,8 @@ class Trainer:
                 "num_tokens": int(num_tokens), "seconds": pos.seconds,
                 "hidden": None if state is None else [s.cpu() for s in state],
                 "rng": torch.get_rng_state(), "history": self.history, "best_val": self.best_val,
-                "steps_done": self.steps_done, "stale_evals": self.stale_evals, "run_seconds": self.elapsed()}
+                "steps_done": self.steps_done, "stale_evals": self.stale_evals, "run_seconds": self.now,
+                "marks": self.marks}
 
     def restore(self, saved: dict[str, Any]) -> None:
         self.model.load_state_dict(saved["model"])
@@ -279,6 +344,8 @@ class Trainer:
         # Runs saved before these existed: no steps counted, no stale evaluations, no time spent.
         self.steps_done, self.stale_evals = int(saved.get("steps_done", 0)), int(saved.get("stale_evals", 0))
         self.seconds_before, self.started = float(saved.get("run_seconds", 0.0)), time.perf_counter()
+        self.now = self.seconds_before
+        self.marks.update({k: float(v) for k, v in saved.get("marks", {}).items() if k in self.marks})
 
     def save(self, *, best: bool = False) -> None:
         """A checkpoint, never of broken weights: those would overwrite the last good one."""
@@ -306,35 +373,57 @@ class Trainer:
             ckpt.append_line(self.run_dir / "metrics.jsonl", record)
 
     def end_of_epoch(self, record: dict[str, Any], last: bool) -> None:
-        """Validation, schedule, sample, log and checkpoint after an epoch, each when it is due."""
-        cfg, epoch = self.config, record["epoch"]
-        best = False
-        if last or (cfg.eval_every and epoch % cfg.eval_every == 0):
-            val = self.validate()
-            if val is not None:
-                record.update(val_loss=val.loss, val_ppl=val.perplexity, val_bpt=val.bits_per_token)
-                best = val.loss < self.best_val
-                self.best_val = min(self.best_val, val.loss)
-                self.stale_evals = 0 if best else self.stale_evals + 1
-                if cfg.patience and self.stale_evals >= cfg.patience:
-                    self.stop_reason = (f"no better validation loss in {cfg.patience} evaluations "
-                                        f"(the best is kept in best.safetensors)")
-                if isinstance(self.schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                    self.schedule.step(val.loss)
+        """After an epoch: the schedule's step, then the events due (see :meth:`report`)."""
         if self.schedule is not None and not isinstance(self.schedule,
                                                         torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.schedule.step()
+        self.report(record, self.due(epoch=record["epoch"]), last=last)
+
+    def report(self, record: dict[str, Any], due: dict[str, bool], last: bool) -> None:
+        """Validation, sample, log and checkpoint, each when `due` (or at the run's `last` record);
+        every rank calls this at the same step with the same `due`."""
+        best = False
+        if last or due["eval_every"]:
+            self.marks["eval_every"] = self.now
+            best = self.validate_into(record)
         last = last or self.stop_reason is not None
-        if cfg.sample_every and (epoch % cfg.sample_every == 0 or last) and self.dist.is_main:
-            record["sample"] = self.sample()
+        sample = self.cadences["sample_every"]
+        if due["sample_every"] or (last and not sample.never):
+            self.marks["sample_every"] = self.now
+            if self.dist.is_main:
+                record["sample"] = self.sample()
         if self.stop_reason:
             record["stopped"] = self.stop_reason
         self.log_record(record)
-        noteworthy = epoch == 1 or "val_ppl" in record or "sample" in record or "stopped" in record
+        noteworthy = record["epoch"] == 1 and "batch" not in record or \
+            any(k in record for k in ("val_ppl", "sample", "stopped"))
         if self.dist.is_main:
             log.log(logging.INFO if noteworthy else logging.DEBUG, "%s", format_record(record))
-        if last or best or (cfg.save_every and epoch % cfg.save_every == 0):
+            if self.bar is not None:
+                self.bar.set_postfix_str(f"perplexity {record['train_ppl']:.2f}", refresh=False)
+        if last or best or due["save_every"]:
+            self.marks["save_every"] = self.now
             self.save(best=best)
+
+    def validate_into(self, record: dict[str, Any]) -> bool:
+        """Validate, add the scores to `record`, keep count for --patience and the plateau schedule;
+        True if this is the best validation loss so far."""
+        val = self.validate()
+        if val is None:
+            return False
+        cfg = self.config
+        record.update(val_loss=val.loss, val_ppl=val.perplexity, val_bpt=val.bits_per_token)
+        if len(self.validation_ids()) < len(self.data.val):
+            record["val_tokens"] = val.num_tokens
+        best = val.loss < self.best_val
+        self.best_val = min(self.best_val, val.loss)
+        self.stale_evals = 0 if best else self.stale_evals + 1
+        if cfg.patience and self.stale_evals >= cfg.patience:
+            self.stop_reason = (f"no better validation loss in {cfg.patience} evaluations "
+                                f"(the best is kept in best.safetensors)")
+        if isinstance(self.schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.schedule.step(val.loss)
+        return best
 
     def fit(self) -> TrainResult:
         """Train until `config.epochs` epochs are done in total; a signal saves and stops. A file
@@ -358,23 +447,49 @@ class Trainer:
     def loop(self) -> None:
         """The epochs, each followed by its end-of-epoch work; a signal saves a checkpoint and stops."""
         cfg = self.config
-        bar = tqdm(total=cfg.epochs, initial=self.position.epoch, unit="epoch",
-                   disable=None if self.dist.is_main else True,
-                   leave=False, dynamic_ncols=True)
-        with self.signals, bar:
+        self.now = self.elapsed()
+        self.note_validation_slice()
+        # On a terminal, a bar over the run's tokens (rate, time left); in a log, a line per validation.
+        self.bar = tqdm(total=self.tokens_planned(), unit="tok", unit_scale=True,
+                        disable=None if self.dist.is_main else True, leave=False, dynamic_ncols=True)
+        self.session = (time.perf_counter(), 0)
+        with self.signals, self.bar:
             try:
                 while self.position.epoch < cfg.epochs and self.stop_reason is None:
                     record = self.run_epoch()
                     last = record["epoch"] == cfg.epochs or self.stop_reason is not None  # budget spent
                     self.end_of_epoch(record, last=last)
-                    bar.update(1)
-                    bar.set_postfix(ppl=f"{record['train_ppl']:.2f}",
-                                    tok_s=f"{record['tokens_per_sec']:.0f}")
-                    if distributed.any_across(self.signals.signum is not None, self.dist, self.device):
-                        raise TrainingInterrupted(self.signals.signum or signal.SIGINT, self.run_dir)
+                    if self.tick():
+                        raise self.interrupt()
             except TrainingInterrupted:
                 self.save()
                 raise
+            finally:
+                self.bar = None
+
+    def tokens_planned(self) -> int:
+        """The tokens the remaining epochs hold (each epoch's count varies by its random offset by at
+        most one batch), counted from the start of the current one."""
+        per_epoch = len(self.batches) * self.config.batch_size * self.config.num_steps
+        return max(0, self.config.epochs - self.position.epoch) * per_epoch
+
+    def advance_bar(self, tokens: int) -> None:
+        """Move the bar on; under a time budget its end is where the budget runs out at this
+        session's speed, if that comes before the last epoch, so the time left is the budget's."""
+        if self.bar is None or self.bar.disable:
+            return
+        began, done = self.session
+        self.session = (began, done + tokens)
+        if self.config.max_minutes:
+            rate = (done + tokens) / max(time.perf_counter() - began, 1e-9)
+            left = 60 * self.config.max_minutes - self.now
+            self.bar.total = int(min(self.tokens_planned(), self.bar.n + tokens + max(left, 0) * rate))
+        self.bar.update(tokens)
+
+    def note_validation_slice(self) -> None:
+        if self.dist.is_main and len(self.validation_ids()) < len(self.data.val):
+            log.info("validation reads the first %s of the %s held-out tokens (--val-tokens -1 for all)",
+                     f"{len(self.validation_ids()):,}", f"{len(self.data.val):,}")
 
     def result(self) -> TrainResult:
         last = self.history[-1] if self.history else {}
@@ -385,10 +500,14 @@ class Trainer:
 
 
 def format_record(record: dict[str, Any]) -> str:
-    text = (f"epoch {record['epoch']}: perplexity {record['train_ppl']:.2f}, "
-            f"{record['tokens_per_sec']:.0f} tokens/sec")
+    """One line of the log: ``epoch 3: perplexity ...``, or mid-epoch ``epoch 1 (37%, step 2,000): ...``."""
+    where = f"epoch {record['epoch']}"
+    if "batch" in record:
+        where += f" ({record['batch'] / record['batches']:.0%}, step {record['step']:,})"
+    text = f"{where}: perplexity {record['train_ppl']:.2f}, {record['tokens_per_sec']:.0f} tokens/sec"
     if "val_ppl" in record:
-        text += f", validation perplexity {record['val_ppl']:.2f} ({record['val_bpt']:.3f} bits/token)"
+        text += f", validation perplexity {record['val_ppl']:.2f} ({record['val_bpt']:.3f} bits/token"
+        text += f" on the first {record['val_tokens']:,} tokens)" if "val_tokens" in record else ")"
     if record.get("stopped"):
         text += f"; stopped: {record['stopped']}"
     if record.get("sample"):

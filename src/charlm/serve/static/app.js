@@ -1263,19 +1263,31 @@ async function loadMetrics(force = false) {
 
 const refreshMetrics = guard(loadMetrics);
 
+// Epochs done when a record was made: a record from the middle of an epoch (a huge text reports by
+// steps or by the clock) carries its batch, so batch 250 of 1,000 in epoch 3 is at 2.25.
+function epochsDone(r) {
+  return typeof r.batch === "number" && r.batches ? r.epoch - 1 + r.batch / r.batches : r.epoch;
+}
+
+function epochLabel(r) {
+  return typeof r.batch === "number" && r.batches ?
+    `epoch ${r.epoch} (${Math.round(100 * r.batch / r.batches)}%)` : `epoch ${r.epoch}`;
+}
+
 function curve(records, field) {
   const points = [];
   for (const r of records) {
     const value = trainingScale === "bits" ? bitsOf(r[field]) : r[field];
     if (typeof r.epoch === "number" && typeof value === "number" && isFinite(value)) {
-      points.push([r.epoch, value]);
+      points.push([epochsDone(r), value]);
     }
   }
   return points;
 }
 
 function renderTraining(run, records) {
-  $("training-status").textContent = `${records.length} epoch${records.length === 1 ? "" : "s"} · ` +
+  const ended = records.filter((r) => typeof r.batch !== "number").length;
+  $("training-status").textContent = `${ended} epoch${ended === 1 ? "" : "s"} · ` +
     `updated ${new Date().toLocaleTimeString()}`;
   const series = [{name: "train", cls: "s-train", points: curve(records, "train_ppl"), dots: true},
     {name: "validation", cls: "s-val", points: curve(records, "val_ppl"), dots: true}]
@@ -1304,7 +1316,7 @@ function renderTrainingStats(run, records) {
     host.append(box);
   };
   stat("epochs", String(last.epoch ?? records.length));
-  if (best) stat("best validation", `${bitsOf(best.val_ppl).toFixed(3)} bits (epoch ${best.epoch})`);
+  if (best) stat("best validation", `${bitsOf(best.val_ppl).toFixed(3)} bits (${epochLabel(best)})`);
   if (typeof last.train_ppl === "number") stat("last train", `${bitsOf(last.train_ppl).toFixed(3)} bits`);
   if (typeof last.tokens_per_sec === "number") stat("speed", `${compact(Math.round(last.tokens_per_sec))} tokens/s`);
   if (typeof last.elapsed === "number") stat("training time", duration(last.elapsed));
@@ -1326,7 +1338,7 @@ function renderSamples(records) {
   }
   list.replaceChildren(...withSamples.map((r) => {
     const item = el("li");
-    item.append(el("span", "epoch-tag", `epoch ${r.epoch}`), el("span", "sample-line", r.sample));
+    item.append(el("span", "epoch-tag", epochLabel(r)), el("span", "sample-line", r.sample));
     return item;
   }));
 }
