@@ -1,8 +1,11 @@
 """The training loop: learning, clipping, state handling, determinism, checkpoints, exact resume."""
 
+import io
 import json
 import math
+import re
 import signal
+import sys
 
 import pytest
 import torch
@@ -10,7 +13,7 @@ import torch
 from charlm import RNNLM, ModelConfig
 from charlm.checkpoint import load, load_trainer
 from charlm.config import TrainConfig
-from charlm.evaluation import EvalResult, cross_entropy
+from charlm.evaluation import EvalResult, cross_entropy, evaluate_ids
 from charlm.optim import grad_clipping
 from charlm.training import Trainer, TrainingDiverged, TrainingInterrupted, resume, train
 
@@ -292,3 +295,89 @@ def test_the_time_budget_ends_training_cleanly_with_an_evaluated_checkpoint(smal
 def test_bad_schedule_and_budget_settings_name_the_flag(field, value, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig.of(**{field: value})
+
+
+# -- cadences: a text whose epoch outlasts the budget still reports and saves --------------------------
+
+def _records(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_step_cadence_validates_and_saves_in_the_middle_of_an_epoch(small, tmp_path):
+    run = tmp_path / "run"
+    train(small.replace(epochs=1, eval_every="20steps", save_every="20steps", sample_every=0), out=run)
+    records = _records(run)
+    mid = [r for r in records if "batch" in r]
+    assert [r["step"] for r in mid] == list(range(20, mid[0]["batches"], 20))
+    assert all("val_loss" in r and r["batch"] == r["step"] for r in mid)
+    assert "batch" not in records[-1] and records[-1]["epoch"] == 1  # the epoch's own record last
+
+
+def test_a_crash_mid_epoch_loses_at_most_one_save_interval_and_resume_is_exact(small, tmp_path, monkeypatch):
+    cfg = small.replace(epochs=2, save_every="16steps", eval_every=0, sample_every=0, optimizer="adam",
+                        lr=0.01, dropout_output=0.1)
+    straight = train(cfg, out=tmp_path / "straight")
+    real_step = Trainer.step
+
+    def power_cut_at_step_40(self, X, Y, state):
+        if self.steps_done == 40:
+            raise RuntimeError("power cut")  # no handler saves: as kill -9 leaves the folder
+        return real_step(self, X, Y, state)
+    monkeypatch.setattr(Trainer, "step", power_cut_at_step_40)
+    with pytest.raises(RuntimeError, match="power cut"):
+        train(cfg, out=tmp_path / "cut")
+    monkeypatch.setattr(Trainer, "step", real_step)
+    saved = load_trainer(tmp_path / "cut" / "trainer.pt")
+    assert (saved["epoch"], saved["batch"], saved["steps_done"]) == (0, 32, 32)  # 8 steps lost, of 16
+    resumed = resume(tmp_path / "cut")
+    epochs = [[r["train_loss"] for r in run.history if "batch" not in r] for run in (straight, resumed)]
+    assert epochs[0] == epochs[1]
+    for name, value in load(tmp_path / "straight").model.state_dict().items():
+        assert torch.equal(value, load(tmp_path / "cut").model.state_dict()[name]), name
+
+
+def test_the_clock_validates_and_saves_and_the_first_validation_comes_after_a_minute(small, tmp_path,
+                                                                                      monkeypatch):
+    monkeypatch.setattr(Trainer, "elapsed", lambda self: 10.0 * self.steps_done)  # 10 s a step
+    run = tmp_path / "run"
+    train(small.replace(epochs=1, eval_every="5m", save_every="2m", sample_every=0), out=run)
+    mid = [r for r in _records(run) if "batch" in r]
+    batches = mid[0]["batches"]
+    # Validation after the first minute (step 6), then 5 minutes after it (step 36); a save at least
+    # every 2 minutes (12 steps) after the last one, which a best validation also makes.
+    assert [r["step"] for r in mid] == [s for s in (6, 18, 30, 36, 48, 60) if s < batches]
+    assert [r["step"] for r in mid if "val_loss" in r] == [6, 36]
+    assert all(r["elapsed"] == 10.0 * r["step"] for r in mid)
+
+
+def test_a_budget_spent_mid_epoch_ends_the_run_there_with_a_validation(small, tmp_path, monkeypatch):
+    monkeypatch.setattr(Trainer, "elapsed", lambda self: 10.0 * self.steps_done)
+    result = train(small.replace(epochs=5, max_minutes=0.5, eval_every=0, sample_every=0), out=tmp_path / "r")
+    assert load_trainer(tmp_path / "r" / "trainer.pt")["steps_done"] == 3  # 30 s: three steps
+    assert "time budget of 0.5 minutes is spent" in result.history[-1]["stopped"]
+    assert "val_loss" in result.history[-1]
+
+
+def test_validation_reads_a_fixed_slice_of_the_held_out_text_and_says_so(small, tmp_path, caplog):
+    caplog.set_level("INFO", logger="charlm")
+    result = train(small.replace(epochs=1, val_tokens=50, sample_every=0), out=tmp_path / "run")
+    last = result.history[-1]
+    assert last["val_tokens"] == 50
+    trainer = Trainer(small)
+    expected = evaluate_ids(load(tmp_path / "run", which="last").model, trainer.data.val[:50])
+    assert last["val_loss"] == pytest.approx(expected.loss, rel=1e-6)
+    assert f"validation reads the first 50 of the {len(trainer.data.val)} held-out tokens" in caplog.text
+    assert "bits/token on the first 50 tokens)" in caplog.text
+    whole = train(small.replace(epochs=1, val_tokens=-1, sample_every=0)).history[-1]
+    assert "val_tokens" not in whole
+
+
+def test_on_a_terminal_a_bar_shows_tokens_rate_and_time_left(small, monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+    screen = Terminal()
+    monkeypatch.setattr(sys, "stderr", screen)
+    train(small.replace(epochs=3, eval_every=0, sample_every=0))
+    shown = screen.getvalue()
+    assert re.search(r"\d+(\.\d+)?k?/\d+(\.\d+)?k? \[\d\d:\d\d<\d\d:\d\d, *\d+(\.\d+)?k?tok/s", shown), shown

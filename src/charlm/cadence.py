@@ -75,7 +75,7 @@ class Cadence:
 
 
 def duration(seconds: float) -> str:
-    """The shortest exact spelling: 300 -> '5m', 90 -> '90s', 5400 -> '1.5h'."""
+    """The shortest exact spelling: 300 -> '5m', 90 -> '1.5m', 45 -> '45s'."""
     for unit in ("h", "m"):
         count = seconds / UNITS[unit]
         if count >= 1 and count == round(count, 1):

@@ -414,7 +414,7 @@ class Trainer:
         cfg = self.config
         record.update(val_loss=val.loss, val_ppl=val.perplexity, val_bpt=val.bits_per_token)
         if len(self.validation_ids()) < len(self.data.val):
-            record["val_tokens"] = val.num_tokens
+            record["val_tokens"] = len(self.validation_ids())
         best = val.loss < self.best_val
         self.best_val = min(self.best_val, val.loss)
         self.stale_evals = 0 if best else self.stale_evals + 1
