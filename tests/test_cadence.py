@@ -57,7 +57,8 @@ def test_epoch_triggers_fire_only_at_an_epochs_end_on_multiples():
 
 
 def test_step_triggers_fire_on_multiples_so_a_resumed_run_fires_where_the_straight_one_did():
-    fired = [step for step in range(1, 50) if Cadence(steps=16).due(epoch=None, step=step, seconds=0, since=0)]
+    every_16 = Cadence(steps=16)
+    fired = [step for step in range(1, 50) if every_16.due(epoch=None, step=step, seconds=0, since=0)]
     assert fired == [16, 32, 48]
 
 
@@ -73,7 +74,8 @@ def test_zero_is_never_and_only_step_or_time_triggers_reach_inside_an_epoch():
     assert Cadence(steps=5).mid_epoch and Cadence(seconds=1).mid_epoch
 
 
-@pytest.mark.parametrize("seconds, text", [(300, "5m"), (90, "1.5m"), (45, "45s"), (5400, "1.5h"), (3600, "1h"), (1, "1s")])
+@pytest.mark.parametrize("seconds, text", [(300, "5m"), (90, "1.5m"), (45, "45s"), (5400, "1.5h"),
+                                           (3600, "1h"), (1, "1s")])
 def test_a_duration_prints_in_its_shortest_exact_unit(seconds, text):
     assert duration(seconds) == text
     assert parse("x", text).seconds == seconds

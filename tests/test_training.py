@@ -336,17 +336,17 @@ def test_a_crash_mid_epoch_loses_at_most_one_save_interval_and_resume_is_exact(s
         assert torch.equal(value, load(tmp_path / "cut").model.state_dict()[name]), name
 
 
-def test_the_clock_validates_and_saves_and_the_first_validation_comes_after_a_minute(small, tmp_path,
+def test_the_clock_validates_and_saves_and_the_first_validation_comes_after_half_a_minute(small, tmp_path,
                                                                                       monkeypatch):
     monkeypatch.setattr(Trainer, "elapsed", lambda self: 10.0 * self.steps_done)  # 10 s a step
     run = tmp_path / "run"
     train(small.replace(epochs=1, eval_every="5m", save_every="2m", sample_every=0), out=run)
     mid = [r for r in _records(run) if "batch" in r]
     batches = mid[0]["batches"]
-    # Validation after the first minute (step 6), then 5 minutes after it (step 36); a save at least
+    # Validation after the first 30 s (step 3), then 5 minutes after it (step 33); a save at least
     # every 2 minutes (12 steps) after the last one, which a best validation also makes.
-    assert [r["step"] for r in mid] == [s for s in (6, 18, 30, 36, 48, 60) if s < batches]
-    assert [r["step"] for r in mid if "val_loss" in r] == [6, 36]
+    assert [r["step"] for r in mid] == [s for s in (3, 15, 27, 33, 45, 57) if s < batches]
+    assert [r["step"] for r in mid if "val_loss" in r] == [3, 33]
     assert all(r["elapsed"] == 10.0 * r["step"] for r in mid)
 
 

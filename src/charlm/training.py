@@ -31,7 +31,7 @@ from .device import resolve_device
 from .evaluation import MAX_LOSS, EvalResult, cross_entropy, evaluate_ids, perplexity
 from .fields import flag
 from .generation import GenerateConfig, generate
-from .models import RNNLM, detach_state, state_from_tensors, state_tensors
+from .models import RNNLM, decoding, detach_state, state_from_tensors, state_tensors
 from .optim import cosine_lr, grad_clipping, make_optimizer, make_schedule
 from .plot import plot_perplexity
 from .threads import ThreadGovernor, fixed_threads
@@ -56,8 +56,8 @@ class TrainingDiverged(Exception):
 
 ADVICE = "lower --lr or clip gradients (--clip 1)"
 # A run whose first epoch outlasts this many seconds validates once when they have passed (if its
-# --eval-every has a step or time trigger), so that a log says early whether the run learns.
-FIRST_EVAL_SECONDS = 60.0
+# --eval-every has a step or time trigger), so that a log says within a minute whether the run learns.
+FIRST_EVAL_SECONDS = 30.0
 
 
 @dataclass
@@ -127,13 +127,17 @@ class Trainer:
                                    random_offset=config.random_offset)
         self.position, self.history, self.best_val = Position(), [], math.inf
         self.steps_done, self.stale_evals = 0, 0  # optimizer steps; validations without a better loss
+        self.cadences = {name: cadence.parse(name, getattr(config, name)) for name in CADENCES}
+        if self.dist.is_main and not self.cadences["sample_every"].never:
+            # The first greedy sample builds the C++ decoding kernels (once per machine, up to minutes
+            # on a busy CPU): built now, before the clock starts, so no time budget pays for it.
+            decoding.usable(self.model)
         # Wall-clock seconds of earlier sessions of this run (resume), and where this one started:
         # --max-minutes and the cosine schedule count the whole run.
         self.seconds_before, self.started = 0.0, time.perf_counter()
         # The run's time as rank 0 measures it, shared with every rank at each step (tick): the
         # budget, the clock's cadences and the cosine read it, so every rank decides alike.
         self.now = 0.0
-        self.cadences = {name: cadence.parse(name, getattr(config, name)) for name in CADENCES}
         self.marks = dict.fromkeys(CADENCES, 0.0)  # the run's time when each event last happened
         self.bar: tqdm | None = None  # the progress bar over tokens (loop())
         self.session = (time.perf_counter(), 0)  # when this session's tokens began, and how many
