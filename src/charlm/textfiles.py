@@ -27,7 +27,7 @@ from .corpora import CorpusError
 
 log = logging.getLogger(__name__)
 
-CHUNK_BYTES = 1 << 24  # the file is decoded 16 MiB at a time
+CHUNK_BYTES = 1 << 22  # decoded 4 MiB at a time: tokenizing a chunk holds ~25 bytes per character of it
 SNIFF_BYTES = 1 << 16  # the start of the file that must hold no NUL byte unless it is UTF-16/32
 SAMPLE_BYTES = 1 << 20  # what charset-normalizer reads: this much of the start, and as much around the
 # first byte that is not UTF-8 (a long ASCII preamble must not hide the rest of the text)
