@@ -97,7 +97,7 @@ def config_for(path: Path, settings: dict, minutes: float) -> tuple[TrainConfig,
     the settings chosen, for the record."""
     recipe = settings.get("recipe")
     if recipe == "auto":
-        config, choice = auto.configure({"corpus": str(path), "max_minutes": minutes, "device": "cpu"})
+        config, choice, _ = auto.configure({"corpus": str(path), "max_minutes": minutes, "device": "cpu"})
         chosen = {k: choice.settings[k] for k in ("num_hiddens", "num_layers", "dropout", "dropout_output",
                                                   "batch_size", "num_steps")}
         return config, {**chosen, "line": auto.describe(choice, config)}

@@ -47,6 +47,7 @@ import torch
 
 from . import distributed, machine
 from .config import TrainConfig
+from .dataset import Splits
 from .device import resolve_device
 from .evaluation import cross_entropy
 from .models import RNNLM
@@ -231,10 +232,11 @@ def largest_fitting(configs: Sequence[TrainConfig], chars: int,
     return chosen
 
 
-def configure(given: Mapping[str, Any]) -> tuple[TrainConfig, AutoChoice]:
+def configure(given: Mapping[str, Any]) -> tuple[TrainConfig, AutoChoice, Splits]:
     """The auto recipe for the settings the user gave (`given`, flat, with the corpus): reads the
     text once for its length and vocabulary, measures the candidates' speed on the run's device and
-    precision (a few seconds in all), and returns the run's config with the choice it came from."""
+    precision (a few seconds in all), and returns the run's config with the choice it came from, and
+    the text as read, for training to take on (reading 1 GB again would cost it a minute)."""
     config = TrainConfig.of(**{**BASE, **given})
     data = load_data(config)
     # Under torchrun, rank 0 measures and chooses for every process: each measuring for itself could
@@ -253,7 +255,7 @@ def configure(given: Mapping[str, Any]) -> tuple[TrainConfig, AutoChoice]:
                                                   given), info)
     choice = dataclasses.replace(choice, device=str(device), precision=precision)
     # The encoding found once: training reads the text in it, without finding (and saying) it again.
-    return TrainConfig.of(**{**BASE, **choice.settings, **given, "encoding": data.encoding}), choice
+    return TrainConfig.of(**{**BASE, **choice.settings, **given, "encoding": data.encoding}), choice, data
 
 
 def measure_speed(config: TrainConfig, device: torch.device, precision: str, steps: int = 2) -> float:

@@ -328,15 +328,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         if "init_from" in given:
             raise ValueError("--recipe auto chooses a new model for the text, and --init-from keeps the "
                              "run's model and settings: give one or the other")
-        config, choice = auto.configure(given)
+        config, choice, data = auto.configure(given)
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for all
             print(auto.describe(choice, config), flush=True)
     else:
         if recipe != "book":
             check_recipe_device(recipe, given)
-        config = from_recipe(None if recipe == "book" else recipe, **given)
+        config, data = from_recipe(None if recipe == "book" else recipe, **given), None
     out = args.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{args.recipe or config.model.cell}"
-    return _report_training(_distributed(lambda: train(config, out=out)))
+    return _report_training(_distributed(lambda: train(config, out=out, data=data)))
 
 
 def cmd_resume(args: argparse.Namespace) -> int:

@@ -102,15 +102,17 @@ def load_data(config: TrainConfig, vocab: Vocab | None = None) -> Splits:
 class Trainer:
     """Holds the pieces of one run; `fit` is the loop, the rest are its steps."""
 
-    def __init__(self, config: TrainConfig, run_dir: Path | None = None, vocab: Vocab | None = None) -> None:
-        """`vocab`: the vocabulary to read the text with (a fine-tuned run's), instead of the text's own."""
+    def __init__(self, config: TrainConfig, run_dir: Path | None = None, vocab: Vocab | None = None,
+                 data: Splits | None = None) -> None:
+        """`vocab`: the vocabulary to read the text with (a fine-tuned run's), instead of the text's own;
+        `data`: the text already read with `config`'s text settings, instead of reading it again."""
         self.config, self.run_dir = config, run_dir
         self.dist, self.device = distributed.setup(resolve_device(config.device))
         distributed.check_batch_size(config.batch_size, self.dist)
         self.precision = machine.choose_precision(config.precision, machine.probe(), self.device.type)
         self.governor: ThreadGovernor | None = None  # fits the CPU threads to the load (fit())
         fixed_threads()  # a bad CHARLM_THREADS is an error now, before any data is read
-        self.data = load_data(config, vocab)
+        self.data = data if data is not None else load_data(config, vocab)
         # Resolved once and saved, so `charlm generate` starts alike and the run records its model whole.
         self.config = config = config.replace(
             vocab_size=len(self.data.vocab), encoding=self.data.encoding,
@@ -545,10 +547,12 @@ class _SignalFlag:
             signal.signal(signum, handler)
 
 
-def train(config: TrainConfig | None = None, *, out: str | Path | None = None, **changes: Any) -> TrainResult:
+def train(config: TrainConfig | None = None, *, out: str | Path | None = None, data: Splits | None = None,
+          **changes: Any) -> TrainResult:
     """Train a language model from `config` (default: the book's RNN on The Time Machine) with any
     settings in `changes`, named as the flags are (``cell="lstm"``, ``epochs=5``). With `out`, the run
-    is saved there; :func:`resume` continues it.
+    is saved there; :func:`resume` continues it. `data`: the text, if already read with these text
+    settings (the auto recipe reads it to choose the model), so a huge text is read once.
 
     >>> result = train(TrainConfig(epochs=5), out="runs/tm")        # doctest: +SKIP
     >>> result = train(cell="lstm", num_hiddens=256, epochs=5)       # doctest: +SKIP
@@ -565,7 +569,9 @@ def train(config: TrainConfig | None = None, *, out: str | Path | None = None, *
     if start is not None and config.extend_vocab:  # one more pass over the text, for its own tokens
         vocab = finetune.extended_vocab(start, load_data(config).vocab)
         weights = finetune.grow(start.model, len(vocab), config.seed)
-    trainer = Trainer(config, run_dir, vocab=vocab)
+    if start is not None and data is not None:
+        raise ValueError("data read with the text's own vocabulary cannot train a run started from another")
+    trainer = Trainer(config, run_dir, vocab=vocab, data=data)
     if weights is not None:
         trainer.model.load_state_dict(weights.state_dict())  # in place: the optimizer holds these
         train_ids = trainer.data.train
