@@ -169,3 +169,14 @@ def test_the_line_names_a_gpu_when_the_speeds_were_measured_on_one(monkeypatch):
     choice = auto.AutoChoice({}, 1_003_854, 65, 9e5, 300.0, 40_000_000, "cuda", "bf16")
     line = auto.describe(choice, config)
     assert line.endswith("on NVIDIA H200, cuDNN, bf16") and "CPU" not in line
+
+
+def test_the_auto_recipe_reads_the_text_once_and_training_takes_it_on(tmp_path, monkeypatch):
+    from charlm import training
+
+    (tmp_path / "book.txt").write_text("the time traveller for so it will be convenient to speak of him\n" * 400)
+    reads, read = [], training.load_splits
+    monkeypatch.setattr(training, "load_splits", lambda *a, **k: reads.append(a) or read(*a, **k))
+    assert main(["train", str(tmp_path / "book.txt"), "--max-minutes", "0.02", "--out", str(tmp_path / "r"),
+                 "--device", "cpu", "-q"]) == 0
+    assert len(reads) == 1  # a 1 GB text took 47 s a read on two cores
