@@ -323,6 +323,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ValueError(f"PATH {args.path} and --corpus {given['corpus']}: give the text once")
         given["corpus"] = args.path
     _need_out_under_torchrun(args.out)
+    if continue_after_restart(args.out, given):  # before the auto recipe measures: the run has its model
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"charlm: torchrun restarted the workers (restart {_torchrun_restarts()}): continuing the "
+                  f"run in {args.out} from its last checkpoint, as `charlm resume {args.out}` would",
+                  flush=True)
+        return _report_training(_resume(args.out, {}))
     recipe = args.recipe or default_recipe(given)
     if recipe == "auto":
         if "init_from" in given:
@@ -351,6 +357,24 @@ def _resume(run: Path, changes: dict[str, Any]):
     return _distributed(lambda: resume(run, **changes))
 
 
+def _torchrun_restarts() -> int:
+    """How often torchrun's elastic agent has restarted the workers (``--max-restarts``); 0 outside it."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+
+
+def continue_after_restart(out: Path | None, given: dict[str, Any]) -> bool:
+    """Whether `charlm train --out OUT` continues the run in OUT instead of starting one: only in workers
+    that torchrun restarted after a failure (``--max-restarts``), and only if OUT holds a checkpoint of
+    a run with the settings given, i.e. the run this same command started before the failure. Any
+    other run in OUT is refused as ever: a restart must never take over a run it did not start."""
+    if _torchrun_restarts() == 0 or out is None or not (out / "trainer.pt").is_file():
+        return False
+    from .checkpoint import run_configs
+
+    _, saved = run_configs(out)
+    return saved is not None and saved.replace(**given) == saved
+
+
 def _need_out_under_torchrun(out: Path | None) -> None:
     from . import distributed
 
@@ -358,10 +382,26 @@ def _need_out_under_torchrun(out: Path | None) -> None:
         raise ValueError("--out is needed under torchrun: every process must name the same run folder")
 
 
+def restart_store_hazard(env: typing.Mapping[str, str]) -> bool:
+    """Whether torchrun may restart these workers (``--max-restarts``) while its agent shares its store
+    with them (the c10d rendezvous' default, the static one's only way). Seen with torch 2.13: the
+    store keeps its port across attempts, and restarted workers read the failed attempt's addresses
+    in it, then fail to connect or wait on them until gloo's 30-minute timeout (the race of
+    pytorch/pytorch#135712). TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 gives each attempt a fresh store."""
+    restarts = int(env.get("TORCHELASTIC_MAX_RESTARTS", "0"))
+    return restarts > 0 and env.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+
+
 def _distributed(run: Any) -> Any:
     """Run training, then end the process group (waiting for every rank when it went well)."""
     from . import distributed
 
+    if restart_store_hazard(os.environ) and int(os.environ.get("RANK", "0")) == 0:
+        logging.getLogger("charlm").warning(
+            "charlm: note: with torchrun --max-restarts, restarted workers can find the failed attempt's "
+            "addresses in the store torchrun's agent shares with them, and fail or hang (as in "
+            "pytorch/pytorch#135712): use --rdzv-backend c10d and set TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 "
+            "for torchrun (docs/distributed.md)")
     try:
         result = run()
         distributed.teardown(wait_for_all=True)
