@@ -174,7 +174,7 @@ def test_the_line_names_a_gpu_when_the_speeds_were_measured_on_one(monkeypatch):
 def test_the_auto_recipe_reads_the_text_once_and_training_takes_it_on(tmp_path, monkeypatch):
     from charlm import training
 
-    (tmp_path / "book.txt").write_text("the time traveller for so it will be convenient to speak of him\n" * 400)
+    (tmp_path / "book.txt").write_text("the time traveller for so it will be convenient to speak\n" * 400)
     reads, read = [], training.load_splits
     monkeypatch.setattr(training, "load_splits", lambda *a, **k: reads.append(a) or read(*a, **k))
     assert main(["train", str(tmp_path / "book.txt"), "--max-minutes", "0.02", "--out", str(tmp_path / "r"),

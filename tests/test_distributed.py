@@ -216,3 +216,32 @@ def test_a_killed_worker_is_restarted_and_the_run_resumes_from_its_last_checkpoi
     assert ends == list(range(1, epochs + 1))  # each once: none lost, none twice
     assert _charlm(*argv, "--out", "straight", cwd=tmp_path, nproc=2).returncode == 0
     assert_same_run(tmp_path / "killed", tmp_path / "straight")
+
+
+# Loaded by every Python process started with this folder on PYTHONPATH: rank 1's clock runs 1,000
+# times fast, so by its own clock a budget of 6 s is spent at its first batch.
+FAST_CLOCK_ON_RANK_1 = """
+import os, time
+if os.environ.get("RANK") == "1":
+    _real = time.perf_counter
+    _start = _real()
+    time.perf_counter = lambda: _start + 1000 * (_real() - _start)
+"""
+
+
+def test_ranks_whose_clocks_disagree_stop_together_when_rank_0s_budget_is_spent(tmp_path):
+    """Each rank used to ask its own clock: the rank past its budget left the loop, the other went
+    on into the next epoch and waited in a collective for ever (issue 29). Rank 0's clock decides."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(FAST_CLOCK_ON_RANK_1)
+    (tmp_path / "book.txt").write_text(TEXT)
+    argv = ["train", "--corpus", "book.txt", "--out", "r", *ARGS, "--epochs", "100000",
+            "--max-minutes", "0.1", "--eval-every", "0"]
+    env = {"PYTHONPATH": os.pathsep.join([str(site), *sys.path])}
+    with Torchrun(_launcher(2), argv, cwd=tmp_path, timeout=LAUNCH_SECONDS, env=env) as run:
+        done = run.wait()
+    assert done.returncode == 0, done.stderr
+    last = json.loads((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert "the time budget of 0.1 minutes is spent" in last["stopped"]
+    assert last["epoch"] > 1 and last["elapsed"] >= 6  # rank 0's 6 s, not rank 1's first batch

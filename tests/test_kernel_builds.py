@@ -321,3 +321,12 @@ def test_the_portable_cpp_kernels_compile_for_arm64():
         command = [CROSS_CXX, "-fsyntax-only", *native.cflags("portable"), *includes, str(source)]
         done = subprocess.run(command, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_a_build_killed_mid_way_leaves_no_lock_that_stops_the_next(tmp_path):
+    fcntl = pytest.importorskip("fcntl")  # POSIX; on Windows torch's own lock alone guards a build
+    (tmp_path / "lock").write_text("")  # torch's lock, as a build killed by SIGKILL leaves it behind
+    with native.build_lock(tmp_path):
+        assert not (tmp_path / "lock").exists()  # dead: no charlm process holds the build
+        with open(tmp_path / ".charlm-build.lock") as other, pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # while held, no other process builds

@@ -31,7 +31,7 @@ from .device import resolve_device
 from .evaluation import MAX_LOSS, EvalResult, cross_entropy, evaluate_ids, perplexity
 from .fields import flag
 from .generation import GenerateConfig, generate
-from .models import RNNLM, decoding, detach_state, state_from_tensors, state_tensors
+from .models import RNNLM, detach_state, native, state_from_tensors, state_tensors
 from .optim import cosine_lr, grad_clipping, make_optimizer, make_schedule
 from .plot import plot_perplexity
 from .threads import ThreadGovernor, fixed_threads
@@ -130,10 +130,11 @@ class Trainer:
         self.position, self.history, self.best_val = Position(), [], math.inf
         self.steps_done, self.stale_evals = 0, 0  # optimizer steps; validations without a better loss
         self.cadences = {name: cadence.parse(name, getattr(config, name)) for name in CADENCES}
-        if self.dist.is_main and not self.cadences["sample_every"].never:
-            # The first greedy sample builds the C++ decoding kernels (once per machine, up to minutes
-            # on a busy CPU): built now, before the clock starts, so no time budget pays for it.
-            decoding.usable(self.model)
+        if self.device.type == "cpu":
+            # The C++ kernels (the scratch cells' recurrences, the samples' greedy decoding) build on
+            # first use, once per machine, up to minutes on a busy CPU: built now, before the clock
+            # starts and before the signal handler defers a SIGTERM that should end the build.
+            native.available()
         # Wall-clock seconds of earlier sessions of this run (resume), and where this one started:
         # --max-minutes and the cosine schedule count the whole run.
         self.seconds_before, self.started = 0.0, time.perf_counter()

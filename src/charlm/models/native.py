@@ -26,12 +26,14 @@ Environment:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import shutil
 import sys
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,9 +110,32 @@ def build_folder(name: str) -> Path:
     return folder
 
 
+@contextlib.contextmanager
+def build_lock(folder: Path) -> Iterator[None]:
+    """Hold the build of `folder` alone among charlm's processes.
+
+    torch's own lock is a file that exists while a build runs: a process killed mid-build (torchrun
+    ends a job's workers with SIGKILL) leaves it behind, and every later build waits for it forever.
+    An flock dies with the process that holds it, so while this one is held no other charlm process
+    is building here, and a torch lock found then is a dead build's: it is removed. (No flock on
+    Windows: there torch's lock alone guards the build.)"""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(folder / ".charlm-build.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            (folder / "lock").unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _build(target: str) -> None:
-    """Build the kernels for `target` (unless the cache holds them) and load them. torch's build
-    holds a lock file in the build's folder, so processes that start it at once build it once."""
+    """Build the kernels for `target` (unless the cache holds them) and load them, one process at a
+    time (:func:`build_lock`), so processes that start it at once build it once."""
     from torch.utils import cpp_extension
 
     compiler = os.environ.get("CXX", "c++")  # the compiler torch's build calls
@@ -120,9 +145,10 @@ def _build(target: str) -> None:
     folder = build_folder(name)
     if not (folder / f"{name}.so").is_file():
         native_build.announce(_log, "charlm's C++ kernels", target, "about half a minute to a minute")
-    cpp_extension.load(name=name, sources=[str(path) for path in SOURCES], extra_cflags=cflags(target),
-                       extra_ldflags=LDFLAGS, build_directory=str(folder), is_python_module=False,
-                       verbose=False)
+    with build_lock(folder):
+        cpp_extension.load(name=name, sources=[str(path) for path in SOURCES], extra_cflags=cflags(target),
+                           extra_ldflags=LDFLAGS, build_directory=str(folder), is_python_module=False,
+                           verbose=False)
 
 
 def _build_with_fallback(choice: machine.Choice, forced: bool) -> KernelStatus:
