@@ -185,3 +185,15 @@ def test_an_empty_history_writes_nothing(tmp_path):
 def test_importing_plot_does_not_import_matplotlib():
     code = "import sys; import charlm.plot; assert 'matplotlib' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_record_from_the_middle_of_an_epoch_sits_at_its_fraction_of_an_epoch():
+    # A huge text validates by the clock: batch 250 of 1,000 in epoch 1 is at 0.25, and so on.
+    history = [{"epoch": 1, "batch": 250, "batches": 1000, "step": 250, "train_ppl": 9.0, "val_ppl": 8.0},
+               {"epoch": 1, "batch": 500, "batches": 1000, "step": 500, "train_ppl": 7.0, "val_ppl": 6.5},
+               {"epoch": 1, "train_ppl": 6.0, "val_ppl": 6.0}]
+    assert [plot.epochs_done(r) for r in history] == [0.25, 0.5, 1]
+    ax = plot.perplexity_figure(history).axes[0]
+    assert list(ax.lines[0].get_xdata()) == [0.25, 0.5, 1]
+    lo, hi = ax.get_xlim()
+    assert lo < 0.25 and hi > 1

@@ -94,16 +94,6 @@ def teardown(*, wait_for_all: bool = False) -> None:
         dist.destroy_process_group()
 
 
-def any_across(flag: bool, info: DistInfo, device: torch.device) -> bool:
-    """True on every rank if any rank's flag is set: ranks stop at the same batch, or they would
-    wait for each other's gradients forever."""
-    if info.world_size == 1:
-        return flag
-    tensor = torch.tensor([float(flag)], device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return bool(tensor.item())
-
-
 def share_clock(seconds: float, signalled: bool, info: DistInfo, device: torch.device) -> tuple[float, bool]:
     """Rank 0's `seconds`, and whether any rank was `signalled`, on every rank: one collective.
 
