@@ -24,16 +24,13 @@ from pathlib import Path
 from typing import IO
 
 from .suggest import did_you_mean
+from .textfiles import CorpusError, iter_file_text
 
 log = logging.getLogger(__name__)
 
 DATA_ENV = "CHARLM_DATA"
 MIRROR_ENV = "CHARLM_MIRROR"
 _SNIFF_BYTES = 1 << 16
-
-
-class CorpusError(ValueError):
-    """A corpus cannot be found, fetched, verified or read. The message names the file or corpus."""
 
 
 @dataclass(frozen=True)
@@ -283,8 +280,6 @@ def iter_source_text(source: str | Path, split: str = "all", encoding: str | Non
     its encoding detected unless given, `errors` applied, line endings made "\n"), a named corpus
     (a book, a few MB at most, in its known encodings, as published) as one chunk."""
     if is_file_source(source):
-        from .textfiles import iter_file_text
-
         yield from iter_file_text(source, encoding, errors)
     else:
         yield read_corpus_text(source, _split_of(source, split), encoding)

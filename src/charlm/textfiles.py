@@ -23,9 +23,13 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-from .corpora import CorpusError
-
 log = logging.getLogger(__name__)
+
+
+class CorpusError(ValueError):
+    """A corpus cannot be found, fetched, verified or read. The message names the file or corpus.
+    (Defined with the reading of files, the lowest layer that raises it; :mod:`charlm.corpora`
+    re-exports it.)"""
 
 CHUNK_BYTES = 1 << 22  # decoded 4 MiB at a time: tokenizing a chunk holds ~25 bytes per character of it
 SNIFF_BYTES = 1 << 16  # the start of the file that must hold no NUL byte unless it is UTF-16/32
