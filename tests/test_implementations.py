@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import charlm
+from charlm.implementations import IMPLEMENTATIONS, NOT_RECURRENCES
 from charlm.models import native
 from charlm.models.fused import FEW_STEPS, KERNELS, LSTM_STEPS, PYTHON_LOOPS, TORCH_LSTM, choose_path
 
@@ -115,3 +117,42 @@ def test_the_page_shows_every_path_choose_path_returns():
     text = DOC.read_text(encoding="utf-8")
     for path in (KERNELS, PYTHON_LOOPS, LSTM_STEPS, TORCH_LSTM):
         assert f'"{path}"' in text
+
+
+# ---- the map: the page against the list in code --------------------------------------------------
+
+PACKAGE = Path(charlm.__file__).resolve().parent
+ROW = re.compile(r"^\| (?!path \|)([^|]+?) \|", re.MULTILINE)
+
+
+def _page_rows() -> list[tuple[str, str]]:
+    """(name, whole line) of each row of the page's table, header and rule left out."""
+    text = DOC.read_text(encoding="utf-8")
+    return [(match.group(1), text[match.start():text.index("\n", match.start())])
+            for match in ROW.finditer(text) if not match.group(1).startswith("---")]
+
+
+REFERENCES_ROW = "the references in the tests"  # the last row: programs of the tests, not of charlm
+
+
+def test_the_page_has_a_row_for_every_implementation_and_no_other():
+    assert [name for name, _ in _page_rows()] == [i.name for i in IMPLEMENTATIONS] + [REFERENCES_ROW]
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS, ids=lambda i: i.name)
+def test_each_implementation_is_held_by_tests_that_exist_and_that_its_row_names(implementation):
+    row = dict(_page_rows())[implementation.name]
+    assert implementation.tests
+    for test in implementation.tests:
+        path, name = test.split("::")
+        module = importlib.import_module(Path(path).stem)
+        assert callable(getattr(module, name, None)), f"{implementation.name}: no such test {test}"
+        assert f"::{name}`" in row, f"the row of {implementation.name} does not name {test}"
+    for code in implementation.code:
+        assert (PACKAGE / code).is_file(), code
+
+
+def test_no_native_source_runs_without_being_on_the_map():
+    named = {code for i in IMPLEMENTATIONS for code in i.code} | set(NOT_RECURRENCES)
+    sources = {str(p.relative_to(PACKAGE)) for ext in ("*.c", "*.cpp", "*.h") for p in PACKAGE.rglob(ext)}
+    assert sources - named == set(), "native sources no entry of charlm.implementations names"
