@@ -67,10 +67,10 @@ typedef struct Bits {
     double *w[MIXERS];         /* sets * inputs: each mixer's weights, less their start (1 for q) */
     double *w2;                /* nodes * MIXERS: the second layer's, less their start (1 / MIXERS) */
     double *tree;              /* (experts + 2) * 2 * nodes: masses below each node, per distribution */
-    double *apm;               /* apm_rows * 33: the first map, by the previous symbol and node */
-    float *apm2;               /* APM2_ROWS * 33: the second, by the previous two symbols and node */
+    double *apm;               /* apm_rows * APM_KNOTS: the first map, by the previous symbol and node */
+    float *apm2;               /* APM2_ROWS * APM_KNOTS: the second, by the previous two symbols and node */
     uint32_t apm_rows;
-    double knots[33];          /* a map's starting values: the identity */
+    double knots[APM_KNOTS];   /* a map's starting values: the identity */
     int32_t rate[256];         /* 65536 / (n + 1.5): how far a slot seen n times moves */
     double stretch[1 << STRETCH_BITS];
     double lr;                 /* the mixers' learning rate, after the first bits */
@@ -131,13 +131,13 @@ static Bits *bits_new(int lanes, int alphabet, int models, int buckets_log2, dou
     for (int r = 0; r < MIXERS; r++) ok = ok && (b->w[r] = calloc((size_t)b->sets[r] * b->inputs, sizeof(double)));
     b->w2 = calloc(nodes * MIXERS, sizeof(double));
     b->tree = calloc((size_t)(experts + 2) * 2 * nodes, sizeof(double));
-    b->apm = calloc((size_t)b->apm_rows * 33, sizeof(double));
-    b->apm2 = calloc((size_t)APM2_ROWS * 33, sizeof(float));
+    b->apm = calloc((size_t)b->apm_rows * APM_KNOTS, sizeof(double));
+    b->apm2 = calloc((size_t)APM2_ROWS * APM_KNOTS, sizeof(float));
     if (!ok || !b->w2 || !b->tree || !b->apm || !b->apm2) { bits_free(b); return NULL; }
     for (size_t i = 0; i < (size_t)models * 512; i++) b->hmap[i] = 0.5;
     for (int n = 0; n < 256; n++) b->rate[n] = (int32_t)(65536.0 / (n + 1.5));
     for (int i = 0; i < (1 << STRETCH_BITS); i++) b->stretch[i] = stretch_of((i + 0.5) / (1 << STRETCH_BITS));
-    for (int j = 0; j < 33; j++) b->knots[j] = squash((j - 16) * 0.5);
+    for (int j = 0; j < APM_KNOTS; j++) b->knots[j] = apm_knot(j);
     return b;
 }
 
@@ -237,7 +237,7 @@ static double tree_input(const double *t, uint32_t node, double prior) {
     return stretch_of((t[2 * node + 1] + prior) / (below + 2 * prior));
 }
 
-/* An adaptive probability map's row: p's stretch between 33 knots (-8, -7.5, ..., 8). */
+/* An adaptive probability map's row: p's stretch between APM_KNOTS knots (-8, -7.5, ..., 8). */
 typedef struct { size_t knot; double frac; } Knot;
 
 static Knot knot_of(double st) {
@@ -303,8 +303,8 @@ static void bit_mix(Bits *b, Bit *t, uint32_t node, int i, const uint32_t *sel) 
  * two (`h2`, hashed): the probability the coder uses. */
 static double bit_refine(Bits *b, Bit *t, uint32_t node, uint32_t prev, uint32_t h2) {
     uint64_t at = ((uint64_t)node << 8) | prev;
-    t->row = b->apm + (size_t)(at < b->apm_rows ? at : mix32((uint32_t)at) % b->apm_rows) * 33;
-    t->row2 = b->apm2 + (size_t)(mix32(h2 + node * 0x9E3779B1u) & (APM2_ROWS - 1)) * 33;
+    t->row = b->apm + (size_t)(at < b->apm_rows ? at : mix32((uint32_t)at) % b->apm_rows) * APM_KNOTS;
+    t->row2 = b->apm2 + (size_t)(mix32(h2 + node * 0x9E3779B1u) & (APM2_ROWS - 1)) * APM_KNOTS;
     size_t k = t->k.knot;
     double f = t->k.frac;
     double pa = (1.0 - f) * (b->knots[k] + t->row[k]) + f * (b->knots[k + 1] + t->row[k + 1]);

@@ -43,6 +43,9 @@
 #define MATCH_SCALE 8.0     /* the match expert's one-hot value */
 #define HISTORY 32          /* symbols of history kept per lane (the longest context) */
 #define POWERS 16384       /* Adam's bias corrections beta^n, tabulated */
+/* An adaptive probability map's row: knots at stretch -8, -7.5, ..., 8 (bits.c's maps too). */
+#define APM_KNOTS 33
+#define APM_MIDDLE 16       /* the knot at stretch 0 */
 
 typedef struct {
     int32_t lanes, alphabet, vocab;  /* A symbols; the network's logits cover the first `vocab` */
@@ -99,7 +102,7 @@ typedef struct {
     double *pow1, *pow2;   /* beta1^n, beta2^n for n < POWERS */
     double *bias;          /* A: logits of symbols the network lacks (the escapes) */
     double *z, *p, *q, *f; /* scratch: A, A, A, (E + 1) * A */
-    double *apm;           /* apm contexts * 33: probability that the likeliest symbol comes, by its stretch */
+    double *apm;           /* apm contexts * APM_KNOTS: probability that the likeliest symbol comes, by its stretch */
     uint32_t apm_contexts;
     int32_t *bucket;       /* scratch: E + 1 */
     int32_t *lastsym;      /* scratch: E, -1 for a row never seen */
@@ -167,6 +170,9 @@ static double cm_log(double x) {  /* x > 0 */
 static double squash(double x) {  /* 1 / (1 + e^-x) */
     return x >= 0 ? 1.0 / (1.0 + cm_exp(-x)) : cm_exp(x) / (1.0 + cm_exp(x));
 }
+
+/* A map's starting value at knot j: the identity, squash of the knot's stretch. */
+static double apm_knot(int j) { return squash((j - APM_MIDDLE) * 0.5); }
 
 /* ---- the online mode's network ------------------------------------------------------------ */
 
@@ -340,7 +346,7 @@ Model *cm_new(const Config *config, const uint8_t *letter, const uint8_t *glyph)
     m->p = malloc(A * sizeof(double));
     m->q = malloc(A * sizeof(double));
     m->apm_contexts = c->apm == 2 ? 1u << 16 : (uint32_t)A;
-    m->apm = malloc((size_t)m->apm_contexts * 33 * sizeof(double));
+    m->apm = malloc((size_t)m->apm_contexts * APM_KNOTS * sizeof(double));
     m->f = malloc((size_t)(m->E + 1) * A * sizeof(double));
     m->bucket = calloc(m->E + 1, sizeof(int32_t));
     m->lastsym = calloc(m->E + 1, sizeof(int32_t));
@@ -366,7 +372,7 @@ Model *cm_new(const Config *config, const uint8_t *letter, const uint8_t *glyph)
     }
     for (int a = 0; a < A; a++) m->bias[a] = a < c->vocab ? 0.0 : c->extra_logit;
     for (uint32_t i = 0; i < m->apm_contexts; i++)  /* the identity to start with */
-        for (int j = 0; j < 33; j++) m->apm[(size_t)i * 33 + j] = squash((j - 16) * 0.5);
+        for (int j = 0; j < APM_KNOTS; j++) m->apm[(size_t)i * APM_KNOTS + j] = apm_knot(j);
     for (int i = 0; i <= 256; i++) uniform_cum[i] = (uint32_t)i;
     m->c.steps = 0;
     m->letter = letter;
@@ -501,7 +507,7 @@ typedef struct {
     double w_net;           /* that weight */
     int predicted;          /* the match expert's symbol; -1 = it predicts none */
     int best;               /* the likeliest symbol under p */
-    double *apm;            /* the map's row the refinement read (33 knots); NULL = not refined */
+    double *apm;            /* the map's row the refinement read (APM_KNOTS knots); NULL = not refined */
     size_t knot;            /* the knot left of the likeliest probability's stretch, */
     double frac;            /* and how far past it (0..1) */
     const double *q;        /* the probabilities the coder uses: p, or m->q where the map refined p */
@@ -585,7 +591,7 @@ static void mix(Model *m, Step *s) {
 }
 
 /* Stage 3, an adaptive probability map: the likeliest symbol's probability, looked up by its
- * stretch ln(p / (1 - p)) between 33 knots of a row chosen by the previous symbol(s), learns what
+ * stretch ln(p / (1 - p)) between APM_KNOTS knots of a row chosen by the previous symbol(s), learns what
  * actually followed such a probability in such a context; the final probability blends the two
  * (apm_weight), and the other symbols share the rest in their old ratios. It corrects the mixer
  * where it is systematically over- or under-confident. */
@@ -606,7 +612,7 @@ static void refine_likeliest(Model *m, Step *s) {
     double pos = (st + 8.0) * 2.0;  /* knots at stretches -8, -7.5, ..., 8 */
     s->knot = (size_t)floor(pos);
     s->frac = pos - s->knot;
-    s->apm = m->apm + (size_t)ctx * 33;
+    s->apm = m->apm + (size_t)ctx * APM_KNOTS;
     double refined = (1.0 - s->frac) * s->apm[s->knot] + s->frac * s->apm[s->knot + 1];
     double pn = (1.0 - c->apm_weight) * pb + c->apm_weight * refined;
     pn = pn < 1e-6 ? 1e-6 : pn > 1.0 - 1e-6 ? 1.0 - 1e-6 : pn;
