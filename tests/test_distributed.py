@@ -214,7 +214,8 @@ def test_a_killed_worker_is_restarted_and_the_run_resumes_from_its_last_checkpoi
     records = [json.loads(line) for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
     ends = [r["epoch"] for r in records if "batch" not in r]  # the records of whole epochs
     assert ends == list(range(1, epochs + 1))  # each once: none lost, none twice
-    assert _charlm(*argv, "--out", "straight", cwd=tmp_path, nproc=2).returncode == 0
+    straight = _charlm(*argv, "--out", "straight", cwd=tmp_path, nproc=2)
+    assert straight.returncode == 0, straight.stderr
     assert_same_run(tmp_path / "killed", tmp_path / "straight")
 
 

@@ -330,3 +330,13 @@ def test_a_build_killed_mid_way_leaves_no_lock_that_stops_the_next(tmp_path):
         assert not (tmp_path / "lock").exists()  # dead: no charlm process holds the build
         with open(tmp_path / ".charlm-build.lock") as other, pytest.raises(BlockingIOError):
             fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # while held, no other process builds
+
+
+def test_the_kernels_build_from_copies_in_their_folder_so_every_checkout_builds_alike(tmp_path):
+    # ninja's build file names the sources' paths: from two checkouts sharing a cache, the kernels
+    # were rebuilt at every switch. The copies sit in the build folder, rewritten only if they differ.
+    sources = native._sources_in(tmp_path)
+    assert [p.parent for p in sources] == [tmp_path / "src"] * len(native.SOURCES)
+    assert (tmp_path / "src" / "cells.h").read_bytes() == (native.CSRC / "cells.h").read_bytes()
+    stamp = sources[0].stat().st_mtime_ns
+    assert native._sources_in(tmp_path) == sources and sources[0].stat().st_mtime_ns == stamp

@@ -146,9 +146,26 @@ def _build(target: str) -> None:
     if not (folder / f"{name}.so").is_file():
         native_build.announce(_log, "charlm's C++ kernels", target, "about half a minute to a minute")
     with build_lock(folder):
-        cpp_extension.load(name=name, sources=[str(path) for path in SOURCES], extra_cflags=cflags(target),
+        sources = _sources_in(folder)
+        cpp_extension.load(name=name, sources=[str(path) for path in sources], extra_cflags=cflags(target),
                            extra_ldflags=LDFLAGS, build_directory=str(folder), is_python_module=False,
                            verbose=False)
+
+
+def _sources_in(folder: Path) -> list[Path]:
+    """The sources copied into the build's folder (written only where they differ), and their paths
+    there. ninja's build file records the sources' paths: built from two checkouts (or two
+    environments) that share the cache, the same kernels were rebuilt at every switch between them,
+    under processes that had them loaded. The folder's name carries the sources' digest, so every
+    copy of charlm that builds here has the same sources, now at the same paths."""
+    copies = folder / "src"
+    copies.mkdir(exist_ok=True)
+    for path in [*SOURCES, CSRC / "cells.h"]:
+        copy = copies / path.name
+        data = path.read_bytes()
+        if not copy.is_file() or copy.read_bytes() != data:
+            copy.write_bytes(data)
+    return [copies / path.name for path in SOURCES]
 
 
 def _build_with_fallback(choice: machine.Choice, forced: bool) -> KernelStatus:
