@@ -454,7 +454,7 @@ class Trainer:
     def loop(self) -> None:
         """The epochs, each followed by its end-of-epoch work; a signal saves a checkpoint and stops."""
         cfg = self.config
-        self.now = self.elapsed()
+        self.tick()  # rank 0's clock from the first step on: the cosine's first learning rate reads it
         self.note_validation_slice()
         # On a terminal, a bar over the run's tokens (rate, time left); in a log, a line per validation.
         self.bar = tqdm(total=self.tokens_planned(), unit="tok", unit_scale=True,
