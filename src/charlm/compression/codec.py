@@ -159,16 +159,18 @@ class CompressSettings:
 
 
 # What a decoder must share with the encoder besides the settings themselves.
-_MATCH = ("torch", "cpu", "kernel")
+PLATFORM_KEYS = ("torch", "cpu", "kernel")
 
 
-def _platform() -> dict[str, Any]:
+def platform() -> dict[str, Any]:
+    """What the archive records of the machine that coded it, and the decoder must match
+    (:data:`PLATFORM_KEYS`): torch's version, its CPU capability, the kernel's digest."""
     return {"torch": torch.__version__.split("+")[0], "cpu": torch.backends.cpu.get_cpu_capability(),
             "kernel": kernel_id()}
 
 
 @contextmanager
-def _pinned(threads: int) -> Iterator[None]:
+def pinned(threads: int) -> Iterator[None]:
     """Fixed thread count and grad mode while coding, restored after."""
     before, collecting = torch.get_num_threads(), gc.isenabled()
     torch.set_num_threads(threads)

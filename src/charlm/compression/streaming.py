@@ -122,9 +122,9 @@ def compress_stream(source: BinaryIO, sink: BinaryIO, *, run: str | Path | None 
     settings = codec.resolved(settings, run)
     mode, run_dir = ("online", None) if run is None else ("pretrained", Path(run))
     total, out = _remaining(source), _Counted(sink)
-    with codec._pinned(settings.threads):
+    with codec.pinned(settings.threads):
         coder = codec.Coder(mode, settings, run_dir, partial(codec.encoder_network, mode))
-        info: dict[str, Any] = {"settings": settings.to_dict(), **codec._platform()}
+        info: dict[str, Any] = {"settings": settings.to_dict(), **codec.platform()}
         if run_dir is not None:
             info["model_sha256"] = model_digest(run_dir)
             info["network"] = "c" if coder.native else "torch"  # the decoder follows suit
@@ -152,13 +152,13 @@ def decompress_stream(source: BinaryIO, sink: BinaryIO, *, run: str | Path | Non
     total, given = original_length(source), _Counted(source)
     archive = ArchiveReader(given)
     mode, info = archive.header.mode, archive.header.settings
-    check_same(info, codec._platform(), codec._MATCH)
+    check_same(info, codec.platform(), codec.PLATFORM_KEYS)
     settings = CompressSettings.from_dict(info.get("settings", {}))
     if not settings.lanes or settings.lr is None or settings.threads is None:
         raise ArchiveError("the archive's header is damaged (no lane count, learning rate or thread count)")
     run_dir = _decoder_run(mode, info, run)
     length, crc = 0, 0
-    with codec._pinned(settings.threads):
+    with codec.pinned(settings.threads):
         coder = codec.Coder(mode, settings, run_dir, partial(codec.decoder_network, mode, info))
         for frame in archive.frames():
             if frame.kind == STORED:  # the model learns from it as the encoder's did
