@@ -412,32 +412,32 @@ def resolved(settings: CompressSettings | None, run: str | Path | None) -> Compr
     return settings
 
 
-def decoder_network(mode: str, info: dict[str, Any], lm: RNNLM) -> str | None:
-    """The mode whose network runs in C as the encoder's did, or None for torch. A pretrained archive
+def decoder_network(mode: str, info: dict[str, Any], lm: RNNLM) -> bool:
+    """Whether the network runs in C, as the encoder's did (else in torch). A pretrained archive
     names its network ("c" or "torch"); one without the name was made in torch."""
     if mode == "online":
-        return mode if _native(mode, lm) else None
+        return _native(mode, lm)
     network = info.get("network", "torch")
     if network not in ("c", "torch"):
         raise ArchiveError(f"the archive's header names an unknown network {network!r}")
     if network == "c" and not _native(mode, lm):
         raise ArchiveError("this archive's network ran in C, which this model's kind cannot")
-    return mode if network == "c" else None
+    return network == "c"
 
 
-def encoder_network(mode: str, lm: RNNLM) -> str | None:
-    """The mode whose network runs in C (:func:`_native`), or None for torch."""
-    return mode if _native(mode, lm) else None
+def encoder_network(mode: str, lm: RNNLM) -> bool:
+    """Whether the network runs in C (:func:`_native`), else in torch."""
+    return _native(mode, lm)
 
 
 class Coder:
     """One coding run of a mode, a segment of the input after another: the network, the alphabet
     and the kernel, all learning on from one segment to the next. The encoder and the decoder each
-    hold one and take the very same steps; `native` is the mode whose network runs in C (net.c
-    online, deepnet.c pretrained), or None: in torch, a step per call."""
+    hold one and take the very same steps; `in_c` says, given the model, whether its network runs
+    in C (net.c online, deepnet.c pretrained), or in torch, a step per call."""
 
     def __init__(self, mode: str, settings: CompressSettings, run_dir: Path | None,
-                 native: Callable[[RNNLM], str | None]) -> None:
+                 in_c: Callable[[RNNLM], bool]) -> None:
         self.mode, self.settings = mode, settings
         if mode == "online":
             self.lm, self.alphabet = _online_lm(settings), _byte_alphabet()
@@ -445,12 +445,12 @@ class Coder:
         else:
             self.lm, self.alphabet, self._table, vocab = _pretrained(run_dir)
             self._tokens = list(vocab.idx_to_token)
-        self.native = native(self.lm)
+        self.in_c = in_c(self.lm)
         self.kernel = Kernel(_config(settings, self.alphabet), self.alphabet.letter, self.alphabet.glyph,
-                             wide=self.native == "pretrained")
+                             wide=self.in_c and mode == "pretrained")
         start = self.alphabet.start
-        if self.native:
-            self._network = _c_network(self.lm, self.native, settings, start)
+        if self.in_c:
+            self._network = _c_network(self.lm, mode, settings, start)
         else:
             self._learner = OnlineLearner(self.lm, settings.lanes, settings.block, settings.lr, start,
                                           settings.learn)
@@ -480,9 +480,9 @@ class Coder:
         self.kernel.segment(stream, payload)
         steps, done = max(lengths, default=0), 0
         while done < steps:
-            chunk = min(2048 if self.native else 64, steps - done)
+            chunk = min(2048 if self.in_c else 64, steps - done)
             try:
-                if self.native:  # the whole loop in C, a chunk of steps per call (for the progress)
+                if self.in_c:  # the whole loop in C, a chunk of steps per call (for the progress)
                     self.kernel.run(self._network, chunk)
                 else:
                     self._torch_steps(done, chunk, steps)

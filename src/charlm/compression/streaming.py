@@ -127,7 +127,7 @@ def compress_stream(source: BinaryIO, sink: BinaryIO, *, run: str | Path | None 
         info: dict[str, Any] = {"settings": settings.to_dict(), **codec.platform()}
         if run_dir is not None:
             info["model_sha256"] = model_digest(run_dir)
-            info["network"] = "c" if coder.native else "torch"  # the decoder follows suit
+            info["network"] = "c" if coder.in_c else "torch"  # the decoder follows suit
         archive = ArchiveWriter(out, Header(mode, info))
         length, crc = 0, 0
         for piece in segments(source, chunk_size, text=mode == "pretrained"):
