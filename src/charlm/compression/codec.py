@@ -62,17 +62,33 @@ def _online_model() -> ModelConfig:
     return ModelConfig(vocab_size=256, num_hiddens=96, cell="lstm", impl="builtin", embedding=32)
 
 
+# The settings whose default depends on the mode, in one place: `resolved` fills them in, the flags'
+# help shows them. Online: one lane codes best, a network learning from scratch takes a larger step,
+# and net.c's learning has a thread of its own anyway. With --run: a network in torch needs lanes to
+# go fast, a trained network adapts gently, and a trained LSTM in C splits its products between two
+# threads (1.6x on a 2 x 512, the very same bits).
+MODE_DEFAULTS: dict[str, dict[str, int | float]] = {"lanes": {"online": 1, "pretrained": 8},
+                                              "lr": {"online": 2.5e-3, "pretrained": 3e-4},
+                                              "threads": {"online": 1, "pretrained": 2}}
+UNSET: dict[str, Any] = {"lanes": 0, "lr": None, "threads": None}  # what asks for the mode's default
+
+
+def _by_mode(name: str) -> str:
+    """The help's words for a per-mode default: ``"1 online, 8 with --run"``."""
+    by_mode = MODE_DEFAULTS[name]
+    return f"{by_mode['online']:g} online, {by_mode['pretrained']:g} with --run"
+
+
 @dataclass(frozen=True)
 class CompressSettings:
     """What shapes the probabilities. The network (`model`) applies to the online mode (a pretrained
     run brings its own); the rest to both. Defaults: docs/compression.md says what each buys."""
 
-    lanes: int = setting(0, "parts of the input coded side by side (faster, larger); 0 = 1 online, 8 with "
-                         "--run")
+    lanes: int = setting(0, "parts of the input coded side by side (faster, larger); 0 = the mode's: "
+                         + _by_mode("lanes"))
     block: int = setting(12, "symbols per lane between two updates of the network (T)")
-    # None: 2.5e-3 online (a network from scratch), 3e-4 pretrained (a trained one adapts gently)
     lr: float | None = setting(None, "Adam's learning rate of the network while coding; 0 = the network "
-                               "does not learn", shown="2.5e-3 online, 3e-4 with --run")
+                               "does not learn", shown=_by_mode("lr"))
     mix_lr: float = setting(0.001, "Adam's learning rate of the weights mixing the network and the "
                             "context experts (per symbol)")
     orders: tuple[int, ...] = setting((1, 2, 3, 4, 5, 6), "context orders mixed with the network, "
@@ -88,11 +104,9 @@ class CompressSettings:
     limit: int = setting(1023, "a context's counts halve when one reaches this (recent text weighs more)")
     rows: int = setting(1 << 16, "hashed rows per context expert (a power of two)")
     total: int = setting(1 << 22, "frequency total of the arithmetic coder (quantisation of probabilities)")
-    # None: 1 online (its network in C uses a second thread of its own anyway), 2 with --run (a trained
-    # LSTM in C splits each product between two threads: 1.6x on a 2 x 512, the very same bits)
     threads: int | None = setting(None, "threads while coding: torch's (results depend on the split of "
                                   "sums, so the decoder uses the same), or 1-2 for a pretrained LSTM in C "
-                                  "(the same bits with either)", shown="1 online, 2 with --run")
+                                  "(the same bits with either)", shown=_by_mode("threads"))
     learn: str = setting("all", "pretrained mode: what of the network learns while coding: all, top (the top "
                          "layer and the output layer) or output (the output layer alone)")
     seed: int = setting(0, "online mode: seed of the network's initial weights")
@@ -403,13 +417,9 @@ def resolved(settings: CompressSettings | None, run: str | Path | None) -> Compr
     if run is None and settings.learn != "all":
         raise ValueError(f"--learn {settings.learn} applies to a trained run's network (--run); the online "
                          f"network learns whole")
-    if not settings.lanes:  # one lane codes best; a network in torch needs lanes to go fast
-        settings = replace(settings, lanes=1 if run is None else 8)
-    if settings.lr is None:
-        settings = replace(settings, lr=2.5e-3 if run is None else 3e-4)
-    if settings.threads is None:
-        settings = replace(settings, threads=1 if run is None else 2)
-    return settings
+    mode = "online" if run is None else "pretrained"
+    return replace(settings, **{name: by_mode[mode] for name, by_mode in MODE_DEFAULTS.items()
+                                if getattr(settings, name) == UNSET[name]})
 
 
 def decoder_network(mode: str, info: dict[str, Any], lm: RNNLM) -> bool:
