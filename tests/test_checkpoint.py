@@ -155,3 +155,14 @@ def test_a_run_folder_of_each_format_resumes_and_is_saved_in_the_current_format(
     assert [r["epoch"] for r in result.history] == [1, 2, 3]
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["version"] == RUN_VERSION and "cell" not in saved["train"]
+
+
+def test_a_runs_prefix_is_its_own_else_the_books_for_its_corpus():
+    from charlm.checkpoint import Run
+
+    def run(config):
+        return Run(RNNLM(ModelConfig(5, 4)), Vocab.from_counts({"a": 1}), config, Path("r"))
+    assert run(TrainConfig(prefix="it was")).prefix == "it was"
+    assert run(TrainConfig(corpus="timemachine")).prefix == "time traveller"  # the book's, unrecorded
+    assert run(TrainConfig(corpus="my.txt")).prefix == ""
+    assert run(None).prefix == ""  # a run without its training settings records none

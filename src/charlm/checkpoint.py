@@ -38,7 +38,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save
 
-from .config import TrainConfig
+from .config import DEFAULT_PREFIXES, TrainConfig
 from .fields import flat_names
 from .models import RNNLM, ModelConfig
 from .vocab import Vocab
@@ -276,6 +276,14 @@ class Run:
     @property
     def token(self) -> str:
         return self.config.token if self.config is not None else "char"
+
+    @property
+    def prefix(self) -> str:
+        """What a sample starts from when no prefix is given: the run's own (training records it),
+        else the book's for the run's corpus; "" if the run records neither."""
+        if self.config is None:
+            return ""
+        return self.config.prefix or DEFAULT_PREFIXES.get(self.config.corpus, "")
 
 
 def weights_name(run_dir: Path, which: str) -> str:

@@ -422,15 +422,12 @@ def _report_training(result: Any) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from .checkpoint import describe_weights, load
-    from .config import DEFAULT_PREFIXES
     from .device import resolve_device
     from .generation import GenerateConfig, generate, stream
 
     config = GenerateConfig(**settings_given(args, GenerateConfig))  # bad values fail before loading
     run = load(args.run, which=args.which, device=resolve_device(args.device))
-    trained = run.config
-    prefix = args.prefix if args.prefix is not None else (
-        (trained.prefix or DEFAULT_PREFIXES.get(trained.corpus, "")) if trained else "")
+    prefix = args.prefix if args.prefix is not None else run.prefix
     if args.prefix is None and not prefix:
         raise ValueError("--prefix is needed: the run records no prefix to start from")
     if args.out is not None and args.out.exists() and not args.force:
