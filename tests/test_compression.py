@@ -29,6 +29,8 @@ from charlm.compression.reference_coder import encode as reference_encode
 from charlm.models import RNNLM, ModelConfig
 
 SMALL = CompressSettings.of(num_hiddens=32, embedding=8, orders=(1, 2, 3))
+# The same for a trained run, which brings its own network (the online network's flags are refused).
+WITH_RUN = CompressSettings.of(orders=(1, 2, 3))
 TEXT = ("The Time Traveller (for so it will be convenient to speak of him) was expounding a recondite "
         "matter to us. His grey eyes shone and twinkled, and his usually pale face was flushed. ") * 6
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -137,7 +139,7 @@ def char_run(tmp_path_factory):
 def test_pretrained_mode_round_trips_with_characters_outside_the_vocabulary(char_run):
     # Known characters, unknown ones (escaped with their UTF-8 bytes), and bytes that are not UTF-8.
     data = TEXT.encode()[:300] + "Ωmega ☕ 🙂 ".encode() + b"\xff\xfe raw \xc3(" + TEXT.encode()[:100]
-    archive = compress(data, run=char_run, settings=SMALL)
+    archive = compress(data, run=char_run, settings=WITH_RUN)
     assert decompress(archive, run=char_run) == data
 
 
@@ -156,7 +158,7 @@ def _train(folder: Path, *flags: str) -> Path:
 def test_a_gru_run_keeps_the_torch_path_and_round_trips(impl, tmp_path):
     run = _train(tmp_path, "--num-hiddens", "16", "--cell", "gru", "--impl", impl)
     data = TEXT.encode()[:200]
-    archive = compress(data, run=run, settings=SMALL)
+    archive = compress(data, run=run, settings=WITH_RUN)
     assert unpack(archive)[0].settings["network"] == "torch"  # only LSTMs run in C
     assert decompress(archive, run=run) == data
 
@@ -170,7 +172,7 @@ def deep_run(request, tmp_path_factory):
 
 def test_a_deep_lstm_run_codes_in_c_and_round_trips(deep_run):
     data = TEXT.encode()[:400] + "Ωmega ☕ ".encode() + b"\xff raw" + TEXT.encode()[:150]
-    archive = compress(data, run=deep_run, settings=SMALL)
+    archive = compress(data, run=deep_run, settings=WITH_RUN)
     assert unpack(archive)[0].settings["network"] == "c"
     assert decompress(archive, run=deep_run) == data
 
@@ -179,7 +181,7 @@ def test_the_c_path_codes_within_noise_of_the_torch_path(deep_run, monkeypatch):
     from charlm.compression import codec
 
     data = TEXT.encode()[:700]
-    settings = dataclasses.replace(SMALL, lr=0.003)
+    settings = dataclasses.replace(WITH_RUN, lr=0.003)
     in_c = _coded_bits_per_byte(compress(data, run=deep_run, settings=settings))
     monkeypatch.setattr(codec, "_native", lambda mode, lm: False)
     archive = compress(data, run=deep_run, settings=settings)
@@ -195,7 +197,7 @@ def test_an_archive_that_names_no_network_was_made_in_torch_and_decodes_so(deep_
     data = TEXT.encode()[:300]
     with monkeypatch.context() as patch:
         patch.setattr(codec, "_native", lambda mode, lm: False)
-        header, frames, trailer = unpack(compress(data, run=deep_run, settings=SMALL))
+        header, frames, trailer = unpack(compress(data, run=deep_run, settings=WITH_RUN))
     old = {k: v for k, v in header.settings.items() if k != "network"}
     archive = pack(Header(header.mode, old), frames, trailer)
     assert decompress(archive, run=deep_run) == data
@@ -209,7 +211,7 @@ def test_learning_only_the_top_of_the_network_round_trips_in_c_and_in_torch(lear
     from charlm.compression import codec
 
     data = TEXT.encode()[:300]
-    settings = dataclasses.replace(SMALL, learn=learn)
+    settings = dataclasses.replace(WITH_RUN, learn=learn)
     assert decompress(compress(data, run=deep_run, settings=settings), run=deep_run) == data
     monkeypatch.setattr(codec, "_native", lambda mode, lm: False)
     assert decompress(compress(data, run=deep_run, settings=settings), run=deep_run) == data
@@ -231,7 +233,7 @@ def test_a_trained_model_codes_its_kind_of_text_better_than_an_untrained_one(cha
 
 
 def test_the_wrong_model_is_refused_before_decoding(char_run, tmp_path):
-    archive = compress(TEXT.encode()[:100], run=char_run, settings=SMALL)
+    archive = compress(TEXT.encode()[:100], run=char_run, settings=WITH_RUN)
     other = tmp_path / "other"
     other.mkdir()
     for f in char_run.iterdir():
@@ -478,7 +480,7 @@ def test_every_build_and_thread_count_writes_the_same_pretrained_archive(deep_ru
     for target in targets:
         use(target)
         for threads in (1, 2):
-            settings = dataclasses.replace(SMALL, threads=threads, lr=0.003)
+            settings = dataclasses.replace(WITH_RUN, threads=threads, lr=0.003)
             archive = compress(data, run=deep_run, settings=settings)
             header, frames, _ = unpack(archive)
             assert header.settings["network"] == "c"
@@ -661,7 +663,7 @@ def test_a_vocabulary_of_more_than_256_symbols_is_coded_in_more_bits(tmp_path):
                  "--batch-size", "4", "--num-steps", "16", "--out", str(folder / "run"), "--device", "cpu",
                  "-q", "--sample-every", "0"]) == 0
     data = (text[:1500] + "ABC abc\n").encode()
-    archive = compress(data, run=folder / "run", settings=SMALL)
+    archive = compress(data, run=folder / "run", settings=WITH_RUN)
     assert decompress(archive, run=folder / "run") == data
 
 
@@ -691,3 +693,9 @@ def test_the_progress_bar_shows_the_rate_and_the_time_left(monkeypatch):
 def test_bit_models_out_of_range_is_an_error_naming_the_flag(value):
     with pytest.raises(ValueError, match=r"--bit-models must be an integer in 0\.\.21"):
         CompressSettings.of(bit_models=value)
+
+
+def test_the_api_refuses_the_online_networks_settings_with_a_trained_run_as_the_cli_does(char_run):
+    for changed in (dict(num_hiddens=8), dict(cell="gru"), dict(seed=3)):
+        with pytest.raises(ValueError, match=f"--{next(iter(changed)).replace('_', '-')} shapes the online"):
+            compress(b"the time", run=char_run, settings=CompressSettings.of(**changed))

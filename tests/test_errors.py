@@ -196,7 +196,7 @@ def _archives(root: Path) -> None:
     settings = CompressSettings.of(num_hiddens=16, embedding=8, orders=(1, 2))
     online = compress(text, settings=settings)
     (root / "online.chlm").write_bytes(online)
-    (root / "char.chlm").write_bytes(compress(text, run=root / "charrun", settings=settings))
+    (root / "char.chlm").write_bytes(compress(text, run=root / "charrun", settings=CompressSettings.of(orders=(1, 2))))
     head, frames, trailer = unpack(online)
     # the archive's parts: header | frame head (17 bytes) | coded bytes | their CRC (4) | end (1) | trailer (28)
     data_at = len(pack(head, [], trailer)) - 29 + 17

@@ -506,7 +506,7 @@ def _report(verb: str, original: int, archive: int, seconds: float) -> None:
 
 def cmd_compress(args: argparse.Namespace) -> int:
     from .compression import CompressSettings, compress_stream
-    from .compression.codec import ONLINE_MODEL_FLAGS
+    from .compression.codec import resolved
 
     _check_paths(args)
     given = settings_given(args, CompressSettings)
@@ -514,9 +514,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if args.run is not None:
         if args.online:
             raise ValueError("--online and --run choose two different modes; give one")
-        online_only = [name for name in (*ONLINE_MODEL_FLAGS, "seed") if name in given]
-        if online_only:
-            raise ValueError(f"{flag(online_only[0])} shapes the online network; a --run brings its own")
+        resolved(settings, args.run)  # the mode's rules (flags of the online network), before any file
         if not args.run.is_dir():
             raise ValueError(f"--run {args.run}: no such run folder")
     if args.output == "-" and sys.stdout.isatty():

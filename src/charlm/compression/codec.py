@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from ..fields import at_least, check_types, fraction, from_flat, setting
+from ..fields import at_least, check_types, flag, fraction, from_flat, setting, to_flat
 from ..models import RNNLM, ModelConfig
 from .container import ArchiveError
 from .deepnet import LEARN, DeepNetwork
@@ -414,6 +414,11 @@ def _pretrained(run_dir: Path) -> tuple[RNNLM, Alphabet, dict[str, int], Any]:
 def resolved(settings: CompressSettings | None, run: str | Path | None) -> CompressSettings:
     """The settings an archive records: the lanes, learning rate and threads each mode defaults to."""
     settings = settings or CompressSettings()
+    if run is not None:  # the online mode's network and its seed: a trained run brings its own
+        given, default = to_flat(settings), to_flat(CompressSettings())
+        online_only = [name for name in (*ONLINE_MODEL_FLAGS, "seed") if given[name] != default[name]]
+        if online_only:
+            raise ValueError(f"{flag(online_only[0])} shapes the online network; a --run brings its own")
     if run is None and settings.learn != "all":
         raise ValueError(f"--learn {settings.learn} applies to a trained run's network (--run); the online "
                          f"network learns whole")
