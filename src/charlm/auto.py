@@ -51,7 +51,7 @@ from .dataset import Splits
 from .device import resolve_device
 from .evaluation import cross_entropy
 from .models import RNNLM
-from .models.config import ModelConfig
+from .models.config import ModelConfig, between_layers
 from .optim import make_optimizer
 from .training import load_data
 
@@ -209,7 +209,7 @@ def choose(chars: int, vocab_size: int, minutes: float, speed: Callable[[TrainCo
     rate = dropout_for(epochs)
     model = config.model
     settings = {**BASE, **shape, "num_hiddens": model.num_hiddens, "num_layers": model.num_layers,
-                "dropout": rate if model.num_layers > 1 else 0.0, "dropout_output": rate,
+                "dropout": between_layers(rate, model.num_layers), "dropout_output": rate,
                 **cadences(epochs, minutes), "val_rows": validation_rows(chars)}
     settings = {k: v for k, v in settings.items() if k not in given}
     return AutoChoice(settings, chars, vocab_size, tokens_per_sec, epochs, num_params(model))

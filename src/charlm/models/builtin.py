@@ -15,6 +15,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
+from .config import between_layers
+
 # The gates in torch's row order, named by the suffix of the matching scratch parameters:
 # torch's GRU "n" (new) gate is the book's candidate H_tilde (W_xh, W_hh, b_h), and
 # torch's LSTM "g" gate is the book's candidate memory C_tilde (W_xc, W_hc, b_c).
@@ -30,7 +32,7 @@ def builtin_layers(cell: str, num_inputs: int, num_hiddens: int, *, num_layers: 
     """
     # torch warns when dropout is set on a single layer, where it has nothing to act on.
     options = {"num_layers": num_layers, "bidirectional": bidirectional,
-               "dropout": dropout if num_layers > 1 else 0.0}
+               "dropout": between_layers(dropout, num_layers)}
     if cell == "rnn":
         return nn.RNN(num_inputs, num_hiddens, nonlinearity=activation, **options)
     if cell == "gru":

@@ -24,6 +24,12 @@ FROM_SCRATCH = ("scratch", "book")
 INITS = ("default", "normal")
 
 
+def between_layers(dropout: float, num_layers: int) -> float:
+    """The dropout between recurrent layers, which one layer has nowhere to put: the rule that
+    --dropout needs --num-layers 2 (an error in :class:`ModelConfig`), for code that builds a model."""
+    return dropout if num_layers > 1 else 0.0
+
+
 @dataclass
 class ModelConfig:
     """Everything needed to rebuild an :class:`RNNLM`; saved beside the weights as JSON.
