@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from charlm import machine
+from charlm.hardware import machine
 from charlm.models import native
 
 from . import generation, speed

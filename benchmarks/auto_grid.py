@@ -24,10 +24,12 @@ import time
 import zipfile
 from pathlib import Path
 
-from charlm import TrainConfig, auto, machine, train
+from charlm import TrainConfig, train
 from charlm.config import from_recipe
+from charlm.data.textfiles import read_file_text
 from charlm.evaluation import evaluate_run
-from charlm.textfiles import read_file_text
+from charlm.hardware import machine
+from charlm.training import auto
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "auto-grid.jsonl"
 

@@ -134,7 +134,7 @@ def measure(files: list[Path], rows: list[Codec], peers: tuple[Peer, ...] = PEER
 
 def write_doc(lines: list[str], settings: CompressSettings) -> None:
     """The table between the markers of docs/compression.md, with the machine it was measured on."""
-    from charlm import machine
+    from charlm.hardware import machine
 
     facts = machine.probe()
     head = (f"Measured on {facts.cpu_model} ({os.cpu_count()} CPUs), `python -m benchmarks.compression"

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from charlm import TrainConfig, load, train
 from charlm.config import from_recipe
+from charlm.data.textfiles import read_file_text
 from charlm.evaluation import evaluate_run
-from charlm.textfiles import read_file_text
 
 RECIPE = "shakespeare-cpu-10min"
 # From scratch on 20 KB: the recipe's own model, and a smaller one that overfits less.

@@ -22,9 +22,9 @@ from collections.abc import Callable
 
 import torch
 
+from charlm.data.vocab import Vocab
 from charlm.generation import GenerateConfig, generate, stream
 from charlm.models import RNNLM, ModelConfig, native
-from charlm.vocab import Vocab
 
 from . import book
 from .speed import Setup, Timing, _status_mb

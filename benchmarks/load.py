@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("extra", nargs="*", help="flags for `charlm train` after --")
     args = parser.parse_args()
     env = {**os.environ, **dict(item.split("=", 1) for item in args.env)}
-    from charlm import machine
+    from charlm.hardware import machine
 
     facts = machine.probe()
     command = " ".join(args.extra) or "(defaults)"

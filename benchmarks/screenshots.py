@@ -18,7 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
-from charlm.corpora import read_source
+from charlm.data.corpora import read_source
 from charlm.serve import start
 
 CHROMIUM = "/usr/bin/chromium"

@@ -29,9 +29,10 @@ from pathlib import Path
 
 import torch
 
-from charlm import GenerateConfig, load, machine, stream, train
-from charlm import inspect as ins
-from charlm.corpora import iter_source_text
+from charlm import GenerateConfig, load, stream, train
+from charlm.data.corpora import iter_source_text
+from charlm.hardware import machine
+from charlm.inspection import reading as ins
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "explorer.md"
 BEGIN, END = "<!-- benchmark: begin -->", "<!-- benchmark: end -->"

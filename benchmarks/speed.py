@@ -8,7 +8,8 @@ warm-up, and the table gives the median tokens/s with the range over repetitions
 
 A training iteration is what the book's ``train_epoch_ch8`` does per batch: forward, mean
 cross-entropy, backward, clip the global gradient norm to 1, SGD with lr 1 (charlm's own training
-step: :func:`charlm.evaluation.cross_entropy`, :func:`charlm.optim.grad_clipping`, ``torch.optim.SGD``).
+step: :func:`charlm.evaluation.cross_entropy`, :func:`charlm.training.optim.grad_clipping`,
+``torch.optim.SGD``).
 Inputs are random token ids; speed does not depend on the text.
 """
 
@@ -26,10 +27,10 @@ from dataclasses import dataclass
 
 import torch
 
-from charlm import machine
 from charlm.evaluation import cross_entropy
+from charlm.hardware import machine
 from charlm.models import RNNLM, ModelConfig, detach_state, native
-from charlm.optim import grad_clipping
+from charlm.training.optim import grad_clipping
 
 from . import book
 
@@ -104,7 +105,7 @@ def _book_step(net, data) -> Step:
 
 def charlm_step(setup: Setup, data: tuple[torch.Tensor, torch.Tensor], impl: str, *,
                 bf16: bool = False) -> Step:
-    """charlm's training iteration (as :class:`charlm.training.Trainer` does it) for one impl."""
+    """charlm's training iteration (as :class:`charlm.training.loop.Trainer` does it) for one impl."""
     model = RNNLM(ModelConfig(setup.vocab_size, setup.num_hiddens, cell=setup.cell, impl=impl,
                   num_layers=setup.num_layers, embedding=setup.embedding))
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)

@@ -24,7 +24,7 @@ def _corpora() -> Path | None:
         return Path(os.environ["CHARLM_DATA"])
     if SHARED_DATA.is_dir():
         return SHARED_DATA
-    from charlm.corpora import CORPORA, CorpusError, download
+    from charlm.data.corpora import CORPORA, CorpusError, download
 
     folder = _USER_CACHE / "charlm" / "test-corpora"
     try:

@@ -4,9 +4,11 @@ time budget by small rules, says what it chose in one line, and yields to every 
 import pytest
 import torch
 
-from charlm import RNNLM, ModelConfig, TrainConfig, auto, load, machine
+from charlm import RNNLM, ModelConfig, TrainConfig, load
 from charlm.cli import main
 from charlm.config import default_recipe
+from charlm.hardware import machine
+from charlm.training import auto
 
 
 def flops_machine(gflops: float):
@@ -172,11 +174,11 @@ def test_the_line_names_a_gpu_when_the_speeds_were_measured_on_one(monkeypatch):
 
 
 def test_the_auto_recipe_reads_the_text_once_and_training_takes_it_on(tmp_path, monkeypatch):
-    from charlm import training
+    from charlm.training import loop
 
     (tmp_path / "book.txt").write_text("the time traveller for so it will be convenient to speak\n" * 400)
-    reads, read = [], training.load_splits
-    monkeypatch.setattr(training, "load_splits", lambda *a, **k: reads.append(a) or read(*a, **k))
+    reads, read = [], loop.load_splits
+    monkeypatch.setattr(loop, "load_splits", lambda *a, **k: reads.append(a) or read(*a, **k))
     assert main(["train", str(tmp_path / "book.txt"), "--max-minutes", "0.02", "--out", str(tmp_path / "r"),
                  "--device", "cpu", "-q"]) == 0
     assert len(reads) == 1  # a 1 GB text took 47 s a read on two cores

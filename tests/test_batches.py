@@ -7,7 +7,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from charlm import random_batches, sequential_batches
-from charlm.batches import BatchStream, num_batches
+from charlm.data.batches import BatchStream, num_batches
 from strategies import PROPERTY
 
 CORPUS = torch.arange(1000)  # token id == position, so every X shows where it came from

@@ -86,7 +86,7 @@ def test_the_load_benchmark_reports_each_run_as_a_ratio_to_the_run_alone():
 
 
 def test_bf16_variants_are_measured_only_where_bf16_runs(monkeypatch):
-    from charlm import machine
+    from charlm.hardware import machine
 
     real = machine.probe()
     monkeypatch.setattr(machine, "probe", lambda: machine.replace(real, onednn_bf16=False))

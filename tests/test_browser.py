@@ -15,6 +15,7 @@ from tests.explorer_runs import TEXT, make_run, plant_vowel_unit
 
 import charlm
 from charlm import GenerateConfig
+from charlm.inspection.reading import read, score, where_bits_go
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.browser
@@ -164,10 +165,10 @@ def test_bits_per_character_equal_evaluate(watched, runs, tmp_path):
     assert shown == pytest.approx(result.bits_per_token, abs=1e-3)
     assert watched.page.locator("#read-out .tok").count() == len(READ_TEXT)
     assert watched.page.is_visible("#read-summary .bar-row.model")  # the compressors' baselines
-    # Where the bits go by a letter's place in its word: what charlm.inspect computes.
+    # Where the bits go by a letter's place in its word: what charlm.inspection.reading computes.
     run = charlm.load(runs[0])
-    reading = charlm.inspect.read(run, READ_TEXT)
-    parts = charlm.inspect.where_bits_go(reading, charlm.inspect.score(run.model, reading.ids))
+    reading = read(run, READ_TEXT)
+    parts = where_bits_go(reading, score(run.model, reading.ids))
     places = watched.page.eval_on_selector_all("#read-summary .by-place .bar-row",
                                                "rows => rows.map(r => [r.dataset.place, r.textContent])")
     assert [p for p, _ in places] == list(parts.by_place)

@@ -121,7 +121,7 @@ FOLDERS = Path(__file__).parent / "data" / "run-folders"
 
 def _tiny_text(folder: Path) -> None:
     """The text the kept runs were trained on: the first 6,000 characters of the embedded book."""
-    from charlm.corpora import CORPORA, embedded_file
+    from charlm.data.corpora import CORPORA, embedded_file
 
     text = gzip.decompress(embedded_file(CORPORA["timemachine"]).read_bytes()).decode("utf-8")
     (folder / "tiny.txt").write_text(text[:6000], encoding="utf-8")

@@ -177,7 +177,7 @@ def test_an_unknown_recipe_is_a_one_line_error(capsys):
 
 def _simulate(monkeypatch, **facts):
     """This machine as charlm's probe would describe another kind (an AVX2-only CPU, no GPU, ...)."""
-    from charlm import machine
+    from charlm.hardware import machine
 
     simulated = machine.replace(machine.probe(), **facts)
     monkeypatch.setattr(machine, "probe", lambda: simulated)
@@ -273,7 +273,7 @@ def test_with_onednn_held_to_avx2_the_cpu_recipe_trains_in_fp32_and_bf16_is_refu
 
 
 def test_info_shows_the_machine_and_the_choices_training_makes(capsys):
-    from charlm import machine
+    from charlm.hardware import machine
 
     assert main(["info", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
@@ -388,7 +388,7 @@ def test_generate_and_evaluate_use_the_best_validation_weights_and_say_so(book, 
 
 
 def test_a_run_that_leaves_most_of_its_text_unused_says_so(book, tmp_path, caplog):
-    from charlm.dataset import load_splits
+    from charlm.data.dataset import load_splits
 
     caplog.set_level("INFO", logger="charlm")
     argv = ["train", "--corpus", str(book), "--out", str(tmp_path / "r"), *TINY, "--max-tokens", "500"]

@@ -22,8 +22,9 @@ from charlm.cli import main
 from charlm.compression import ArchiveError, CompressSettings, compress, decompress, lane_spans
 from charlm.compression.container import CODED, STORED, Frame, Header, Trailer, pack, unpack
 from charlm.compression.deepnet import DeepNetwork
-from charlm.compression.kernel import Network, decode_with, encode_with, library
+from charlm.compression.kernel import Network
 from charlm.compression.model import BuiltinStepper, OnlineLearner
+from charlm.compression.race import library
 from charlm.compression.reference_coder import cumulative
 from charlm.compression.reference_coder import encode as reference_encode
 from charlm.models import RNNLM, ModelConfig
@@ -343,9 +344,38 @@ def test_the_kernels_coder_writes_exactly_the_reference_coders_stream(seed):
             freqs[rng.randrange(A)] += (1 << 24) - sum(freqs)
         cums.append(cumulative(freqs))
         symbols.append(rng.randrange(A))
-    stream = encode_with(symbols, cums)
+    stream = _encode_with(symbols, cums)
     assert stream == reference_encode(symbols, cums)
-    assert decode_with(stream, cums) == symbols
+    assert _decode_with(stream, cums) == symbols
+
+
+def _flat(rows: list[list[int]]) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.int64).to(torch.int32).reshape(-1) if rows else \
+        torch.zeros(1, dtype=torch.int32)
+
+
+def _encode_with(symbols: list[int], cums: list[list[int]]) -> bytes:
+    """The kernel's coder on its own, one cumulative-count list per symbol, all of one alphabet size."""
+    lib, n = library(), len(symbols)
+    A = len(cums[0]) - 1 if cums else 1
+    sym = torch.tensor(symbols, dtype=torch.int32) if symbols else torch.zeros(1, dtype=torch.int32)
+    cum, out = _flat(cums), ctypes.c_void_p()
+    length = lib.cm_encode_with(cum.data_ptr(), A, sym.data_ptr(), n, ctypes.byref(out))
+    assert length >= 0
+    try:
+        return ctypes.string_at(out.value, length)
+    finally:
+        lib.cm_release(out)
+
+
+def _decode_with(data: bytes, cums: list[list[int]]) -> list[int]:
+    """The inverse of :func:`_encode_with`."""
+    lib, n = library(), len(cums)
+    A = len(cums[0]) - 1 if cums else 1
+    symbols = torch.zeros(max(n, 1), dtype=torch.int32)
+    buffer = ctypes.create_string_buffer(bytes(data), max(len(data), 1))
+    assert lib.cm_decode_with(_flat(cums).data_ptr(), A, n, buffer, len(data), symbols.data_ptr()) == 0
+    return symbols[:n].tolist()
 
 
 def test_the_kernels_exp_and_log_are_accurate_to_the_last_bits():
@@ -374,7 +404,7 @@ def test_deepnets_vectorised_squash_is_the_kernels_squash_bit_for_bit():
 def test_the_network_in_c_computes_what_torch_computes():
     torch.manual_seed(0)
     lm = RNNLM(ModelConfig(256, 24, cell="lstm", impl="builtin", embedding=12)).eval()
-    net = Network(lm, lanes=3, block=1000, lr=0.0, start=10)  # no learning: the forward pass alone
+    net = Network(lm, lanes=3, block=1000, lr=0.0, start=10, lib=library())  # no learning: the forward alone
     ids = torch.randint(0, 256, (3, 40))
     expected, _ = lm(torch.cat([torch.full((3, 1), 10), ids[:, :-1]], 1))
     for t in range(40):
@@ -395,7 +425,8 @@ def _lstm(impl: str, embedding: int | None, num_layers: int = 3) -> RNNLM:
 @pytest.mark.parametrize("embedding", [12, None], ids=["embedding", "one-hot"])
 def test_the_deep_network_in_c_computes_what_torch_computes(impl, embedding):
     lm = _lstm(impl, embedding)
-    net = DeepNetwork(lm, lanes=3, block=1000, lr=0.0, start=10)  # no learning: the forward pass alone
+    # no learning: the forward pass alone
+    net = DeepNetwork(lm, lanes=3, block=1000, lr=0.0, start=10, lib=library(wide=True))
     ids = torch.randint(0, 40, (3, 30), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected, _ = lm(torch.cat([torch.full((3, 1), 10), ids[:, :-1]], 1))
@@ -413,7 +444,7 @@ def test_the_deep_network_in_c_learns_what_torch_learns(impl, embedding):
     with torch.no_grad():
         for p in lm.parameters():
             p.mul_(0.1)
-    net = DeepNetwork(lm, lanes=3, block=5, lr=0.01, start=10)
+    net = DeepNetwork(lm, lanes=3, block=5, lr=0.01, start=10, lib=library(wide=True))
     reference = OnlineLearner(lm, 3, 5, 0.01, 10)
     g = torch.Generator().manual_seed(1)
     with torch.enable_grad():
@@ -441,16 +472,15 @@ def test_the_network_in_c_learns_as_well_as_the_one_in_torch(monkeypatch):
 
 def _every_build(monkeypatch):
     """Each instruction-set level this CPU runs, as a context in which the kernel is that build."""
-    from charlm import machine
-    from charlm.compression import kernel
+    from charlm.compression import kernel, race
+    from charlm.hardware import machine
 
     cpu = machine.probe()
     targets = ["portable"] + [level for level, needs in reversed(machine.X86_LEVELS.items())
                               if cpu.arch == "x86_64" and set(needs) <= cpu.cpu_features]
-    build = kernel.library
 
     def use(level: str) -> None:
-        monkeypatch.setattr(kernel, "library", lambda target=None, wide=False: build(level))
+        monkeypatch.setattr(race, "library", lambda wide=False: kernel.load(level))
     return targets, use
 
 
@@ -566,7 +596,7 @@ def test_progress_is_reported_up_to_the_whole_input_both_ways():
 
 
 def test_the_faster_of_the_cpus_level_and_the_one_below_is_raced_once_and_kept(monkeypatch, tmp_path):
-    from charlm.compression import kernel
+    from charlm.compression import build
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # a machine that never raced
     raced: list[str] = []
@@ -574,32 +604,32 @@ def test_the_faster_of_the_cpus_level_and_the_one_below_is_raced_once_and_kept(m
     def timed(level: str) -> float:
         raced.append(level)
         return {"x86-64-v4": 1.4, "x86-64-v3": 0.8}[level]  # v3 quicker, as on a Zen 4 EPYC
-    monkeypatch.setattr(kernel, "_seconds", timed)
-    kernel.fastest.cache_clear()
-    choice = kernel.fastest("x86-64-v4")
+    build.fastest.cache_clear()
+    choice = build.fastest("x86-64-v4", timed)
     assert choice.value == "x86-64-v3" and "x86-64-v3 30.0 KB/s" in choice.reason
     assert raced == ["x86-64-v4", "x86-64-v3"]
-    kernel.fastest.cache_clear()  # a new process: the answer is read back, not raced again
-    assert kernel.fastest("x86-64-v4").value == "x86-64-v3" and len(raced) == 2
+    build.fastest.cache_clear()  # a new process: the answer is read back, not raced again
+    assert build.fastest("x86-64-v4", timed).value == "x86-64-v3" and len(raced) == 2
     # The CPU's own level wins a tie, and a level with only portable below it is not raced.
     (record,) = (tmp_path / "charlm" / "kernels").glob("*.race.json")
     record.write_text('{"x86-64-v4": 1.0, "x86-64-v3": 1.0}', encoding="utf-8")
-    kernel.fastest.cache_clear()
-    assert kernel.fastest("x86-64-v4").value == "x86-64-v4"
-    assert kernel.fastest("x86-64-v3").value == "x86-64-v3" and len(raced) == 2
-    kernel.fastest.cache_clear()
+    build.fastest.cache_clear()
+    assert build.fastest("x86-64-v4", timed).value == "x86-64-v4"
+    assert build.fastest("x86-64-v3", timed).value == "x86-64-v3" and len(raced) == 2
+    build.fastest.cache_clear()
 
 
 def test_a_level_asked_for_is_built_as_asked_with_no_race(monkeypatch):
-    from charlm import machine
-    from charlm.compression import kernel
+    from charlm.compression import build, race
+    from charlm.hardware import machine
 
-    monkeypatch.setattr(kernel, "fastest", lambda level: pytest.fail("no race when a level is asked for"))
+    monkeypatch.setattr(build, "fastest",
+                        lambda level, seconds: pytest.fail("no race when a level is asked for"))
     monkeypatch.setenv("CHARLM_KERNELS_TARGET", "portable")
-    assert kernel._chosen(None) == "portable"
+    assert build.chosen(None, race.seconds) == "portable"
     monkeypatch.setenv("CHARLM_KERNELS_TARGET", "auto")
-    monkeypatch.setattr(kernel, "fastest", lambda level: machine.Choice("portable", "measured"))
-    assert kernel._chosen(None) == "portable"  # auto: what the race chose
+    monkeypatch.setattr(build, "fastest", lambda level, seconds: machine.Choice("portable", "measured"))
+    assert build.chosen(None, race.seconds) == "portable"  # auto: what the race chose
 
 
 # ---- the bitwise stage and the learner thread (issue 20) -------------------------------------------

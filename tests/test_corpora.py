@@ -9,9 +9,10 @@ from functools import partial
 
 import pytest
 
-from charlm import CORPORA, CorpusError, corpora, load_corpus
-from charlm.corpora import CorpusSpec, cache_dir, is_cached, locate
-from charlm.textfiles import read_file_text
+from charlm import CORPORA, CorpusError, load_corpus
+from charlm.data import corpora
+from charlm.data.corpora import CorpusSpec, cache_dir, is_cached, locate
+from charlm.data.textfiles import read_file_text
 
 BOOK = b"It was the best of times.\nIt was the worst of times.\n" * 50
 

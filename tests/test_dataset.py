@@ -3,7 +3,7 @@
 import pytest
 
 from charlm import load_corpus, load_splits
-from charlm.dataset import split_bounds
+from charlm.data.dataset import split_bounds
 
 
 def test_split_is_contiguous_tails_in_order():

@@ -1,4 +1,4 @@
-"""Greedy generation in C++ (charlm/csrc/decoding.cpp) picks the same tokens as the Python loop.
+"""Greedy generation in C++ (charlm/models/csrc/decoding.cpp) picks the same tokens as the Python loop.
 
 Each case builds a fast scratch model (or a torch.nn one) with weights N(0, 0.1²) (large enough that
 the logits are far apart, small enough that the recurrence contracts: a chaotic one, as with N(0,
@@ -12,9 +12,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from charlm.data.vocab import Vocab
 from charlm.generation import GenerateConfig, generate, stream
 from charlm.models import RNNLM, ModelConfig, decoding, native
-from charlm.vocab import Vocab
 
 ALPHABET = list(" abcdefghijklmnopqrstuvwxyz")
 PREFIX = "time traveller "

@@ -16,8 +16,8 @@ import torch
 from charlm import load
 from charlm.checkpoint import load_trainer
 from charlm.cli import continue_after_restart, restart_store_hazard
-from charlm.distributed import DistInfo
-from charlm.training import train
+from charlm.hardware.distributed import DistInfo
+from charlm.training.loop import train
 from torchrun import Torchrun, tagged
 
 TEXT = "the time traveller for so it will be convenient to speak of him was expounding\n" * 20

@@ -10,8 +10,8 @@ import torch
 
 from charlm import RNNLM, ModelConfig, TrainConfig, Vocab, load, resume, train
 from charlm.cli import main
-from charlm.corpora import CORPORA, embedded_file
-from charlm.finetune import grow
+from charlm.data.corpora import CORPORA, embedded_file
+from charlm.training.finetune import grow
 
 TINY = dict(num_hiddens=48, cell="lstm", impl="builtin", embedding=16, batch_size=8, num_steps=16,
             optimizer="adam", lr=0.01, clean="raw", max_tokens=-1, sample_every=0, eval_every=1, device="cpu")

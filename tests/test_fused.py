@@ -4,7 +4,7 @@ Each case builds a book-loop model with random weights (not the tiny N(0, 0.01²
 are far from their linear regime), copies the weights into a fast model, runs both in float64 from a
 random state and compares outputs, final states and the gradients of every parameter and of the
 initial state under a loss that weighs every output and the final state. Each runs twice: on the C++
-kernels (charlm/csrc/recurrences.cpp) and on the Python loops that stand in where they cannot be built.
+kernels (charlm/models/csrc/recurrences.cpp) and on the Python loops that stand in where they cannot be built.
 """
 
 from __future__ import annotations

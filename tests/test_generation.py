@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from charlm.data.vocab import Vocab
 from charlm.generation import GenerateConfig, generate, next_token_distribution, pick, stream
 from charlm.models import RNNLM, ModelConfig, native
-from charlm.vocab import Vocab
 
 TEXT = "the time machine by h g wells"
 VOCAB = Vocab(list(TEXT))

@@ -1,5 +1,6 @@
 """Imports flow one way: no module of charlm imports, even from inside a function, a module that
-imports it back. Measured from the code's own import statements (``ast``), not from a list."""
+imports it back, and no room imports from a room above it. Measured from the code's own import
+statements (``ast``), not from a list."""
 
 from __future__ import annotations
 
@@ -8,11 +9,30 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "charlm"
 
-# The compressor's one known cycle: kernel.py races its builds by running the whole compressor
-# (kernel -> streaming -> codec -> kernel, and codec -> deepnet -> kernel with it). Issue 30 ("Rooms")
-# takes it apart with a timing callback; until then it is the only cycle allowed, and this test fails
-# when it is gone, so that the entry goes with it. (textfiles <-> corpora, the other, is gone.)
-KNOWN_CYCLES = {("compression.codec", "compression.deepnet", "compression.kernel", "compression.streaming")}
+# The rooms from the ground up. A module may import from its own floor and from floors below it, never
+# from one above: the tree says which way the imports flow. A room is a folder, or a module of the
+# package's root (each listed by name).
+FLOORS = [
+    {"suggest", "fields", "cache", "cadence"},   # the words: flags and their checks, the cache, cadences
+    {"hardware"},                                # what this machine can do, and the choices made from it
+    {"data"},                                    # text in, token ids and batches out
+    {"models"},                                  # the networks
+    {"config", "generation"},                    # a run's settings; sampling from any model
+    {"checkpoint"},                              # a run folder: config, vocabulary and weights
+    {"evaluation", "inspection"},                # scoring a run, and looking inside it
+    {"training", "compression"},                 # what is built on runs: training them, coding with them
+    {"serve", "d2l", "implementations"},         # the explorer; the book's API; the map of the fast paths
+    {"", "info", "cli", "__main__"},             # the public face and the command line
+]
+
+
+def room(module: str) -> str:
+    """``data.corpora`` -> ``data``; a module of the root is its own room."""
+    return module.split(".")[0] if "." in module else module
+
+
+def floor_of(module: str) -> int:
+    return next(i for i, rooms in enumerate(FLOORS) if room(module) in rooms)
 
 
 def module_name(path: Path) -> str:
@@ -90,9 +110,9 @@ def cycles(graph: dict[str, set[str]]) -> set[tuple[str, ...]]:
 
 def test_the_graph_sees_imports_inside_functions_and_relative_ones():
     graph = import_graph()
-    assert "corpora" in graph["dataset"]            # from .corpora import ... at the top
-    assert "machine" in graph["compression.kernel"]  # from .. import machine, native_build
-    assert "compression.streaming" in graph["compression.kernel"]  # inside _seconds()
+    assert "data.corpora" in graph["data.dataset"]              # from .corpora import ... at the top
+    assert "hardware.machine" in graph["compression.build"]     # from ..hardware import machine, ...
+    assert "training.auto" in graph["cli"]                      # from .training import auto, in a function
 
 
 def test_a_cycle_is_found_wherever_it_closes():
@@ -102,4 +122,14 @@ def test_a_cycle_is_found_wherever_it_closes():
 
 
 def test_no_module_imports_a_module_that_imports_it_back():
-    assert cycles(import_graph()) == KNOWN_CYCLES
+    assert cycles(import_graph()) == set()
+
+
+def test_every_room_stands_on_a_floor():
+    assert {room(m) for m in modules()} == set().union(*FLOORS)
+
+
+def test_no_room_imports_from_a_room_above_it():
+    upward = sorted((a, b) for a, targets in import_graph().items() for b in targets
+                    if floor_of(b) > floor_of(a))
+    assert upward == []

@@ -1,4 +1,5 @@
-"""charlm.inspect: a text read as the run reads it, every position scored, every unit traced and ranked."""
+"""charlm.inspection.reading: a text read as the run reads it, every position scored, every unit traced
+and ranked."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import pytest
 import torch
 from tests.explorer_runs import TEXT, make_run, plant_vowel_unit
 
-from charlm import GenerateConfig, evaluate, evaluate_ids, generate, hidden, load, stream_scored
-from charlm import inspect as ins
+from charlm import GenerateConfig, evaluate, evaluate_ids, generate, load, stream_scored
+from charlm.inspection import hidden
+from charlm.inspection import reading as ins
 
 KINDS = [("lstm", "builtin"), ("lstm", "scratch"), ("gru", "builtin"), ("gru", "scratch"), ("rnn", "builtin"),
          ("rnn", "scratch")]

@@ -3,7 +3,7 @@
 charlm's machines change from day to day (an AVX2-only Zen 3, an AVX-512 Zen 5, a Xeon with AMX, an
 arm64 laptop) and may share one build cache. So both native builds, the C++ recurrences
 (:mod:`charlm.models.native`) and the compressor's C (:mod:`charlm.compression.kernel`), are built
-for x86-64-v4, x86-64-v3 or portable (:mod:`charlm.native_build` chooses), carry that level in their
+for x86-64-v4, x86-64-v3 or portable (:mod:`charlm.hardware.native_build` chooses), carry that level in their
 names in one cache folder, and compute what the Python path computes whichever level they were built
 for. Importing charlm builds nothing and reads no source.
 
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from charlm import machine, native_build
-from charlm.compression import kernel
-from charlm.machine import Machine, kernel_target, target_flags
+from charlm.compression import build, race
+from charlm.hardware import machine, native_build
+from charlm.hardware.machine import Machine, kernel_target, target_flags
 from charlm.models import native
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -55,7 +55,7 @@ def test_the_kernels_are_built_for_the_highest_level_the_cpu_runs(cpu, expected)
 def test_the_portable_build_passes_no_machine_flag_so_an_arm64_compiler_accepts_it():
     assert not [flag for flag in target_flags("portable") if flag.startswith("-m")]
     assert not [flag for flag in native.cflags("portable") if flag.startswith("-m")]
-    assert not [flag for flag in kernel._FLAGS if flag.startswith("-m")]
+    assert not [flag for flag in build.FLAGS if flag.startswith("-m")]
 
 
 def test_each_level_is_a_build_of_its_own_name_so_a_shared_cache_never_mixes_them():
@@ -88,21 +88,21 @@ def test_forcing_a_level_the_cpu_lacks_is_an_error_naming_the_variable(monkeypat
 def test_the_compression_kernel_refuses_a_level_the_cpu_lacks(monkeypatch):
     monkeypatch.setattr(machine, "probe", lambda: Machine(arch="x86_64", cpu_features=AVX2))
     with pytest.raises(ValueError, match="cannot run the x86-64-v4 kernel"):
-        kernel.library("x86-64-v4")
+        build.chosen("x86-64-v4", race.seconds)
 
 
 def test_the_compression_kernel_is_built_for_the_level_charlm_kernels_target_names(monkeypatch):
     monkeypatch.setattr(machine, "probe", lambda: Machine(arch="x86_64", cpu_features=AVX512))
     monkeypatch.setenv("CHARLM_KERNELS_TARGET", "x86-64-v3")  # as CI's run held to AVX2 sets it
-    assert kernel._chosen(None) == "x86-64-v3"
+    assert build.chosen(None, race.seconds) == "x86-64-v3"
     monkeypatch.setenv("CHARLM_KERNELS_TARGET", "auto")  # auto: the race starts from the CPU's own level
-    monkeypatch.setattr(kernel, "fastest", lambda level: machine.Choice(level, "measured the faster here"))
-    assert kernel._chosen(None) == "x86-64-v4"
+    monkeypatch.setattr(build, "fastest", lambda level, seconds: machine.Choice(level, "measured the faster"))
+    assert build.chosen(None, race.seconds) == "x86-64-v4"
     monkeypatch.setattr(machine, "probe", lambda: Machine(arch="x86_64", cpu_features=AVX2))
     monkeypatch.setenv("CHARLM_KERNELS_TARGET", "x86-64-v4")
     with pytest.raises(ValueError, match=r"CHARLM_KERNELS_TARGET=x86-64-v4: this CPU .* cannot run it"):
-        kernel.library()
-    target, why = kernel.kernel_status()  # for `charlm info`: says so, does not raise
+        race.library()
+    target, why = race.status()  # for `charlm info`: says so, does not raise
     assert target == "x86-64-v3" and why.startswith("CHARLM_KERNELS_TARGET=x86-64-v4: this CPU")
 
 
@@ -131,21 +131,21 @@ def test_a_compiler_that_does_not_know_the_level_gets_the_portable_build(monkeyp
 
 
 def test_a_c_compiler_that_does_not_know_the_level_gets_the_portable_compression_kernel(monkeypatch):
-    compile_for_real = kernel._compile
+    compile_for_real = build.compile_to
 
     def old_compiler(path, flags):
         if any(flag.startswith("-march=") for flag in flags):
-            raise kernel.KernelError("building the compression kernel with cc failed: cc1: error: bad value "
+            raise build.KernelError("building the compression kernel with cc failed: cc1: error: bad value "
                                      "'x86-64-v4' for '-march=' switch")
         compile_for_real(path, flags)
 
-    monkeypatch.setattr(kernel, "_compile", old_compiler)
-    kernel._build_for.cache_clear()
+    monkeypatch.setattr(build, "compile_to", old_compiler)
+    build.build_for.cache_clear()
     try:
-        target, path = kernel._build_for("x86-64-v4")
-        assert target == "portable" and path.name == f"charlm_compression_portable_{kernel.kernel_id()}.so"
+        target, path = build.build_for("x86-64-v4")
+        assert target == "portable" and path.name == f"charlm_compression_portable_{build.kernel_id()}.so"
     finally:
-        kernel._build_for.cache_clear()
+        build.build_for.cache_clear()
 
 
 def test_the_build_message_appears_only_when_a_build_really_starts(monkeypatch, caplog):
@@ -164,17 +164,17 @@ def test_the_build_message_appears_only_when_a_build_really_starts(monkeypatch, 
         (folder / f"{name}.so").write_bytes(b"")  # the cache holds the build: it only loads
         native._build("portable")
         assert caplog.text == ""
-    with caplog.at_level(logging.INFO, logger="charlm.compression.kernel"):
-        kernel._built("portable")  # this test's cache is empty: a real build, about a second
+    with caplog.at_level(logging.INFO, logger="charlm.compression.build"):
+        build.built("portable")  # this test's cache is empty: a real build, about a second
         assert "building charlm's compression kernel for portable" in caplog.text
         caplog.clear()
-        kernel._built("portable")
+        build.built("portable")
         assert caplog.text == ""
 
 
 def test_both_native_builds_share_one_cache_folder_and_name_their_level(monkeypatch, tmp_path):
     monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
-    library = kernel._built("portable")
+    library = build.built("portable")
     cpp = native.build_folder(native.extension_name("x86-64-v3"))
     assert library.parent == cpp.parent == native_build.cache_folder()
     assert library.name.startswith("charlm_compression_portable_") and cpp.name.startswith(
@@ -261,16 +261,16 @@ def test_without_a_cxx_compiler_the_kernels_warn_once_and_the_python_loops_run(t
 
 
 def test_the_compression_kernel_status_names_its_level_and_file_or_why_not(monkeypatch, tmp_path):
-    target, where = kernel.kernel_status()
-    assert target == kernel._chosen(None) and Path(where).is_file()  # the level raced or asked for
-    kernel._build_for.cache_clear()
+    target, where = race.status()
+    assert target == build.chosen(None, race.seconds) and Path(where).is_file()  # raced or asked for
+    build.build_for.cache_clear()
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty"))  # a cache without the build
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     try:
-        target, why = kernel.kernel_status()  # for `charlm info`: no exception
+        target, why = race.status()  # for `charlm info`: no exception
         assert why.startswith("charlm's compressor builds a small C kernel once and needs a C compiler")
     finally:
-        kernel._build_for.cache_clear()
+        build.build_for.cache_clear()
 
 
 # -- importing charlm reads no source ---------------------------------------------------------------
@@ -282,10 +282,10 @@ import sys
 opened = []
 sys.addaudithook(lambda event, args: opened.append(str(args[0])) if event == "open" else None)
 import charlm
-from charlm.compression import kernel
+from charlm.compression import build
 sources = lambda: sorted({p.rsplit("/", 1)[-1] for p in opened if p.endswith((".c", ".cpp", ".h"))})
-print(sources(), kernel.kernel_id.cache_info().currsize)
-assert kernel.KERNEL_ID == kernel.kernel_id()
+print(sources(), build.kernel_id.cache_info().currsize)
+build.kernel_id()
 print(sources())
 """
 
@@ -297,7 +297,8 @@ def test_importing_charlm_reads_no_kernel_source_until_the_digest_is_asked_for()
     assert done.returncode == 0, done.stderr[-3000:]
     at_import, after = done.stdout.strip().splitlines()
     assert at_import == "[] 0"  # nothing read, the digest not computed
-    assert after == "['bits.c', 'deepnet.c', 'kernel.c', 'net.c']"  # seen once the digest is asked for
+    # seen once the digest is asked for:
+    assert after == "['bits.c', 'deepnet.c', 'kernel.c', 'kernel.h', 'net.c']"
 
 
 # -- the portable sources compile for arm64 ----------------------------------------------------------
@@ -306,7 +307,7 @@ def test_importing_charlm_reads_no_kernel_source_until_the_digest_is_asked_for()
 def test_the_portable_compression_kernel_builds_for_arm64(monkeypatch, tmp_path):
     monkeypatch.setenv("CC", CROSS_CC)
     library = tmp_path / "kernel.so"
-    kernel._compile(library, kernel._FLAGS + target_flags("portable"))  # exactly the build charlm runs
+    build.compile_to(library, build.FLAGS + target_flags("portable"))  # exactly the build charlm runs
     header = library.read_bytes()[:20]
     assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == 183  # EM_AARCH64
 

@@ -9,8 +9,8 @@ import os
 import pytest
 import torch
 
-from charlm import machine
-from charlm.machine import Choice, Machine
+from charlm.hardware import machine
+from charlm.hardware.machine import Choice, Machine
 
 AVX2 = frozenset({"avx2", "fma", "bmi2"})
 AVX512 = AVX2 | {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}

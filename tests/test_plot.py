@@ -7,8 +7,8 @@ import warnings
 
 import pytest
 
-from charlm import plot
-from charlm.plot import (
+from charlm.training import plot
+from charlm.training.plot import (
     CEILING,
     epoch_limits,
     framed,
@@ -183,7 +183,7 @@ def test_an_empty_history_writes_nothing(tmp_path):
 
 
 def test_importing_plot_does_not_import_matplotlib():
-    code = "import sys; import charlm.plot; assert 'matplotlib' not in sys.modules"
+    code = "import sys; import charlm.training.plot; assert 'matplotlib' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from charlm.text import CLEAN_MODES, TOKEN_KINDS, clean_lines, flatten, split_prefix, tokenize
+from charlm.data.text import CLEAN_MODES, TOKEN_KINDS, clean_lines, flatten, split_prefix, tokenize
 from strategies import PROPERTY, texts
 
 

@@ -6,10 +6,10 @@ import logging
 
 import pytest
 
-from charlm import textfiles
 from charlm.cli import main
-from charlm.corpora import CorpusError
-from charlm.textfiles import detect_encoding, iter_file_text, read_file_text
+from charlm.data import textfiles
+from charlm.data.corpora import CorpusError
+from charlm.data.textfiles import detect_encoding, iter_file_text, read_file_text
 
 # An e-book's kind of text: curly quotes, an em dash, an apostrophe, accented letters.
 BOOK = ("\u201cWell,\u201d said the Time Traveller \u2014 it\u2019s a caf\u00e9, na\u00efve as it "

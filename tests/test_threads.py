@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from charlm import machine
-from charlm.threads import _TICK, ThreadGovernor, busy_cpu_seconds
+from charlm.hardware import machine
+from charlm.hardware.threads import _TICK, ThreadGovernor, busy_cpu_seconds
 
 TWO_CORES = machine.Machine(cores=2)
 

@@ -16,12 +16,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charlm import textfiles, tokenstream
-from charlm.batches import BatchStream
-from charlm.corpora import CorpusError
-from charlm.dataset import load_corpus, load_splits, split_bounds
-from charlm.text import CLEAN_MODES, clean_lines, flatten, tokenize
-from charlm.vocab import Vocab
+from charlm.data import textfiles, tokenstream
+from charlm.data.batches import BatchStream
+from charlm.data.corpora import CorpusError
+from charlm.data.dataset import load_corpus, load_splits, split_bounds
+from charlm.data.text import CLEAN_MODES, clean_lines, flatten, tokenize
+from charlm.data.vocab import Vocab
 
 # Characters that make the cuts interesting: spaces of several kinds, newlines, letters whose
 # lowercase depends on what follows (final sigma), non-ASCII letters that d2l cleaning removes.
@@ -139,8 +139,8 @@ def test_a_large_file_is_never_a_python_list_of_its_characters(tmp_path):
     path.write_bytes(line * (64 * 2**20 // len(line)))
     script = textwrap.dedent(f"""
         import resource, sys
-        from charlm import textfiles, tokenstream
-        from charlm.dataset import load_splits
+        from charlm.data import textfiles, tokenstream
+        from charlm.data.dataset import load_splits
         textfiles.CHUNK_BYTES = 1 << 20
         tokenstream.COMPACT_FROM = 0
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -14,8 +14,8 @@ from charlm import RNNLM, ModelConfig
 from charlm.checkpoint import load, load_trainer
 from charlm.config import TrainConfig
 from charlm.evaluation import EvalResult, cross_entropy, evaluate_ids
-from charlm.optim import grad_clipping
-from charlm.training import Trainer, TrainingDiverged, TrainingInterrupted, resume, train
+from charlm.training.loop import Trainer, TrainingDiverged, TrainingInterrupted, resume, train
+from charlm.training.optim import grad_clipping
 
 TEXT = ("the time traveller for so it will be convenient to speak of him was expounding a recondite "
         "matter to us his grey eyes shone and twinkled and his usually pale face was flushed\n") * 12
@@ -232,7 +232,7 @@ def test_no_detach_backpropagates_through_the_whole_epoch(small):
 def test_cosine_lr_warms_up_then_falls_to_min_lr():
     """lr 1, min_lr 0.1, 10 warm-up steps: step 4 is half-way up; after the warm-up the half
     cosine gives (0.1 + 0.9 * (1 + cos(pi p)) / 2): 1 at p = 0, 0.55 at p = 0.5, 0.1 at p = 1."""
-    from charlm.optim import cosine_lr
+    from charlm.training.optim import cosine_lr
 
     cfg = TrainConfig.of(lr=1.0, min_lr=0.1, warmup_steps=10, lr_schedule="cosine")
     assert cosine_lr(cfg, 4, 0.0) == pytest.approx(0.5)

@@ -10,7 +10,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from charlm import Vocab, load_corpus
-from charlm.text import TOKEN_KINDS, clean_lines, flatten, tokenize
+from charlm.data.text import TOKEN_KINDS, clean_lines, flatten, tokenize
 from strategies import PROPERTY, texts
 
 

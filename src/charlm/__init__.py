@@ -3,19 +3,19 @@
 The functions `train`, `resume`, `generate` and `evaluate` mirror the `charlm` commands of the same names.
 """
 
-from .batches import BatchStream, random_batches, sequential_batches
 from .checkpoint import Run, load
 from .compression import compress, compress_stream, decompress, decompress_stream
 from .config import TrainConfig
-from .corpora import CORPORA, CorpusError
-from .dataset import Splits, load_corpus, load_splits
+from .data.batches import BatchStream, random_batches, sequential_batches
+from .data.corpora import CORPORA, CorpusError
+from .data.dataset import Splits, load_corpus, load_splits
+from .data.text import clean_lines, tokenize
+from .data.vocab import Vocab
 from .evaluation import EvalResult, evaluate_ids
 from .evaluation import evaluate_run as evaluate
 from .generation import GenerateConfig, generate, stream, stream_scored
 from .models import RNNLM, ModelConfig, detach_state
-from .text import clean_lines, tokenize
-from .training import TrainResult, resume, train
-from .vocab import Vocab
+from .training.loop import TrainResult, resume, train
 
 __version__ = "0.1.0"
 __all__ = [

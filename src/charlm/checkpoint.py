@@ -39,9 +39,9 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save
 
 from .config import DEFAULT_PREFIXES, TrainConfig
+from .data.vocab import Vocab
 from .fields import flat_names
 from .models import RNNLM, ModelConfig
-from .vocab import Vocab
 
 RUN_FORMAT = "charlm-run"
 # 1: "train" held the model's settings too, flat (and "model" named the cell); 2: "train" holds the

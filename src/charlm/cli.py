@@ -159,7 +159,7 @@ def _train_parser(parser: argparse.ArgumentParser) -> None:
 
 def _resume_parser(parser: argparse.ArgumentParser) -> None:
     from .config import TrainConfig
-    from .training import RESUMABLE
+    from .training.loop import RESUMABLE
 
     _run_argument(parser)
     for f, kind, _ in cli_fields(TrainConfig):
@@ -266,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_corpora(args: argparse.Namespace) -> int:
-    from .corpora import CORPORA, embedded_file, is_cached
+    from .data.corpora import CORPORA, embedded_file, is_cached
 
     for name, spec in CORPORA.items():
         where = is_cached(name)
@@ -311,9 +311,9 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from . import auto
     from .config import TrainConfig, check_recipe_device, default_recipe, from_recipe
-    from .training import train
+    from .training import auto
+    from .training.loop import train
 
     if args.resume is not None:  # the old spelling of `charlm resume RUN`
         return _report_training(_resume(args.resume, settings_given(args, TrainConfig)))
@@ -346,13 +346,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from .training import RESUMABLE
+    from .training.loop import RESUMABLE
 
     return _report_training(_resume(args.run, {k: v for k, v in vars(args).items() if k in RESUMABLE}))
 
 
 def _resume(run: Path, changes: dict[str, Any]):
-    from .training import resume
+    from .training.loop import resume
 
     return _distributed(lambda: resume(run, **changes))
 
@@ -376,7 +376,7 @@ def continue_after_restart(out: Path | None, given: dict[str, Any]) -> bool:
 
 
 def _need_out_under_torchrun(out: Path | None) -> None:
-    from . import distributed
+    from .hardware import distributed
 
     if distributed.launched_by_torchrun() and out is None:
         raise ValueError("--out is needed under torchrun: every process must name the same run folder")
@@ -394,7 +394,7 @@ def restart_store_hazard(env: typing.Mapping[str, str]) -> bool:
 
 def _distributed(run: Any) -> Any:
     """Run training, then end the process group (waiting for every rank when it went well)."""
-    from . import distributed
+    from .hardware import distributed
 
     if restart_store_hazard(os.environ) and int(os.environ.get("RANK", "0")) == 0:
         logging.getLogger("charlm").warning(
@@ -422,8 +422,8 @@ def _report_training(result: Any) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from .checkpoint import describe_weights, load
-    from .device import resolve_device
     from .generation import GenerateConfig, generate, stream
+    from .hardware.device import resolve_device
 
     config = GenerateConfig(**settings_given(args, GenerateConfig))  # bad values fail before loading
     run = load(args.run, which=args.which, device=resolve_device(args.device))
@@ -656,8 +656,8 @@ def main(argv: list[str] | None = None) -> int:
     for note in getattr(args, "renamed", []):
         logging.getLogger("charlm").warning("charlm: note: %s", note)
     from .checkpoint import CheckpointError
-    from .corpora import CorpusError
-    from .training import TrainingDiverged, TrainingInterrupted
+    from .data.corpora import CorpusError
+    from .training.loop import TrainingDiverged, TrainingInterrupted
 
     try:
         return COMMANDS[args.command][2](args)

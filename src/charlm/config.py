@@ -16,14 +16,15 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from . import cadence, machine
-from .batches import SAMPLING_MODES
+from . import cadence
+from .data.batches import SAMPLING_MODES
+from .data.text import CLEAN_MODES, TOKEN_KINDS
+from .data.textfiles import ERRORS
 from .fields import at_least, boolean, check_known, check_types, choice, flag, from_flat, number, setting
-from .machine import PRECISIONS
+from .hardware import machine
+from .hardware.machine import PRECISIONS
 from .models.config import ModelConfig
 from .suggest import did_you_mean
-from .text import CLEAN_MODES, TOKEN_KINDS
-from .textfiles import ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class TrainConfig:
     # checked where the text is cut (dataset.py)
     max_tokens: int = setting(10_000, "keep the first N training tokens (the book: 10000); -1 = all")
     eos: bool = setting(False, "word tokens: add <eos> after every line (PTB)")
-    # None: found by charlm.textfiles; the run then records what it found, so evaluation reads alike
+    # None: found by charlm.data.textfiles; the run then records what it found, so evaluation reads alike
     encoding: str | None = setting(None, "text encoding of a user file, such as utf-8, cp1252 or latin-1",
                                    shown="detected")
     errors: str = setting("strict", "bytes of a user file that cannot be decoded: strict (an error naming "
@@ -192,7 +193,7 @@ def default_recipe(given: Mapping[str, Any]) -> str:
     """The recipe a run gets when none is named: the auto recipe for a text file of the user's own
     (unless it fine-tunes a run, whose settings it inherits), the book's setup for everything else,
     the book's own corpora included."""
-    from .corpora import is_file_source
+    from .data.corpora import is_file_source
 
     corpus = given.get("corpus")
     if corpus is not None and "init_from" not in given and is_file_source(corpus):

@@ -11,7 +11,7 @@ underneath, charlm does the work (corpus, cleaning, vocabulary, batching, clippi
 
 Where it differs, and why:
 
-- Mini-batches come from charlm's vectorised iterators (`charlm.batches`), not Python lists. The
+- Mini-batches come from charlm's vectorised iterators (`charlm.data.batches`), not Python lists. The
   random offset is still drawn with ``random.randint`` and the shuffle is seeded from Python's
   ``random``, so ``random.seed(s)`` replays the batches, as it does in the book.
 - ``predict_ch8`` warms up on the whole prefix in one call instead of one token per call (the same
@@ -37,13 +37,14 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
-from . import optim, text
-from .batches import num_batches, random_epoch, sequential_epoch
 from .checkpoint import atomic_write
-from .corpora import read_source
-from .dataset import load_corpus
+from .data import text
+from .data.batches import num_batches, random_epoch, sequential_epoch
+from .data.corpora import read_source
+from .data.dataset import load_corpus
+from .data.vocab import Vocab
 from .models import State, detach_state
-from .vocab import Vocab
+from .training import optim
 
 __all__ = [
     "Accumulator", "Animator", "RNNModel", "RNNModelScratch", "SeqDataLoader", "Timer", "Vocab",

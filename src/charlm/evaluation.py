@@ -96,8 +96,8 @@ def evaluate_run(run_dir: str | Path, *, corpus: str | None = None, split: str |
     description of the data and the weights used."""
     from .checkpoint import load
     from .config import TrainConfig
-    from .dataset import load_corpus, load_splits
-    from .device import resolve_device
+    from .data.dataset import load_corpus, load_splits
+    from .hardware.device import resolve_device
 
     run = load(run_dir, which=which, device=resolve_device(device))
     if run.config is None and corpus is None:

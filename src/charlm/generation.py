@@ -25,12 +25,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .data.text import split_prefix
+from .data.vocab import Vocab
 from .fields import at_least, boolean, check_types, flag, number, setting
 from .models import decoding
 from .models.lm import RNNLM, evaluating
 from .models.scratch import State
-from .text import split_prefix
-from .vocab import Vocab
 
 __all__ = ["GenerateConfig", "Step", "generate", "next_token_distribution", "pick", "stream", "stream_scored"]
 

@@ -32,24 +32,27 @@ IMPLEMENTATIONS = (
     Implementation("the fused Python path", ("models/fused.py",), (
         "tests/test_fused.py::test_fast_scratch_matches_the_book_loop_in_values_and_gradients",
         "tests/test_fused.py::test_fast_scratch_without_autograd_matches_token_by_token")),
-    Implementation("the C++ recurrences", ("csrc/recurrences.cpp", "csrc/cells.h", "models/native.py"), (
+    Implementation("the C++ recurrences",
+                   ("models/csrc/recurrences.cpp", "models/csrc/cells.h", "models/native.py"), (
         "tests/test_fused.py::test_the_scratch_models_run_on_the_kernels_forward_and_backward",
         "tests/test_kernel_builds.py::test_the_kernels_built_for_a_level_compute_what_the_python_loops_compute")),
-    Implementation("the C++ greedy decoder", ("csrc/decoding.cpp", "models/decoding.py"), (
+    Implementation("the C++ greedy decoder", ("models/csrc/decoding.cpp", "models/decoding.py"), (
         "tests/test_decoding.py::test_the_kernel_loop_computes_the_models_logits_and_state",
         "tests/test_decoding.py::test_greedy_text_from_the_kernel_loop_matches_the_python_loop")),
     Implementation("the compression stepper", ("compression/model.py",), (
         "tests/test_compression.py::test_the_stepper_computes_what_the_torch_nn_model_computes",)),
-    Implementation("net.c (in kernel.c)", ("compression/net.c", "compression/kernel.c"), (
+    Implementation("net.c (in kernel.c)",
+                   ("compression/net.c", "compression/kernel.c", "compression/kernel.h"), (
         "tests/test_compression.py::test_the_network_in_c_computes_what_torch_computes",
         "tests/test_compression.py::test_the_network_in_c_learns_as_well_as_the_one_in_torch")),
     Implementation("deepnet.c (in kernel.c)", ("compression/deepnet.c", "compression/deepnet.py"), (
         "tests/test_compression.py::test_the_deep_network_in_c_computes_what_torch_computes",
         "tests/test_compression.py::test_the_c_path_codes_within_noise_of_the_torch_path")),
-    Implementation("the LSTM's memory from its outputs", ("hidden.py",), (
+    Implementation("the LSTM's memory from its outputs", ("inspection/hidden.py",), (
         "tests/test_inspect.py::test_the_trace_ends_in_the_models_own_state_and_gives_its_logits",)),
 )
 
-# Native sources that compute no recurrence, so no entry names them: the compressor's symbol experts,
-# mixers and coder (kernel.c holds net.c and deepnet.c, which entries name), and its bitwise stage.
+# Native sources that compute no recurrence, so no entry names them: the compressor's bitwise stage.
+# (kernel.c, the symbol experts, mixers and coder, runs net.c and deepnet.c; kernel.h gives both their
+# exp and squash, so the net.c entry names the two.)
 NOT_RECURRENCES = ("compression/bits.c",)

@@ -1,5 +1,5 @@
 """What `charlm info` reports: this machine's facts, and each choice charlm makes from them, with its
-reason. The facts come from :func:`charlm.machine.probe` and the kernels' own build status; the
+reason. The facts come from :func:`charlm.hardware.machine.probe` and the kernels' own build status; the
 choices from the ``choose_*`` functions the library itself calls, so the report cannot disagree with
 what training does."""
 
@@ -10,10 +10,11 @@ from typing import Any
 
 import torch
 
-from . import __version__, machine, native_build
-from .compression import kernel as compression_kernel
+from . import __version__
+from .compression import race
+from .hardware import machine, native_build
+from .hardware.threads import fixed_threads
 from .models import native
-from .threads import fixed_threads
 
 # Environment variables that change what the libraries underneath do, shown when set.
 ENVIRONMENT = ("CHARLM_KERNELS", "CHARLM_KERNELS_TARGET", "CHARLM_THREADS", "OMP_NUM_THREADS",
@@ -27,7 +28,7 @@ def report() -> dict[str, Any]:
     facts = machine.probe()
     device = machine.choose_device("auto", facts)
     kernels = native.build_status()
-    compression_target, compression_where = compression_kernel.kernel_status()
+    compression_target, compression_where = race.status()
     cpp = f"built for {kernels.target}" if kernels.built else f"not available: {kernels.reason}"
     found = {
         "charlm": __version__,
@@ -75,5 +76,5 @@ def _why_level(target: str) -> str:
     level = native_build.choose_target(machine.probe())
     if level.reason == native_build.TARGET_ENV:
         return f" ({level.reason})"
-    choice = compression_kernel.fastest(level.value)
+    choice = race.fastest(level.value)
     return f": {choice.reason}" if choice.reason.startswith("measured") else ""

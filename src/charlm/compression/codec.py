@@ -33,9 +33,10 @@ import torch
 
 from ..fields import at_least, check_types, flag, fraction, from_flat, setting, to_flat
 from ..models import RNNLM, ModelConfig
+from .build import kernel_id
 from .container import ArchiveError
 from .deepnet import LEARN, DeepNetwork
-from .kernel import MAX_ORDERS, Config, Kernel, Network, Stream, kernel_id
+from .kernel import MAX_ORDERS, Config, Kernel, Network, Stream
 from .model import OnlineLearner
 from .reference_coder import MAX_TOTAL
 
@@ -366,10 +367,11 @@ def _config(settings: CompressSettings, alphabet: Alphabet) -> Config:
         bit_rows_log2=BIT_BUCKETS_LOG2, bit_limit=BIT_LIMIT, bit_lr=BIT_LR)
 
 
-def _c_network(lm: RNNLM, mode: str, settings: CompressSettings, start: int) -> Network | DeepNetwork:
+def _c_network(lm: RNNLM, mode: str, settings: CompressSettings, start: int,
+               lib: ctypes.CDLL) -> Network | DeepNetwork:
     if mode == "online":
-        return Network(lm, settings.lanes, settings.block, settings.lr, start)
-    return DeepNetwork(lm, settings.lanes, settings.block, settings.lr, start, learn=settings.learn,
+        return Network(lm, settings.lanes, settings.block, settings.lr, start, lib=lib)
+    return DeepNetwork(lm, settings.lanes, settings.block, settings.lr, start, lib=lib, learn=settings.learn,
                        threads=min(settings.threads, 2))
 
 
@@ -449,10 +451,12 @@ class Coder:
     """One coding run of a mode, a segment of the input after another: the network, the alphabet
     and the kernel, all learning on from one segment to the next. The encoder and the decoder each
     hold one and take the very same steps; `in_c` says, given the model, whether its network runs
-    in C (net.c online, deepnet.c pretrained), or in torch, a step per call."""
+    in C (net.c online, deepnet.c pretrained), or in torch, a step per call. `library` gives the
+    kernel's build to load, given whether the network in C is the pretrained one, whose large
+    products want the widest vectors (:func:`charlm.compression.race.library`)."""
 
     def __init__(self, mode: str, settings: CompressSettings, run_dir: Path | None,
-                 in_c: Callable[[RNNLM], bool]) -> None:
+                 in_c: Callable[[RNNLM], bool], library: Callable[[bool], ctypes.CDLL]) -> None:
         self.mode, self.settings = mode, settings
         if mode == "online":
             self.lm, self.alphabet = _online_lm(settings), _byte_alphabet()
@@ -461,11 +465,11 @@ class Coder:
             self.lm, self.alphabet, self._table, vocab = _pretrained(run_dir)
             self._tokens = list(vocab.idx_to_token)
         self.in_c = in_c(self.lm)
-        self.kernel = Kernel(_config(settings, self.alphabet), self.alphabet.letter, self.alphabet.glyph,
-                             wide=self.in_c and mode == "pretrained")
+        lib = library(self.in_c and mode == "pretrained")  # the network in C shares the Kernel's library
+        self.kernel = Kernel(_config(settings, self.alphabet), self.alphabet.letter, self.alphabet.glyph, lib)
         start = self.alphabet.start
         if self.in_c:
-            self._network = _c_network(self.lm, mode, settings, start)
+            self._network = _c_network(self.lm, mode, settings, start, lib)
         else:
             self._learner = OnlineLearner(self.lm, settings.lanes, settings.block, settings.lr, start,
                                           settings.learn)

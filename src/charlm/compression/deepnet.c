@@ -22,7 +22,7 @@
  *
  * so the portable, AVX2 and AVX-512 builds compute the same bits, with one thread or two (the
  * second thread takes a fixed half of the panels or rows). The sigmoid and tanh are net.c's (via
- * kernel.c's exp); this file is #included at the end of kernel.c.
+ * kernel.h's exp); this file is compiled as part of kernel.c, which includes it after net.c.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -433,7 +433,7 @@ Deep *cm_deep_new(int lanes, int V, int D, int H, int layers, int block, double 
     return d;
 }
 
-/* kernel.c's squash, 1 / (1 + e^-x), over an array, its cm_exp written out without a branch (the
+/* kernel.h's squash, 1 / (1 + e^-x), over an array, its cm_exp written out without a branch (the
  * same operations on every value, a select where squash branches) and in two loops that the
  * compiler vectorises: the polynomial and 2^k's bits, then 2^k read back as a double through a
  * union. Each value rounds exactly as squash's (tested), eight at a time with AVX-512. */
@@ -622,14 +622,4 @@ void cm_deep_advance(Deep *d, int more_to_come) {
         memcpy(d->layer[k].c0, d->layer[k].c, (size_t)d->L * d->H * sizeof(float));
     memcpy(d->inputs, d->inputs + (size_t)d->block * d->L, (size_t)d->L * sizeof(int64_t));
     d->t = 0;
-}
-
-/* Code `steps` steps with this network; 0, or cm_step's error. */
-int cm_run_deep(Model *m, Deep *d, int decoding, int steps) {
-    for (int s = 0; s < steps; s++) {
-        int status = cm_step(m, decoding, cm_deep_forward(d), cm_deep_inputs(d), cm_deep_dlogits(d));
-        if (status) return status;
-        cm_deep_advance(d, m->step < m->c.steps);
-    }
-    return 0;
 }

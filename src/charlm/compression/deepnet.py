@@ -14,8 +14,7 @@ import ctypes
 import torch
 
 from ..models import RNNLM
-from . import kernel
-from .kernel import KernelError
+from .build import KernelError
 
 MAX_LAYERS = 16  # deepnet.c's MAX_LAYERS
 # What learns while coding: every part, the top LSTM layer and the output layer, or the output layer.
@@ -65,14 +64,14 @@ class DeepNetwork:
 
     entry = "cm_run_deep"  # kernel.c's loop over steps with this network
 
-    def __init__(self, lm: RNNLM, lanes: int, block: int, lr: float, start: int, *, learn: str = "all",
-                 threads: int = 1, clip: float = 1.0) -> None:
+    def __init__(self, lm: RNNLM, lanes: int, block: int, lr: float, start: int, *, lib: ctypes.CDLL,
+                 learn: str = "all", threads: int = 1, clip: float = 1.0) -> None:
         if not self.fits(lm):
             raise ValueError("the pretrained network in C is an LSTM read in one direction, weights not tied")
         c = lm.config
         self._weights, copies = flat_weights(lm)
         D = 0 if lm.embedding is None else lm.embedding.weight.shape[1]
-        self._lib = kernel.library(wide=True)  # the same library as the Kernel's (Kernel(wide=True))
+        self._lib = lib  # the Kernel's that runs it
         self.handle = self._lib.cm_deep_new(lanes, c.vocab_size, D, c.num_hiddens, c.num_layers, block, lr,
                                             0.9, 0.999, clip, start, copies, _frozen(learn, c.num_layers),
                                             threads, int(c.impl == "builtin"), self._weights.data_ptr())

@@ -29,154 +29,12 @@
  * The decoder must compute bit-identical probabilities, so everything here is plain IEEE arithmetic
  * in a fixed order: no libm transcendental functions (exp and log are the polynomials below;
  * floor, frexp and sqrt are exact by definition), no fused multiply-adds (the build turns
- * contraction off, kernel.py), sums reduce in a fixed order. Integers hash the contexts.
+ * contraction off, build.py), sums reduce in a fixed order. Integers hash the contexts.
  */
-#include <math.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-
-#define NUM_BUCKETS 12      /* confidence buckets: log2 of a context's count, capped */
-#define MAX_ORDERS 8
-#define KINDS 3             /* rows by symbols seen: several, exactly one, exactly two */
-#define SLOTS (KINDS * NUM_BUCKETS)  /* weights per expert: a confidence bucket for each kind */
-#define MATCH_SCALE 8.0     /* the match expert's one-hot value */
-#define HISTORY 32          /* symbols of history kept per lane (the longest context) */
-#define POWERS 16384       /* Adam's bias corrections beta^n, tabulated */
-/* An adaptive probability map's row: knots at stretch -8, -7.5, ..., 8 (bits.c's maps too). */
-#define APM_KNOTS 33
-#define APM_MIDDLE 16       /* the knot at stretch 0 */
-
-typedef struct {
-    int32_t lanes, alphabet, vocab;  /* A symbols; the network's logits cover the first `vocab` */
-    int32_t steps;                   /* steps of the longest lane of the segment being coded */
-    int32_t num_orders;
-    int32_t orders[MAX_ORDERS];
-    int32_t words;                   /* word experts: 0, 1 (the current word) or 2 (+ the previous one) */
-    int32_t match;                   /* the match expert's context length; 0 = off */
-    int32_t rows_log2;               /* rows per count table */
-    int32_t match_rows_log2;
-    int32_t window_log2;             /* the match expert looks back at most 2^window_log2 positions */
-    int32_t limit;                   /* a count reaching it halves its row (recent text weighs more) */
-    int32_t total;                   /* the coder's frequency total */
-    int32_t esc_char, esc_byte;      /* escape symbols (pretrained mode), -1 = none */
-    int32_t unk, start;              /* the network's input for symbols >= vocab, and before the first */
-    int32_t features;                /* count experts' extra features: 1 seen-in-context, 2 last-seen */
-    int32_t kinds;                   /* 2: rows of one symbol have weights of their own; 3: of two too */
-    int32_t netsel;                  /* the expert whose confidence picks the network's weight; -1 none */
-    int32_t apm;                     /* refine the likeliest symbol's probability: 0 off, 1 by order 1, 2 by order 2 */
-    int32_t bit_models, bit_rows_log2, bit_limit;  /* the bitwise stage (bits.c): 0 models = off */
-    double prior;                    /* added to every count */
-    double mix_lr, beta1, beta2;     /* Adam for the mixing weights, one step per coded symbol */
-    double mix_init, extra_logit;
-    double apm_rate, apm_weight;     /* its table's learning rate; its share of the final probability */
-    double bit_lr;                   /* the bitwise mixer's learning rate */
-} Config;
-
-struct Bits;
-
-typedef struct {
-    Config c;
-    struct Bits *bits;     /* the bitwise stage; NULL = symbols coded whole */
-    int E;                 /* count experts: orders, then words */
-    int X;                 /* weight slots per set: E log-probabilities, E seen, E last, match, network */
-    uint32_t rows, match_rows;
-    uint16_t *counts;      /* E * rows * A */
-    uint32_t *sums;        /* E * rows */
-    uint16_t *distinct;    /* E * rows: symbols seen in the row */
-    uint16_t *last;        /* E * rows: the symbol seen last in the row */
-    double *logc;          /* log(c + prior), c = 0 .. limit */
-    double lognorm_base;   /* A * prior */
-    int32_t *hist;         /* L * HISTORY, newest first */
-    int32_t *seen;         /* L: symbols this lane has coded */
-    uint32_t *word, *prevword;  /* L: hashes of the current and the previous word, 0 = none */
-    uint32_t *cur_rows;    /* L * E: each expert's row for the next symbol */
-    int32_t *coded;        /* window: the symbols coded last, at position mod window (a ring) */
-    int64_t *where;        /* match_rows: 1 + the position that followed a context last time, 0 none */
-    int64_t base;          /* positions before the segment being coded: segments * steps * L */
-    int64_t *pointer;      /* L: position the match expert predicts from, -1 = none */
-    int32_t *run;          /* L: how many of its predictions in a row were right */
-    const uint8_t *letter; /* A: 0 for a symbol that ends a word, else its case-folded code */
-    double *w, *m1, *m2;   /* X * SLOTS: the mixing weights and Adam's moments */
-    int32_t *updates;      /* the same, Adam's step counts */
-    double *pow1, *pow2;   /* beta1^n, beta2^n for n < POWERS */
-    double *bias;          /* A: logits of symbols the network lacks (the escapes) */
-    double *z, *p, *q, *f; /* scratch: A, A, A, (E + 1) * A */
-    double *apm;           /* apm contexts * APM_KNOTS: probability that the likeliest symbol comes, by its stretch */
-    uint32_t apm_contexts;
-    int32_t *bucket;       /* scratch: E + 1 */
-    int32_t *lastsym;      /* scratch: E, -1 for a row never seen */
-    uint32_t *cum;         /* scratch: A + 1 */
-    /* the coder */
-    uint64_t low, high, code;
-    int64_t pending;
-    uint8_t *out;
-    size_t out_bits, out_cap;
-    const uint8_t *in;
-    size_t in_len, in_pos;
-    /* the segment's symbols: given to the encoder, filled in by the decoder (cm_segment) */
-    int32_t *symbols;      /* L * steps */
-    const int32_t *lengths;/* L */
-    uint8_t *extra;        /* L * steps * 4: the bytes an escape carries */
-    uint8_t *extra_len;    /* L * steps */
-    int32_t step;
-} Model;
-
-#define FULL 0xFFFFFFFFull
-#define HALF 0x80000000ull
-#define QUARTER 0x40000000ull
-
-/* ---- exact-by-construction exp and log ------------------------------------------------------ */
-
-/* e^r for |r| <= 0.35: Taylor to r^12, error below 1e-16 (deepnet.c's vectorised squash shares it). */
-static inline double exp_taylor(double r) {
-    double s = 1.0 / 479001600.0;
-    s = s * r + 1.0 / 39916800.0;
-    s = s * r + 1.0 / 3628800.0;
-    s = s * r + 1.0 / 362880.0;
-    s = s * r + 1.0 / 40320.0;
-    s = s * r + 1.0 / 5040.0;
-    s = s * r + 1.0 / 720.0;
-    s = s * r + 1.0 / 120.0;
-    s = s * r + 1.0 / 24.0;
-    s = s * r + 1.0 / 6.0;
-    s = s * r + 0.5;
-    s = s * r + 1.0;
-    s = s * r + 1.0;
-    return s;
-}
-
-static double cm_exp(double x) {  /* x <= 0 */
-    if (x < -700.0) return 0.0;
-    double k = floor(x * 1.4426950408889634 + 0.5);
-    /* ln 2 split so that k * hi is exact for |k| < 2^11 */
-    double r = (x - k * 6.93147180369123816490e-01) - k * 1.90821492927058770002e-10;
-    double s = exp_taylor(r);
-    /* times 2^k, built from its bits: exact (k >= -1010 here, a normal number) and no libm call */
-    union { uint64_t bits; double value; } scale = { (uint64_t)((int64_t)k + 1023) << 52 };
-    return s * scale.value;
-}
-
-static double cm_log(double x) {  /* x > 0 */
-    int e;
-    double m = frexp(x, &e);  /* x = m * 2^e, m in [0.5, 1) */
-    if (m < 0.70710678118654752) { m *= 2.0; e -= 1; }
-    double s = (m - 1.0) / (m + 1.0), s2 = s * s;  /* log m = 2 atanh s, |s| < 0.172 */
-    double q = 1.0 / 19.0;
-    for (int k = 17; k >= 1; k -= 2) q = q * s2 + 1.0 / k;
-    return e * 0.69314718055994530942 + 2.0 * s * q;
-}
-
-static double squash(double x) {  /* 1 / (1 + e^-x) */
-    return x >= 0 ? 1.0 / (1.0 + cm_exp(-x)) : cm_exp(x) / (1.0 + cm_exp(x));
-}
-
-/* A map's starting value at knot j: the identity, squash of the knot's stretch. */
-static double apm_knot(int j) { return squash((j - APM_MIDDLE) * 0.5); }
-
-/* ---- the online mode's network ------------------------------------------------------------ */
-
-#include "net.c"
+#include "kernel.h"   /* Config, Model, the shared constants, exp, log and squash */
+#include "net.c"      /* Net: the online mode's network, cm_net_* */
+#include "deepnet.c"  /* Deep: the pretrained mode's network, cm_deep_* */
+#include "bits.c"     /* Bits: the bitwise stage, bits_* */
 
 /* ---- hashing ------------------------------------------------------------------------------- */
 
@@ -190,8 +48,6 @@ static uint32_t order_hash(const int32_t *hist, int k, uint32_t salt) {
     for (int j = 0; j < k; j++) h = mix32(h + (uint32_t)hist[j] + 1u);
     return h;
 }
-
-static void bits_contexts(struct Bits *b, const int32_t *hist, int seen, uint32_t word, int l);
 
 static void context_rows(Model *m, int l) {
     const int32_t *hist = m->hist + (size_t)l * HISTORY;
@@ -300,8 +156,6 @@ static int code_byte(Model *m, int decoding, int value) {  /* a byte under the f
 static int utf8_length(int lead) {
     return lead < 0x80 ? 1 : (lead >> 5) == 6 ? 2 : (lead >> 4) == 14 ? 3 : 4;
 }
-
-#include "bits.c"
 
 /* ---- life cycle ---------------------------------------------------------------------------- */
 
@@ -821,6 +675,16 @@ int cm_run(Model *m, Net *n, int decoding, int steps) {
     return 0;
 }
 
+/* The same with the pretrained mode's network, deepnet.c's. */
+int cm_run_deep(Model *m, Deep *d, int decoding, int steps) {
+    for (int s = 0; s < steps; s++) {
+        int status = cm_step(m, decoding, cm_deep_forward(d), cm_deep_inputs(d), cm_deep_dlogits(d));
+        if (status) return status;
+        cm_deep_advance(d, m->step < m->c.steps);
+    }
+    return 0;
+}
+
 /* ---- for the tests: the coder and the functions on their own ------------------------------- */
 
 double cm_exp_of(double x) { return cm_exp(x); }
@@ -860,6 +724,3 @@ int cm_decode_with(const uint32_t *cum, int A, int64_t n, const uint8_t *data, i
     return 0;
 }
 
-/* ---- the pretrained mode's network -------------------------------------------------------- */
-
-#include "deepnet.c"

@@ -14,8 +14,8 @@
  *
  * Float32 throughout, in a fixed order of operations: the matrix products run as sums of scaled
  * rows (vectorisable without reordering any sum), and sums that must reduce use fixed partial
- * sums. The sigmoid and tanh use kernel.c's exp: this file is compiled as part of kernel.c (it is
- * #included there). The decoder repeats all of it bit for bit.
+ * sums. The sigmoid and tanh use kernel.h's exp: this file is compiled as part of kernel.c, which
+ * includes it after kernel.h. The decoder repeats all of it bit for bit.
  */
 
 #include <pthread.h>

@@ -21,7 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from . import codec
+from . import codec, race
 from .codec import CompressSettings, model_digest
 from .container import (
     CODED,
@@ -123,7 +123,7 @@ def compress_stream(source: BinaryIO, sink: BinaryIO, *, run: str | Path | None 
     mode, run_dir = ("online", None) if run is None else ("pretrained", Path(run))
     total, out = _remaining(source), _Counted(sink)
     with codec.pinned(settings.threads):
-        coder = codec.Coder(mode, settings, run_dir, partial(codec.encoder_network, mode))
+        coder = codec.Coder(mode, settings, run_dir, partial(codec.encoder_network, mode), race.library)
         info: dict[str, Any] = {"settings": settings.to_dict(), **codec.platform()}
         if run_dir is not None:
             info["model_sha256"] = model_digest(run_dir)
@@ -159,7 +159,8 @@ def decompress_stream(source: BinaryIO, sink: BinaryIO, *, run: str | Path | Non
     run_dir = _decoder_run(mode, info, run)
     length, crc = 0, 0
     with codec.pinned(settings.threads):
-        coder = codec.Coder(mode, settings, run_dir, partial(codec.decoder_network, mode, info))
+        coder = codec.Coder(mode, settings, run_dir, partial(codec.decoder_network, mode, info),
+                            race.library)
         for frame in archive.frames():
             if frame.kind == STORED:  # the model learns from it as the encoder's did
                 coder.encode(coder.stream(frame.data), lambda done: None)

@@ -2,7 +2,7 @@
 
 Generating one token in Python costs about 60 us of interpreter and dispatch work around a few
 microseconds of arithmetic. :func:`greedy` hands a whole run of argmax picks to the C++ loop in
-``csrc/decoding.cpp``, which takes the fast scratch model's parameters as plain tensors (the gates
+``models/csrc/decoding.cpp``, which takes the fast scratch model's parameters as plain tensors (the gates
 side by side, as :meth:`fused_weights` gives them) and does the same equations as the kernels that
 train it::
 

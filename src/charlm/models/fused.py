@@ -10,7 +10,7 @@ about ten small tensor operations forward and twenty backward, each recorded by 
   (:class:`torch.autograd.Function`): two to six operations a step, and the weight gradients of all
   steps as one product after the loop, ``dW_hh = sum_t H_{t-1}^T dA_t``;
 - on the CPU each ``forward`` / ``backward`` hands its whole time loop to charlm's C++ kernels
-  (:mod:`charlm.models.native`, ``csrc/recurrences.cpp``), which do the same steps with one pass over
+  (:mod:`charlm.models.native`, ``models/csrc/recurrences.cpp``), which do the same steps with one pass over
   the elements per step; the Python loops below are the fallback where they cannot be built, and
   the reference they are tested against;
 - the LSTM has a kernel only in C++; elsewhere (GPU, no compiler) it runs on the fused kernel behind

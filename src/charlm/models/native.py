@@ -4,7 +4,7 @@ On the CPU the fast models (:mod:`charlm.models.fused`) run their time loops in 
 they can be built: one C++ loop per sequence, the matrix products on ATen, and all the element-wise
 work of a step in one pass. They are compiled once per machine with the C++ compiler and ninja
 (``torch.utils.cpp_extension``, half a minute to a minute) and cached beside the compressor's C
-kernel (:mod:`charlm.native_build`: ``~/.cache/charlm/kernels``; until then they were cached in
+kernel (:mod:`charlm.hardware.native_build`: ``~/.cache/charlm/kernels``; until then they were cached in
 ``~/.cache/torch_extensions``), or under ``TORCH_EXTENSIONS_DIR`` where that is set.
 
 The build is for the CPU's instruction-set level, not for the exact CPU (``-march=native``): x86-64-v4
@@ -39,9 +39,9 @@ from pathlib import Path
 
 import torch
 
-from charlm import machine, native_build
+from charlm.hardware import machine, native_build
 
-CSRC = Path(__file__).resolve().parent.parent / "csrc"
+CSRC = Path(__file__).resolve().parent / "csrc"
 SOURCES = [CSRC / "recurrences.cpp", CSRC / "decoding.cpp"]  # both include cells.h
 TARGETS = native_build.TARGETS  # lowest level first
 LDFLAGS = ["-fopenmp"]

@@ -3,7 +3,7 @@
 Nothing here knows HTTP: :mod:`.server` checks who asks and how, then calls these. Every value a
 client sends is checked here against its type and its cap, and a bad one is an :class:`ApiError`
 with the status to answer and one line saying what to change. The analysis itself is
-:mod:`charlm.inspect` and :func:`charlm.generation.stream_scored`.
+:mod:`charlm.inspection.reading` and :func:`charlm.generation.stream_scored`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,24 @@ from typing import Any
 
 import torch
 
-from .. import inspect
 from ..checkpoint import CheckpointError, Run, load, weights_name
 from ..generation import GenerateConfig, stream_scored
+from ..inspection.reading import (
+    PRESETS,
+    Group,
+    Reading,
+    Scores,
+    Trace,
+    compressor_bits,
+    mask_of,
+    next_tokens,
+    rank_units,
+    read,
+    score,
+    top_positions,
+    trace,
+    where_bits_go,
+)
 from ..models.config import FROM_SCRATCH
 
 
@@ -74,7 +89,7 @@ class Explorer:
         self.limits = limits
         self.which = which
         self._stamps = {key: _stamp(run.path, which) for key, run in self.runs.items()}
-        self._traces: OrderedDict[tuple, tuple[inspect.Reading, inspect.Trace]] = OrderedDict()
+        self._traces: OrderedDict[tuple, tuple[Reading, Trace]] = OrderedDict()
 
     # ---- what a request names ----
 
@@ -98,23 +113,23 @@ class Explorer:
             self._traces = OrderedDict((k, v) for k, v in self._traces.items() if k[0] != key)
         return run
 
-    def text(self, body: dict, run: Run, name: str = "text", at_least: int = 2) -> inspect.Reading:
+    def text(self, body: dict, run: Run, name: str = "text", at_least: int = 2) -> Reading:
         text = _get(body, name, str)
         if len(text) > self.limits.max_text:
             raise ApiError(413, f"the text has {len(text):,} characters; the explorer reads at most "
                                 f"{self.limits.max_text:,} at a time")
-        reading = inspect.read(run, text)
+        reading = read(run, text)
         if len(reading.tokens) < at_least:
             raise ApiError(400, f"the text gives {len(reading.tokens)} token(s) as this run reads text; "
                                 f"at least {at_least} are needed")
         return reading
 
-    def _trace(self, key: str, run: Run, reading: inspect.Reading) -> inspect.Trace:
+    def _trace(self, key: str, run: Run, reading: Reading) -> Trace:
         """The trace of a text, kept for the last few texts: a unit search or a unit's values after
         an analysis of the same text cost no second pass over the model."""
         cache_key = (key, hashlib.sha256(reading.ids.numpy().tobytes()).hexdigest())
         if cache_key not in self._traces:
-            self._traces[cache_key] = (reading, inspect.trace(run.model, reading.ids))
+            self._traces[cache_key] = (reading, trace(run.model, reading.ids))
             while len(self._traces) > 2:
                 self._traces.popitem(last=False)
         self._traces.move_to_end(cache_key)
@@ -125,7 +140,7 @@ class Explorer:
     def runs_info(self) -> dict:
         return {"runs": [_describe(key, run) for key, run in self.runs.items()],
                 "limits": {f.name: getattr(self.limits, f.name) for f in fields(self.limits)},
-                "presets": list(inspect.PRESETS)}
+                "presets": list(PRESETS)}
 
     def metrics(self, key: str) -> dict:
         if key not in self.runs:
@@ -138,7 +153,7 @@ class Explorer:
         top = _capped(body, "top", 5, 1, self.limits.max_top)
         # With the hidden states wanted too (the Neurons view), one pass gives both.
         trace = self._trace(key, run, reading) if _get(body, "states", bool, False) else None
-        scores = inspect.score(run.model, reading.ids, top=top, trace=trace)
+        scores = score(run.model, reading.ids, top=top, trace=trace)
         return {**_reading_json(reading), **_scores_json(scores),
                 "bpc": scores.bits_per_token, "num_predicted": len(scores.bits),
                 "summary": _summary(reading, scores)}
@@ -149,7 +164,7 @@ class Explorer:
             raise ApiError(400, "this run is bidirectional: it has seen the next token, so it cannot "
                                 "say what comes next")
         reading = self.text(body, run, at_least=1)
-        ids, probs = inspect.next_tokens(run.model, reading.ids, top=_capped(body, "top", 10, 1,
+        ids, probs = next_tokens(run.model, reading.ids, top=_capped(body, "top", 10, 1,
                                                                              self.limits.max_top))
         return {"tokens": run.vocab.to_tokens(ids.tolist()), "probs": probs.tolist()}
 
@@ -162,7 +177,7 @@ class Explorer:
             values = trace.column(layer, kind, _get(body, "unit", int))
         except ValueError as err:
             raise ApiError(400, str(err)) from None
-        return {"values": _rounded(values), "top": inspect.top_positions(values, count=12)}
+        return {"values": _rounded(values), "top": top_positions(values, count=12)}
 
     def search(self, body: dict) -> dict:
         key, run = self.run(body)
@@ -172,7 +187,7 @@ class Explorer:
         trace = self._trace(key, run, reading)
         kinds = _get(body, "kinds", list, ["h", "c"])
         try:
-            ranked = inspect.rank_units(trace, mask, limit=trace.values.shape[1])
+            ranked = rank_units(trace, mask, limit=trace.values.shape[1])
         except ValueError as err:
             raise ApiError(400, str(err)) from None
         found = []
@@ -194,7 +209,7 @@ class Explorer:
         if readings[0].tokens != readings[1].tokens:
             raise ApiError(400, "the two runs read this text differently (their cleaning or tokens "
                                 "differ), so their scores do not line up; compare runs that read text alike")
-        scores = [inspect.score(run.model, r.ids, top=1) for run, r in zip(runs, readings)]
+        scores = [score(run.model, r.ids, top=1) for run, r in zip(runs, readings)]
         diff = scores[0].bits - scores[1].bits
         largest = torch.topk(diff.abs(), min(12, len(diff))).indices + 1  # scored position t is row t - 1
         return {"tokens": readings[0].tokens, "bits": [[None] + _rounded(s.bits) for s in scores],
@@ -235,7 +250,7 @@ def _generate_config(body: dict, limits: Limits) -> GenerateConfig:
         raise ApiError(400, str(err)) from None
 
 
-def _mask(body: dict, reading: inspect.Reading) -> torch.Tensor:
+def _mask(body: dict, reading: Reading) -> torch.Tensor:
     how = _get(body, "mask", dict)
     if len(how) != 1 or next(iter(how)) not in ("preset", "regex", "spans"):
         raise ApiError(400, "'mask' must be one of {\"preset\": NAME}, {\"regex\": PATTERN} and "
@@ -251,7 +266,7 @@ def _mask(body: dict, reading: inspect.Reading) -> torch.Tensor:
         raise ApiError(400, f"{name!r} must be a string" + (" of at most 200 characters" if name == "regex"
                                                              else ""))
     try:
-        return inspect.mask_of(reading, **{name: value})
+        return mask_of(reading, **{name: value})
     except ValueError as err:
         raise ApiError(400, str(err)) from None
 
@@ -301,25 +316,25 @@ def _rounded(values: torch.Tensor, places: int = 4) -> list[float]:
     return (values.double() * 10 ** places).round().div(10 ** places).tolist()
 
 
-def _reading_json(reading: inspect.Reading) -> dict:
+def _reading_json(reading: Reading) -> dict:
     return {"tokens": reading.tokens, "ids": reading.ids.tolist(), "cleaned": reading.cleaned,
             "unknown": reading.unknown}
 
 
-def _scores_json(scores: inspect.Scores) -> dict:
+def _scores_json(scores: Scores) -> dict:
     return {"bits": [None] + _rounded(scores.bits), "probs": [None] + _rounded(scores.probs, 5),
             "ranks": [None] + scores.ranks.tolist(), "top_ids": [None] + scores.top_ids.tolist(),
             "top_probs": [None] + _rounded(scores.top_probs, 5)}
 
 
-def _groups(groups: dict[str, inspect.Group]) -> dict:
+def _groups(groups: dict[str, Group]) -> dict:
     return {key: {"count": g.count, "bpc": g.bits} for key, g in groups.items()}
 
 
-def _summary(reading: inspect.Reading, scores: inspect.Scores) -> dict:
+def _summary(reading: Reading, scores: Scores) -> dict:
     """Where the bits go, and what general-purpose compressors need for the same text."""
-    parts = inspect.where_bits_go(reading, scores)
+    parts = where_bits_go(reading, scores)
     text = reading.separator.join(reading.tokens)
     return {"by_class": _groups(parts.by_class), "by_place": _groups(parts.by_place),
             "costliest": parts.costliest,
-            "baselines": inspect.compressor_bits(text, len(reading.tokens))}
+            "baselines": compressor_bits(text, len(reading.tokens))}

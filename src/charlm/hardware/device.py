@@ -1,5 +1,5 @@
 """Choosing the device once, at the edge: ``auto`` is CUDA, then Apple's MPS, then the CPU
-(:func:`charlm.machine.choose_device` decides; this turns its choice into a torch device)."""
+(:func:`charlm.hardware.machine.choose_device` decides; this turns its choice into a torch device)."""
 
 from __future__ import annotations
 

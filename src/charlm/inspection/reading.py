@@ -27,11 +27,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..checkpoint import Run
+from ..data.text import clean_lines, flatten, tokenize
+from ..models import RNNLM, evaluating
+from ..models.config import FROM_SCRATCH
 from . import hidden
-from .checkpoint import Run
-from .models import RNNLM, evaluating
-from .models.config import FROM_SCRATCH
-from .text import clean_lines, flatten, tokenize
 
 __all__ = ["PRESETS", "Reading", "Scores", "Trace", "mask_of", "next_tokens", "rank_units", "read",
            "score", "top_positions", "trace"]
@@ -90,7 +90,7 @@ def score(model: RNNLM, ids: Tensor, *, top: int = 5, num_steps: int = 1024,
           trace: Trace | None = None) -> Scores:
     """Score every token of `ids` (1-D, at least 2) from the ones before it, from a zero state: the
     same sums as :func:`~charlm.evaluate_ids`, from the last layer's hidden states over the whole
-    text (:func:`charlm.hidden.layer_outputs`, the layers overlapped), `num_steps` positions of
+    text (:func:`charlm.inspection.hidden.layer_outputs`, the layers overlapped), `num_steps` positions of
     logits at a time. Given the `trace` of the same ids, its last layer's ``h`` is used instead, with
     no second pass over the recurrence. Meant for a page of text (the states of the whole text are
     held at once); ``evaluate_ids`` scores a stream of any length."""
@@ -115,7 +115,8 @@ def score(model: RNNLM, ids: Tensor, *, top: int = 5, num_steps: int = 1024,
 def _chunk_logits(model: RNNLM, X: Tensor, num_steps: int,
                   trace: Trace | None) -> Iterator[tuple[int, Tensor]]:
     """(start, logits (steps, V)) of the inputs ``X (1, T)``, chunk by chunk: from the last layer's
-    hidden states, of a trace or of :func:`charlm.hidden.layer_outputs` (which overlaps the layers)."""
+    hidden states, of a trace or of :func:`charlm.inspection.hidden.layer_outputs` (which overlaps the
+    layers)."""
     if trace is None:
         H = hidden.layer_outputs(model, model._encode(X))[-1][:, 0]  # (T-1, D*H)
         yield from _project(model, H, num_steps)

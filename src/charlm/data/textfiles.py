@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 class CorpusError(ValueError):
     """A corpus cannot be found, fetched, verified or read. The message names the file or corpus.
-    (Defined with the reading of files, the lowest layer that raises it; :mod:`charlm.corpora`
+    (Defined with the reading of files, the lowest layer that raises it; :mod:`charlm.data.corpora`
     re-exports it.)"""
 
 CHUNK_BYTES = 1 << 22  # decoded 4 MiB at a time: tokenizing a chunk holds ~25 bytes per character of it

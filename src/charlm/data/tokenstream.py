@@ -2,7 +2,7 @@
 
 The book reads a whole text, cleans it into lines and tokenizes it into a Python list of tokens:
 fine for a book, but a list costs 8 bytes of pointer per character, 16 GB for a 2 GB file. Here the
-text arrives in chunks (:func:`charlm.corpora.iter_source_text`), each cut where no cleaning mode
+text arrives in chunks (:func:`charlm.data.corpora.iter_source_text`), each cut where no cleaning mode
 or tokenizer looks across the cut, and each piece is cleaned and tokenized on its own; the pieces'
 tokens, one after the other, are exactly the stream the whole text gives (tests/test_tokenstream.py)::
 

@@ -1,4 +1,5 @@
-"""A model's hidden states at every step, layer by layer: what :mod:`charlm.inspect` traces and scores.
+"""A model's hidden states at every step, layer by layer: what
+:mod:`charlm.inspection.reading` traces and scores.
 
 ``RNNLM.forward`` gives only the last layer's outputs, and the LSTM's memory cell ``C`` only at the
 end. Here each layer runs on its own over the whole text, with its own parameters, so every layer's
@@ -24,7 +25,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
-from .models import RNNLM
+from ..models import RNNLM
 
 __all__ = ["cells", "layer_outputs"]
 

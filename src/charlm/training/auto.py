@@ -45,15 +45,15 @@ from typing import Any
 
 import torch
 
-from . import distributed, machine
-from .config import TrainConfig
-from .dataset import Splits
-from .device import resolve_device
-from .evaluation import cross_entropy
-from .models import RNNLM
-from .models.config import ModelConfig, between_layers
+from ..config import TrainConfig
+from ..data.dataset import Splits
+from ..evaluation import cross_entropy
+from ..hardware import distributed, machine
+from ..hardware.device import resolve_device
+from ..models import RNNLM
+from ..models.config import ModelConfig, between_layers
+from .loop import load_data
 from .optim import make_optimizer
-from .training import load_data
 
 # Candidate sizes, (num_hiddens, num_layers), smallest first. Two layers from 256 units up: at the
 # same parameter count a stack of two learned more per minute than one wide layer in the grid.

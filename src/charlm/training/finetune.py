@@ -22,11 +22,11 @@ import logging
 
 import torch
 
-from .checkpoint import Run
-from .config import TrainConfig
-from .fields import flag, to_flat
-from .models import RNNLM, ModelConfig
-from .vocab import Vocab
+from ..checkpoint import Run
+from ..config import TrainConfig
+from ..data.vocab import Vocab
+from ..fields import flag, to_flat
+from ..models import RNNLM, ModelConfig
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ product ends at a barrier where a spinning thread waits for a partner the schedu
 One thread keeps nearly all of its speed there. OpenMP's passive wait policy also kept it, but cost
 40 % when the machine was idle. So the trainer asks a :class:`ThreadGovernor` between batches; about
 once a second it reads how busy the process's CPUs were, takes away its own share, and sets the
-count :func:`charlm.machine.choose_threads` gives for the rest (benchmarks/load.py measures it).
+count :func:`charlm.hardware.machine.choose_threads` gives for the rest (benchmarks/load.py measures it).
 """
 
 from __future__ import annotations

@@ -84,7 +84,7 @@ def load_corpus(source: str | Path, *, clean: str = "d2l", token: str = "char", 
     `source` is a corpus name (see `charlm.CORPORA`) or a text file. With `max_tokens` > 0 only the
     first `max_tokens` tokens are kept (-1 keeps all); the vocabulary, unless given, is built from the
     tokens kept. For *The Time Machine* with the defaults: 170,580 ids and 28 vocabulary entries.
-    A user's file is read in `encoding` (None: detected; see :mod:`charlm.textfiles`).
+    A user's file is read in `encoding` (None: detected; see :mod:`charlm.data.textfiles`).
     """
     _check_max_tokens(max_tokens)
     opts = dict(clean=clean, token=token, eos=eos, **_reading(source, encoding, errors))
@@ -135,7 +135,7 @@ def load_splits(source: str | Path, *, clean: str = "d2l", token: str = "char", 
     """Train / validation / test token ids of a corpus (see the module docstring for the rule).
 
     Three passes over the text, none holding more than a piece of it: count the tokens, count each
-    token of the training part (the vocabulary), encode (see :mod:`charlm.tokenstream`)."""
+    token of the training part (the vocabulary), encode (see :mod:`charlm.data.tokenstream`)."""
     _check_max_tokens(max_tokens)
     opts = dict(clean=clean, token=token, eos=eos, **_reading(source, encoding, errors))
     if isinstance(source, str) and has_own_splits(source):

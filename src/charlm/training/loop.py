@@ -22,20 +22,22 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from . import cadence, distributed, finetune, machine
-from . import checkpoint as ckpt
-from .batches import BatchStream
-from .config import CADENCES, DEFAULT_PREFIXES, TrainConfig
-from .dataset import Splits, load_splits
-from .device import resolve_device
-from .evaluation import MAX_LOSS, EvalResult, cross_entropy, evaluate_ids, perplexity
-from .fields import flag
-from .generation import GenerateConfig, generate
-from .models import RNNLM, detach_state, native, state_from_tensors, state_tensors
+from .. import cadence
+from .. import checkpoint as ckpt
+from ..config import CADENCES, DEFAULT_PREFIXES, TrainConfig
+from ..data.batches import BatchStream
+from ..data.dataset import Splits, load_splits
+from ..data.vocab import Vocab
+from ..evaluation import MAX_LOSS, EvalResult, cross_entropy, evaluate_ids, perplexity
+from ..fields import flag
+from ..generation import GenerateConfig, generate
+from ..hardware import distributed, machine
+from ..hardware.device import resolve_device
+from ..hardware.threads import ThreadGovernor, fixed_threads
+from ..models import RNNLM, detach_state, native, state_from_tensors, state_tensors
+from . import finetune
 from .optim import cosine_lr, grad_clipping, make_optimizer, make_schedule
 from .plot import plot_perplexity
-from .threads import ThreadGovernor, fixed_threads
-from .vocab import Vocab
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from .suggest import did_you_mean
+from ..cache import cache_dir
+from ..suggest import did_you_mean
 from .textfiles import CorpusError, iter_file_text
 
 log = logging.getLogger(__name__)
@@ -81,12 +82,6 @@ CORPORA: dict[str, CorpusSpec] = {spec.name: spec for spec in [
                members={"train": "ptb/ptb.train.txt", "val": "ptb/ptb.valid.txt",
                         "test": "ptb/ptb.test.txt"}),
 ]}
-
-
-def cache_dir() -> Path:
-    """The user cache folder for downloads: ``$XDG_CACHE_HOME/charlm`` or ``~/.cache/charlm``."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "charlm"
 
 
 def sha1_of(path: Path) -> str:
@@ -178,7 +173,7 @@ def locate(name: str) -> Path:
 
 def embedded_file(spec: CorpusSpec) -> Path | None:
     """The gzip copy of a corpus that ships inside the package, if it has one."""
-    return Path(__file__).with_name("data") / spec.embedded if spec.embedded else None
+    return Path(__file__).with_name(spec.embedded) if spec.embedded else None
 
 
 def unpack_embedded(spec: CorpusSpec, dest: Path) -> Path:
@@ -276,7 +271,7 @@ def read_source(source: str | Path, split: str = "all", encoding: str | None = N
 
 def iter_source_text(source: str | Path, split: str = "all", encoding: str | None = None,
                      errors: str = "strict") -> Iterator[str]:
-    """:func:`read_source` in chunks: a user's file streamed (:func:`charlm.textfiles.iter_file_text`:
+    """:func:`read_source` in chunks: a user's file streamed (:func:`charlm.data.textfiles.iter_file_text`:
     its encoding detected unless given, `errors` applied, line endings made "\n"), a named corpus
     (a book, a few MB at most, in its known encodings, as published) as one chunk."""
     if is_file_source(source):

@@ -17,7 +17,7 @@ used where ``TORCH_EXTENSIONS_DIR`` names one.)
 
 ``CHARLM_KERNELS_TARGET=portable|x86-64-v3|x86-64-v4`` builds both for that level instead of the
 CPU's own (a level the CPU cannot run is an error); unset or ``auto``: the highest level the CPU
-runs (:func:`charlm.machine.kernel_target`).
+runs (:func:`charlm.hardware.machine.kernel_target`).
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..cache import cache_dir
 from . import machine
-from .corpora import cache_dir
 
 TARGET_ENV = "CHARLM_KERNELS_TARGET"
 # Lowest level first: a CPU runs a level's build and every build below it.

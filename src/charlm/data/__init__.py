@@ -1,0 +1,1 @@
+"""The data pipeline: corpora and text files, cleaning, tokens, the vocabulary, splits and batches."""
