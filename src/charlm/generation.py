@@ -245,17 +245,6 @@ def _kernel_step(model: RNNLM, inputs: Tensor, state: State, checked: bool = Fal
     return logits, state
 
 
-def _sample(model: RNNLM, vocab: Vocab, ids: list[int], config: GenerateConfig,
-            device: torch.device) -> Iterator[list[str]]:
-    """The tokens of :func:`_picks`, or of greedy picks in the C++ loop where it runs."""
-    if config.is_greedy and decoding.usable(model):
-        for chosen, _ in _greedy_in_kernels(model, ids, config, device, scored=False):
-            yield from (vocab.to_tokens(row) for row in chosen.tolist())
-        return
-    for chosen, _ in _picks(model, ids, config, device):
-        yield vocab.to_tokens(chosen.tolist())
-
-
 def _beam_search(model: RNNLM, vocab: Vocab, ids: list[int], config: GenerateConfig,
                  device: torch.device) -> Iterator[list[str]]:
     """Beam search: after the warm-up on the prefix, every step extends each of the ``K`` texts kept
@@ -338,20 +327,25 @@ def _checked_ids(model: RNNLM, vocab: Vocab, prefix: str, config: GenerateConfig
 
 
 def _start(model: RNNLM, vocab: Vocab, prefix: str, config: GenerateConfig | None, token: str,
-           device: torch.device | str | None, stacklevel: int) -> Iterator[list[str]]:
+           device: torch.device | str | None, top: int, stacklevel: int) -> Iterator[Step]:
+    """The one pipeline behind :func:`stream`, :func:`stream_scored` and :func:`generate`: every
+    argument checked now, then the steps of a beam search or of sampling (:func:`_steps`), cut at
+    ``config.stop``."""
     config = GenerateConfig() if config is None else config
     ids = _checked_ids(model, vocab, prefix, config, token, stacklevel + 1)
-    search = _beam_search if config.beam else _sample
-    steps = search(model, vocab, ids, config, _resolve_device(model, device))
+    steps = _steps(model, vocab, ids, config, top, _resolve_device(model, device))
     if config.stop is None:
         return steps
     return _until(steps, _Stopper(config.stop, config.num_samples, token))
 
 
-def _until(steps: Iterator[list[str]], stopper: _Stopper) -> Iterator[list[str]]:
-    """The steps through `stopper`; the loop ends (nothing more is computed) once all have stopped."""
+def _until(steps: Iterator[Step], stopper: _Stopper) -> Iterator[Step]:
+    """The steps through `stopper` (a stopped sample's probability is NaN); the loop ends (nothing
+    more is computed) once all have stopped."""
     for step in steps:
-        yield stopper(step)
+        tokens = stopper(step.tokens)
+        yield Step(tokens, [p if t else math.nan for t, p in zip(tokens, step.probs)], step.top_tokens,
+                   step.top_probs)
         if stopper.finished:
             return
 
@@ -394,13 +388,26 @@ class Step:
     top_probs: list[list[float]]
 
 
-def _scored(model: RNNLM, vocab: Vocab, ids: list[int], config: GenerateConfig, top: int,
-            device: torch.device) -> Iterator[Step]:
+def _steps(model: RNNLM, vocab: Vocab, ids: list[int], config: GenerateConfig, top: int,
+           device: torch.device) -> Iterator[Step]:
+    """Each step's tokens, and with ``top > 0`` what the model thought of them; ``top == 0`` scores
+    nothing (plain generation: no softmax, and the C++ greedy loop returns no logits). A beam search
+    picks among its texts only at the end, so its steps carry tokens alone."""
+    if config.beam:
+        return (Step(tokens, [], [], []) for tokens in _beam_search(model, vocab, ids, config, device))
     if config.is_greedy and decoding.usable(model):
-        chunks = _greedy_in_kernels(model, ids, config, device, scored=True)
+        chunks = _greedy_in_kernels(model, ids, config, device, scored=top > 0)
     else:
         chunks = ((chosen[None], logits[None]) for chosen, logits in _picks(model, ids, config, device))
-    for chosen, logits in chunks:  # (S, N) ids, (S, N, V) logits: S steps at a time
+    return _scored(chunks, vocab, top)
+
+
+def _scored(chunks: Iterator[tuple[Tensor, Tensor | None]], vocab: Vocab, top: int) -> Iterator[Step]:
+    """The steps of chunks of ``(S, N)`` ids and their ``(S, N, V)`` logits, S steps at a time."""
+    for chosen, logits in chunks:
+        if not top:
+            yield from (Step(vocab.to_tokens(now), [], [], []) for now in chosen.tolist())
+            continue
         probs = torch.softmax(logits.float(), dim=-1)
         chosen_probs = probs.gather(2, chosen[..., None])[..., 0].tolist()
         top_probs, top_ids = torch.topk(probs, min(top, probs.shape[-1]), dim=-1)
@@ -429,19 +436,7 @@ def stream_scored(model: RNNLM, vocab: Vocab, prefix: str, config: GenerateConfi
                          "there is no step to score; sample or use --greedy")
     if top < 1:
         raise ValueError(f"top must be >= 1, got {top}")
-    ids = _checked_ids(model, vocab, prefix, config, token, stacklevel=2)
-    steps = _scored(model, vocab, ids, config, top, _resolve_device(model, device))
-    return steps if config.stop is None else _scored_until(steps, _Stopper(config.stop, config.num_samples,
-                                                                            token))
-
-
-def _scored_until(steps: Iterator[Step], stopper: _Stopper) -> Iterator[Step]:
-    for step in steps:
-        tokens = stopper(step.tokens)
-        yield Step(tokens, [p if t else math.nan for t, p in zip(tokens, step.probs)], step.top_tokens,
-                   step.top_probs)
-        if stopper.finished:
-            return
+    return _start(model, vocab, prefix, config, token, device, top, stacklevel=2)
 
 
 def stream(model: RNNLM, vocab: Vocab, prefix: str, config: GenerateConfig | None = None, *,
@@ -457,7 +452,9 @@ def stream(model: RNNLM, vocab: Vocab, prefix: str, config: GenerateConfig | Non
         for (ch,) in stream(model, vocab, "time traveller", GenerateConfig(num_preds=20, seed=0)):
             ...  # ch is one character, e.g. " ", "w", "a", ...
     """
-    return _start(model, vocab, prefix, config, token, device, stacklevel=2)
+    # The steps with nothing scored, as lists of tokens (the first iterable of a generator
+    # expression is made at once, so bad arguments still raise here).
+    return (step.tokens for step in _start(model, vocab, prefix, config, token, device, 0, stacklevel=2))
 
 
 def generate(model: RNNLM, vocab: Vocab, prefix: str, config: GenerateConfig | None = None, *,
@@ -475,7 +472,7 @@ def generate(model: RNNLM, vocab: Vocab, prefix: str, config: GenerateConfig | N
     """
     config = GenerateConfig() if config is None else config
     with evaluating(model):  # once for the whole text: nothing is yielded to the caller meanwhile
-        steps = list(_start(model, vocab, prefix, config, token, device, stacklevel=2))
+        steps = [step.tokens for step in _start(model, vocab, prefix, config, token, device, 0, stacklevel=2)]
     samples = [[step[i] for step in steps if step[i]] for i in range(config.num_samples)]
     if token == "word":
         sep = "" if not steps or prefix[-1:].isspace() else " "
