@@ -15,8 +15,9 @@ import torch
 
 from charlm import load
 from charlm.checkpoint import load_trainer
-from charlm.cli import continue_after_restart, restart_store_hazard
+from charlm.cli import continue_after_restart
 from charlm.hardware.distributed import DistInfo
+from charlm.hardware.launch import restart_store_hazard
 from charlm.training.loop import train
 from torchrun import Torchrun, tagged
 

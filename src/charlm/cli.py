@@ -11,7 +11,6 @@ import contextlib
 import itertools
 import json
 import logging
-import os
 import re
 import sys
 import time
@@ -23,6 +22,7 @@ from typing import Any, BinaryIO, NoReturn
 
 from . import __version__
 from .fields import cli_fields, default_of, flag, flat_names
+from .hardware import launch
 from .suggest import did_you_mean
 
 EXAMPLES = """examples:
@@ -324,8 +324,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         given["corpus"] = args.path
     _need_out_under_torchrun(args.out)
     if continue_after_restart(args.out, given):  # before the auto recipe measures: the run has its model
-        if int(os.environ.get("RANK", "0")) == 0:
-            print(f"charlm: torchrun restarted the workers (restart {_torchrun_restarts()}): continuing the "
+        if launch.is_main():
+            print(f"charlm: torchrun restarted the workers (restart {launch.restarts()}): continuing the "
                   f"run in {args.out} from its last checkpoint, as `charlm resume {args.out}` would",
                   flush=True)
         return _report_training(_resume(args.out, {}))
@@ -335,7 +335,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ValueError("--recipe auto chooses a new model for the text, and --init-from keeps the "
                              "run's model and settings: give one or the other")
         config, choice, data = auto.configure(given)
-        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for all
+        if launch.is_main():  # under torchrun, rank 0 speaks for all
             print(auto.describe(choice, config), flush=True)
     else:
         if recipe != "book":
@@ -357,17 +357,12 @@ def _resume(run: Path, changes: dict[str, Any]):
     return _distributed(lambda: resume(run, **changes))
 
 
-def _torchrun_restarts() -> int:
-    """How often torchrun's elastic agent has restarted the workers (``--max-restarts``); 0 outside it."""
-    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
-
-
 def continue_after_restart(out: Path | None, given: dict[str, Any]) -> bool:
     """Whether `charlm train --out OUT` continues the run in OUT instead of starting one: only in workers
     that torchrun restarted after a failure (``--max-restarts``), and only if OUT holds a checkpoint of
     a run with the settings given, i.e. the run this same command started before the failure. Any
     other run in OUT is refused as ever: a restart must never take over a run it did not start."""
-    if _torchrun_restarts() == 0 or out is None or not (out / "trainer.pt").is_file():
+    if launch.restarts() == 0 or out is None or not (out / "trainer.pt").is_file():
         return False
     from .checkpoint import run_configs
 
@@ -376,27 +371,15 @@ def continue_after_restart(out: Path | None, given: dict[str, Any]) -> bool:
 
 
 def _need_out_under_torchrun(out: Path | None) -> None:
-    from .hardware import distributed
-
-    if distributed.launched_by_torchrun() and out is None:
+    if launch.launched_by_torchrun() and out is None:
         raise ValueError("--out is needed under torchrun: every process must name the same run folder")
-
-
-def restart_store_hazard(env: typing.Mapping[str, str]) -> bool:
-    """Whether torchrun may restart these workers (``--max-restarts``) while its agent shares its store
-    with them (the c10d rendezvous' default, the static one's only way). Seen with torch 2.13: the
-    store keeps its port across attempts, and restarted workers read the failed attempt's addresses
-    in it, then fail to connect or wait on them until gloo's 30-minute timeout (the race of
-    pytorch/pytorch#135712). TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 gives each attempt a fresh store."""
-    restarts = int(env.get("TORCHELASTIC_MAX_RESTARTS", "0"))
-    return restarts > 0 and env.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
 
 
 def _distributed(run: Any) -> Any:
     """Run training, then end the process group (waiting for every rank when it went well)."""
     from .hardware import distributed
 
-    if restart_store_hazard(os.environ) and int(os.environ.get("RANK", "0")) == 0:
+    if launch.restart_store_hazard() and launch.is_main():
         logging.getLogger("charlm").warning(
             "charlm: note: with torchrun --max-restarts, restarted workers can find the failed attempt's "
             "addresses in the store torchrun's agent shares with them, and fail or hang (as in "
@@ -411,7 +394,7 @@ def _distributed(run: Any) -> Any:
 
 
 def _report_training(result: Any) -> int:
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not launch.is_main():
         return 0  # under torchrun, rank 0 reports
     val = f", validation perplexity {result.val.perplexity:.2f}" if result.val else ""
     print(f"perplexity {result.perplexity:.1f}, {result.tokens_per_sec:.1f} tokens/sec on "
@@ -638,7 +621,7 @@ def _setup_logging(quiet: bool) -> None:
     handler.setFormatter(logging.Formatter("%(message)s"))
     root = logging.getLogger("charlm")
     root.handlers[:] = [handler]
-    main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports
+    main_process = launch.is_main()  # under torchrun only rank 0 reports
     root.setLevel(logging.WARNING if quiet or not main_process else logging.INFO)
     warnings.simplefilter("default")
     warnings.showwarning = _note  # a warning reaches the user as one plain line, no source path

@@ -11,13 +11,14 @@ on CUDA.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+
+from . import launch
 
 T = TypeVar("T")
 
@@ -41,16 +42,11 @@ class DistInfo:
 SINGLE = DistInfo(rank=0, world_size=1, local_rank=0)
 
 
-def launched_by_torchrun() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
 def setup(device: torch.device) -> tuple[DistInfo, torch.device]:
     """Join the process group torchrun describes in the environment; one process: SINGLE."""
-    if not launched_by_torchrun():
+    if not launch.launched_by_torchrun():
         return SINGLE, device
-    info = DistInfo(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]),
-                    int(os.environ.get("LOCAL_RANK", "0")))
+    info = DistInfo(launch.rank(), launch.world_size(), launch.local_rank())
     if device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)

@@ -313,10 +313,11 @@ class StackedScratch(nn.Module):
     (a pair of such tensors for the LSTM).
     """
 
-    def __init__(self, cell: str, num_inputs: int, num_hiddens: int, *, num_layers: int = 1,
-                 bidirectional: bool = False, dropout: float = 0.0, activation: str = "tanh",
-                 reset_after: bool = False, fast: bool = True, locked: bool = False,
-                 weight_drop: float = 0.0) -> None:
+    # No defaults for what a ModelConfig holds: its fields are the one place they are set
+    # (models/lm.py builds this layer from one).
+    def __init__(self, cell: str, num_inputs: int, num_hiddens: int, *, num_layers: int,
+                 bidirectional: bool, dropout: float, activation: str, reset_after: bool, locked: bool,
+                 weight_drop: float, fast: bool = True) -> None:
         super().__init__()
         self.cell, self.num_hiddens, self.num_layers = cell, num_hiddens, num_layers
         self.num_directions = 2 if bidirectional else 1

@@ -49,7 +49,7 @@ from ..config import TrainConfig
 from ..data.dataset import Splits
 from ..evaluation import cross_entropy
 from ..hardware import distributed, machine
-from ..hardware.device import resolve_device
+from ..hardware.device import autocast, resolve_device
 from ..models import RNNLM
 from ..models.config import ModelConfig, between_layers
 from .loop import load_data
@@ -272,7 +272,7 @@ def measure_speed(config: TrainConfig, device: torch.device, precision: str, ste
         if k == 1:
             _synchronize(device)
             start = time.perf_counter()
-        with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
+        with autocast(device, precision):
             logits, _ = model(X)
         optimizer.zero_grad(set_to_none=True)
         cross_entropy(logits, Y).backward()

@@ -32,7 +32,7 @@ from ..evaluation import MAX_LOSS, EvalResult, cross_entropy, evaluate_ids, perp
 from ..fields import flag
 from ..generation import GenerateConfig, generate
 from ..hardware import distributed, machine
-from ..hardware.device import resolve_device
+from ..hardware.device import autocast, resolve_device
 from ..hardware.threads import ThreadGovernor, fixed_threads
 from ..models import RNNLM, detach_state, native, state_from_tensors, state_tensors
 from . import finetune
@@ -169,7 +169,7 @@ class Trainer:
             state = self.model.begin_state(X.shape[0], self.device)
         elif self.config.detach:
             state = detach_state(state)  # truncated BPTT: gradients stop at the batch boundary
-        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision.value == "bf16"):
+        with autocast(self.device, self.precision.value):
             logits, state = self.net(X, state)
         loss = cross_entropy(logits, Y)
         if not loss.item() < MAX_LOSS:  # NaN compares false too
