@@ -89,6 +89,7 @@ def test_without_a_time_budget_the_epochs_given_are_the_budget():
     assert fast.params <= auto.PARAMS_PER_CHAR * 1_000_000
 
 
+@pytest.mark.slow
 def test_the_speed_is_measured_on_the_model_itself():
     def config(width):
         return TrainConfig.of(**{**auto.BASE, "num_hiddens": width, "num_layers": 1, "vocab_size": 30,
@@ -124,6 +125,7 @@ def text(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_train_path_alone_prints_its_choice_and_trains_it(text, tmp_path, capsys):
     run = tmp_path / "r"
     assert main(["train", str(text), "--out", str(run), "--max-minutes", "0.05", "--device", "cpu",
@@ -150,6 +152,7 @@ def test_the_text_is_given_once(text, tmp_path, capsys):
     assert "give the text once" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_windows_1252_book_trains_evaluates_and_generates_with_no_flag_but_the_path(tmp_path, capsys):
     book = tmp_path / "book.txt"
     text = "\u201cWell,\u201d said the Time Traveller \u2014 and he smiled. " * 300

@@ -107,6 +107,7 @@ def choose(page, run_id: str, tab: str) -> None:
 
 # ---- loading ----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_page_loads_clean_with_runs_and_keyboard_tabs(watched):
     page = watched.page
     options = page.eval_on_selector_all("#run option", "els => els.map(e => e.value)")
@@ -123,6 +124,7 @@ def test_page_loads_clean_with_runs_and_keyboard_tabs(watched):
     assert page.locator("#training-samples li").count() == 3  # one sample per epoch
 
 
+@pytest.mark.slow
 def test_the_training_view_follows_a_run_still_training(watched, runs):
     page = watched.page
     choose(page, "r3", "training")
@@ -186,6 +188,7 @@ def top5_of_model(run_dir: Path, text: str, position: int) -> tuple[list[str], l
     return run.vocab.to_tokens(top.tolist()), probs.tolist()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("position", [1, 17, 80])
 def test_hover_shows_the_models_top_five(watched, runs, tmp_path, position):
     page = watched.page
@@ -240,6 +243,7 @@ def expected(run_dir: Path, prefix: str, config: GenerateConfig) -> list[str]:
     GenerateConfig(num_preds=120, temperature=0.8, top_k=5, top_p=0.9, seed=7, num_samples=2),
     GenerateConfig(num_preds=60, greedy=True, seed=1),
 ], ids=["sampled", "greedy"])
+@pytest.mark.slow
 def test_seeded_generation_is_charlm_generate(watched, runs, config):
     page = watched.page
     choose(page, "r1", "write")
@@ -264,6 +268,7 @@ def test_generation_without_a_seed_shows_the_seed_it_used(watched, runs):
     assert "probability" in page.inner_text("#tip")
 
 
+@pytest.mark.slow
 def test_two_tabs_generating_at_once_each_get_their_own_text(context, server, runs):
     config = GenerateConfig(num_preds=1500, temperature=1.0, seed=11)
     tabs = [Watched(context, server.url) for _ in range(2)]
@@ -330,6 +335,7 @@ def test_a_bidirectional_run_cannot_write(watched):
 
 # ---- Neurons ----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_the_planted_vowel_unit_is_found_first(watched):
     page = watched.page
     choose(page, "r3", "neurons")
@@ -346,6 +352,7 @@ def test_the_planted_vowel_unit_is_found_first(watched):
     assert contexts and all(ch in "aeiouAEIOU" for ch in contexts)
 
 
+@pytest.mark.slow
 def test_a_selection_of_the_text_marks_its_tokens(watched):
     page = watched.page
     choose(page, "r0", "neurons")

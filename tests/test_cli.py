@@ -93,6 +93,7 @@ def test_argument_errors_exit_2(argv):
     assert code == 2
 
 
+@pytest.mark.slow
 def test_python_dash_m_and_help_work(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     done = subprocess.run([sys.executable, "-m", "charlm", "train", "--help"], capture_output=True,
@@ -108,6 +109,7 @@ def test_corpora_lists_every_name(capsys):
         assert name in out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_saves_a_checkpoint_and_resume_finishes_the_run(book, tmp_path, signum, code):
     run = tmp_path / "run"
@@ -152,6 +154,7 @@ def test_every_recipe_loads_into_a_valid_configuration():
         from_recipe("rnn-jaychou-random").to_dict()  # a flag overrides the recipe
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", recipe_names())
 def test_every_recipe_trains_and_its_loss_falls(recipe, tmp_path, data_dir):
     # A smoke run of the real setup on the real corpus: 3 epochs of at most 30,000 tokens, a smaller model.
@@ -193,6 +196,7 @@ def test_no_recipe_hard_codes_bf16():
     assert AUTO_RECIPES and all("bf16" not in load_recipe(name)["settings"] for name in recipe_names())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", AUTO_RECIPES)
 def test_the_quality_recipes_train_in_fp32_on_a_cpu_without_bf16(recipe, tmp_path, data_dir, monkeypatch,
                                                                    caplog):
@@ -252,6 +256,7 @@ def test_a_run_saved_with_the_old_bf16_switch_resumes_in_its_own_precision():
     assert from_recipe().from_dict({**old, "bf16": False}).precision == "fp32"
 
 
+@pytest.mark.slow
 def test_with_onednn_held_to_avx2_the_cpu_recipe_trains_in_fp32_and_bf16_is_refused(tmp_path, data_dir):
     # ONEDNN_MAX_CPU_ISA=AVX2 makes oneDNN act as on an AVX2-only CPU (the Zen 3 where a bf16 recipe
     # died inside oneDNN), whatever this CPU is: the real library, not a simulated probe.
@@ -272,6 +277,7 @@ def test_with_onednn_held_to_avx2_the_cpu_recipe_trains_in_fp32_and_bf16_is_refu
     assert "cannot run bf16" in refused.stderr or "refuses bf16" in refused.stderr
 
 
+@pytest.mark.slow
 def test_info_shows_the_machine_and_the_choices_training_makes(capsys):
     from charlm.hardware import machine
 

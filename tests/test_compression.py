@@ -91,6 +91,7 @@ def test_context_counts_help_on_repeated_text():
     assert _coded_bits_per_byte(mixed) < 0.7 * _coded_bits_per_byte(alone)
 
 
+@pytest.mark.slow
 def test_a_whole_corpus_round_trips_within_the_issues_target(data_dir):
     # Deterministic (the same bits on every machine), so a part that stops pulling its weight, the
     # probability map or a feature of the mixing say, shows here even though it still round-trips.
@@ -101,6 +102,7 @@ def test_a_whole_corpus_round_trips_within_the_issues_target(data_dir):
     assert 8 * len(archive) / len(data) <= 2.11
 
 
+@pytest.mark.slow
 def test_decoding_in_another_process_gives_the_original(tmp_path):
     data = "Ünïcödé text, newlines\r\n and\ttabs. ".encode() * 30
     (tmp_path / "in.txt").write_bytes(data)
@@ -114,6 +116,7 @@ def test_decoding_in_another_process_gives_the_original(tmp_path):
     assert b"bits per byte" in done.stderr
 
 
+@pytest.mark.slow
 def test_stdin_to_stdout_in_another_process(tmp_path):
     data = TEXT.encode()[:600]
     env = {**os.environ, "PYTHONPATH": SRC}
@@ -155,6 +158,7 @@ def _train(folder: Path, *flags: str) -> Path:
     return folder / "run"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("impl", ["scratch", "builtin"])
 def test_a_gru_run_keeps_the_torch_path_and_round_trips(impl, tmp_path):
     run = _train(tmp_path, "--num-hiddens", "16", "--cell", "gru", "--impl", impl)
@@ -171,6 +175,7 @@ def deep_run(request, tmp_path_factory):
                   "--cell", "lstm", "--num-layers", "2", "--impl", request.param)
 
 
+@pytest.mark.slow
 def test_a_deep_lstm_run_codes_in_c_and_round_trips(deep_run):
     data = TEXT.encode()[:400] + "Ωmega ☕ ".encode() + b"\xff raw" + TEXT.encode()[:150]
     archive = compress(data, run=deep_run, settings=WITH_RUN)
@@ -207,6 +212,7 @@ def test_an_archive_that_names_no_network_was_made_in_torch_and_decodes_so(deep_
         decompress(pack(Header(header.mode, bad), frames, trailer), run=deep_run)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("learn", ["top", "output"])
 def test_learning_only_the_top_of_the_network_round_trips_in_c_and_in_torch(learn, deep_run, monkeypatch):
     from charlm.compression import codec
@@ -501,6 +507,7 @@ def test_every_build_this_cpu_runs_writes_the_same_archive_and_reads_the_others(
             assert decompress(archives[writer]) == data, f"written by {writer}, read by {reader}"
 
 
+@pytest.mark.slow
 def test_every_build_and_thread_count_writes_the_same_pretrained_archive(deep_run, monkeypatch):
     # deepnet.c's products run 16, 8 or 4 floats wide by build, and split between two threads or
     # not; none of it may change a bit, or one machine could not read another's archive.
@@ -520,6 +527,7 @@ def test_every_build_and_thread_count_writes_the_same_pretrained_archive(deep_ru
     assert decompress(archive, run=deep_run) == data  # the last one written, read by another build
 
 
+@pytest.mark.slow
 def test_without_a_c_compiler_compress_says_so_in_one_line(tmp_path):
     (tmp_path / "in.txt").write_bytes(b"some text")
     env = {**os.environ, "PYTHONPATH": SRC, "XDG_CACHE_HOME": str(tmp_path / "cache"),
@@ -595,6 +603,7 @@ def test_progress_is_reported_up_to_the_whole_input_both_ways():
     assert seen[-1] == (len(data), len(data))
 
 
+@pytest.mark.slow
 def test_the_faster_of_the_cpus_level_and_the_one_below_is_raced_once_and_kept(monkeypatch, tmp_path):
     from charlm.compression import build
 
@@ -659,6 +668,7 @@ def _hard_wrapped(data_dir, size: int) -> bytes:
     return (data_dir / "timemachine.txt").read_bytes()[:size]  # a Gutenberg book: lines of ~70
 
 
+@pytest.mark.slow
 def test_the_bitwise_stage_codes_smaller_than_the_symbol_mixture_alone(data_dir):
     data = _hard_wrapped(data_dir, 40_000)
     whole = _coded_bits_per_byte(compress(data, settings=CompressSettings.of(bit_models=0)))
@@ -666,6 +676,7 @@ def test_the_bitwise_stage_codes_smaller_than_the_symbol_mixture_alone(data_dir)
     assert bitwise < 0.97 * whole  # measured 2.608 -> 2.475 on these 40 KB (the whole book: 2.19 -> 2.08)
 
 
+@pytest.mark.slow
 def test_the_bitwise_stage_learns_where_hard_wrapped_lines_break(data_dir):
     # A book's line breaks inside paragraphs cost the symbol mixture a tenth of a bit a byte (the same
     # text with them turned into spaces codes that much smaller): it cannot tell that a line is about
@@ -681,6 +692,7 @@ def test_the_bitwise_stage_learns_where_hard_wrapped_lines_break(data_dir):
     assert cost(21) < 0.6 * cost(0)  # measured 0.046 against 0.101 bits per byte
 
 
+@pytest.mark.slow
 def test_a_vocabulary_of_more_than_256_symbols_is_coded_in_more_bits(tmp_path):
     # Chinese text: a character run's vocabulary of some 300 symbols, nine bits a symbol in the
     # bitwise stage, whose text contexts see each symbol's stand-in byte (codec._glyph).

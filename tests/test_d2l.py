@@ -397,6 +397,7 @@ def test_devices_fall_back_to_the_cpu():
         assert d2l.try_all_gpus() == [torch.device("cpu")]
 
 
+@pytest.mark.slow
 def test_importing_d2l_does_not_import_matplotlib():
     code = "import sys; from charlm import d2l; assert 'matplotlib' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

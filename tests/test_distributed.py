@@ -99,6 +99,7 @@ def test_each_rank_takes_its_own_contiguous_block_of_rows():
     assert DistInfo(1, 2, 1).shard(batch).tolist() == [[4, 5], [6, 7]]
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process_at_the_same_global_batch(tmp_path):
     (tmp_path / "book.txt").write_text(TEXT)
     one = _charlm("train", "--corpus", "book.txt", "--out", "one", *ARGS, cwd=tmp_path)
@@ -109,6 +110,7 @@ def test_two_processes_match_one_process_at_the_same_global_batch(tmp_path):
     assert_same_run(tmp_path / "one", tmp_path / "two")
 
 
+@pytest.mark.slow
 def test_under_torchrun_the_auto_recipe_chooses_once_for_every_process(tmp_path):
     (tmp_path / "book.txt").write_text(TEXT * 20)
     done = _charlm("train", "book.txt", "--out", "r", "--max-minutes", "0.05", "--device", "cpu",
@@ -118,6 +120,7 @@ def test_under_torchrun_the_auto_recipe_chooses_once_for_every_process(tmp_path)
     assert load(tmp_path / "r").config.model.cell == "lstm"
 
 
+@pytest.mark.slow
 def test_a_batch_that_does_not_split_evenly_is_a_clear_error(tmp_path):
     (tmp_path / "book.txt").write_text(TEXT)
     done = _charlm("train", "--corpus", "book.txt", "--out", "r", *ARGS, "--batch-size", "3",
@@ -126,6 +129,7 @@ def test_a_batch_that_does_not_split_evenly_is_a_clear_error(tmp_path):
     assert "--batch-size 3 must be divisible by the number of processes (2)" in done.stderr
 
 
+@pytest.mark.slow
 def test_interrupted_two_process_run_resumes_exactly(tmp_path):
     (tmp_path / "book.txt").write_text(TEXT)
     argv = ["train", "--corpus", "book.txt", "--out", "cut", *ARGS, "--epochs", "100000", "--eval-every", "0",
@@ -231,6 +235,7 @@ if os.environ.get("RANK") == "1":
 """
 
 
+@pytest.mark.slow
 def test_ranks_whose_clocks_disagree_stop_together_when_rank_0s_budget_is_spent(tmp_path):
     """Each rank used to ask its own clock: the rank past its budget left the loop, the other went
     on into the next epoch and waited in a collective for ever (issue 29). Rank 0's clock decides."""

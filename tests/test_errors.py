@@ -213,6 +213,7 @@ def _archives(root: Path) -> None:
     (root / "torch.chlm").write_bytes(pack(other, frames, trailer))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("row", list(CLI_ROWS))
 def test_bad_input_is_one_line_on_stderr_and_exit_2(row, folder, monkeypatch, capsys):
     argv, message = CLI_ROWS[row]

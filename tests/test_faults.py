@@ -65,6 +65,7 @@ def one_error_line(capsys):
 
 # -- a process killed at an arbitrary moment ----------------------------------------------------------
 
+@pytest.mark.slow
 def test_kill_9_mid_training_loses_at_most_one_checkpoint_interval_and_resume_finishes(book, tmp_path):
     run, epochs, save_every = tmp_path / "run", 40, 4
     # CHARLM_KERNELS=0: the Python loops, not a C++ build in this test's fresh cache (a minute)

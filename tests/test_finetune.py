@@ -36,6 +36,7 @@ def pretrained(texts, tmp_path_factory):
     return run
 
 
+@pytest.mark.slow
 def test_the_new_run_starts_from_the_runs_best_weights_and_keeps_its_vocabulary(texts, pretrained,
                                                                                  tmp_path):
     start = load(pretrained, which="best")
@@ -53,6 +54,7 @@ def test_the_new_run_starts_from_the_runs_best_weights_and_keeps_its_vocabulary(
     assert saved.init_from == str(pretrained) and saved.model.dropout_output == 0.1
 
 
+@pytest.mark.slow
 def test_fine_tuning_beats_training_from_scratch_on_a_small_text(texts, pretrained, tmp_path):
     small = TrainConfig.of(corpus=str(texts / "small.txt"), epochs=3, **TINY)
     scratch = train(small, out=tmp_path / "scratch").val.loss
@@ -79,6 +81,7 @@ def test_characters_the_vocabulary_lacks_count_as_unk_and_are_said(texts, pretra
                r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.slow
 def test_a_fine_tuned_run_resumes_exactly_without_the_run_it_started_from(texts, pretrained, tmp_path):
     start = tmp_path / "start"
     shutil.copytree(pretrained, start)

@@ -41,6 +41,7 @@ def test_a_text_is_read_with_the_runs_own_cleaning(tmp_path):
     assert raw.unknown == 1  # é never occurs in the training text: read as <unk>, counted
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS, ids="-".join)
 def test_the_mean_bits_are_what_evaluate_gives(runs, kind):
     run = runs[kind]

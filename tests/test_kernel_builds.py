@@ -130,6 +130,7 @@ def test_a_compiler_that_does_not_know_the_level_gets_the_portable_build(monkeyp
     assert built == ["x86-64-v4"]
 
 
+@pytest.mark.slow
 def test_a_c_compiler_that_does_not_know_the_level_gets_the_portable_compression_kernel(monkeypatch):
     compile_for_real = build.compile_to
 
@@ -148,6 +149,7 @@ def test_a_c_compiler_that_does_not_know_the_level_gets_the_portable_compression
         build.build_for.cache_clear()
 
 
+@pytest.mark.slow
 def test_the_build_message_appears_only_when_a_build_really_starts(monkeypatch, caplog):
     from torch.utils import cpp_extension
 
@@ -172,6 +174,7 @@ def test_the_build_message_appears_only_when_a_build_really_starts(monkeypatch, 
         assert caplog.text == ""
 
 
+@pytest.mark.slow
 def test_both_native_builds_share_one_cache_folder_and_name_their_level(monkeypatch, tmp_path):
     monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
     library = build.built("portable")
@@ -219,6 +222,7 @@ print("same as the Python loops on", status.target)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["x86-64-v3", "portable"])
 def test_the_kernels_built_for_a_level_compute_what_the_python_loops_compute(target):
     if not _runs_here(target):
@@ -246,6 +250,7 @@ print(native.build_status())
 """
 
 
+@pytest.mark.slow
 def test_without_a_cxx_compiler_the_kernels_warn_once_and_the_python_loops_run(tmp_path):
     env = {**os.environ, "PYTHONPATH": SRC, "CXX": str(tmp_path / "no-such-c++"), "PATH": str(tmp_path),
            "TORCH_EXTENSIONS_DIR": str(tmp_path / "extensions")}
@@ -260,6 +265,7 @@ def test_without_a_cxx_compiler_the_kernels_warn_once_and_the_python_loops_run(t
     assert status.startswith("KernelStatus(built=False, target=") and "install g++, or set CXX" in status
 
 
+@pytest.mark.slow
 def test_the_compression_kernel_status_names_its_level_and_file_or_why_not(monkeypatch, tmp_path):
     target, where = race.status()
     assert target == build.chosen(None, race.seconds) and Path(where).is_file()  # raced or asked for
@@ -290,6 +296,7 @@ print(sources())
 """
 
 
+@pytest.mark.slow
 def test_importing_charlm_reads_no_kernel_source_until_the_digest_is_asked_for():
     env = {**os.environ, "PYTHONPATH": SRC}
     done = subprocess.run([sys.executable, "-c", _IMPORT], env=env, capture_output=True, text=True,
@@ -303,6 +310,7 @@ def test_importing_charlm_reads_no_kernel_source_until_the_digest_is_asked_for()
 
 # -- the portable sources compile for arm64 ----------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.skipif(not shutil.which(CROSS_CC), reason=f"no {CROSS_CC} (apt: gcc-aarch64-linux-gnu)")
 def test_the_portable_compression_kernel_builds_for_arm64(monkeypatch, tmp_path):
     monkeypatch.setenv("CC", CROSS_CC)
@@ -312,6 +320,7 @@ def test_the_portable_compression_kernel_builds_for_arm64(monkeypatch, tmp_path)
     assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == 183  # EM_AARCH64
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not shutil.which(CROSS_CXX), reason=f"no {CROSS_CXX} (apt: g++-aarch64-linux-gnu)")
 def test_the_portable_cpp_kernels_compile_for_arm64():
     from torch.utils import cpp_extension

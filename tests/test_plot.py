@@ -182,6 +182,7 @@ def test_an_empty_history_writes_nothing(tmp_path):
     assert not (tmp_path / "perplexity.png").exists()
 
 
+@pytest.mark.slow
 def test_importing_plot_does_not_import_matplotlib():
     code = "import sys; import charlm.training.plot; assert 'matplotlib' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

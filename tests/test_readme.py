@@ -56,6 +56,7 @@ def test_the_readme_commands_are_found():
             "info", "serve"} <= names
 
 
+@pytest.mark.slow
 def test_every_readme_command_runs(tmp_path, monkeypatch, data_dir, capsys):
     monkeypatch.setenv("CHARLM_DATA", str(data_dir.resolve()))  # the commands run in another folder
     monkeypatch.chdir(tmp_path)

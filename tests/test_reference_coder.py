@@ -39,6 +39,7 @@ def test_any_symbols_round_trip_under_a_static_distribution(freqs, data):
     assert len(coded) * 8 <= ideal_bits(symbols, [cum] * len(symbols)) + 2 + 8  # 2 bits to end, a byte pad
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(data=st.data(), length=st.integers(0, 200))
 def test_a_different_distribution_for_every_symbol_round_trips(data, length):

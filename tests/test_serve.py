@@ -76,6 +76,7 @@ def generated_texts(lines: list[dict], prefix: str, num_samples: int = 1) -> lis
 
 # ---- the answers ----
 
+@pytest.mark.slow
 def test_the_runs_are_described_with_their_vocabulary_and_layers(server, runs):
     status, info = 200, json.loads(request(server, "GET", "/api/runs")[2])
     assert status == 200 and [r["id"] for r in info["runs"]] == ["r0", "r1", "r2", "r3"]
@@ -365,6 +366,7 @@ def test_a_gate_working_in_one_thread_runs_every_computation_there():
     assert gate.run(lambda: 42) == 42  # and then computations run in their callers' threads again
 
 
+@pytest.mark.slow
 def test_charlm_serve_answers_from_its_main_thread_and_stops_on_ctrl_c(runs, tmp_path):
     command = [sys.executable, "-m", "charlm", "serve", str(runs[0]), "--port", "0"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -129,6 +129,7 @@ def test_every_segment_the_kernel_sees_is_at_most_one_chunk(monkeypatch):
     assert max(sizes) <= 1000
 
 
+@pytest.mark.slow
 def test_peak_memory_does_not_grow_with_the_input(tmp_path):
     # 0.2 MB and 2 MB of the same repeated text through the CLI, each in a process of its own: the
     # tables hold the same contexts and the match history's ring (of 65536 symbols here) is full in
@@ -149,6 +150,7 @@ def test_peak_memory_does_not_grow_with_the_input(tmp_path):
     assert peaks[2_000_000] - peaks[200_000] < 5_000, peaks
 
 
+@pytest.mark.slow
 def test_a_file_and_a_pipe_give_the_same_archive(tmp_path):
     data = TEXT.encode()[:4000] + "☕ 🙂".encode()
     (tmp_path / "in.txt").write_bytes(data)
@@ -166,6 +168,7 @@ def test_a_file_and_a_pipe_give_the_same_archive(tmp_path):
     assert len(unpack(from_pipe.stdout)[1]) == 5
 
 
+@pytest.mark.slow
 def test_random_segments_are_stored_and_the_archive_grows_by_a_bounded_overhead():
     noise = random.Random(7).randbytes(4000)
     data = TEXT.encode()[:3000] + noise

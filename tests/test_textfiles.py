@@ -111,6 +111,7 @@ def test_files_that_are_not_text_are_said_to_be_so(tmp_path, data, message):
         read_file_text(path)
 
 
+@pytest.mark.slow
 def test_a_windows_1252_ebook_trains_evaluates_and_generates_with_no_encoding_flag(tmp_path, monkeypatch,
                                                                                     capsys):
     monkeypatch.chdir(tmp_path)

@@ -131,6 +131,7 @@ def test_a_very_long_corpus_keeps_compact_ids_and_batches_are_int64(tmp_path, mo
             assert torch.equal(X, Xc) and torch.equal(Y, Yc)
 
 
+@pytest.mark.slow
 def test_a_large_file_is_never_a_python_list_of_its_characters(tmp_path):
     """64 MiB of text: as a list of characters it would take 512 MiB of pointers alone; streamed,
     the resident memory grows by its ids (one byte each) and a few chunks."""

@@ -30,6 +30,7 @@ def small(tmp_path):
                        epochs=4, eval_every=2, sample_every=2, save_every=2, num_preds=10, device="cpu")
 
 
+@pytest.mark.slow
 def test_a_tiny_model_overfits_one_batch():
     torch.manual_seed(0)
     model = RNNLM(ModelConfig(10, 64, cell="lstm", impl="builtin", embedding=16))
@@ -80,6 +81,7 @@ def test_sequential_carries_the_state_detached_and_random_resets_it(small):
     assert all(torch.count_nonzero(s) == 0 for s in seen[0::2])
 
 
+@pytest.mark.slow
 def test_training_lowers_perplexity_and_writes_the_run_folder(small, tmp_path):
     result = train(small.replace(epochs=12, optimizer="adam", lr=0.01), out=tmp_path / "run")
     ppl = [r["train_ppl"] for r in result.history]
@@ -95,6 +97,7 @@ def test_training_lowers_perplexity_and_writes_the_run_folder(small, tmp_path):
     assert math.isfinite(result.tokens_per_sec) and result.tokens_per_sec > 0
 
 
+@pytest.mark.slow
 def test_same_seed_same_losses_different_seed_different(small):
     a, b = train(small), train(small)
     c = train(small.replace(seed=1))
@@ -102,6 +105,7 @@ def test_same_seed_same_losses_different_seed_different(small):
     assert [r["train_loss"] for r in a.history] != [r["train_loss"] for r in c.history]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model, sampling", [("rnn", "sequential"), ("lstm", "random")])
 def test_resume_equals_straight_training(small, tmp_path, model, sampling):
     cfg = small.replace(cell=model, sampling=sampling, epochs=6, optimizer="adam", lr=0.01)
@@ -114,6 +118,7 @@ def test_resume_equals_straight_training(small, tmp_path, model, sampling):
     assert torch.equal(*logits)
 
 
+@pytest.mark.slow
 def test_an_interrupted_epoch_resumes_exactly_from_its_middle(small, tmp_path):
     cfg = small.replace(epochs=3, dropout=0.3, num_layers=2)  # dropout: the RNG state must resume too
     straight = train(cfg, out=tmp_path / "straight")
@@ -136,6 +141,7 @@ def test_an_interrupted_epoch_resumes_exactly_from_its_middle(small, tmp_path):
     assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in straight.history]
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip_gives_identical_logits(small, tmp_path):
     result = train(small.replace(cell="gru", embedding=8), out=tmp_path / "run")
     run = load(tmp_path / "run")
@@ -205,6 +211,7 @@ def test_step_schedule_multiplies_the_learning_rate_every_lr_step_epochs(small):
     assert [r["lr"] for r in result.history] == [1.0, 1.0, 0.5, 0.5, 0.25]
 
 
+@pytest.mark.slow
 def test_plateau_schedule_lowers_the_rate_when_validation_stops_improving(small, monkeypatch):
     scores = iter([3.0, 2.0, 2.5, 2.6, 2.7, 2.8])  # improves once, then only worsens
     monkeypatch.setattr(Trainer, "validate", lambda self: EvalResult(next(scores), 100))
@@ -266,6 +273,7 @@ def test_a_cosine_run_ends_at_min_lr_and_an_interrupted_one_resumes_on_the_same_
     assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in straight.history]
 
 
+@pytest.mark.slow
 def test_patience_stops_when_validation_stops_improving_and_keeps_the_best(small, tmp_path, monkeypatch):
     losses = iter([3.0, 2.0, 2.5, 2.4, 2.6, 1.0])  # best at the 2nd evaluation, then 3 worse ones
     monkeypatch.setattr(Trainer, "validate", lambda self: EvalResult(next(losses), 100))
@@ -313,6 +321,7 @@ def test_a_step_cadence_validates_and_saves_in_the_middle_of_an_epoch(small, tmp
     assert "batch" not in records[-1] and records[-1]["epoch"] == 1  # the epoch's own record last
 
 
+@pytest.mark.slow
 def test_a_crash_mid_epoch_loses_at_most_one_save_interval_and_resume_is_exact(small, tmp_path, monkeypatch):
     cfg = small.replace(epochs=2, save_every="16steps", eval_every=0, sample_every=0, optimizer="adam",
                         lr=0.01, dropout_output=0.1)
@@ -336,6 +345,7 @@ def test_a_crash_mid_epoch_loses_at_most_one_save_interval_and_resume_is_exact(s
         assert torch.equal(value, load(tmp_path / "cut").model.state_dict()[name]), name
 
 
+@pytest.mark.slow
 def test_the_clock_validates_and_saves_and_the_first_validation_comes_after_half_a_minute(small, tmp_path,
                                                                                       monkeypatch):
     monkeypatch.setattr(Trainer, "elapsed", lambda self: 10.0 * self.steps_done)  # 10 s a step
@@ -358,6 +368,7 @@ def test_a_budget_spent_mid_epoch_ends_the_run_there_with_a_validation(small, tm
     assert "val_loss" in result.history[-1]
 
 
+@pytest.mark.slow
 def test_validation_reads_a_fixed_slice_of_the_held_out_text_and_says_so(small, tmp_path, caplog):
     caplog.set_level("INFO", logger="charlm")
     result = train(small.replace(epochs=1, val_tokens=50, sample_every=0), out=tmp_path / "run")
