@@ -244,6 +244,9 @@ def run_configs(run_dir: Path) -> tuple[ModelConfig, TrainConfig | None]:
             return model, None
         if data["version"] == 1:  # the model's settings were repeated, flat, among the training ones
             train = {k: v for k, v in train.items() if k not in flat_names(ModelConfig) and k != "model"}
+        # Runs saved before charlm left Gutenberg boilerplate out read their text whole: so they resume
+        # and evaluate on the very splits they trained on.
+        train = {"keep_boilerplate": True, **train}
         return model, TrainConfig.from_dict({**train, "model": data["model"]})
     except (ValueError, TypeError) as err:
         raise CheckpointError(f"{Path(run_dir) / 'config.json'}: {err}") from None

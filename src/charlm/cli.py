@@ -191,7 +191,7 @@ def _evaluate_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", choices=("train", "val", "test", "all"), default=None,
                         help="split of the corpus (default: val for the run's corpus, all for another)")
     # How the text is read: the run's own corpus as the run read it; another file's encoding is found.
-    add_config_flags(parser, TrainConfig, only=("encoding", "errors"))
+    add_config_flags(parser, TrainConfig, only=("encoding", "errors", "keep_boilerplate"))
     _which_argument(parser)
     _device_argument(parser)
     parser.add_argument("--json", action="store_true", help="one JSON object instead of the sentence")
@@ -441,7 +441,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     result, token, what = evaluate_run(args.run, corpus=args.corpus, split=args.split, which=args.which,
                                        device=args.device, encoding=getattr(args, "encoding", None),
-                                       errors=getattr(args, "errors", None))
+                                       errors=getattr(args, "errors", None),
+                                       keep_boilerplate=getattr(args, "keep_boilerplate", None))
     unit = "character" if token == "char" else "token"
     if args.json:
         print(json.dumps({"perplexity": result.perplexity, f"bits_per_{unit}": result.bits_per_token,

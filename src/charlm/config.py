@@ -56,6 +56,8 @@ class TrainConfig:
                                    shown="detected")
     errors: str = setting("strict", "bytes of a user file that cannot be decoded: strict (an error naming "
                           "the first) or replace (each becomes U+FFFD)")
+    keep_boilerplate: bool = setting(False, "read a Project Gutenberg file whole: by default its header and "
+                                     "licence are left out (one line says how much)")
     # a new run from a trained one (finetune.py): its weights and vocabulary, a fresh optimizer
     init_from: str | None = setting(None, "start from a trained run's weights (its best) and vocabulary, "
                                     "with a fresh optimizer: fine-tuning; its model's shape is kept, and the "

@@ -88,12 +88,14 @@ def evaluate_ids(model: RNNLM, ids: torch.Tensor, *, num_steps: int = 256, rows:
 
 def evaluate_run(run_dir: str | Path, *, corpus: str | None = None, split: str | None = None,
                  which: str = "best", device: str = "auto", encoding: str | None = None,
-                 errors: str | None = None) -> tuple[EvalResult, str, str]:
+                 errors: str | None = None, keep_boilerplate: bool | None = None
+                 ) -> tuple[EvalResult, str, str]:
     """Score a saved run on a split of its own corpus (default: validation) or on any corpus/file
     (default: the whole text), cleaned and tokenized as the run was. The run's own corpus is read in
-    the encoding the run recorded; another file in `encoding`, or the one detected. `errors`
-    defaults to the run's. Returns the result, the run's token kind (``char`` or ``word``) and a
-    description of the data and the weights used."""
+    the encoding the run recorded, with or without Gutenberg boilerplate as it was; another file in
+    `encoding`, or the one detected, without it unless `keep_boilerplate`. `errors` defaults to the
+    run's. Returns the result, the run's token kind (``char`` or ``word``) and a description of the
+    data and the weights used."""
     from .checkpoint import load
     from .config import TrainConfig
     from .data.dataset import load_corpus, load_splits
@@ -105,8 +107,10 @@ def evaluate_run(run_dir: str | Path, *, corpus: str | None = None, split: str |
     # A model saved without training settings reads text as training does by default.
     cfg = run.config or TrainConfig(model=run.model.config)
     own_text = corpus is None or corpus == cfg.corpus
+    if keep_boilerplate is None:
+        keep_boilerplate = cfg.keep_boilerplate if own_text else False
     opts = dict(clean=cfg.clean, token=cfg.token, eos=cfg.eos, vocab=run.vocab, errors=errors or cfg.errors,
-                encoding=encoding or (cfg.encoding if own_text else None))
+                encoding=encoding or (cfg.encoding if own_text else None), keep_boilerplate=keep_boilerplate)
     source = corpus or cfg.corpus
     split = split or ("val" if corpus is None else "all")
     if split == "all":

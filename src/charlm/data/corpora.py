@@ -25,6 +25,7 @@ from typing import IO
 
 from ..cache import cache_dir
 from ..suggest import did_you_mean
+from .gutenberg import without_boilerplate
 from .textfiles import CorpusError, iter_file_text
 
 log = logging.getLogger(__name__)
@@ -264,20 +265,27 @@ def has_own_splits(source: str) -> bool:
 
 
 def read_source(source: str | Path, split: str = "all", encoding: str | None = None,
-                errors: str = "strict") -> str:
+                errors: str = "strict", keep_boilerplate: bool = True) -> str:
     """Text of a corpus name or a file path. An existing file path wins over a name."""
-    return "".join(iter_source_text(source, split, encoding, errors))
+    return "".join(iter_source_text(source, split, encoding, errors, keep_boilerplate))
 
 
 def iter_source_text(source: str | Path, split: str = "all", encoding: str | None = None,
-                     errors: str = "strict") -> Iterator[str]:
+                     errors: str = "strict", keep_boilerplate: bool = True,
+                     left_out: list[int] | None = None) -> Iterator[str]:
     """:func:`read_source` in chunks: a user's file streamed (:func:`charlm.data.textfiles.iter_file_text`:
     its encoding detected unless given, `errors` applied, line endings made "\n"), a named corpus
-    (a book, a few MB at most, in its known encodings, as published) as one chunk."""
-    if is_file_source(source):
+    (a book, a few MB at most, in its known encodings, as published) as one chunk.
+
+    Without `keep_boilerplate`, a user's Project Gutenberg file is read without its header and
+    licence (:mod:`charlm.data.gutenberg`; how many characters that left out is appended to
+    `left_out`). A named corpus is always read as published: the book's experiments read it so."""
+    if not is_file_source(source):
+        yield read_corpus_text(source, _split_of(source, split), encoding)
+    elif keep_boilerplate:
         yield from iter_file_text(source, encoding, errors)
     else:
-        yield read_corpus_text(source, _split_of(source, split), encoding)
+        yield from without_boilerplate(iter_file_text(source, encoding, errors), left_out)
 
 
 def is_file_source(source: str | Path) -> bool:

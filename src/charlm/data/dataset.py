@@ -34,23 +34,30 @@ DEFAULT_SPLIT_FRACS = (0.05, 0.05)
 
 
 def _stream(source: str | Path, *, clean: str = "d2l", token: str = "char", eos: bool = False,
-            split: str = "all", encoding: str | None = None, errors: str = "strict"
-            ) -> Iterator[tokenstream.Piece]:
+            split: str = "all", encoding: str | None = None, errors: str = "strict",
+            keep_boilerplate: bool = False, left_out: list[int] | None = None) -> Iterator[tokenstream.Piece]:
     """The cleaned token stream of a corpus name or text file, piece by piece (see tokenstream)."""
-    return tokenstream.token_pieces(iter_source_text(source, split, encoding, errors), clean, token, eos)
+    chunks = iter_source_text(source, split, encoding, errors, keep_boilerplate, left_out)
+    return tokenstream.token_pieces(chunks, clean, token, eos)
 
 
-def _reading(source: str | Path, encoding: str | None, errors: str) -> dict:
+def _reading(source: str | Path, encoding: str | None, errors: str, keep_boilerplate: bool) -> dict:
     """How every pass reads `source`: a user's file in one encoding, found once (detection reads the
-    whole file, and says what it found in one line); a named corpus in its own."""
+    whole file, and says what it found in one line), with or without a Gutenberg header and licence;
+    a named corpus in its own encoding, as published."""
     if is_file_source(source):
         encoding = resolve_encoding(source, encoding)
-    return {"encoding": encoding, "errors": errors}
+    return {"encoding": encoding, "errors": errors, "keep_boilerplate": keep_boilerplate}
 
 
 def _count_tokens(source: str | Path, clean: str, **opts) -> int:
-    """Pass 1 over a text: how many tokens it has (which fixes where the splits fall)."""
-    n = tokenstream.count_tokens(_stream(source, clean=clean, **opts))
+    """Pass 1 over a text: how many tokens it has (which fixes where the splits fall). It says, once,
+    how much of a Project Gutenberg file was left out."""
+    left_out: list[int] = []
+    n = tokenstream.count_tokens(_stream(source, clean=clean, left_out=left_out, **opts))
+    if left_out and left_out[0]:
+        log.info("left out %s characters of Project Gutenberg's header and licence (--keep-boilerplate "
+                 "keeps them)", f"{left_out[0]:,}")
     if n == 0:
         raise CorpusError(f"{source}: no tokens are left after {clean!r} cleaning")
     return n
@@ -78,16 +85,17 @@ def _check_max_tokens(max_tokens: int) -> None:
 
 def load_corpus(source: str | Path, *, clean: str = "d2l", token: str = "char", max_tokens: int = -1,
                 eos: bool = False, encoding: str | None = None, errors: str = "strict",
-                vocab: Vocab | None = None) -> tuple[torch.Tensor, Vocab]:
+                keep_boilerplate: bool = False, vocab: Vocab | None = None) -> tuple[torch.Tensor, Vocab]:
     """Token ids of a whole corpus and its vocabulary (the book's `load_corpus_time_machine`).
 
     `source` is a corpus name (see `charlm.CORPORA`) or a text file. With `max_tokens` > 0 only the
     first `max_tokens` tokens are kept (-1 keeps all); the vocabulary, unless given, is built from the
     tokens kept. For *The Time Machine* with the defaults: 170,580 ids and 28 vocabulary entries.
-    A user's file is read in `encoding` (None: detected; see :mod:`charlm.data.textfiles`).
+    A user's file is read in `encoding` (None: detected; see :mod:`charlm.data.textfiles`), without
+    a Project Gutenberg header and licence unless `keep_boilerplate` (:mod:`charlm.data.gutenberg`).
     """
     _check_max_tokens(max_tokens)
-    opts = dict(clean=clean, token=token, eos=eos, **_reading(source, encoding, errors))
+    opts = dict(clean=clean, token=token, eos=eos, **_reading(source, encoding, errors, keep_boilerplate))
     n = _count_tokens(source, **opts)
     keep = min(n, max_tokens) if max_tokens > 0 else n
     vocab = vocab if vocab is not None else _vocab(source, keep, opts)
@@ -131,13 +139,13 @@ def split_bounds(n: int, val_frac: float, test_frac: float) -> tuple[int, int]:
 
 def load_splits(source: str | Path, *, clean: str = "d2l", token: str = "char", max_tokens: int = -1,
                 eos: bool = False, encoding: str | None = None, errors: str = "strict",
-                vocab: Vocab | None = None) -> Splits:
+                keep_boilerplate: bool = False, vocab: Vocab | None = None) -> Splits:
     """Train / validation / test token ids of a corpus (see the module docstring for the rule).
 
     Three passes over the text, none holding more than a piece of it: count the tokens, count each
     token of the training part (the vocabulary), encode (see :mod:`charlm.data.tokenstream`)."""
     _check_max_tokens(max_tokens)
-    opts = dict(clean=clean, token=token, eos=eos, **_reading(source, encoding, errors))
+    opts = dict(clean=clean, token=token, eos=eos, **_reading(source, encoding, errors, keep_boilerplate))
     if isinstance(source, str) and has_own_splits(source):
         return _own_splits(source, max_tokens, vocab, opts)
     n = _count_tokens(source, **opts)

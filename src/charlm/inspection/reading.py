@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from ..checkpoint import Run
+from ..data.gutenberg import without_boilerplate
 from ..data.text import clean_lines, flatten, tokenize
 from ..models import RNNLM, evaluating
 from ..models.config import FROM_SCRATCH
@@ -40,12 +41,14 @@ __all__ = ["PRESETS", "Reading", "Scores", "Trace", "mask_of", "next_tokens", "r
 @dataclass
 class Reading:
     """A text as a run reads it: ``tokens`` (strings) and their ``ids`` (1-D int64); ``cleaned`` says
-    the run's cleaning changed the text, ``unknown`` counts the tokens read as ``<unk>``."""
+    the run's cleaning changed the text, ``unknown`` counts the tokens read as ``<unk>``, and
+    ``left_out`` the characters of a Project Gutenberg header and licence that were not read."""
 
     tokens: list[str]
     ids: Tensor
     cleaned: bool
     unknown: int
+    left_out: int = 0
 
     @property
     def separator(self) -> str:
@@ -53,18 +56,22 @@ class Reading:
         return "" if all(len(t) == 1 for t in self.tokens) else " "
 
 
-def read(run: Run, text: str) -> Reading:
-    """Clean and tokenize `text` as `run` read its corpus (its ``clean``, ``token`` and ``eos``).
+def read(run: Run, text: str, *, keep_boilerplate: bool = False) -> Reading:
+    """Clean and tokenize `text` as `run` read its corpus (its ``clean``, ``token`` and ``eos``),
+    without a Project Gutenberg header and licence unless `keep_boilerplate`.
 
     >>> read(run, "The Time!").tokens   # doctest: +SKIP
     ['t', 'h', 'e', ' ', 't', 'i', 'm', 'e']   # a run with the book's d2l cleaning
     """
     clean = run.config.clean if run.config is not None else "d2l"
     eos = run.config.eos if run.config is not None else False
+    left_out: list[int] = [0]
+    if not keep_boilerplate:
+        text = "".join(without_boilerplate([text], left_out))
     tokens = flatten(tokenize(clean_lines(text, clean), run.token, eos=eos))
     ids = torch.tensor(run.vocab[tokens] if tokens else [], dtype=torch.int64)
     shown = "".join(tokens) if run.token == "char" else " ".join(text.split())
-    return Reading(tokens, ids, shown != text, int((ids == run.vocab.unk).sum()))
+    return Reading(tokens, ids, shown != text, int((ids == run.vocab.unk).sum()), left_out[-1])
 
 
 @dataclass

@@ -318,7 +318,7 @@ def _rounded(values: torch.Tensor, places: int = 4) -> list[float]:
 
 def _reading_json(reading: Reading) -> dict:
     return {"tokens": reading.tokens, "ids": reading.ids.tolist(), "cleaned": reading.cleaned,
-            "unknown": reading.unknown}
+            "unknown": reading.unknown, "left_out": reading.left_out}
 
 
 def _scores_json(scores: Scores) -> dict:

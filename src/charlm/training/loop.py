@@ -98,7 +98,8 @@ def default_prefix(config: TrainConfig, data: Splits) -> str:
 
 def load_data(config: TrainConfig, vocab: Vocab | None = None) -> Splits:
     return load_splits(config.corpus, clean=config.clean, token=config.token, max_tokens=config.max_tokens,
-                       eos=config.eos, encoding=config.encoding, errors=config.errors, vocab=vocab)
+                       eos=config.eos, encoding=config.encoding, errors=config.errors,
+                       keep_boilerplate=config.keep_boilerplate, vocab=vocab)
 
 
 class Trainer:
