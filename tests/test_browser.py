@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -137,6 +138,25 @@ def test_the_training_view_follows_a_run_still_training(watched, runs):
     page.wait_for_function("() => document.querySelectorAll('#training-samples li').length === 4",
                            timeout=15_000)  # no reload: the page polls
     assert "The fourth epoch" in page.inner_text("#training-samples")
+
+
+def test_the_page_is_es_modules_each_served_as_javascript(watched):
+    """The entry module brings in every other by its relative imports, each fetched from the server
+    as JavaScript; none of the page's names leaks into the global scope, as a classic script's would."""
+    page = watched.page
+    scripts = {}  # file name -> Content-Type, of every script the page loads
+
+    def note(response) -> None:
+        if response.url.endswith(".js"):
+            scripts[response.url.rsplit("/", 1)[-1]] = response.headers.get("content-type", "")
+
+    page.on("response", note)
+    page.reload()
+    page.wait_for_selector("body[data-ready='true']")
+    static = resources.files("charlm.serve").joinpath("static")
+    assert sorted(scripts) == sorted(entry.name for entry in static.iterdir() if entry.name.endswith(".js"))
+    assert all(kind.startswith("text/javascript") for kind in scripts.values()), scripts
+    assert page.evaluate("typeof state === 'undefined' && typeof main === 'undefined'")
 
 
 def test_an_error_shows_in_the_alert_bar(context, server):

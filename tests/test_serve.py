@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from importlib import resources
 
 import pytest
 from tests.explorer_runs import TEXT, make_run, plant_vowel_unit
@@ -23,7 +24,7 @@ from tests.explorer_runs import TEXT, make_run, plant_vowel_unit
 from charlm import GenerateConfig, evaluate, generate, load
 from charlm.cli import main
 from charlm.serve import ApiError, Limits, start
-from charlm.serve.server import QUEUE, Gate
+from charlm.serve.server import QUEUE, Gate, static_files
 
 SAMPLE = 'He said: "Never," and looked at the Time Traveller.\n'
 
@@ -88,13 +89,43 @@ def test_the_runs_are_described_with_their_vocabulary_and_layers(server, runs):
     assert "vowel" in info["presets"] and info["limits"]["max_preds"] == 10**6
 
 
-def test_the_page_and_its_two_files_are_served_with_a_strict_policy(server):
-    for path, kind in [("/", "text/html"), ("/static/app.js", "text/javascript"),
-                       ("/static/app.css", "text/css")]:
+def test_the_page_and_its_files_are_served_with_a_strict_policy(server):
+    modules = [f"/static/{name}" for name in _page_modules()]
+    for path, kind in [("/", "text/html"), ("/static/app.css", "text/css"),
+                       *[(module, "text/javascript") for module in modules]]:
         status, headers, _ = request(server, "GET", path)
-        assert status == 200 and headers["Content-Type"].startswith(kind)
+        assert status == 200 and headers["Content-Type"].startswith(kind), path
         assert "default-src 'self'" in headers["Content-Security-Policy"]
         assert headers["X-Content-Type-Options"] == "nosniff"
+    assert set(static_files()) == {"/", "/static/app.css", *modules}
+
+
+_IMPORT = re.compile(r'^import [^;]*?"([^"]*)";$', re.M)
+
+
+def _page_modules() -> list[str]:
+    """The page's ES modules, followed from the entry (index.html's `type="module"` script) through
+    their imports; each must import its neighbours by a relative path, as a browser resolves them
+    against /static/."""
+    static = resources.files("charlm.serve").joinpath("static")
+    page = static.joinpath("index.html").read_text(encoding="utf-8")
+    assert '<script type="module" src="/static/app.js">' in page
+    seen, todo = [], ["app.js"]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.append(name)
+        for target in _IMPORT.findall(static.joinpath(name).read_text(encoding="utf-8")):
+            assert re.fullmatch(r"\./[a-z-]+\.js", target), f"{name} imports {target!r}"
+            todo.append(target[2:])
+    return sorted(seen)
+
+
+def test_every_script_in_the_static_folder_is_a_module_the_page_imports():
+    static = resources.files("charlm.serve").joinpath("static")
+    scripts = sorted(entry.name for entry in static.iterdir() if entry.name.endswith(".js"))
+    assert _page_modules() == scripts
 
 
 def test_analyze_gives_the_bits_charlm_evaluate_gives(server, runs, tmp_path):
@@ -259,7 +290,8 @@ def test_an_unknown_run_is_not_found(server):
 
 
 @pytest.mark.parametrize("path", ["/static/../../pyproject.toml", "/static/%2e%2e/server.py", "//etc/passwd",
-                                  "/static/index.html", "/api/../static/app.js", "/static/app.js/.."])
+                                  "/static/index.html", "/api/../static/app.js", "/static/app.js/..",
+                                  "/static/../server.py", "/static/./dom.js", "/static//app.js"])
 def test_no_path_reaches_a_file_off_the_list(server, path):
     status, _, data = request(server, "GET", path)
     assert status == 404 and b"[project]" not in data and b"root:" not in data

@@ -10,8 +10,9 @@ nothing about the client but what it can check::
             --> JSON, or a stream of JSON lines for a generation
 
 Every answer carries ``Content-Security-Policy: default-src 'self'``, so the page runs only its
-own script and talks only to its own origin. Runs are loaded once, at start, with
-:func:`charlm.load` (safetensors and JSON, nothing unpickled).
+own scripts (ES modules, which import each other from this origin) and talks only to its own
+origin. Runs are loaded once, at start, with :func:`charlm.load` (safetensors and JSON, nothing
+unpickled).
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ from .api import ApiError, Explorer, Limits
 MAX_BODY = 1_000_000  # bytes of a request body
 DRAIN = 16 * MAX_BODY  # a bigger body than this is not even read to be refused
 QUEUE = 4  # requests that may wait for the model; one more is answered 429
-STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
-          "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
-          "/static/app.css": ("app.css", "text/css; charset=utf-8")}
+# The types of the files served from the static folder; a browser runs an ES module only if its type
+# is JavaScript's, and `nosniff` makes it trust the type alone.
+STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 HEADERS = {"Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
                                       "form-action 'none'",
            "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store",
@@ -120,6 +121,22 @@ class _Job:
         return self.value
 
 
+@functools.cache
+def static_files() -> dict[str, tuple[str, str]]:
+    """Each path the page is served at -> (its file in the static folder, its Content-Type): `/` for
+    index.html, and `/static/NAME` for each script (the page's ES modules) and style sheet there.
+
+    The table is made from the folder's own listing, so a client's path is only ever looked up in it,
+    never joined to a file name: ``/static/../x`` or ``/static/index.html`` is simply not a key."""
+    folder = resources.files("charlm.serve").joinpath("static")
+    table = {"/": ("index.html", "text/html; charset=utf-8")}
+    for entry in folder.iterdir():
+        kind = STATIC_TYPES.get(Path(entry.name).suffix)
+        if kind and entry.is_file():
+            table[f"/static/{entry.name}"] = (entry.name, kind)
+    return table
+
+
 def _static(name: str) -> bytes:
     return resources.files("charlm.serve").joinpath("static", name).read_bytes()
 
@@ -180,8 +197,9 @@ class Handler(BaseHTTPRequestHandler):
         if not self._host_ok():
             return self._error(403, "this server answers only to its own address (Host header)")
         path = self.path.split("?", 1)[0]
-        if path in STATIC:
-            name, kind = STATIC[path]
+        static = static_files()
+        if path in static:
+            name, kind = static[path]
             return self._send(200, _static(name), kind)
         if path == "/favicon.ico":
             return self._send(204, b"", "image/x-icon")
