@@ -25,6 +25,7 @@ from typing import IO
 
 from ..cache import cache_dir
 from ..suggest import did_you_mean
+from . import bookshelf
 from .gutenberg import without_boilerplate
 from .textfiles import CorpusError, iter_file_text
 
@@ -55,6 +56,9 @@ class CorpusSpec:
     # A gzip copy inside the package (charlm/data/), so the book's default runs with no network and
     # no data folder; SHA-1 checked like a download when it is unpacked into the cache.
     embedded: str | None = None
+    # A corpus of many books: its manifest inside the package (charlm/data/) lists them, splits them by
+    # author and rebuilds the file from the books published at `url` (charlm.data.bookshelf).
+    manifest: str | None = None
 
 
 CORPORA: dict[str, CorpusSpec] = {spec.name: spec for spec in [
@@ -82,6 +86,12 @@ CORPORA: dict[str, CorpusSpec] = {spec.name: spec for spec in [
                "Penn Treebank (Mikolov's split), its own train/valid/test files",
                members={"train": "ptb/ptb.train.txt", "val": "ptb/ptb.valid.txt",
                         "test": "ptb/ptb.test.txt"}),
+    CorpusSpec("pg-authors", "pg-authors.txt",
+               "https://raw.githubusercontent.com/rcdm-uga/Gutenberg_Text/a0b16d35a9851168ce9ac649851c17b7ab08d48e/",
+               "951c391b52fcd4062182d49c6f5b75acc2018316",
+               "100 MB of public-domain English: 260 Project Gutenberg books by 77 authors, split by author "
+               "(the English model's corpus, docs/english.md)",
+               members={"train": None, "val": None, "test": None}, manifest="pg-authors.manifest.tsv"),
 ]}
 
 
@@ -113,16 +123,16 @@ def source_url(spec: CorpusSpec) -> str:
     return f"{mirror.rstrip('/')}/{spec.filename}" if mirror else spec.url
 
 
-def _store_checked(spec: CorpusSpec, dest: Path, open_source: Callable[[], IO[bytes]], origin: str,
+def _store_checked(spec: CorpusSpec, dest: Path, write: Callable[[IO[bytes]], None], origin: str,
                    advice: str) -> Path:
-    """Copy the stream `open_source()` gives into `dest` through a temporary file beside it, renamed
-    into place only when whole and of the right SHA-1: the cache never holds a partial or wrong file."""
+    """Have `write` fill `dest` through a temporary file beside it, renamed into place only when whole
+    and of the right SHA-1: the cache never holds a partial or wrong file."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out, open_source() as stream:
-            shutil.copyfileobj(stream, out)
+        with os.fdopen(fd, "wb") as out:
+            write(out)
             out.flush()
             os.fsync(out.fileno())
         if not _check_sha1(spec, tmp):
@@ -134,12 +144,34 @@ def _store_checked(spec: CorpusSpec, dest: Path, open_source: Callable[[], IO[by
         tmp.unlink(missing_ok=True)
 
 
+def _copied(open_source: Callable[[], IO[bytes]]) -> Callable[[IO[bytes]], None]:
+    def write(out: IO[bytes]) -> None:
+        with open_source() as stream:
+            shutil.copyfileobj(stream, out)
+    return write
+
+
+def _fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=60) as response:
+        return response.read()
+
+
+def _assembled(spec: CorpusSpec, url: str) -> Callable[[IO[bytes]], None]:
+    """How a corpus of many books is written: each book fetched from under `url` and checked, in turn."""
+    def write(out: IO[bytes]) -> None:
+        for text in bookshelf.assemble(manifest_of(spec.name), _fetch, url):
+            out.write(text.encode("utf-8"))
+    return write
+
+
 def download(spec: CorpusSpec, dest: Path) -> Path:
-    """Fetch the corpus into `dest` atomically, checking the SHA-1; raise CorpusError on failure."""
+    """Fetch the corpus into `dest` atomically, checking the SHA-1; raise CorpusError on failure. A
+    corpus of many books is rebuilt from them, each checked (:func:`charlm.data.bookshelf.assemble`)."""
     url = source_url(spec)
+    write = _assembled(spec, url) if spec.manifest else \
+        _copied(lambda: urllib.request.urlopen(url, timeout=60))
     try:
-        return _store_checked(spec, dest, lambda: urllib.request.urlopen(url, timeout=60),
-                              f"the file downloaded from {url}", "it was not kept")
+        return _store_checked(spec, dest, write, f"the file downloaded from {url}", "it was not kept")
     except CorpusError:
         raise
     except (urllib.error.URLError, OSError, ValueError) as err:
@@ -182,7 +214,7 @@ def unpack_embedded(spec: CorpusSpec, dest: Path) -> Path:
     source = embedded_file(spec)
     advice = f"reinstall charlm, or set {DATA_ENV} to a folder holding {spec.filename}"
     try:
-        return _store_checked(spec, dest, lambda: gzip.open(source, "rb"),
+        return _store_checked(spec, dest, _copied(lambda: gzip.open(source, "rb")),
                               f"the copy inside charlm ({source})", advice)
     except CorpusError:
         raise
@@ -228,6 +260,14 @@ def decode_text(data: bytes, origin: str, encoding: str = "utf-8", *, sniff_only
     except LookupError:
         raise CorpusError(f"unknown text encoding {encoding!r}") from None
     return text.removeprefix("\ufeff")  # a byte-order mark is not part of the text
+
+
+def manifest_of(name: str) -> list[bookshelf.Book]:
+    """The books of a corpus of many books, from its manifest inside the package."""
+    spec = corpus_spec(name)
+    if spec.manifest is None:
+        raise CorpusError(f"corpus {name!r} is one text, not a list of books")
+    return bookshelf.read_manifest(Path(__file__).with_name(spec.manifest))
 
 
 def read_corpus_text(name: str, split: str = "all", encoding: str | None = None) -> str:
@@ -281,7 +321,12 @@ def iter_source_text(source: str | Path, split: str = "all", encoding: str | Non
     licence (:mod:`charlm.data.gutenberg`; how many characters that left out is appended to
     `left_out`). A named corpus is always read as published: the book's experiments read it so."""
     if not is_file_source(source):
-        yield read_corpus_text(source, _split_of(source, split), encoding)
+        spec = corpus_spec(str(source))
+        if spec.manifest:  # a split of whole authors' books, streamed out of the corpus file
+            chunks = iter_file_text(locate(spec.name), encoding or "utf-8", "strict")
+            yield from bookshelf.books_of(chunks, manifest_of(spec.name), _split_of(spec.name, split))
+        else:
+            yield read_corpus_text(source, _split_of(source, split), encoding)
     elif keep_boilerplate:
         yield from iter_file_text(source, encoding, errors)
     else:

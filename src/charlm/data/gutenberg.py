@@ -105,3 +105,16 @@ def _chain(first: str, rest: Iterator[str]) -> Iterator[str]:
 def _tell(left_out: list[int] | None, count: int) -> None:
     if left_out is not None:
         left_out.append(count)
+
+
+_STAR_START = re.compile(r"^[ \t]*\*{3}[ \t]*START OF (?:THE |THIS )?PROJECT GUTENBERG[^\n]*$", re.I | re.M)
+_STAR_END = re.compile(r"^[ \t]*\*{3}[ \t]*END OF (?:THE |THIS )?PROJECT GUTENBERG", re.I | re.M)
+
+
+def between_stars(text: str) -> str:
+    """The text between the ``*** START OF`` and ``*** END OF`` lines alone (the whole text where
+    either is missing), without the blank lines and spaces around it: how the books of pg-authors
+    were cut, which kept the older "End of the Project Gutenberg EBook" lines."""
+    start = _STAR_START.search(text)
+    end = _STAR_END.search(text, start.end() if start else 0)
+    return text[start.end() if start else 0:end.start() if end else len(text)].strip()
