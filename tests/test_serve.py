@@ -140,6 +140,14 @@ def test_analyze_gives_the_bits_charlm_evaluate_gives(server, runs, tmp_path):
     assert set(answer["summary"]["baselines"]) == {"zlib", "bz2", "lzma"}
 
 
+def test_a_pasted_gutenberg_book_is_read_without_its_header_and_licence(server):
+    header = "The Project Gutenberg eBook of Samples\n*** START OF THE PROJECT GUTENBERG EBOOK SAMPLES ***\n"
+    licence = "*** END OF THE PROJECT GUTENBERG EBOOK SAMPLES ***\nTHE FULL PROJECT GUTENBERG LICENSE\n"
+    status, answer = post(server, "/api/analyze", {"run": "r0", "text": header + SAMPLE * 3 + licence})
+    assert status == 200
+    assert answer["tokens"] == list(SAMPLE * 3) and answer["left_out"] == len(header) + len(licence)
+
+
 def test_seeded_generation_streams_what_generate_gives(server, runs):
     run = load(runs[0])
     settings = {"num_preds": 150, "temperature": 0.8, "top_k": 10, "top_p": 0.95, "seed": 7, "num_samples": 2}

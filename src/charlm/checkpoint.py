@@ -48,6 +48,8 @@ RUN_FORMAT = "charlm-run"
 # rest of the training settings, and "model" alone describes the model. Version 1 still loads.
 RUN_VERSION = 2
 WEIGHTS = {"last": "model.safetensors", "best": "best.safetensors"}
+# charlm's own trained models, shipped inside the package as run folders, by the name a RUN may give.
+PRETRAINED = {"english": "charlm's general English character model (docs/english.md)"}
 
 
 class CheckpointError(ValueError):
@@ -296,15 +298,28 @@ def weights_name(run_dir: Path, which: str) -> str:
     return WEIGHTS["last"] if which == "best" and not (run_dir / name).is_file() else name
 
 
+def run_folder(run: str | Path) -> Path:
+    """The folder of a run given as a path, or as the name of one of charlm's own models
+    (:data:`PRETRAINED`: ``"english"``); a folder of that name where charlm runs wins over the name."""
+    path = Path(run)
+    if str(run) in PRETRAINED and not path.exists():
+        path = Path(__file__).resolve().parent / str(run)
+        if not (path / WEIGHTS["last"]).is_file():
+            raise CheckpointError(f"{path / WEIGHTS['last']}: charlm's {run} model is missing from this "
+                                  f"installation; reinstall charlm")
+    return path
+
+
 def load(run_dir: str | Path, *, which: str = "best", device: str | torch.device = "cpu") -> Run:
     """Rebuild a model and its vocabulary from a run folder alone: config -> model -> weights -> eval().
+    ``load("english")`` gives charlm's own English model (:func:`run_folder`).
 
     `which` picks ``"best"`` (best.safetensors, the weights of the best validation loss, where the
     run kept them, else the last ones: what a user wants from a run that went on to overfit) or
     ``"last"`` (model.safetensors). ``Run.weights`` names the file used. Every way a file can be
     wrong is a CheckpointError naming it.
     """
-    run_dir = Path(run_dir)
+    run_dir = run_folder(run_dir)
     if which not in WEIGHTS:
         raise ValueError(f"which must be one of {', '.join(WEIGHTS)}, got {which!r}")
     model_config, config = run_configs(run_dir)

@@ -111,8 +111,24 @@ class _Parser(argparse.ArgumentParser):
 # ---- one small parser per command --------------------------------------------------------------
 
 
-def _run_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", type=Path, metavar="RUN", help="run folder (written by `charlm train --out`)")
+def _run_argument(parser: argparse.ArgumentParser, *, english: bool = False) -> None:
+    if not english:
+        parser.add_argument("run", type=Path, metavar="RUN",
+                            help="run folder (written by `charlm train --out`)")
+        return
+    parser.add_argument("run", type=Path, metavar="RUN", nargs="?", default=None,
+                        help="run folder (written by `charlm train --out`); default: english, charlm's own "
+                             "English model")
+
+
+def _or_english(run: Path | None) -> Path:
+    """The RUN given, or charlm's English model, said in one line: a command that needs a model
+    works before anything is trained."""
+    if run is not None:
+        return run
+    logging.getLogger("charlm").info("no RUN given: using english, charlm's general English model "
+                                     "(docs/english.md)")
+    return Path("english")
 
 
 def _device_argument(parser: argparse.ArgumentParser) -> None:
@@ -172,7 +188,7 @@ def _resume_parser(parser: argparse.ArgumentParser) -> None:
 def _generate_parser(parser: argparse.ArgumentParser) -> None:
     from .generation import GenerateConfig
 
-    _run_argument(parser)
+    _run_argument(parser, english=True)
     parser.add_argument("--prefix", default=None,
                         help="text to start from (default: the run's sample prefix)")
     add_config_flags(parser, GenerateConfig)
@@ -186,7 +202,7 @@ def _generate_parser(parser: argparse.ArgumentParser) -> None:
 def _evaluate_parser(parser: argparse.ArgumentParser) -> None:
     from .config import TrainConfig
 
-    _run_argument(parser)
+    _run_argument(parser, english=True)
     parser.add_argument("--corpus", default=None, help="corpus name or text file (default: the run's)")
     parser.add_argument("--split", choices=("train", "val", "test", "all"), default=None,
                         help="split of the corpus (default: val for the run's corpus, all for another)")
@@ -234,8 +250,9 @@ def _port(text: str) -> int:
 
 
 def _serve_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs", type=Path, nargs="+", metavar="RUN",
-                        help="run folders to show (r0, r1, ... on the page, in this order)")
+    parser.add_argument("runs", type=Path, nargs="*", metavar="RUN",
+                        help="run folders to show (r0, r1, ... on the page, in this order); none: english, "
+                             "charlm's own English model")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: 127.0.0.1, this machine only)")
     parser.add_argument("--port", type=_port, default=8000, help="port; 0 = any free port (default: 8000)")
@@ -409,7 +426,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .hardware.device import resolve_device
 
     config = GenerateConfig(**settings_given(args, GenerateConfig))  # bad values fail before loading
-    run = load(args.run, which=args.which, device=resolve_device(args.device))
+    run = load(_or_english(args.run), which=args.which, device=resolve_device(args.device))
     prefix = args.prefix if args.prefix is not None else run.prefix
     if args.prefix is None and not prefix:
         raise ValueError("--prefix is needed: the run records no prefix to start from")
@@ -439,8 +456,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_run
 
-    result, token, what = evaluate_run(args.run, corpus=args.corpus, split=args.split, which=args.which,
-                                       device=args.device, encoding=getattr(args, "encoding", None),
+    if args.run is None and args.corpus is None:
+        raise ValueError("RUN or --corpus is needed: give a run to score on its own text, or --corpus FILE "
+                         "to score a text with charlm's English model")
+    result, token, what = evaluate_run(_or_english(args.run), corpus=args.corpus, split=args.split,
+                                       which=args.which, device=args.device,
+                                       encoding=getattr(args, "encoding", None),
                                        errors=getattr(args, "errors", None),
                                        keep_boilerplate=getattr(args, "keep_boilerplate", None))
     unit = "character" if token == "char" else "token"
@@ -574,7 +595,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                              f"(this machine only) or 0.0.0.0 (every network)") from None
         local = True
     try:
-        server = open_server(args.runs, host=args.host, port=args.port, which=args.which)
+        server = open_server(args.runs or [_or_english(None)], host=args.host, port=args.port,
+                             which=args.which)
     except OSError as err:
         raise ValueError(f"--port {args.port}: cannot listen on {args.host}:{args.port}: "
                          f"{err.strerror or err}") from None

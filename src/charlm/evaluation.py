@@ -99,6 +99,7 @@ def evaluate_run(run_dir: str | Path, *, corpus: str | None = None, split: str |
     from .checkpoint import load
     from .config import TrainConfig
     from .data.dataset import load_corpus, load_splits
+    from .data.vocab import check_coverage
     from .hardware.device import resolve_device
 
     run = load(run_dir, which=which, device=resolve_device(device))
@@ -119,6 +120,8 @@ def evaluate_run(run_dir: str | Path, *, corpus: str | None = None, split: str |
         max_tokens = cfg.max_tokens if corpus is None else -1
         ids = load_splits(source, max_tokens=max_tokens, **opts)[split]
     unknown = int((ids == run.vocab.unk).sum())
+    check_coverage(unknown, len(ids), cfg.token, source, str(run_dir),
+                   f"train a run on it (charlm train {source})")
     if unknown:
         log.warning("%d of %d tokens are not in the run's vocabulary and count as <unk>", unknown, len(ids))
     result = evaluate_ids(run.model, ids)

@@ -21,6 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ..checkpoint import run_folder
 from . import codec, race
 from .codec import CompressSettings, model_digest
 from .container import (
@@ -120,7 +121,7 @@ def compress_stream(source: BinaryIO, sink: BinaryIO, *, run: str | Path | None 
     if not isinstance(chunk_size, int) or not 16 <= chunk_size <= MAX_CHUNK:
         raise ValueError(f"--chunk-size must be an integer in 16..{MAX_CHUNK}, got {chunk_size!r}")
     settings = codec.resolved(settings, run)
-    mode, run_dir = ("online", None) if run is None else ("pretrained", Path(run))
+    mode, run_dir = ("online", None) if run is None else ("pretrained", run_folder(run))
     total, out = _remaining(source), _Counted(sink)
     with codec.pinned(settings.threads):
         coder = codec.Coder(mode, settings, run_dir, partial(codec.encoder_network, mode), race.library)
@@ -188,7 +189,7 @@ def _decoder_run(mode: str, info: dict[str, Any], run: str | Path | None) -> Pat
         return None
     if run is None:
         raise ArchiveError("this archive was made with a trained model: give it with --run RUN")
-    run_dir = Path(run)
+    run_dir = run_folder(run)
     if model_digest(run_dir) != info.get("model_sha256"):
         raise ArchiveError(f"{run_dir} is not the model this archive was made with (SHA-256 of its files "
                            f"differs)")

@@ -161,3 +161,19 @@ class Vocab:
         # RecursionError: JSON nested deeper than the interpreter's stack (json.loads' own limit)
         except (UnicodeDecodeError, json.JSONDecodeError, ValueError, RecursionError) as err:
             raise ValueError(f"{path}: {err}") from None
+
+
+# A character model that knows fewer than half of a text's characters never saw the script it is
+# written in: its score would be that of <unk>, and fine-tuning it would start from nothing it knows.
+MOSTLY_UNKNOWN = 0.5
+
+
+def check_coverage(num_unknown: int, num_tokens: int, token: str, text: str, model: str,
+                   remedy: str) -> None:
+    """A ValueError when most of a text's characters are unknown to a character model's vocabulary
+    (`text` names the text, `model` the run, `remedy` what to do instead); word runs are left alone,
+    since rare words are unknown in any text."""
+    if token == "char" and num_tokens and num_unknown / num_tokens > MOSTLY_UNKNOWN:
+        share = num_unknown / num_tokens
+        raise ValueError(f"{text}: {share:.0%} of its characters are not in the vocabulary of {model}: it is "
+                         f"written in a script the model never saw; {remedy}")

@@ -359,7 +359,8 @@ class ExplorerServer(ThreadingHTTPServer):
             self.close()
 
     def close(self) -> None:
-        self.shutdown()
+        if self._thread is not None:  # shutdown() waits for a serving loop: none ran if never started
+            self.shutdown()
         self.server_close()
         if self._thread is not None:
             self._thread.join()

@@ -24,7 +24,7 @@ import torch
 
 from ..checkpoint import Run
 from ..config import TrainConfig
-from ..data.vocab import Vocab
+from ..data.vocab import Vocab, check_coverage
 from ..fields import flag, to_flat
 from ..models import RNNLM, ModelConfig
 
@@ -60,8 +60,11 @@ def _model_fields() -> set[str]:
     return set(ModelConfig.__dataclass_fields__)
 
 
-def note_unknown(num_unknown: int, num_tokens: int, run: Run) -> None:
-    """Say how much of the new text the run's vocabulary does not cover."""
+def note_unknown(num_unknown: int, num_tokens: int, run: Run, text: str) -> None:
+    """Say how much of the new text the run's vocabulary does not cover; a text in a script the run
+    never saw is an error (check_coverage)."""
+    check_coverage(num_unknown, num_tokens, run.token, text, str(run.path),
+                   "train it from scratch, or give --extend-vocab to add its characters")
     if num_unknown:
         log.warning("%d of %d tokens of the new text are not in the vocabulary of %s and count as <unk>",
                     num_unknown, num_tokens, run.path)

@@ -579,7 +579,7 @@ def train(config: TrainConfig | None = None, *, out: str | Path | None = None, d
     if weights is not None:
         trainer.model.load_state_dict(weights.state_dict())  # in place: the optimizer holds these
         train_ids = trainer.data.train
-        finetune.note_unknown(int((train_ids == vocab.unk).sum()), len(train_ids), start)
+        finetune.note_unknown(int((train_ids == vocab.unk).sum()), len(train_ids), start, config.corpus)
     if run_dir is not None and trainer.dist.is_main:
         _prepare_run_dir(run_dir)
         ckpt.save_run_files(run_dir, trainer.model, trainer.data.vocab, trainer.config)

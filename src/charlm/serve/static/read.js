@@ -62,6 +62,10 @@ function renderReadNotes(res, run) {
     notes.push(`${res.unknown} ${unitName(run)}${res.unknown === 1 ? " is" : "s are"} not in the run's ` +
       "vocabulary and count as <unk>.");
   }
+  if (res.left_out) {
+    notes.push(`${res.left_out.toLocaleString("en")} characters of Project Gutenberg's header and licence ` +
+      "were left out: the book alone is read.");
+  }
   $("read-notes").textContent = notes.join(" ");
   $("read-notes").hidden = !notes.length;
 }
