@@ -218,3 +218,44 @@ def test_a_mirror_serves_every_corpus_under_its_file_name_sha1_checked(server, m
     (cache_dir() / "tinyshakespeare.txt").unlink()
     with pytest.raises(CorpusError, match=f"downloaded from {base}/tinyshakespeare.txt has SHA-1"):
         locate("tinyshakespeare")
+
+
+def _shelf(root, tmp_path):
+    """Two published books by two authors under root/shelf, their manifest, and the corpus they make."""
+    published = {"Ames, Ann/Dawn.txt": b"*** START OF THE PROJECT GUTENBERG EBOOK DAWN ***\r\n\r\n"
+                                        b"Dawn came.\r\n*** END OF THE PROJECT GUTENBERG EBOOK DAWN ***\r\n"
+                                        b"licence\r\n",
+                 "Bell, Bo/Dusk.txt": b"Dusk fell.\n"}
+    rows = ["path\tsha1\tencoding\tcharacters"]
+    for path, data in published.items():
+        (root / "shelf" / path).parent.mkdir(parents=True)
+        (root / "shelf" / path).write_bytes(data)
+    corpus = "Dawn came.\n\nDusk fell.\n\n"
+    rows += [f"Ames, Ann/Dawn.txt\t{hashlib.sha1(published['Ames, Ann/Dawn.txt']).hexdigest()}\tutf-8\t12",
+             f"Bell, Bo/Dusk.txt\t{hashlib.sha1(published['Bell, Bo/Dusk.txt']).hexdigest()}\tutf-8\t12"]
+    manifest = tmp_path / "shelf.manifest.tsv"
+    manifest.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return manifest, corpus
+
+
+def test_a_corpus_of_books_is_rebuilt_from_them_each_checked(server, monkeypatch, tmp_path):
+    root, base, hits = server
+    manifest, corpus = _shelf(root, tmp_path)
+    register(monkeypatch, f"{base}/shelf/", hashlib.sha1(corpus.encode()).hexdigest(),
+             members={"train": None, "val": None, "test": None}, manifest=str(manifest))
+    monkeypatch.setenv("CHARLM_DATA", str(tmp_path / "empty"))
+    assert locate("tale").read_text(encoding="utf-8") == corpus
+    assert sorted(hits) == ["/shelf/Ames%2C%20Ann/Dawn.txt", "/shelf/Bell%2C%20Bo/Dusk.txt"]
+    assert "".join(corpora.iter_source_text("tale", "train")) == corpus  # two authors: both train
+
+
+def test_a_book_that_is_not_the_one_listed_leaves_nothing_in_the_cache(server, monkeypatch, tmp_path):
+    root, base, _ = server
+    manifest, corpus = _shelf(root, tmp_path)
+    (root / "shelf" / "Bell, Bo" / "Dusk.txt").write_bytes(b"Dusk fell!\n")
+    register(monkeypatch, f"{base}/shelf/", hashlib.sha1(corpus.encode()).hexdigest(),
+             members={"train": None, "val": None, "test": None}, manifest=str(manifest))
+    monkeypatch.delenv("CHARLM_DATA")
+    with pytest.raises(CorpusError, match="Dusk.txt: SHA-1 .*, the manifest says"):
+        locate("tale")
+    assert not cache_dir().exists() or not list(cache_dir().iterdir())

@@ -267,7 +267,7 @@ def manifest_of(name: str) -> list[bookshelf.Book]:
     spec = corpus_spec(name)
     if spec.manifest is None:
         raise CorpusError(f"corpus {name!r} is one text, not a list of books")
-    return bookshelf.read_manifest(Path(__file__).with_name(spec.manifest))
+    return bookshelf.read_manifest(Path(__file__).parent / spec.manifest)
 
 
 def read_corpus_text(name: str, split: str = "all", encoding: str | None = None) -> str:
