@@ -84,7 +84,7 @@ def test_a_corpus_shorter_than_one_batch_exits_2(tmp_path, capsys):
     assert "too short for one batch of batch_size=8 x num_steps=32" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["train", "--cell", "transformer"], ["generate"], ["frobnicate"]])
+@pytest.mark.parametrize("argv", [["train", "--cell", "transformer"], ["resume"], ["frobnicate"]])
 def test_argument_errors_exit_2(argv):
     try:
         code = main(argv)

@@ -72,10 +72,10 @@ CLI_ROWS = {
     "resume-missing": (["resume", "nowhere"], "nowhere: no such run folder"),
     "extend-vocab-alone": (["train", "--corpus", "book.txt", "--extend-vocab"], "--extend-vocab extends the vocabulary of the run given with --init-from"),
     "init-from-missing": (["train", "--corpus", "book.txt", "--init-from", "nowhere"], "nowhere: no such run folder"),
-    "init-from-other-script": (["train", "--corpus", "zh.txt", "--init-from", "charrun"],
-                               "zh.txt: 100% of its characters are not in the vocabulary of charrun: it is written in a script the model never saw; train it from scratch, or give --extend-vocab"),
-    "evaluate-other-script": (["evaluate", "--corpus", "zh.txt"],
-                              "zh.txt: 100% of its characters are not in the vocabulary of english: it is written in a script the model never saw; train a run on it (charlm train zh.txt)"),
+    "init-from-other-script": (["train", "--corpus", "zh.txt", "--init-from", "charrun", "--clean", "raw"],
+                               "% of its characters are not in the vocabulary of charrun: it is written in a script the model never saw; train it from scratch, or give --extend-vocab"),
+    "evaluate-other-script": (["evaluate", "--corpus", "zh.txt", "-q"],
+                              "% of its characters are not in the vocabulary of english: it is written in a script the model never saw; train a run on it (charlm train zh.txt)"),
     "evaluate-nothing-to-score": (["evaluate"], "RUN or --corpus is needed: give a run to score on its own text, or --corpus FILE to score a text with charlm's English model"),
     "init-from-shape": (["train", "--corpus", "book.txt", "--init-from", "charrun", "--num-hiddens", "99"], "--num-hiddens 99: --init-from charrun has "),
     "init-from-vocabulary": (["train", "--corpus", "book.txt", "--init-from", "charrun", "--token", "word"], "--token word: --init-from charrun reads char tokens, and its vocabulary cannot read word tokens"),
@@ -174,7 +174,7 @@ def folder(tmp_path_factory):
     (root / "mystery.txt").write_bytes(b"A\x81B\x8d" * 50)  # bytes no candidate encoding reads as text
     (root / "digits.txt").write_text("1234 5678\n" * 10)
     (root / "short.txt").write_text("too short")
-    (root / "zh.txt").write_text("\u4e0d\u80fd\u7b54\u5e94\u4f60\u5728\u6211\u5fc3\u4e2d\u7684\u4f4d\u7f6e\n" * 40)
+    (root / "zh.txt").write_text("\u4e0d\u80fd\u7b54\u5e94\u4f60\u5728\u6211\u5fc3\u4e2d\u7684\u4f4d\u7f6e\n" * 400)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         assert main(["train", "--corpus", "book.txt", "--out", "charrun", *TINY]) == 0
