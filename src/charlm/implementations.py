@@ -42,7 +42,7 @@ IMPLEMENTATIONS = (
     Implementation("the compression stepper", ("compression/model.py",), (
         "tests/test_compression.py::test_the_stepper_computes_what_the_torch_nn_model_computes",)),
     Implementation("net.c (in kernel.c)",
-                   ("compression/net.c", "compression/kernel.c", "compression/kernel.h"), (
+                   ("compression/net.c", "compression/kernel.c", "compression/exact.h"), (
         "tests/test_compression.py::test_the_network_in_c_computes_what_torch_computes",
         "tests/test_compression.py::test_the_network_in_c_learns_as_well_as_the_one_in_torch")),
     Implementation("deepnet.c (in kernel.c)", ("compression/deepnet.c", "compression/deepnet.py"), (
@@ -52,7 +52,7 @@ IMPLEMENTATIONS = (
         "tests/test_inspect.py::test_the_trace_ends_in_the_models_own_state_and_gives_its_logits",)),
 )
 
-# Native sources that compute no recurrence, so no entry names them: the compressor's bitwise stage.
-# (kernel.c, the symbol experts, mixers and coder, runs net.c and deepnet.c; kernel.h gives both their
-# exp and squash, so the net.c entry names the two.)
-NOT_RECURRENCES = ("compression/bits.c",)
+# Native sources that compute no recurrence, so no entry names them: the compressor's bitwise stage,
+# and the settings and state its experts share. (kernel.c, the symbol experts, mixers and coder, runs
+# net.c and deepnet.c; exact.h gives both their exp and squash, so the net.c entry names the two.)
+NOT_RECURRENCES = ("compression/bits.c", "compression/kernel.h")

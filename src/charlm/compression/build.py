@@ -31,9 +31,9 @@ from pathlib import Path
 
 from ..hardware import machine, native_build
 
-# What the build reads: kernel.c, which #includes kernel.h, net.c, bits.c and deepnet.c.
-SOURCES = tuple(Path(__file__).with_name(name) for name in ("kernel.c", "kernel.h", "net.c", "bits.c",
-                                                            "deepnet.c"))
+# What the build reads: kernel.c, which #includes exact.h, kernel.h, net.c, deepnet.c and bits.c.
+SOURCES = tuple(Path(__file__).with_name(name)
+                for name in ("kernel.c", "exact.h", "kernel.h", "net.c", "bits.c", "deepnet.c"))
 # -ffp-contract=off: no fused multiply-adds, so every operation rounds alike whatever the compiler and
 # the instruction set; vectorised element-wise loops round exactly as scalar ones, and without
 # -ffast-math no sum is reordered. A target's flags (machine.target_flags) only make the vectors

@@ -22,11 +22,13 @@
  *
  * so the portable, AVX2 and AVX-512 builds compute the same bits, with one thread or two (the
  * second thread takes a fixed half of the panels or rows). The sigmoid and tanh are net.c's (via
- * kernel.h's exp); this file is compiled as part of kernel.c, which includes it after net.c.
+ * exact.h's exp); this file is compiled as part of kernel.c, which includes it after net.c.
  */
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+
+#include "exact.h"  /* exp_taylor and squash, which the vectorised squash computes alike */
 
 #define PANEL 32
 /* The vector width: 16 floats with AVX-512, 8 with AVX2, 4 else. It sets how many outputs a pass
@@ -433,7 +435,7 @@ Deep *cm_deep_new(int lanes, int V, int D, int H, int layers, int block, double 
     return d;
 }
 
-/* kernel.h's squash, 1 / (1 + e^-x), over an array, its cm_exp written out without a branch (the
+/* exact.h's squash, 1 / (1 + e^-x), over an array, its cm_exp written out without a branch (the
  * same operations on every value, a select where squash branches) and in two loops that the
  * compiler vectorises: the polynomial and 2^k's bits, then 2^k read back as a double through a
  * union. Each value rounds exactly as squash's (tested), eight at a time with AVX-512. */

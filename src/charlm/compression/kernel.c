@@ -31,7 +31,8 @@
  * floor, frexp and sqrt are exact by definition), no fused multiply-adds (the build turns
  * contraction off, build.py), sums reduce in a fixed order. Integers hash the contexts.
  */
-#include "kernel.h"   /* Config, Model, the shared constants, exp, log and squash */
+#include "exact.h"    /* exp, log and squash, exact by construction */
+#include "kernel.h"   /* Config, Model, the shared constants */
 #include "net.c"      /* Net: the online mode's network, cm_net_* */
 #include "deepnet.c"  /* Deep: the pretrained mode's network, cm_deep_* */
 #include "bits.c"     /* Bits: the bitwise stage, bits_* */

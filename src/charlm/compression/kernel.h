@@ -1,18 +1,18 @@
-/* What every part of the compression kernel shares: the settings (Config), the coding run's state
- * (Model), the constants that size them, and the exact arithmetic (exp, log, squash) that the
- * experts, the mixers and both networks compute with.
+/* What the symbol experts, the mixers and the bitwise stage share: the settings (Config), the coding
+ * run's state (Model) and the constants that size them.
  *
- * The kernel is one translation unit: kernel.c includes this header first, then the parts. So the
- * functions here are static, and the parts may call the coder and the hashes of kernel.c through
- * the declarations at the end.
+ * The kernel is one translation unit: kernel.c includes exact.h, this header, then the parts. So the
+ * functions here are static, and the bitwise stage may call the coder and the hashes of kernel.c
+ * through the declarations at the end.
  */
 #ifndef CHARLM_KERNEL_H
 #define CHARLM_KERNEL_H
 
-#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "exact.h"  /* squash, for the maps' starting values below */
 
 #define NUM_BUCKETS 12      /* confidence buckets: log2 of a context's count, capped */
 #define MAX_ORDERS 8
@@ -103,51 +103,6 @@ typedef struct {
 #define FULL 0xFFFFFFFFull
 #define HALF 0x80000000ull
 #define QUARTER 0x40000000ull
-
-/* ---- exact-by-construction exp and log ------------------------------------------------------ */
-
-/* e^r for |r| <= 0.35: Taylor to r^12, error below 1e-16 (deepnet.c's vectorised squash shares it). */
-static inline double exp_taylor(double r) {
-    double s = 1.0 / 479001600.0;
-    s = s * r + 1.0 / 39916800.0;
-    s = s * r + 1.0 / 3628800.0;
-    s = s * r + 1.0 / 362880.0;
-    s = s * r + 1.0 / 40320.0;
-    s = s * r + 1.0 / 5040.0;
-    s = s * r + 1.0 / 720.0;
-    s = s * r + 1.0 / 120.0;
-    s = s * r + 1.0 / 24.0;
-    s = s * r + 1.0 / 6.0;
-    s = s * r + 0.5;
-    s = s * r + 1.0;
-    s = s * r + 1.0;
-    return s;
-}
-
-static double cm_exp(double x) {  /* x <= 0 */
-    if (x < -700.0) return 0.0;
-    double k = floor(x * 1.4426950408889634 + 0.5);
-    /* ln 2 split so that k * hi is exact for |k| < 2^11 */
-    double r = (x - k * 6.93147180369123816490e-01) - k * 1.90821492927058770002e-10;
-    double s = exp_taylor(r);
-    /* times 2^k, built from its bits: exact (k >= -1010 here, a normal number) and no libm call */
-    union { uint64_t bits; double value; } scale = { (uint64_t)((int64_t)k + 1023) << 52 };
-    return s * scale.value;
-}
-
-static double cm_log(double x) {  /* x > 0 */
-    int e;
-    double m = frexp(x, &e);  /* x = m * 2^e, m in [0.5, 1) */
-    if (m < 0.70710678118654752) { m *= 2.0; e -= 1; }
-    double s = (m - 1.0) / (m + 1.0), s2 = s * s;  /* log m = 2 atanh s, |s| < 0.172 */
-    double q = 1.0 / 19.0;
-    for (int k = 17; k >= 1; k -= 2) q = q * s2 + 1.0 / k;
-    return e * 0.69314718055994530942 + 2.0 * s * q;
-}
-
-static double squash(double x) {  /* 1 / (1 + e^-x) */
-    return x >= 0 ? 1.0 / (1.0 + cm_exp(-x)) : cm_exp(x) / (1.0 + cm_exp(x));
-}
 
 /* A map's starting value at knot j: the identity, squash of the knot's stretch. */
 static double apm_knot(int j) { return squash((j - APM_MIDDLE) * 0.5); }

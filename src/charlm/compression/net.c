@@ -14,11 +14,13 @@
  *
  * Float32 throughout, in a fixed order of operations: the matrix products run as sums of scaled
  * rows (vectorisable without reordering any sum), and sums that must reduce use fixed partial
- * sums. The sigmoid and tanh use kernel.h's exp: this file is compiled as part of kernel.c, which
+ * sums. The sigmoid and tanh use exact.h's squash: this file is compiled as part of kernel.c, which
  * includes it after kernel.h. The decoder repeats all of it bit for bit.
  */
 
 #include <pthread.h>
+
+#include "exact.h"  /* squash, for the sigmoid and tanh */
 
 /* What the backward pass needs of one block: its steps' inputs, activations and gradients. */
 typedef struct {
