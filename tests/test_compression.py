@@ -714,7 +714,7 @@ def test_the_progress_bar_shows_the_rate_and_the_time_left(monkeypatch):
     import io
     import time
 
-    from charlm import cli
+    from charlm.cli import files
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
@@ -722,7 +722,7 @@ def test_the_progress_bar_shows_the_rate_and_the_time_left(monkeypatch):
 
     screen = Terminal()
     monkeypatch.setattr(sys, "stderr", screen)
-    update, close = cli._progress_bar(argparse.Namespace(quiet=False), "compress")
+    update, close = files._progress_bar(argparse.Namespace(quiet=False), "compress")
     update(0, 1_000_000)
     time.sleep(0.2)
     update(4096 * 50, 1_000_000)  # a multiple of 4096 is redrawn at once
