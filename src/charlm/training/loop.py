@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from .. import cadence
 from .. import checkpoint as ckpt
@@ -38,6 +37,7 @@ from ..models import RNNLM, detach_state, native, state_from_tensors, state_tens
 from . import finetune
 from .optim import cosine_lr, grad_clipping, make_optimizer, make_schedule
 from .plot import plot_perplexity
+from .progress import SignalFlag, TokenBar, format_record
 
 log = logging.getLogger(__name__)
 
@@ -145,11 +145,10 @@ class Trainer:
         # budget, the clock's cadences and the cosine read it, so every rank decides alike.
         self.now = 0.0
         self.marks = dict.fromkeys(CADENCES, 0.0)  # the run's time when each event last happened
-        self.bar: tqdm | None = None  # the progress bar over tokens (loop())
-        self.session = (time.perf_counter(), 0)  # when this session's tokens began, and how many
+        self.bar: TokenBar | None = None  # the bar over tokens, while loop() runs
         self.stop_reason: str | None = None  # set when --patience or --max-minutes ends the run
         self.epoch_losses: list[torch.Tensor] = []  # --no-detach: the epoch's graph, kept whole
-        self.signals = _SignalFlag()
+        self.signals = SignalFlag()
         if run_dir is not None and self.dist.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -410,7 +409,7 @@ class Trainer:
         if self.dist.is_main:
             log.log(logging.INFO if noteworthy else logging.DEBUG, "%s", format_record(record))
             if self.bar is not None:
-                self.bar.set_postfix_str(f"perplexity {record['train_ppl']:.2f}", refresh=False)
+                self.bar.show(record)
         if last or best or due["save_every"]:
             self.marks["save_every"] = self.now
             self.save(best=best)
@@ -460,9 +459,7 @@ class Trainer:
         self.tick()  # rank 0's clock from the first step on: the cosine's first learning rate reads it
         self.note_validation_slice()
         # On a terminal, a bar over the run's tokens (rate, time left); in a log, a line per validation.
-        self.bar = tqdm(total=self.tokens_planned(), unit="tok", unit_scale=True,
-                        disable=None if self.dist.is_main else True, leave=False, dynamic_ncols=True)
-        self.session = (time.perf_counter(), 0)
+        self.bar = TokenBar(self.tokens_planned(), show=self.dist.is_main)
         with self.signals, self.bar:
             try:
                 while self.position.epoch < cfg.epochs and self.stop_reason is None:
@@ -484,17 +481,9 @@ class Trainer:
         return max(0, self.config.epochs - self.position.epoch) * per_epoch
 
     def advance_bar(self, tokens: int) -> None:
-        """Move the bar on; under a time budget its end is where the budget runs out at this
-        session's speed, if that comes before the last epoch, so the time left is the budget's."""
-        if self.bar is None or self.bar.disable:
-            return
-        began, done = self.session
-        self.session = (began, done + tokens)
-        if self.config.max_minutes:
-            rate = (done + tokens) / max(time.perf_counter() - began, 1e-9)
-            left = 60 * self.config.max_minutes - self.now
-            self.bar.total = int(min(self.tokens_planned(), self.bar.n + tokens + max(left, 0) * rate))
-        self.bar.update(tokens)
+        if self.bar is not None:
+            left = 60 * self.config.max_minutes - self.now if self.config.max_minutes else None
+            self.bar.advance(tokens, self.tokens_planned(), left)
 
     def note_validation_slice(self) -> None:
         if self.dist.is_main and len(self.validation_ids()) < len(self.data.val):
@@ -507,48 +496,6 @@ class Trainer:
         return TrainResult(self.model, self.data.vocab, last.get("train_ppl", math.nan),
                            last.get("tokens_per_sec", math.nan), str(self.device), val,
                            self.history, self.run_dir)
-
-
-def format_record(record: dict[str, Any]) -> str:
-    """One line of the log: ``epoch 3: perplexity ...``, or mid-epoch ``epoch 1 (37%, step 2,000): ...``."""
-    where = f"epoch {record['epoch']}"
-    if "batch" in record:
-        where += f" ({record['batch'] / record['batches']:.0%}, step {record['step']:,})"
-    text = f"{where}: perplexity {record['train_ppl']:.2f}, {record['tokens_per_sec']:.0f} tokens/sec"
-    if "val_ppl" in record:
-        text += f", validation perplexity {record['val_ppl']:.2f} ({record['val_bpt']:.3f} bits/token"
-        text += f" on the first {record['val_tokens']:,} tokens)" if "val_tokens" in record else ")"
-    if record.get("stopped"):
-        text += f"; stopped: {record['stopped']}"
-    if record.get("sample"):
-        text += f"\n  {record['sample']}"
-    return text
-
-
-class _SignalFlag:
-    """Record SIGINT / SIGTERM instead of raising at an arbitrary point, so that the loop stops
-    between two batches, with model and optimizer consistent, and saves. A second signal of the
-    same kind gets the original handler (Ctrl-C twice stops at once)."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self.saved: dict[int, Any] = {}
-
-    def __enter__(self) -> _SignalFlag:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self.saved[signum] = signal.signal(signum, self._record)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def _record(self, signum: int, frame: Any) -> None:
-        self.signum = signum
-        signal.signal(signum, self.saved[signum])
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, handler in self.saved.items():
-            signal.signal(signum, handler)
 
 
 def train(config: TrainConfig | None = None, *, out: str | Path | None = None, data: Splits | None = None,
