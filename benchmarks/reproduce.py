@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from charlm.config import from_recipe, load_recipe, recipe_names
-from charlm.training.loop import train
+from charlm.training.run import train
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "reproductions.md"
 NOTES = "<!-- hand-written findings below: kept when benchmarks/reproduce.py rewrites this file -->"

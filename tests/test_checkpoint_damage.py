@@ -29,7 +29,7 @@ from charlm.checkpoint import (
     read_weights,
 )
 from charlm.config import TrainConfig
-from charlm.training.loop import train
+from charlm.training.run import train
 from strategies import PROPERTY
 
 FUZZ = settings(PROPERTY, max_examples=200)

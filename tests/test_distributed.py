@@ -18,7 +18,7 @@ from charlm.checkpoint import load_trainer
 from charlm.cli import continue_after_restart
 from charlm.hardware.distributed import DistInfo
 from charlm.hardware.launch import restart_store_hazard
-from charlm.training.loop import train
+from charlm.training.run import train
 from torchrun import Torchrun, tagged
 
 TEXT = "the time traveller for so it will be convenient to speak of him was expounding\n" * 20

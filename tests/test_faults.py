@@ -24,7 +24,8 @@ from charlm import load
 from charlm.checkpoint import load_trainer
 from charlm.cli import main
 from charlm.config import TrainConfig
-from charlm.training.loop import Trainer, TrainingDiverged, train
+from charlm.training.loop import Trainer, TrainingDiverged
+from charlm.training.run import train
 
 TEXT = "the time traveller for so it will be convenient to speak of him was expounding\n" * 20
 # The book's setup (SGD) on a small file; a text file's default, the auto recipe, is tests/test_auto.py's.
@@ -185,7 +186,7 @@ def no_training(monkeypatch):
     """Fail the test if training starts: a folder error must come before the data is even read."""
     def refuse(*args, **kwargs):
         raise AssertionError("training started before the run folder was checked")
-    monkeypatch.setattr(importlib.import_module("charlm.training.loop"), "Trainer", refuse)
+    monkeypatch.setattr(importlib.import_module("charlm.training.run"), "Trainer", refuse)
 
 
 def refuse_new_files(monkeypatch, code):

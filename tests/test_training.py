@@ -14,8 +14,9 @@ from charlm import RNNLM, ModelConfig
 from charlm.checkpoint import load, load_trainer
 from charlm.config import TrainConfig
 from charlm.evaluation import EvalResult, cross_entropy, evaluate_ids
-from charlm.training.loop import Trainer, TrainingDiverged, TrainingInterrupted, resume, train
+from charlm.training.loop import Trainer, TrainingDiverged, TrainingInterrupted
 from charlm.training.optim import grad_clipping
+from charlm.training.run import resume, train
 
 TEXT = ("the time traveller for so it will be convenient to speak of him was expounding a recondite "
         "matter to us his grey eyes shone and twinkled and his usually pale face was flushed\n") * 12

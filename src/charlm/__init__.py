@@ -15,7 +15,8 @@ from .evaluation import EvalResult, evaluate_ids
 from .evaluation import evaluate_run as evaluate
 from .generation import GenerateConfig, generate, stream, stream_scored
 from .models import RNNLM, ModelConfig, detach_state
-from .training.loop import TrainResult, resume, train
+from .training.loop import TrainResult
+from .training.run import resume, train
 
 __version__ = "0.1.0"
 __all__ = [

@@ -76,7 +76,7 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from ..config import TrainConfig, check_recipe_device, default_recipe, from_recipe
     from ..training import auto
-    from ..training.loop import train
+    from ..training.run import train
 
     if args.resume is not None:  # the old spelling of `charlm resume RUN`
         return _report_training(_resume(args.resume, settings_given(args, TrainConfig)))
@@ -109,13 +109,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from ..training.loop import RESUMABLE
+    from ..training.run import RESUMABLE
 
     return _report_training(_resume(args.run, {k: v for k, v in vars(args).items() if k in RESUMABLE}))
 
 
 def _resume(run: Path, changes: dict[str, Any]):
-    from ..training.loop import resume
+    from ..training.run import resume
 
     return _distributed(lambda: resume(run, **changes))
 

@@ -153,7 +153,7 @@ def _train_parser(parser: argparse.ArgumentParser) -> None:
 
 def _resume_parser(parser: argparse.ArgumentParser) -> None:
     from ..config import TrainConfig
-    from ..training.loop import RESUMABLE
+    from ..training.run import RESUMABLE
 
     _run_argument(parser)
     for f, kind, _ in cli_fields(TrainConfig):
