@@ -628,6 +628,15 @@ def test_the_faster_of_the_cpus_level_and_the_one_below_is_raced_once_and_kept(m
     build.fastest.cache_clear()
 
 
+def test_a_race_times_a_build_by_coding_its_text_as_compress_does():
+    # The race runs only on a CPU with a level below its own (AVX-512): here it is called directly,
+    # so that a machine without AVX-512 still runs the code that times the builds.
+    from charlm.compression import race
+
+    assert len(race.race_text()) == race.RACE_BYTES
+    assert 0 < race.seconds("portable") < 60
+
+
 def test_a_level_asked_for_is_built_as_asked_with_no_race(monkeypatch):
     from charlm.compression import build, race
     from charlm.hardware import machine
