@@ -408,7 +408,8 @@ def test_a_gate_working_in_one_thread_runs_every_computation_there():
 
 @pytest.mark.slow
 def test_charlm_serve_answers_from_its_main_thread_and_stops_on_ctrl_c(runs, tmp_path):
-    command = [sys.executable, "-m", "charlm", "serve", str(runs[0]), "--port", "0"]
+    # -X faulthandler: if it does not stop, SIGABRT makes it print every thread's stack (below).
+    command = [sys.executable, "-X", "faulthandler", "-m", "charlm", "serve", str(runs[0]), "--port", "0"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline()
@@ -426,5 +427,11 @@ def test_charlm_serve_answers_from_its_main_thread_and_stops_on_ctrl_c(runs, tmp
         assert generated_texts(lines, "The ") == generate(run.model, run.vocab, "The ", config)
     finally:
         process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=30)
+        try:
+            _, err = process.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)
+            _, err = process.communicate(timeout=30)
+            pytest.fail(f"charlm serve did not stop within 90 s of Ctrl-C; its threads were at:\n"
+                        f"{err[-6000:]}")
     assert process.returncode == 0 and "Traceback" not in err
