@@ -406,6 +406,32 @@ def test_a_gate_working_in_one_thread_runs_every_computation_there():
     assert gate.run(lambda: 42) == 42  # and then computations run in their callers' threads again
 
 
+_CTRL_C_ELSEWHERE = """
+import signal, threading, time
+from charlm.serve.server import Gate
+
+def press_ctrl_c_in_this_thread():
+    time.sleep(0.5)
+    signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # the kernel may pick any thread
+
+threading.Thread(target=press_ctrl_c_in_this_thread, daemon=True).start()
+start = time.perf_counter()
+try:
+    Gate().work_here()
+except KeyboardInterrupt:
+    print(f"stopped after {time.perf_counter() - start:.1f} s")
+"""
+
+
+def test_a_ctrl_c_that_reaches_another_thread_still_stops_the_gate():
+    # Seen in full-suite runs: `charlm serve` ignored Ctrl-C, its main thread asleep in the gate's
+    # queue while the signal had gone to the thread that serves requests.
+    done = subprocess.run([sys.executable, "-c", _CTRL_C_ELSEWHERE], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert float(re.search(r"stopped after ([\d.]+) s", done.stdout).group(1)) < 5
+
+
 @pytest.mark.slow
 def test_charlm_serve_answers_from_its_main_thread_and_stops_on_ctrl_c(runs, tmp_path):
     # -X faulthandler: if it does not stop, SIGABRT makes it print every thread's stack (below).

@@ -52,6 +52,10 @@ class Busy(ApiError):
         super().__init__(429, f"the model is busy with {QUEUE} waiting requests; try again in a moment")
 
 
+# How often the main thread, waiting for work, wakes to take a Ctrl-C another thread received.
+WAKE_SECONDS = 0.25
+
+
 class Gate:
     """One model computation at a time, and at most `queue` callers waiting for their turn.
 
@@ -90,7 +94,14 @@ class Gate:
         self._jobs = _queue.SimpleQueue()
         try:
             while True:
-                self._jobs.get().do()
+                # Never an endless wait: a Ctrl-C that the kernel hands to another thread (the one
+                # serving requests, say) only marks the signal, and the main thread raises it when it
+                # next runs Python code, which a wait without end would never let it do.
+                try:
+                    job = self._jobs.get(timeout=WAKE_SECONDS)
+                except _queue.Empty:
+                    continue
+                job.do()
         finally:
             self._jobs = None
 
