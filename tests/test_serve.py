@@ -406,6 +406,13 @@ def test_a_gate_working_in_one_thread_runs_every_computation_there():
     assert gate.run(lambda: 42) == 42  # and then computations run in their callers' threads again
 
 
+def _ctrl_c_as_in_a_shell() -> None:
+    """A child started by a process that ignores SIGINT inherits the ignoring, and Python then raises
+    no KeyboardInterrupt at all: some test of the suite leaves pytest so. A shell starts commands
+    with Ctrl-C's default action, and so do these tests."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 _CTRL_C_ELSEWHERE = """
 import signal, threading, time
 from charlm.serve.server import Gate
@@ -427,7 +434,7 @@ def test_a_ctrl_c_that_reaches_another_thread_still_stops_the_gate():
     # Seen in full-suite runs: `charlm serve` ignored Ctrl-C, its main thread asleep in the gate's
     # queue while the signal had gone to the thread that serves requests.
     done = subprocess.run([sys.executable, "-c", _CTRL_C_ELSEWHERE], capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, preexec_fn=_ctrl_c_as_in_a_shell)
     assert done.returncode == 0, done.stderr
     assert float(re.search(r"stopped after ([\d.]+) s", done.stdout).group(1)) < 5
 
@@ -436,7 +443,8 @@ def test_a_ctrl_c_that_reaches_another_thread_still_stops_the_gate():
 def test_charlm_serve_answers_from_its_main_thread_and_stops_on_ctrl_c(runs, tmp_path):
     # -X faulthandler: if it does not stop, SIGABRT makes it print every thread's stack (below).
     command = [sys.executable, "-X", "faulthandler", "-m", "charlm", "serve", str(runs[0]), "--port", "0"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=_ctrl_c_as_in_a_shell)
     try:
         line = process.stdout.readline()
         port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", line).group(1))
