@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from charlm import RNNLM, ModelConfig, TrainConfig, load
+from charlm.checkpoint import trained_tokens
 from charlm.cli import main
 from charlm.config import default_recipe
 from charlm.hardware import machine
@@ -103,7 +104,7 @@ def test_the_line_says_what_was_chosen_and_for_what():
                                "dropout_output": 0.3, "vocab_size": 65})
     choice = auto.AutoChoice({}, 1_003_854, 65, 12_000.0, 12.3, 3_322_177, "cpu", "bf16")
     line = auto.describe(choice, config)
-    for part in ("auto: 2 x 512 LSTM", "embedding 64", "dropout 0.3", "batch 32 x 128", "AdamW 0.003",
+    for part in ("auto: a new 2 x 512 LSTM", "embedding 64", "dropout 0.3", "batch 32 x 128", "AdamW 0.003",
                  "cosine over 10 min", "about 12 passes", "1,003,854 characters", "65 distinct",
                  f"{machine.probe().cores} CPU cores", "kernels, bf16"):
         assert part in line, part
@@ -183,5 +184,97 @@ def test_the_auto_recipe_reads_the_text_once_and_training_takes_it_on(tmp_path, 
     reads, read = [], loop.load_splits
     monkeypatch.setattr(loop, "load_splits", lambda *a, **k: reads.append(a) or read(*a, **k))
     assert main(["train", str(tmp_path / "book.txt"), "--max-minutes", "0.02", "--out", str(tmp_path / "r"),
-                 "--device", "cpu", "-q"]) == 0
+                 "--device", "cpu", "--from-scratch", "-q"]) == 0
     assert len(reads) == 1  # a 1 GB text took 47 s a read on two cores
+
+
+# Rule 7: where a run starts.
+
+@pytest.fixture(scope="module")
+def english():
+    return load("english")
+
+
+ENGLISH_COUNTS = {c: 100 for c in "the sea is calm tonight,\n"}
+
+
+def test_an_english_text_starts_from_the_english_model(english):
+    start = auto.choose_start({}, "char", ENGLISH_COUNTS, 1e6, english)
+    assert start.run == "english" and "100.0% of its characters" in start.why
+
+
+@pytest.mark.parametrize("given, token, why", [
+    ({"from_scratch": True}, "char", "--from-scratch"),
+    ({"num_hiddens": 256}, "char", "--num-hiddens asks for a model of that shape"),
+    ({"cell": "gru"}, "char", "--cell asks"),
+    ({}, "word", "word tokens"),
+])
+def test_a_new_model_when_the_user_asks_for_one_or_for_word_tokens(english, given, token, why):
+    start = auto.choose_start(given, token, ENGLISH_COUNTS, 1e6, english)
+    assert start.run is None and why in start.why
+
+
+def test_a_text_in_another_script_starts_from_nothing(english):
+    lyrics = {**{chr(0x4E00 + k): 30 for k in range(100)}, " ": 500, "\n": 300}  # Chinese
+    start = auto.choose_start({}, "char", lyrics, 1e6, english)
+    assert start.run is None and "are in the English model's alphabet" in start.why
+    mostly = {**ENGLISH_COUNTS, "\u00e9": 20}  # a few accented letters change nothing
+    assert auto.choose_start({}, "char", mostly, 1e6, english).run == "english"
+
+
+def test_a_new_model_when_the_budget_and_the_text_teach_more_than_the_english_model_read(english):
+    read = trained_tokens(english)
+    assert read > 1_000_000  # its metrics say what it was trained on
+    big_text = {"e": read, "t": read}
+    assert auto.choose_start({}, "char", big_text, 2.1 * read, english).run is None  # a GPU's hour
+    assert auto.choose_start({}, "char", big_text, 0.5 * read, english).run == "english"  # a CPU's minutes
+    # however long the budget, a small text holds only a few passes' worth
+    assert auto.choose_start({}, "char", ENGLISH_COUNTS, 1000 * read, english).run == "english"
+
+
+def test_without_the_english_model_the_auto_recipe_trains_from_scratch(monkeypatch, tmp_path):
+    from charlm import checkpoint
+
+    monkeypatch.setattr(checkpoint, "run_folder", lambda run: tmp_path / "missing")
+    assert isinstance(auto._english(), str)
+    start = auto.choose_start({}, "char", ENGLISH_COUNTS, 1e6, auto._english())
+    assert start.run is None and "could not be read" in start.why
+
+
+@pytest.fixture
+def small_book(tmp_path):
+    path = tmp_path / "book.txt"
+    # \u2603 often enough for a row of its own, \u2604 too rare for one
+    line = "It was the best of times, it was the worst of times. \u2603\n"
+    path.write_text("\u2604 " * 3 + line * 300, encoding="utf-8")  # the held-out part is the end
+    return path
+
+
+def test_a_small_english_text_fine_tunes_the_english_model_and_says_so(small_book, english, tmp_path, capsys):
+    run = tmp_path / "r"
+    assert main(["train", str(small_book), "--max-minutes", "0.02", "--out", str(run), "--device", "cpu",
+                 "-q"]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith("auto: fine-tunes charlm's English model (2 x 512 LSTM") and "AdamW 0.001" in line
+    trained = load(run)
+    assert trained.config.init_from == "english" and trained.model.config.num_hiddens == 512
+    vocab = trained.vocab.idx_to_token
+    assert vocab[:len(english.vocab)] == english.vocab.idx_to_token  # every old row keeps its meaning
+    assert "\u2603" in vocab[len(english.vocab):]  # 300 times: a row of its own
+    assert "\u2604" not in vocab  # 3 times, fewer than NEW_ROW_MIN: <unk>
+    assert auto.NEW_ROW_MIN > 3
+
+
+def test_from_scratch_trains_a_new_model_and_says_why(small_book, tmp_path, capsys):
+    run = tmp_path / "r"
+    assert main(["train", str(small_book), "--max-minutes", "0.02", "--out", str(run), "--device", "cpu",
+                 "--from-scratch", "-q"]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith("auto: a new ") and "(--from-scratch)" in line
+    assert load(run).config.init_from is None and "\u2604" in load(run).vocab.token_to_idx
+
+
+def test_from_scratch_and_init_from_contradict_each_other(small_book, tmp_path, capsys):
+    assert main(["train", str(small_book), "--from-scratch", "--init-from", "english", "--recipe", "book",
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "--from-scratch and --init-from english" in capsys.readouterr().err

@@ -362,5 +362,17 @@ def read_weights(path: Path, model: RNNLM) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def trained_tokens(run: Run) -> int:
+    """Tokens a run's weights were trained on, counted from its metrics: its last step times the
+    tokens of a batch (rows x steps); 0 when the run kept no metrics."""
+    path, steps = run.path / "metrics.jsonl", 0
+    if run.config is None or not path.is_file():
+        return 0
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            steps = max(steps, json.loads(line).get("step", 0))
+    return steps * run.config.batch_size * run.config.num_steps
+
+
 def json_line(record: dict[str, Any]) -> str:
     return json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n"

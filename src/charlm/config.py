@@ -66,6 +66,11 @@ class TrainConfig:
     extend_vocab: bool = setting(False, "with --init-from: tokens of the new text that the run's "
                                  "vocabulary lacks get rows of their own (fresh weights); without it they "
                                  "count as <unk>")
+    extend_min_count: int = setting(1, "with --extend-vocab: a new token gets a row of its own only if the "
+                                    "new text holds it at least this many times; rarer ones count as <unk>",
+                                    metavar="N")
+    from_scratch: bool = setting(False, "train a new model even where the auto recipe would start from "
+                                 "charlm's English model (docs/auto.md, rule 7)")
     # the model
     model: ModelConfig = setting(default_factory=ModelConfig, help="the model to train")
     # optimisation
@@ -143,11 +148,16 @@ class TrainConfig:
         choice("optimizer", self.optimizer, OPTIMIZERS)
         choice("lr_schedule", self.lr_schedule, SCHEDULES)
         choice("precision", self.precision, PRECISIONS)
-        for name in ("eos", "random_offset", "reset_state", "detach"):
+        for name in ("eos", "random_offset", "reset_state", "detach", "from_scratch"):
             boolean(name, getattr(self, name))
         if self.extend_vocab and self.init_from is None:
             raise ValueError("--extend-vocab extends the vocabulary of the run given with --init-from; "
                              "without one, every token of the text has its row anyway")
+        if self.from_scratch and self.init_from is not None:
+            raise ValueError(f"--from-scratch and --init-from {self.init_from}: a run starts from a trained "
+                             "model or from nothing; give one or the other")
+        if number("extend_min_count", self.extend_min_count) < 1:
+            raise ValueError(f"--extend-min-count must be >= 1, got {self.extend_min_count}")
         if not number("lr", self.lr) > 0:
             raise ValueError(f"--lr must be > 0, got {self.lr}")
         for name in ("clip", "weight_decay"):

@@ -16,8 +16,13 @@ from charlm.checkpoint import load, save_weights
 
 here = Path(__file__).resolve().parents[2] / "src" / "charlm" / "english"
 run = Path(sys.argv[1])
-for name in ("vocab.json", "metrics.jsonl"):
-    shutil.copyfile(run / name, here / name)
+shutil.copyfile(run / "vocab.json", here / "vocab.json")
+# The metrics up to the best validation, the weights shipped: what they were trained on (the auto
+# recipe reads its step count), not what the run did after.
+records = [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+best = min((r for r in records if "val_loss" in r), key=lambda r: r["val_loss"])
+kept = [r for r in records if r["step"] <= best["step"]]
+(here / "metrics.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept), encoding="utf-8")
 config = json.loads((run / "config.json").read_text(encoding="utf-8"))
 config["train"]["prefix"] = "It was "  # what `charlm generate` starts from without --prefix
 (here / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")

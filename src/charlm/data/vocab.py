@@ -102,14 +102,19 @@ class Vocab:
         """(token, count) of the tokens the vocabulary was built from, most frequent first."""
         return list(self._token_freqs)
 
-    def extended(self, other: Vocab) -> Vocab:
+    def extended(self, other: Vocab, min_count: int = 1) -> Vocab:
         """This vocabulary with `other`'s tokens that it lacks appended, in `other`'s order: every
-        token keeps its index, so a model's rows for them keep their meaning.
+        token keeps its index, so a model's rows for them keep their meaning. Only tokens that `other`
+        was built from at least `min_count` times are added.
 
         >>> Vocab(list("aab")).extended(Vocab(list("bcc"))).idx_to_token
         ['<unk>', 'a', 'b', 'c']
+        >>> Vocab(list("aab")).extended(Vocab(list("bccd")), min_count=2).idx_to_token
+        ['<unk>', 'a', 'b', 'c']
         """
-        new = [t for t in other.idx_to_token if t not in self.token_to_idx]
+        counts = dict(other._token_freqs)  # a reserved token that was never counted is always added
+        new = [t for t in other.idx_to_token
+               if t not in self.token_to_idx and counts.get(t, min_count) >= min_count]
         freqs = dict(self._token_freqs)
         return Vocab.from_dict({**self.to_dict(), "idx_to_token": self.idx_to_token + new,
                                 "token_freqs": [[t, f] for t, f in self._token_freqs] +

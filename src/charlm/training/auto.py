@@ -22,6 +22,19 @@ time budget (``--max-minutes``, 10 by default). The rules, fitted on the grid of
 6. **About 40 validations, each keeping the best weights** (:func:`cadences`): every so many epochs,
    or, for a text the budget reads fewer than 40 times, by the clock, at most every 10 minutes.
 
+7. **A text in English starts from charlm's English model** (:func:`choose_start`), fine-tuned with
+   AdamW 1e-3 and a cosine to 1e-4 (its 2 x 512 LSTM kept; rules 5 and 6 still choose the batch and
+   the cadences), unless one of these sends it to a new model:
+
+   - ``--from-scratch``, a model shape given, or tokens other than characters;
+   - a text in another script: English's alphabet holds less than :data:`MIN_COVERAGE` of its
+     characters;
+   - a text that teaches more than the English model knows: the budget trains a new model on more
+     tokens than the English model was trained on, and the text holds them (:data:`USEFUL_PASSES`).
+
+   Characters of the text that the English model lacks get rows of their own when the text holds
+   each at least :data:`NEW_ROW_MIN` times, and count as ``<unk>`` otherwise.
+
 Everything else is the 10-minute recipe's (docs/quality.md): raw text, whole; an LSTM on torch.nn
 with an embedding of 64; batches of 32 x 128; AdamW 3e-3 with warm-up and a cosine fitted to the
 budget. Every choice yields to a flag the user gives, and the rest are chosen around it: with
@@ -37,6 +50,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -45,15 +59,20 @@ from typing import Any
 
 import torch
 
+from .. import checkpoint as ckpt
 from ..config import TrainConfig
 from ..data.dataset import Splits
 from ..evaluation import cross_entropy
+from ..fields import flag
 from ..hardware import distributed, machine
 from ..hardware.device import autocast, resolve_device
 from ..models import RNNLM
 from ..models.config import ModelConfig, between_layers
+from . import finetune
 from .loop import load_data
 from .optim import make_optimizer
+
+log = logging.getLogger(__name__)
 
 # Candidate sizes, (num_hiddens, num_layers), smallest first. Two layers from 256 units up: at the
 # same parameter count a stack of two learned more per minute than one wide layer in the grid.
@@ -83,6 +102,33 @@ BASE = dict(clean="raw", max_tokens=-1, cell="lstm", impl="builtin", embedding=6
             epochs=1_000_000)
 
 
+# Rule 7, fitted on the grid of docs/auto.md (2-core Zen 3).
+ENGLISH = "english"
+# The share of a text's characters the English model's alphabet must hold. English prose is all in
+# it; a text in another script shares only digits, spaces and punctuation with it.
+MIN_COVERAGE = 0.9
+# A text holds about this many passes' worth of what it teaches (rule 2 gives the passes after the
+# first less weight); a budget of more tokens than it holds learns no more from it.
+USEFUL_PASSES = 4.0
+# A new character gets its own row when the text holds it this often: a row is fresh weights that
+# only the new text trains, and fewer examples than this teach it less than they teach <unk>'s row,
+# which every rare character shares.
+NEW_ROW_MIN = 20
+# How it is fine-tuned (docs/auto.md: the first grid): a tenth of the learning rate of training it,
+# with a short warm-up, since its weights already mean something.
+FINE_TUNE = dict(lr=1e-3, min_lr=1e-4, warmup_steps=20)
+# Settings that ask for a new model: the English model has a shape of its own.
+SHAPED = tuple(f for f in finetune.SHAPE if f != "vocab_size")
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where rule 7 starts a run: from a trained run (its name) or from nothing (None), and why."""
+
+    run: str | None
+    why: str
+
+
 @dataclass(frozen=True)
 class AutoChoice:
     """The settings the rules chose, and the facts they were chosen from."""
@@ -95,6 +141,7 @@ class AutoChoice:
     params: int
     device: str = "cpu"  # where and in what precision the speeds were measured (configure)
     precision: str = "fp32"
+    start: Start = Start(None, "")  # rule 7
 
 
 def num_params(model: ModelConfig) -> int:
@@ -232,11 +279,71 @@ def largest_fitting(configs: Sequence[TrainConfig], chars: int,
     return chosen
 
 
-def configure(given: Mapping[str, Any]) -> tuple[TrainConfig, AutoChoice, Splits]:
+def choose_start(given: Mapping[str, Any], token: str, counts: Mapping[str, int], scratch_tokens: float,
+                 english: ckpt.Run | str) -> Start:
+    """Rule 7: start from the English model, or from nothing? `given`: the settings the user typed;
+    `token`: the kind of tokens; `counts`: each token's count in the training text; `scratch_tokens`:
+    the tokens the budget trains a new model on (rules 1-3); `english`: the English model, or why it
+    could not be read."""
+    shaped = [name for name in SHAPED if name in given]
+    total = sum(counts.values())
+    if given.get("from_scratch"):
+        return Start(None, "--from-scratch")
+    if shaped:
+        return Start(None, f"{flag(shaped[0])} asks for a model of that shape")
+    if token != "char":
+        return Start(None, f"{token} tokens: the English model reads characters")
+    if isinstance(english, str):
+        return Start(None, english)
+    known = sum(n for t, n in counts.items() if t in english.vocab.token_to_idx) / max(total, 1)
+    if known < MIN_COVERAGE:
+        return Start(None, f"only {known:.0%} of its characters are in the English model's alphabet")
+    learnable, learned = min(scratch_tokens, USEFUL_PASSES * total), ckpt.trained_tokens(english)
+    if learnable > learned:
+        return Start(None, f"the budget teaches a new model {learnable:,.0f} characters, more than the "
+                           f"English model's {learned:,.0f}")
+    return Start(ENGLISH, f"{known:.1%} of its characters are in its alphabet")
+
+
+def fine_tuning(chars: int, vocab_size: int, english: ckpt.Run, minutes: float,
+                speed: Callable[[TrainConfig], float], given: Mapping[str, Any], start: Start) -> AutoChoice:
+    """Rule 7's settings for fine-tuning the English model on a text of `chars` training characters
+    (`vocab_size` distinct):
+    its model, :data:`FINE_TUNE`, and rules 5 and 6 for the passes it makes in `minutes` at `speed`."""
+    shape = batch_shape(chars, given)
+    config = TrainConfig.of(**{**BASE, **FINE_TUNE, **shape, **given, "corpus": "auto"})
+    config = finetune.inherit(config, english, set(given))
+    tokens_per_sec = speed(config) if minutes else math.nan
+    tokens = min(tokens_per_sec * 60 * minutes * TRAINING_SHARE, config.epochs * chars) if minutes else \
+        config.epochs * chars
+    epochs = tokens / chars
+    model = {name: getattr(config.model, name) for name in ModelConfig.__dataclass_fields__
+             if name != "vocab_size"}
+    settings = {**BASE, **FINE_TUNE, **shape, **model, **cadences(epochs, minutes),
+                "val_rows": validation_rows(chars), "init_from": ENGLISH, "extend_vocab": True,
+                "extend_min_count": NEW_ROW_MIN}
+    settings = {k: v for k, v in settings.items() if k not in given}
+    return AutoChoice(settings, chars, vocab_size, tokens_per_sec, epochs,
+                      num_params(config.model), start=start)
+
+
+def _english() -> ckpt.Run | str:
+    """The English model, or why it cannot be read (a damaged installation trains from scratch)."""
+    try:
+        return ckpt.load(ENGLISH)
+    except (ckpt.CheckpointError, OSError) as err:
+        log.warning("the auto recipe trains from scratch: %s", err)
+        return f"the English model could not be read ({err})"
+
+
+def configure(given: Mapping[str, Any], start: str | None = None
+              ) -> tuple[TrainConfig, AutoChoice, Splits | None]:
     """The auto recipe for the settings the user gave (`given`, flat, with the corpus): reads the
     text once for its length and vocabulary, measures the candidates' speed on the run's device and
     precision (a few seconds in all), and returns the run's config with the choice it came from, and
-    the text as read, for training to take on (reading 1 GB again would cost it a minute)."""
+    the text as read, for training to take on (reading 1 GB again would cost it a minute). A run that
+    starts from the English model reads the text again, in its vocabulary: no text is returned then.
+    `start`: ``"english"`` or ``"scratch"`` overrules rule 7 (the grid of docs/auto.md measures both)."""
     config = TrainConfig.of(**{**BASE, **given})
     data = load_data(config)
     # Under torchrun, rank 0 measures and chooses for every process: each measuring for itself could
@@ -251,11 +358,23 @@ def configure(given: Mapping[str, Any]) -> tuple[TrainConfig, AutoChoice, Splits
             speeds[key] = measure_speed(candidate, device, precision)
         return speeds[key]
 
-    choice = distributed.from_main(lambda: choose(len(data.train), len(data.vocab), config.max_minutes, speed,
-                                                  given), info)
+    def decide() -> AutoChoice:
+        scratch = choose(len(data.train), len(data.vocab), config.max_minutes, speed, given)
+        english = _english()
+        rule = choose_start(given, config.token, dict(data.vocab.token_freqs), scratch.epochs * scratch.chars,
+                            english)
+        chosen = {None: rule.run, "english": ENGLISH, "scratch": None}[start]
+        if chosen is None or isinstance(english, str):
+            return dataclasses.replace(scratch, start=Start(None, rule.why if rule.run is None else
+                                                            "the grid asked for a new model"))
+        return fine_tuning(len(data.train), len(data.vocab), english, config.max_minutes, speed, given,
+                           rule if rule.run else Start(ENGLISH, f"the grid asked for it ({rule.why})"))
+
+    choice = distributed.from_main(decide, info)
     choice = dataclasses.replace(choice, device=str(device), precision=precision)
     # The encoding found once: training reads the text in it, without finding (and saying) it again.
-    return TrainConfig.of(**{**BASE, **choice.settings, **given, "encoding": data.encoding}), choice, data
+    config = TrainConfig.of(**{**BASE, **choice.settings, **given, "encoding": data.encoding})
+    return config, choice, data if choice.start.run is None else None
 
 
 def measure_speed(config: TrainConfig, device: torch.device, precision: str, steps: int = 2) -> float:
@@ -292,9 +411,14 @@ def _synchronize(device: torch.device) -> None:
 def describe(choice: AutoChoice, config: TrainConfig) -> str:
     """The one line said before training: the model, its training, and what it was chosen for.
 
-    auto: 2 x 512 LSTM, embedding 64, dropout 0.3, batch 32 x 128, AdamW 3e-3 with a cosine over
-    10 min (about 12 passes over the text) - for 1,003,854 characters of text (65 distinct) on 2
-    CPU cores, AVX512 kernels, bf16
+    auto: a new 2 x 512 LSTM (only 3% of its characters are in the English model's alphabet),
+    embedding 64, dropout 0.3, batch 32 x 128, AdamW 3e-3 with a cosine over 10 min (about 12 passes
+    over the text) - for 1,003,854 characters of text (2,865 distinct) on 2 CPU cores, AVX512
+    kernels, bf16
+
+    auto: fine-tunes charlm's English model (2 x 512 LSTM; 99.9% of its characters are in its
+    alphabet), embedding 64, no dropout, batch 8 x 128, AdamW 0.001 with a cosine over 2 min (about
+    19 passes over the text) - for 18,000 characters of text (287 distinct) on ...
     """
     model = config.model
     rates = sorted({r for r in (model.dropout, model.dropout_output) if r})
@@ -305,7 +429,12 @@ def describe(choice: AutoChoice, config: TrainConfig) -> str:
         f"{choice.epochs:.1f} of a pass" if choice.epochs < 1 else "about one pass"
     kinds = "characters" if config.token == "char" else "words"
     where = _where(torch.device(choice.device), choice.precision)
-    return (f"auto: {model.num_layers} x {model.num_hiddens} {model.cell.upper()}, "
+    shape = f"{model.num_layers} x {model.num_hiddens} {model.cell.upper()}"
+    if choice.start.run is not None:
+        what = f"fine-tunes charlm's English model ({shape}; {choice.start.why})"
+    else:
+        what = f"a new {shape}" + (f" ({choice.start.why})" if choice.start.why else "")
+    return (f"auto: {what}, "
             f"{'embedding ' + str(model.embedding) if model.embedding else 'one-hot input'}, {dropout}, "
             f"batch {config.batch_size} x {config.num_steps}, {config.optimizer.replace('adamw', 'AdamW')} "
             f"{config.lr:g} with {budget} ({passes} over the text) \N{EM DASH} for {choice.chars:,} {kinds} "

@@ -13,7 +13,8 @@ Characters of the new text that the run's vocabulary lacks become ``<unk>`` by d
 keeps its meaning, nothing is added that has not been trained, and a note says how many there were.
 With ``--extend-vocab`` they get rows of their own instead (:func:`grow`), fresh weights that only
 the new text trains: worth it when the new text has many of them (another alphabet, an accented
-language after an English run).
+language after an English run). ``--extend-min-count N`` gives rows only to those the text holds at
+least N times; the auto recipe starting from charlm's English model does that by itself (auto.py, rule 7).
 """
 
 from __future__ import annotations
@@ -70,14 +71,19 @@ def note_unknown(num_unknown: int, num_tokens: int, run: Run, text: str) -> None
                     num_unknown, num_tokens, run.path)
 
 
-def extended_vocab(run: Run, text_vocab: Vocab) -> Vocab:
-    """The run's vocabulary with the new text's tokens that it lacks appended (see
-    :meth:`Vocab.extended`); says how many there are."""
-    vocab = run.vocab.extended(text_vocab)
+def extended_vocab(run: Run, text_vocab: Vocab, min_count: int = 1) -> Vocab:
+    """The run's vocabulary with the new text's tokens that it lacks appended, those the text holds
+    at least `min_count` times (see :meth:`Vocab.extended`); says how many there are, and how many
+    rarer ones stay <unk>."""
+    vocab = run.vocab.extended(text_vocab, min_count)
     if len(vocab) > len(run.vocab):
         added = vocab.idx_to_token[len(run.vocab):]
         log.info("%d tokens of the new text get rows of their own (--extend-vocab): %s", len(added),
                  " ".join(repr(t) for t in added[:20]))
+    rare = len(run.vocab.unknown(text_vocab.idx_to_token[1:])) - (len(vocab) - len(run.vocab))
+    if rare:
+        log.info("%d tokens of the new text that occur fewer than %d times count as <unk> "
+                 "(--extend-min-count)", rare, min_count)
     return vocab
 
 

@@ -38,7 +38,7 @@ def train(config: TrainConfig | None = None, *, out: str | Path | None = None, d
         ckpt.check_writable(run_dir)  # before the data is read: a folder we cannot save into fails now
     vocab, weights = (start.vocab, start.model) if start is not None else (None, None)
     if start is not None and config.extend_vocab:  # one more pass over the text, for its own tokens
-        vocab = finetune.extended_vocab(start, load_data(config).vocab)
+        vocab = finetune.extended_vocab(start, load_data(config).vocab, config.extend_min_count)
         weights = finetune.grow(start.model, len(vocab), config.seed)
     if start is not None and data is not None:
         raise ValueError("data read with the text's own vocabulary cannot train a run started from another")
