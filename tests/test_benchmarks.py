@@ -85,6 +85,17 @@ def test_the_load_benchmark_reports_each_run_as_a_ratio_to_the_run_alone():
     assert rows[3] == "| busy loop | 65 | 0.45x (0.40-0.50) |"
 
 
+def test_the_start_grid_compares_the_last_run_of_each_start_and_says_the_change():
+    from benchmarks.auto_start import table
+
+    rows = [{"text": "shakespeare-1m", "minutes": 2.0, "start": "scratch", "bits": 2.6},
+            {"text": "shakespeare-1m", "minutes": 2.0, "start": "scratch", "bits": 2.5},  # measured again
+            {"text": "shakespeare-1m", "minutes": 2.0, "start": "english", "bits": 2.25},
+            {"text": "shakespeare-1m", "minutes": 0, "start": "english", "bits": 2.58}]
+    line = table(rows).splitlines()[2]
+    assert line == "| shakespeare-1m | 2 | 2.500 | 2.250 | -10.0 % | 2.580 | — |"
+
+
 def test_bf16_variants_are_measured_only_where_bf16_runs(monkeypatch):
     from charlm.hardware import machine
 

@@ -14,6 +14,7 @@ from .data.vocab import Vocab
 from .evaluation import EvalResult, evaluate_ids
 from .evaluation import evaluate_run as evaluate
 from .generation import GenerateConfig, generate, stream, stream_scored
+from .inspection.attribution import attribute
 from .models import RNNLM, ModelConfig, detach_state
 from .training.loop import TrainResult
 from .training.run import resume, train
@@ -32,6 +33,7 @@ __all__ = [
            "TrainConfig",
            "TrainResult",
            "Vocab",
+           "attribute",
            "clean_lines",
            "compress",
            "compress_stream",
