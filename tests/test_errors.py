@@ -155,6 +155,7 @@ ELSEWHERE = {
     "serve-path-tricks": "tests/test_serve.py::test_no_path_reaches_a_file_off_the_list",
     "serve-caps": "tests/test_serve.py::test_caps_on_text_and_generation_are_4xx",
     "serve-bad-settings": "tests/test_serve.py::test_bad_settings_are_400_with_the_reason",
+    "serve-attribute-window": "tests/test_serve.py::test_attribution_asks_for_a_position_and_window_it_can_explain",
     "serve-bidirectional": "tests/test_serve.py::test_a_bidirectional_run_cannot_generate",
     "serve-busy": "tests/test_serve.py::test_past_a_full_queue_a_request_is_told_to_come_back",
     "serve-method": "tests/test_serve.py::test_other_methods_are_not_allowed",

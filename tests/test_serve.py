@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import re
 import shutil
 import signal
@@ -21,8 +22,9 @@ from importlib import resources
 import pytest
 from tests.explorer_runs import TEXT, make_run, plant_vowel_unit
 
-from charlm import GenerateConfig, evaluate, generate, load
+from charlm import GenerateConfig, attribute, evaluate, generate, load
 from charlm.cli import main
+from charlm.inspection.reading import read
 from charlm.serve import ApiError, Limits, start
 from charlm.serve.server import QUEUE, Gate, static_files
 
@@ -249,6 +251,29 @@ def test_compare_gives_each_runs_bits_and_where_they_differ_most(server):
     diffs = {i: abs(a[i] - b[i]) for i in range(1, len(a))}
     assert diffs[answer["largest"][0]] == pytest.approx(max(diffs.values()), abs=1e-3)
     assert answer["bpc"][0] == pytest.approx(sum(a[1:]) / (len(a) - 1), abs=1e-3)
+
+
+def test_attribute_gives_each_earlier_characters_share_in_bits_as_charlm_attribute_does(server, runs):
+    body = {"run": "r0", "text": SAMPLE, "position": 30, "window": 12}
+    status, answer = post(server, "/api/attribute", body)
+    assert status == 200 and (answer["start"], answer["method"]) == (18, "gradient")
+    run = load(runs[0])
+    found = attribute(run.model, read(run, SAMPLE).ids, 30, window=12)
+    assert answer["scores"] == pytest.approx((found.scores / math.log(2)).tolist(), abs=1e-3)
+    assert answer["bits"] == pytest.approx(-found.logprob / math.log(2), abs=1e-4)
+
+
+def test_attribution_asks_for_a_position_and_window_it_can_explain(server):
+    status, answer = post(server, "/api/attribute", {"run": "r0", "text": SAMPLE, "position": 5,
+                                                     "window": 1001})
+    assert status == 413 and "'window' must be from 1 to 1000, got 1001" in answer["error"]
+    status, answer = post(server, "/api/attribute", {"run": "r0", "text": SAMPLE, "position": 0})
+    assert status == 400 and "'position' must be from 1 to" in answer["error"]
+    status, answer = post(server, "/api/attribute", {"run": "r0", "text": SAMPLE, "position": 3,
+                                                     "method": "saliency"})
+    assert status == 400 and "'method' must be one of gradient, occlusion" in answer["error"]
+    status, answer = post(server, "/api/attribute", {"run": "r3", "text": SAMPLE, "position": 3})
+    assert status == 400 and "bidirectional" in answer["error"]
 
 
 def test_the_training_metrics_are_the_runs_metrics_jsonl(server, runs):

@@ -22,6 +22,7 @@ import torch
 
 from ..checkpoint import CheckpointError, Run, load, weights_name
 from ..generation import GenerateConfig, stream_scored
+from ..inspection.attribution import MAX_WINDOW, METHODS, attribute
 from ..inspection.reading import (
     PRESETS,
     Group,
@@ -199,6 +200,23 @@ class Explorer:
             if len(found) == limit:
                 break
         return {"mask": mask.int().tolist(), "marked": int(mask.sum()), "units": found}
+
+    def attribute(self, body: dict) -> dict:
+        """Why the token at ``position`` of the text: each of the ``window`` tokens before it, and
+        how much it raised (+) or lowered (-) that token's log-probability, in bits."""
+        _, run = self.run(body)
+        if not run.model.can_generate:
+            raise ApiError(400, "this run is bidirectional: it reads the text after a token too, so no "
+                                "prediction from the tokens before it is there to explain")
+        reading = self.text(body, run)
+        position = _capped(body, "position", 1, 1, len(reading.tokens) - 1)
+        window = _capped(body, "window", 200, 1, MAX_WINDOW)
+        method = _get(body, "method", str, METHODS[0])
+        if method not in METHODS:
+            raise ApiError(400, f"'method' must be one of {', '.join(METHODS)}, got {method[:20]!r}")
+        found = attribute(run.model, reading.ids, position, window=window, method=method)
+        return {"position": position, "start": found.start, "method": method,
+                "bits": -found.logprob / math.log(2), "scores": _rounded(found.scores / math.log(2))}
 
     def compare(self, body: dict) -> dict:
         keys = _get(body, "runs", list)

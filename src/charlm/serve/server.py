@@ -319,7 +319,8 @@ class Handler(BaseHTTPRequestHandler):
 
 
 POSTS = {"/api/analyze": "analyze", "/api/next": "next", "/api/generate": "generate",
-         "/api/units": "units", "/api/units/search": "search", "/api/compare": "compare"}
+         "/api/units": "units", "/api/units/search": "search", "/api/compare": "compare",
+         "/api/attribute": "attribute"}
 
 
 def _take(steps: Iterator, seconds: float) -> dict | None:
