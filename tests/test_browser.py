@@ -236,6 +236,29 @@ def test_keyboard_focus_shows_the_tooltip(watched):
     assert "probability" in page.inner_text("#tip")
 
 
+def test_clicking_a_character_colours_the_ones_before_it_by_their_share_in_it(watched, runs):
+    page = watched.page
+    page.fill("#read-text", READ_TEXT)
+    page.click("#read-go")
+    page.wait_for_selector("#read-result:not([hidden])")
+    position = 40
+    page.click(f"#read-out .tok[data-i='{position}']")
+    page.wait_for_selector("#read-why:not([hidden])")
+    shares = page.eval_on_selector_all("#read-out .tok[data-share]",
+                                       "els => els.map(e => [Number(e.dataset.i), Number(e.dataset.share)])")
+    run = charlm.load(runs[0])
+    found = charlm.attribute(run.model, read(run, READ_TEXT).ids, position, window=200)
+    assert [i for i, _ in shares] == list(range(position))  # every character before it, in a 200 window
+    assert [s for _, s in shares] == pytest.approx((found.scores / math.log(2)).tolist(), abs=2e-3)
+    assert page.locator("#read-out .tok.why-target").get_attribute("data-i") == str(position)
+    assert "Why" in page.inner_text("#why-head")
+    page.hover("#read-out .tok[data-i='3']")  # the tooltip gives the share too
+    page.wait_for_selector("#tip:not([hidden])")
+    assert "share in" in page.inner_text("#tip")
+    page.click("#why-clear")  # back to the surprisal colours
+    assert page.is_hidden("#read-why") and page.locator("#read-out .tok[data-share]").count() == 0
+
+
 # ---- Write ------------------------------------------------------------------------------------
 
 def fill_generation(page, prefix: str, config: GenerateConfig) -> None:

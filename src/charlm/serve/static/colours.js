@@ -21,7 +21,12 @@ function hexToRgb(hex) {
   return [(n >> 16) & 255, (n >> 8) & 255, n & 255];
 }
 
-const PALETTES = new Map([REDS, BLUE_RED, BLUE_ORANGE].map((p) => [p, p.map(hexToRgb)]));
+// Why this character: lowered (purple) to raised (green), white at no effect.
+export const PURPLE_GREEN = [
+  "#762a83", "#9970ab", "#c2a5cf", "#e7d4e8", "#f7f7f7", "#d9f0d3", "#a6dba0", "#5aae61", "#1b7837",
+];
+
+const PALETTES = new Map([REDS, BLUE_RED, BLUE_ORANGE, PURPLE_GREEN].map((p) => [p, p.map(hexToRgb)]));
 
 // The colour at t in [0, 1] along a palette, and a text colour that stays readable on it.
 function paint(palette, t) {
@@ -43,6 +48,8 @@ export function bitsPosition(bits) {
 export const bitsColour = (bits) => paint(REDS, bitsPosition(bits) ** 1.4);
 
 export const activationColour = (v) => paint(BLUE_RED, (v + 1) / 2);
+export const SHARE_MAX = 2;  // why: shares beyond 2 bits either way get the deepest colour
+export const shareColour = (s) => paint(PURPLE_GREEN, (Math.max(-SHARE_MAX, Math.min(SHARE_MAX, s)) / SHARE_MAX + 1) / 2);
 export const diffColour = (d) => paint(BLUE_ORANGE, (Math.max(-DIFF_MAX, Math.min(DIFF_MAX, d)) / DIFF_MAX + 1) / 2);
 
 // A horizontal colour bar with labelled ticks; `at(value)` gives a tick's place in [0, 1].

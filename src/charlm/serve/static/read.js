@@ -10,8 +10,10 @@ import {renderTokens} from "./tokens.js";
 import {attachTips, tipHead, tipRows} from "./tips.js";
 import {setSharedText} from "./shared-text.js";
 import {renderSummary} from "./read-summary.js";
+import {clearWhy, whyRow, wireWhy} from "./why.js";
 
 export function resetRead() {
+  clearWhy();
   state.read = null;
   $("read-result").hidden = true;
   $("read-out").replaceChildren();
@@ -24,7 +26,7 @@ async function readText() {
   $("read-go").disabled = true;
   try {
     const res = await api("/api/analyze", {run: run.id, text, top: 5});
-    state.read = {...res, run};
+    state.read = {...res, run, text};
     state.tokenCache.set(cacheKey(run.id, text), res.tokens);
     renderRead();
   } finally {
@@ -33,6 +35,7 @@ async function readText() {
 }
 
 function renderRead() {
+  clearWhy();
   const res = state.read;
   const run = res.run;
   const unit = unitName(run);
@@ -80,8 +83,9 @@ function describeReadToken(span, node) {
     node.append(el("p", "tip-note", "The first token has no score: nothing comes before it."));
     return true;
   }
+  const why = whyRow(i);
   tipRows(node, [["probability", fmtP(res.probs[i])], ["surprisal", fmtBits(res.bits[i])],
-    ["rank", `${res.ranks[i]} of ${vocab.length}`]]);
+    ["rank", `${res.ranks[i]} of ${vocab.length}`], ...(why ? [why] : [])]);
   const alts = el("ol", "tip-alts");
   alts.setAttribute("aria-label", "The model's top choices here");
   (res.top_ids[i] || []).forEach((id, k) => {
@@ -116,4 +120,5 @@ export function wireRead() {
   $("read-go").addEventListener("click", guard(readText));
   $("read-file").addEventListener("change", readFile);
   attachTips($("read-out"), describeReadToken);
+  wireWhy(renderRead);
 }

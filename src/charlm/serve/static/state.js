@@ -3,7 +3,8 @@
 
 export const state = {
   runs: [], limits: {}, presets: [], run: null, view: "read",
-  read: null,        // the last /api/analyze answer shown, with the run it came from
+  read: null,        // the last /api/analyze answer shown, with the run and the text it came from
+  why: null,         // the last /api/attribute answer drawn over it, with its tokens
   neuron: null,      // {run, text, tokens, values, top, layer, kind, unit, mask}
   compare: null,
   gen: null,         // {controller, samples:[{probs:[]}]} while generating
