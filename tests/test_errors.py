@@ -156,6 +156,7 @@ ELSEWHERE = {
     "serve-caps": "tests/test_serve.py::test_caps_on_text_and_generation_are_4xx",
     "serve-bad-settings": "tests/test_serve.py::test_bad_settings_are_400_with_the_reason",
     "serve-attribute-window": "tests/test_serve.py::test_attribution_asks_for_a_position_and_window_it_can_explain",
+    "serve-clamp-unit": "tests/test_serve.py::test_a_unit_that_is_not_there_cannot_be_held",
     "serve-bidirectional": "tests/test_serve.py::test_a_bidirectional_run_cannot_generate",
     "serve-busy": "tests/test_serve.py::test_past_a_full_queue_a_request_is_told_to_come_back",
     "serve-method": "tests/test_serve.py::test_other_methods_are_not_allowed",

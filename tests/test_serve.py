@@ -24,6 +24,7 @@ from tests.explorer_runs import TEXT, make_run, plant_vowel_unit
 
 from charlm import GenerateConfig, attribute, evaluate, generate, load
 from charlm.cli import main
+from charlm.inspection.intervention import Clamp, read_clamped
 from charlm.inspection.reading import read
 from charlm.serve import ApiError, Limits, start
 from charlm.serve.server import QUEUE, Gate, static_files
@@ -274,6 +275,45 @@ def test_attribution_asks_for_a_position_and_window_it_can_explain(server):
     assert status == 400 and "'method' must be one of gradient, occlusion" in answer["error"]
     status, answer = post(server, "/api/attribute", {"run": "r3", "text": SAMPLE, "position": 3})
     assert status == 400 and "bidirectional" in answer["error"]
+
+
+def test_a_held_unit_reads_the_text_again_beside_the_model_as_it_is(server, runs):
+    clamp = {"layer": 1, "kind": "c", "unit": 4, "value": 3}
+    status, answer = post(server, "/api/clamp", {"run": "r0", "text": SAMPLE, "clamps": [clamp]})
+    assert status == 200
+    run = load(runs[0])
+    free, held = read_clamped(run.model, read(run, SAMPLE).ids, [[], [Clamp(1, "c", 4, 3.0)]])
+    assert answer["bits"][0][1:] == pytest.approx(free.tolist(), abs=1e-3)
+    assert answer["bits"][1][1:] == pytest.approx(held.tolist(), abs=1e-3)
+    _, analyzed = post(server, "/api/analyze", {"run": "r0", "text": SAMPLE})
+    assert answer["bpc"][0] == pytest.approx(analyzed["bpc"], abs=1e-4)  # nothing held: Read's bits
+
+
+def test_writing_with_a_unit_held_comes_beside_the_same_seed_without_it(server, runs):
+    body = {"run": "r0", "prefix": "The ", "num_preds": 30, "greedy": True,
+            "clamps": [{"layer": 0, "kind": "h", "unit": 2, "value": 0.9}]}
+    status, answer = post(server, "/api/clamp/generate", body)
+    run = load(runs[0])
+    assert status == 200 and answer["held"].startswith("The ")
+    assert answer["free"] == generate(run.model, run.vocab, "The ", GenerateConfig(num_preds=30, greedy=True))
+
+
+def test_the_ablation_ranking_lists_the_costliest_units_first(server):
+    status, answer = post(server, "/api/ablation", {"run": "r0", "text": SAMPLE, "limit": 5})
+    costs = [u["cost"] for u in answer["units"]]
+    assert status == 200 and len(costs) == 5 and costs == sorted(costs, reverse=True)
+    assert {u["kind"] for u in answer["units"]} <= {"h", "c"}
+
+
+def test_a_unit_that_is_not_there_cannot_be_held(server):
+    body = {"run": "r0", "text": SAMPLE, "clamps": [{"layer": 0, "kind": "h", "unit": 32}]}
+    status, answer = post(server, "/api/clamp", body)
+    assert status == 400 and answer["error"] == "unit must be in [0, 32) (layer 0 h has 32 units), got 32"
+    status, answer = post(server, "/api/clamp", {**body, "clamps": [{"layer": 0, "kind": "c", "unit": 1}],
+                                                 "run": "r1"})
+    assert status == 400 and "kind must be one of h for a GRU" in answer["error"]
+    status, answer = post(server, "/api/ablation", {"run": "r0", "text": "a" * 2_001})
+    assert status == 413 and "at most 2,000" in answer["error"]
 
 
 def test_the_training_metrics_are_the_runs_metrics_jsonl(server, runs):

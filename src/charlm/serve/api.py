@@ -23,6 +23,7 @@ import torch
 from ..checkpoint import CheckpointError, Run, load, weights_name
 from ..generation import GenerateConfig, stream_scored
 from ..inspection.attribution import MAX_WINDOW, METHODS, attribute
+from ..inspection.intervention import Clamp, ablation_ranking, check_clamp, generate_clamped, read_clamped
 from ..inspection.reading import (
     PRESETS,
     Group,
@@ -59,6 +60,7 @@ class Limits:
     max_samples: int = 8  # samples generated side by side
     max_top: int = 50  # alternatives shown at a position
     max_units: int = 100  # units one search ranks
+    max_ablation_text: int = 2_000  # characters an ablation ranking reads again once per unit
 
 
 def _get(body: dict, name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
@@ -218,6 +220,46 @@ class Explorer:
         return {"position": position, "start": found.start, "method": method,
                 "bits": -found.logprob / math.log(2), "scores": _rounded(found.scores / math.log(2))}
 
+    def clamp(self, body: dict) -> dict:
+        """The text read with the units of ``clamps`` held, beside the model as it is: the bits of
+        every position both ways (the first position has none), and the bits per token."""
+        _, run = self.run(body)
+        clamps = _clamps(body, run)
+        reading = self.text(body, run)
+        free, held = read_clamped(run.model, reading.ids, [[], clamps])
+        return {"tokens": reading.tokens, "bits": [[None] + _rounded(free), [None] + _rounded(held)],
+                "bpc": [float(free.mean()), float(held.mean())]}
+
+    def clamp_generate(self, body: dict) -> dict:
+        """What the model writes after ``prefix`` with the units held, and from the same seed without."""
+        _, run = self.run(body)
+        clamps = _clamps(body, run)
+        prefix = _get(body, "prefix", str)
+        if not prefix or len(prefix) > self.limits.max_text:
+            raise ApiError(400 if not prefix else 413, f"the prefix must have 1 to {self.limits.max_text:,} "
+                                                       f"characters, got {len(prefix):,}")
+        num_preds = _capped(body, "num_preds", 200, 1, 2_000)  # two texts, a step at a time
+        config = _generate_config({**body, "num_samples": 1, "num_preds": num_preds}, self.limits)
+        try:
+            held, free = generate_clamped(run.model, run.vocab, prefix, config, clamps, token=run.token)
+        except ValueError as err:
+            raise ApiError(400, str(err)) from None
+        return {"held": held, "free": free, "seed": config.seed}
+
+    def ablation(self, body: dict) -> dict:
+        """The units whose removal (held at zero) costs the text most, with the bits per token each costs."""
+        _, run = self.run(body)
+        if run.model.config.bidirectional:
+            raise ApiError(400, "this run is bidirectional: its units cannot be held while it reads forward")
+        text = _get(body, "text", str)
+        if len(text) > self.limits.max_ablation_text:
+            raise ApiError(413, f"the text has {len(text):,} characters; a ranking reads it again for every "
+                                f"unit, so at most {self.limits.max_ablation_text:,}")
+        reading = self.text(body, run)
+        limit = _capped(body, "limit", 20, 1, self.limits.max_units)
+        ranked = ablation_ranking(run.model, reading.ids, limit=limit)
+        return {"units": [{"layer": a.layer, "kind": a.kind, "unit": a.unit, "cost": a.cost} for a in ranked]}
+
     def compare(self, body: dict) -> dict:
         keys = _get(body, "runs", list)
         if len(keys) != 2:
@@ -266,6 +308,26 @@ def _generate_config(body: dict, limits: Limits) -> GenerateConfig:
         return GenerateConfig(**settings)
     except ValueError as err:
         raise ApiError(400, str(err)) from None
+
+
+def _clamps(body: dict, run: Run) -> list[Clamp]:
+    """``clamps``: a list of {layer, kind, unit, value} (value 0 by default: the unit switched off)."""
+    items = _get(body, "clamps", list)
+    if not 1 <= len(items) <= 16:
+        raise ApiError(400, f"'clamps' must hold 1 to 16 units, got {len(items)}")
+    clamps = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise ApiError(400, "each of 'clamps' must be {\"layer\": L, \"kind\": \"h\" or \"c\", "
+                                "\"unit\": U, \"value\": V}")
+        clamp = Clamp(_get(item, "layer", int), _get(item, "kind", str), _get(item, "unit", int),
+                      float(_get(item, "value", (int, float), 0.0)))
+        try:
+            check_clamp(run.model, clamp)
+        except ValueError as err:
+            raise ApiError(400, str(err)) from None
+        clamps.append(clamp)
+    return clamps
 
 
 def _mask(body: dict, reading: Reading) -> torch.Tensor:

@@ -320,7 +320,8 @@ class Handler(BaseHTTPRequestHandler):
 
 POSTS = {"/api/analyze": "analyze", "/api/next": "next", "/api/generate": "generate",
          "/api/units": "units", "/api/units/search": "search", "/api/compare": "compare",
-         "/api/attribute": "attribute"}
+         "/api/attribute": "attribute", "/api/clamp": "clamp", "/api/clamp/generate": "clamp_generate",
+         "/api/ablation": "ablation"}
 
 
 def _take(steps: Iterator, seconds: float) -> dict | None:
