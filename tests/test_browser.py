@@ -259,6 +259,37 @@ def test_clicking_a_character_colours_the_ones_before_it_by_their_share_in_it(wa
     assert page.is_hidden("#read-why") and page.locator("#read-out .tok[data-share]").count() == 0
 
 
+def test_a_unit_held_reads_and_writes_as_the_library_does_and_units_rank_by_cost(watched, runs):
+    from charlm.inspection.intervention import Clamp, generate_clamped, read_clamped
+
+    page = watched.page
+    choose(page, "r0", "neurons")
+    page.fill("#neuron-text", READ_TEXT)
+    page.select_option("#neuron-layer", "1:c")
+    page.fill("#neuron-unit", "4")
+    page.fill("#hold-value", "2.5")
+    page.click("#hold-read")
+    page.wait_for_selector("#hold-read-result:not([hidden])")
+    run = charlm.load(runs[0])
+    ids = read(run, READ_TEXT).ids
+    free, held = read_clamped(run.model, ids, [[], [Clamp(1, "c", 4, 2.5)]]).mean(dim=1)
+    assert float(page.get_attribute("#hold-summary", "data-held")) == pytest.approx(float(held), abs=1e-4)
+    assert float(page.get_attribute("#hold-summary", "data-free")) == pytest.approx(float(free), abs=1e-4)
+    assert page.locator("#hold-out .tok").count() == len(READ_TEXT)
+    page.fill("#hold-prefix", "The ")
+    page.click("#hold-write")
+    page.wait_for_selector("#hold-write-result:not([hidden])")
+    config = GenerateConfig(num_preds=200, temperature=0.8, seed=1)  # what the page asks for
+    want = generate_clamped(run.model, run.vocab, "The ", config, [Clamp(1, "c", 4, 2.5)])
+    shown = tuple(page.eval_on_selector(f"#hold-{which}", "e => e.textContent") for which in ("held", "free"))
+    assert shown == want
+    page.click("#hold-rank")
+    page.wait_for_selector("#hold-ranking .unit-btn")
+    costs = page.eval_on_selector_all("#hold-ranking .unit-btn",
+                                      "els => els.map(e => Number(e.dataset.cost))")
+    assert len(costs) == 12 and costs == sorted(costs, reverse=True)
+
+
 # ---- Write ------------------------------------------------------------------------------------
 
 def fill_generation(page, prefix: str, config: GenerateConfig) -> None:

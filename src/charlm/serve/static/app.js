@@ -13,6 +13,7 @@ import {wireWrite} from "./write.js";
 import {wirePick} from "./pick.js";
 import {renderNeuron, wireNeurons} from "./neurons.js";
 import {wireUnitSearch} from "./unit-search.js";
+import {wireHolding} from "./holding.js";
 import {wireCompare} from "./compare.js";
 import {renderTraining, wireTraining} from "./training.js";
 
@@ -33,6 +34,7 @@ function wire() {
   wirePick();
   wireNeurons();
   wireUnitSearch();
+  wireHolding();
   wireCompare();
   wireTraining();
   window.addEventListener("scroll", hideTip, {passive: true});

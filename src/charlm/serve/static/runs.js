@@ -8,6 +8,7 @@ import {currentRun, state} from "./state.js";
 import {resetRead} from "./read.js";
 import {setupWrite, stopGenerating} from "./write.js";
 import {setupNeurons} from "./neurons.js";
+import {resetHolding} from "./holding.js";
 import {setupCompare} from "./compare.js";
 import {refreshMetrics} from "./training.js";
 
@@ -38,6 +39,7 @@ export function setRun(id) {
   resetRead();
   setupWrite(run);
   setupNeurons(run);
+  resetHolding();
   setupCompare();
   state.metrics = {run: null, key: ""};
   if (state.view === "training") refreshMetrics(true);

@@ -6,6 +6,7 @@ export const state = {
   read: null,        // the last /api/analyze answer shown, with the run and the text it came from
   why: null,         // the last /api/attribute answer drawn over it, with its tokens
   neuron: null,      // {run, text, tokens, values, top, layer, kind, unit, mask}
+  hold: null,        // the last /api/clamp answer: the text read with a unit held
   compare: null,
   gen: null,         // {controller, samples:[{probs:[]}]} while generating
   pick: null,        // {text, history:[], base}
