@@ -290,6 +290,42 @@ def test_a_unit_held_reads_and_writes_as_the_library_does_and_units_rank_by_cost
     assert len(costs) == 12 and costs == sorted(costs, reverse=True)
 
 
+COLOURED = "els => els.map(e => [e.textContent, e.style.backgroundColor])"
+
+
+def test_a_saved_view_opens_from_disk_with_its_colours_and_tooltips(watched, browser, tmp_path):
+    page = watched.page
+    page.fill("#read-text", READ_TEXT)
+    page.click("#read-go")
+    page.wait_for_selector("#read-result:not([hidden])")
+    page.click("#read-out .tok[data-i='40']")  # with a why, as the page showed it
+    page.wait_for_selector("#read-why:not([hidden])")
+    live = page.eval_on_selector_all("#read-out .tok", COLOURED)
+    with page.expect_download() as info:
+        page.click("#save-view")
+    saved = tmp_path / "saved.html"
+    info.value.save_as(saved)
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, offline=True)
+    errors, outside = [], []
+    try:
+        opened = context.new_page()
+        opened.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        opened.on("request", lambda r: None if r.url == saved.as_uri() else outside.append(r.url))
+        opened.goto(saved.as_uri())
+        assert opened.eval_on_selector_all("#read-out .tok", COLOURED) == live  # same text, same colours
+        assert opened.locator("script").count() == 0 and opened.locator("button").count() == 0
+        assert "Why" in opened.inner_text("#why-head")
+        tip = opened.get_attribute("#read-out .tok[data-i='12']", "data-tip")
+        assert "probability" in tip and "surprisal" in tip and "share in" in tip
+        opened.hover("#read-out .tok[data-i='12']")
+        after = opened.eval_on_selector("#read-out .tok[data-i='12']",
+                                        "e => getComputedStyle(e, '::after').content")
+        assert "probability" in after  # the tooltip shows, by CSS alone
+        assert errors == [] and outside == []  # nothing refused by its policy, nothing fetched
+    finally:
+        context.close()
+
+
 # ---- Write ------------------------------------------------------------------------------------
 
 def fill_generation(page, prefix: str, config: GenerateConfig) -> None:

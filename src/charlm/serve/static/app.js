@@ -14,6 +14,7 @@ import {wirePick} from "./pick.js";
 import {renderNeuron, wireNeurons} from "./neurons.js";
 import {wireUnitSearch} from "./unit-search.js";
 import {wireHolding} from "./holding.js";
+import {wireSave} from "./save.js";
 import {wireCompare} from "./compare.js";
 import {renderTraining, wireTraining} from "./training.js";
 
@@ -35,6 +36,7 @@ function wire() {
   wireNeurons();
   wireUnitSearch();
   wireHolding();
+  wireSave();
   wireCompare();
   wireTraining();
   window.addEventListener("scroll", hideTip, {passive: true});

@@ -5,6 +5,7 @@ import {el} from "./dom.js";
 import {tokenLabel} from "./format.js";
 
 const tip = {node: null, owner: null};
+const describers = new Map();  // container -> its view's describe(span, node), for saved views too
 
 // The tooltip element, given once the page has loaded.
 export function useTipNode(node) {
@@ -31,6 +32,7 @@ function placeTip(target) {
 
 // One listener per container (delegation): `describe(span)` fills the tooltip or returns false.
 export function attachTips(container, describe) {
+  describers.set(container, describe);
   const show = (event) => {
     const span = event.target.closest ? event.target.closest(".tok") : null;
     if (!span || !container.contains(span)) return;
@@ -81,4 +83,28 @@ export function tipRows(node, rows) {
     table.append(el("dt", null, label), el("dd", null, value));
   }
   node.append(table);
+}
+
+// What the tooltip of `span` says, as plain lines (for a saved view, whose tooltips are text in the
+// page itself); null where its container shows none.
+export function tipText(span) {
+  for (const [container, describe] of describers) {
+    if (!container.contains(span)) continue;
+    const node = el("div");
+    if (describe(span, node) === false) return null;
+    const lines = [];
+    for (const part of node.children) {
+      if (part.matches("dl")) {
+        const cells = [...part.children];
+        for (let k = 0; k + 1 < cells.length; k += 2) lines.push(`${cells[k].textContent}: ${cells[k + 1].textContent}`);
+      } else if (part.matches("ol")) {
+        lines.push([...part.children].map((item) => `${item.dataset.tok === undefined ? item.textContent
+          : tokenLabel(item.dataset.tok)} ${(Number(item.dataset.p) * 100).toFixed(1)}%`).join(" · "));
+      } else {
+        lines.push(part.textContent);
+      }
+    }
+    return lines.join("\n");
+  }
+  return null;
 }
