@@ -21,7 +21,8 @@ FLOORS = [
     {"checkpoint"},                              # a run folder: config, vocabulary and weights
     {"evaluation", "inspection"},                # scoring a run, and looking inside it
     {"training", "compression"},                 # what is built on runs: training them, coding with them
-    {"serve", "d2l", "implementations"},         # the explorer; the book's API; the map of the fast paths
+    {"serve", "export", "d2l", "implementations"},  # the explorer, a run as a page or ONNX; the book's API;
+                                                    # the map of the fast paths
     {"", "info", "cli", "__main__"},             # the public face and the command line
 ]
 

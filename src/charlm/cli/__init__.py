@@ -25,7 +25,7 @@ __all__ = ["build_parser", "continue_after_restart", "main"]
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "corpora": commands.cmd_corpora, "recipes": commands.cmd_recipes, "info": commands.cmd_info,
     "train": commands.cmd_train, "resume": commands.cmd_resume, "generate": commands.cmd_generate,
-    "evaluate": commands.cmd_evaluate, "serve": commands.cmd_serve,
+    "evaluate": commands.cmd_evaluate, "serve": commands.cmd_serve, "export": commands.cmd_export,
     "compress": files.cmd_compress, "decompress": files.cmd_decompress,
 }
 

@@ -220,6 +220,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..export import export
+
+    if args.output.exists() and not args.force:
+        raise ValueError(f"{args.output}: already exists (use --force to overwrite)")
+    out = export(args.run, args.output, which=args.which)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import ipaddress
 

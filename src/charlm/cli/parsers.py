@@ -237,6 +237,15 @@ def _serve_parser(parser: argparse.ArgumentParser) -> None:
     _which_argument(parser)
 
 
+def _export_parser(parser: argparse.ArgumentParser) -> None:
+    _run_argument(parser)
+    parser.add_argument("output", type=Path, metavar="OUT",
+                        help="the file to write: NAME.html (a page that writes with the model in a browser, "
+                             "offline) or NAME.onnx (an ONNX graph, the state as inputs and outputs)")
+    _which_argument(parser)
+    _force_argument(parser)
+
+
 def _force_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
 
@@ -273,6 +282,7 @@ PARSERS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
                  _generate_parser),
     "evaluate": ("perplexity and bits per token of a run on held-out text", _evaluate_parser),
     "serve": ("a local web page to read, write with and look inside trained runs", _serve_parser),
+    "export": ("write a run as a web page that writes with it offline, or as an ONNX graph", _export_parser),
     "compress": ("compress a file losslessly with a language model", _compress_parser),
     "decompress": ("restore a file from a charlm archive", _decompress_parser),
 }
