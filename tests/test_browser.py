@@ -326,6 +326,33 @@ def test_a_saved_view_opens_from_disk_with_its_colours_and_tooltips(watched, bro
         context.close()
 
 
+@pytest.mark.parametrize("view", ["read", "write", "neurons", "compare", "training"])
+def test_nothing_runs_off_a_390_pixel_phone_screen(browser, server, view):
+    ctx = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    try:
+        watched = Watched(ctx, server.url)
+        page = watched.page
+        page.click(f"#tab-{view}")
+        if view == "read":
+            page.fill("#read-text", READ_TEXT)
+            page.click("#read-go")
+            page.wait_for_selector("#read-result:not([hidden])")
+        # every element that is shown ends inside the screen (a tab bar may scroll sideways itself)
+        beyond = page.evaluate("""() => [...document.querySelectorAll('body *')].filter((e) => {
+            const r = e.getBoundingClientRect();
+            const scrolled = e.closest('.tabs') && e.closest('.tabs') !== e;
+            return r.width > 0 && r.height > 0 && !scrolled && r.right > innerWidth + 0.5;
+        }).map((e) => e.id || e.className || e.tagName)""")
+        assert beyond == []
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        tabs = page.evaluate("(() => { const t = document.querySelector('.tabs'); return [t.scrollWidth, "
+                             "t.clientWidth, getComputedStyle(t).overflowX]; })()")
+        assert tabs[0] <= tabs[1] or tabs[2] == "auto"  # every tab is on screen, or the bar scrolls to it
+        watched.check_clean()
+    finally:
+        ctx.close()
+
+
 # ---- Write ------------------------------------------------------------------------------------
 
 def fill_generation(page, prefix: str, config: GenerateConfig) -> None:
