@@ -534,3 +534,14 @@ def test_charlm_serve_answers_from_its_main_thread_and_stops_on_ctrl_c(runs, tmp
             pytest.fail(f"charlm serve did not stop within 90 s of Ctrl-C; its threads were at:\n"
                         f"{err[-6000:]}")
     assert process.returncode == 0 and "Traceback" not in err
+
+
+def test_the_english_model_explains_a_character_and_holds_a_unit_in_the_explorer():
+    from charlm.serve import Explorer
+
+    explorer = Explorer([load("english")])  # what `charlm serve` with no run shows
+    why = explorer.attribute({"run": "r0", "text": SAMPLE, "position": 20, "window": 20})
+    assert len(why["scores"]) == 20 and why["bits"] > 0
+    held = explorer.clamp({"run": "r0", "text": SAMPLE, "clamps": [{"layer": 1, "kind": "c", "unit": 7,
+                                                                     "value": 30}]})
+    assert held["bpc"][1] != held["bpc"][0]
