@@ -106,6 +106,85 @@ def shoot_training(s: Shooter) -> None:
     s.save("training")
 
 
+def shoot_why(s: Shooter, text: str) -> None:
+    """Read, with a character clicked: the ones before it coloured by their share in it."""
+    page = s.page
+    s.tab("read")
+    count = page.locator("#read-out .tok").count()
+    page.click(f"#read-out .tok[data-i='{min(count - 1, 120)}']")
+    page.wait_for_selector("#read-why:not([hidden])")
+    page.eval_on_selector("#read-why", "e => e.scrollIntoView({block: 'start'})")
+    s.save("why")
+
+
+def shoot_hold(s: Shooter, unit: int) -> None:
+    """Neurons, with a unit switched off: the text read again, and the units ranked by cost."""
+    page = s.page
+    s.tab("neurons")
+    page.select_option("#neuron-layer", index=0)
+    page.fill("#neuron-unit", str(unit))
+    page.fill("#hold-value", "0")
+    page.click("#hold-rank")
+    page.wait_for_selector("#hold-ranking .unit-btn", timeout=300_000)
+    page.click("#hold-ranking .unit-btn")  # the costliest unit, switched off and the text read again
+    page.wait_for_selector("#hold-read-result:not([hidden])", timeout=60_000)
+    page.click("#hold-write")
+    page.wait_for_selector("#hold-write-result:not([hidden])", timeout=60_000)
+    page.eval_on_selector("#hold-card", "e => e.scrollIntoView({block: 'start'})")
+    s.save("hold")
+
+
+def shoot_saved(s: Shooter, browser) -> None:
+    """The Read view saved as a file, opened from disk with no network."""
+    with s.page.expect_download() as info:
+        s.tab("read")
+        s.page.click("#save-view")
+    saved = s.out / "explorer-saved-view.html"
+    info.value.save_as(saved)
+    context = browser.new_context(viewport=s.page.viewport_size, offline=True)
+    page = context.new_page()
+    page.goto(saved.as_uri())
+    page.screenshot(path=str(s.out / "explorer-saved.png"))
+    print(f"wrote {s.out / 'explorer-saved.png'}")
+    context.close()
+    saved.unlink()
+
+
+def shoot_phone(browser, url: str, out: Path, text: str) -> None:
+    """Read on a 390-pixel phone screen."""
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    page.goto(url)
+    page.wait_for_selector("body[data-ready='true']")
+    page.fill("#read-text", text[:300])
+    page.click("#read-go")
+    page.wait_for_selector("#read-result:not([hidden])")
+    page.screenshot(path=str(out / "explorer-phone.png"))
+    print(f"wrote {out / 'explorer-phone.png'}")
+    context.close()
+
+
+def shoot_export(browser, run: Path, out: Path, prefix: str) -> None:
+    """The page `charlm export RUN page.html` writes, opened from disk, after a greedy sample."""
+    from charlm.export import export
+
+    page_file = export(run, out / "explorer-export-page.html")
+    context = browser.new_context(viewport={"width": 1000, "height": 600}, offline=True)
+    page = context.new_page()
+    page.goto(page_file.as_uri())
+    page.wait_for_selector("body[data-ready='true']")
+    page.fill("#write-prefix", prefix)
+    page.fill("#write-num-preds", "600")
+    page.fill("#write-temperature", "0.7")
+    page.fill("#write-seed-input", "3")
+    page.click("#write-go")
+    page.wait_for_selector("#write-out[data-done='true']")
+    page.screenshot(path=str(out / "explorer-export.png"))
+    print(f"wrote {out / 'explorer-export.png'} ({page.inner_text('#write-speed')})")
+    context.close()
+    page_file.unlink()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", action="append", required=True, help="a run folder (give two to compare)")
@@ -116,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=800)
+    parser.add_argument("--unit", type=int, default=0, help="the unit Neurons starts from (default: 0)")
+    parser.add_argument("--only", nargs="+", choices=("views", "why", "hold", "saved", "phone", "export"),
+                        default=("views", "why", "hold", "saved", "phone", "export"),
+                        help="which images to make (default: all)")
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
@@ -131,11 +214,22 @@ def main(argv: list[str] | None = None) -> int:
             page.goto(server.url)
             page.wait_for_selector("body[data-ready='true']")
             s = Shooter(page, out)
-            shoot_read(s, text)
-            shoot_write(s, args.prefix, args.seed)
-            shoot_neurons(s, args.preset)
-            shoot_compare(s, len(runs))
-            shoot_training(s)
+            shoot_read(s, text)  # Read first: the views below start from its text
+            if "views" in args.only:
+                shoot_write(s, args.prefix, args.seed)
+                shoot_neurons(s, args.preset)
+                shoot_compare(s, len(runs))
+                shoot_training(s)
+            if "why" in args.only:
+                shoot_why(s, text)
+            if "hold" in args.only:
+                shoot_hold(s, args.unit)
+            if "saved" in args.only:
+                shoot_saved(s, browser)
+            if "phone" in args.only:
+                shoot_phone(browser, server.url, out, text)
+            if "export" in args.only:
+                shoot_export(browser, runs[0], out, args.prefix)
             browser.close()
     finally:
         server.close()
