@@ -54,7 +54,7 @@ class Shooter:
         self.page.click(f"#tab-{view}")
 
 
-def shoot_read(s: Shooter, text: str) -> None:
+def shoot_read(s: Shooter, text: str, save: bool = True) -> None:
     page = s.page
     page.fill("#read-text", text)
     page.eval_on_selector("#read-text", "box => { box.scrollTop = 0; }")  # the passage's start in view
@@ -64,7 +64,8 @@ def shoot_read(s: Shooter, text: str) -> None:
     count = page.locator("#read-out .tok").count()
     page.hover(f"#read-out .tok[data-i='{min(count - 1, 60)}']")
     page.wait_for_selector("#tip:not([hidden])")
-    s.save("read")
+    if save:
+        s.save("read")
 
 
 def shoot_write(s: Shooter, prefix: str, seed: int) -> None:
@@ -214,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             page.goto(server.url)
             page.wait_for_selector("body[data-ready='true']")
             s = Shooter(page, out)
-            shoot_read(s, text)  # Read first: the views below start from its text
+            shoot_read(s, text, save="views" in args.only)  # first: the views below start from its text
             if "views" in args.only:
                 shoot_write(s, args.prefix, args.seed)
                 shoot_neurons(s, args.preset)
