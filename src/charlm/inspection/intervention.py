@@ -135,12 +135,17 @@ def read_clamped(model: RNNLM, ids: Tensor, variants: Sequence[Sequence[Clamp]])
     return torch.stack(bits, dim=1)
 
 
-def ablation_ranking(model: RNNLM, ids: Tensor, *, kinds: Sequence[str] = ("h", "c"), limit: int = 20,
-                     batch: int = 64) -> list[Ablated]:
-    """The `limit` units whose removal costs `ids` most, each held at zero in turn (exact: the text is
-    read again for every unit, `batch` units side by side), by the bits per token it costs."""
+def ablation_ranking(model: RNNLM, ids: Tensor, *, layers: Sequence[int] | None = None,
+                     kinds: Sequence[str] = ("h", "c"), limit: int = 20, batch: int = 64) -> list[Ablated]:
+    """The `limit` units of `layers` (all by default) and `kinds` whose removal costs `ids` most, each
+    held at zero in turn (exact: the text is read again for every unit, `batch` units side by side),
+    by the bits per token it costs. A 2 x 512 LSTM reads 300 characters again for all 512 units of
+    one layer's h in about 15 s on two CPU cores."""
     kinds = [k for k in kinds if k == "h" or model.config.cell == "lstm"]
-    units = [Clamp(layer, kind, unit) for layer in range(model.config.num_layers) for kind in kinds
+    layers = range(model.config.num_layers) if layers is None else layers
+    for layer in layers:
+        check_clamp(model, Clamp(layer, "h", 0))
+    units = [Clamp(layer, kind, unit) for layer in layers for kind in kinds
              for unit in range(model.config.num_hiddens)]
     base = float(read_clamped(model, ids, [[]])[0].mean())
     costs = []

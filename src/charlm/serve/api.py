@@ -257,7 +257,13 @@ class Explorer:
                                 f"unit, so at most {self.limits.max_ablation_text:,}")
         reading = self.text(body, run)
         limit = _capped(body, "limit", 20, 1, self.limits.max_units)
-        ranked = ablation_ranking(run.model, reading.ids, limit=limit)
+        layer, kind = _get(body, "layer", int, None), _get(body, "kind", str, None)
+        try:
+            ranked = ablation_ranking(run.model, reading.ids, limit=limit,
+                                      layers=None if layer is None else [layer],
+                                      kinds=("h", "c") if kind is None else (kind,))
+        except ValueError as err:
+            raise ApiError(400, str(err)) from None
         return {"units": [{"layer": a.layer, "kind": a.kind, "unit": a.unit, "cost": a.cost} for a in ranked]}
 
     def compare(self, body: dict) -> dict:

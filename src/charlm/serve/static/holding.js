@@ -59,7 +59,9 @@ async function rankUnits() {
   clearError();
   $("hold-rank").disabled = true;
   try {
-    const res = await api("/api/ablation", {run: run.id, text: $("neuron-text").value, limit: 12});
+    const [layer, kind] = $("neuron-layer").value.split(":");  // the units of the layer chosen above
+    const res = await api("/api/ablation", {run: run.id, text: $("neuron-text").value, limit: 12,
+      layer: Number(layer), kind});
     $("hold-ranking").replaceChildren(...res.units.map((u) => {
       const item = el("li");
       const button = el("button", "unit-btn");
