@@ -53,7 +53,7 @@ def test_the_readme_commands_are_found():
     commands = [as_charlm_argv(c) for c in readme_commands(README.read_text(encoding="utf-8"))]
     names = {c[0] for c in commands if c}
     assert {"train", "resume", "generate", "evaluate", "compress", "decompress", "corpora", "recipes",
-            "info", "serve"} <= names
+            "info", "serve", "export"} <= names
 
 
 @pytest.mark.slow
