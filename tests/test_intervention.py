@@ -42,9 +42,9 @@ def test_a_held_unit_is_what_the_output_layer_reads():
     held = Clamp(0, "h", 5, 3.0)
     with torch.no_grad():
         _, (h, _) = model(IDS[:1][None])  # the state after the first token
-    h = h[0, 0].clone()
-    h[5] = 3.0
-    logits = model.output(h)
+        h = h[0, 0].clone()
+        h[5] = 3.0
+        logits = model.output(h)
     want = -torch.log_softmax(logits, dim=-1)[IDS[1]] / math.log(2)
     got = read_clamped(model, IDS, [[], [held]])
     assert float(got[1, 0]) == pytest.approx(float(want), abs=1e-5)
@@ -61,7 +61,7 @@ def test_with_nothing_held_greedy_writing_is_charlm_generate():
     run = charlm.load("english")
     config = GenerateConfig(num_preds=40, greedy=True)
     held, free = generate_clamped(run.model, run.vocab, "It was ", config, [])
-    assert held == free == charlm.generate(run.model, run.vocab, "It was ", config)
+    assert held == free == charlm.generate(run.model, run.vocab, "It was ", config)[0]
 
 
 def test_a_held_unit_changes_what_is_written_and_the_free_text_stays_the_same():
