@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
 
     runs = [Path(r) for r in args.run]
     text = Path(args.text).read_text(encoding="utf-8") if args.text else passage(runs[0])
-    out = Path(args.out)
+    out = Path(args.out).resolve()  # file:// addresses of what it saves need a full path
     out.mkdir(parents=True, exist_ok=True)
     server = start(runs, host="127.0.0.1", port=0)
     try:
