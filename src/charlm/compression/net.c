@@ -289,13 +289,17 @@ static void *learner_main(void *arg) {
     return NULL;
 }
 
-/* Wait for the gradient owed, if any. */
-static void learner_wait(Net *n) {
-    if (!n->pending) return;
-    if (n->started <= 0) { n->pending = 0; return; }
+/* Wait until the thread is done with the block it was handed, if any; its gradient stays owed. */
+static void learner_join(Net *n) {
+    if (!n->pending || n->started <= 0) return;
     pthread_mutex_lock(&n->lock);
     while (n->ready) pthread_cond_wait(&n->done, &n->lock);
     pthread_mutex_unlock(&n->lock);
+}
+
+/* Wait for the gradient owed, if any, and take it. */
+static void learner_wait(Net *n) {
+    learner_join(n);
     n->pending = 0;
 }
 
@@ -342,6 +346,12 @@ void cm_net_advance(Net *n, int more_to_come) {
     if (more_to_come && n->lr > 0) {
         if (n->pending) { learner_wait(n); apply(n); }
         learner_start(n, half);
+    } else {
+        /* The end of a segment: the block before this one may still be being learnt, from the half
+         * that the next block fills. Its gradient is applied on schedule, at the next block's end;
+         * only the buffers must wait for the thread, or a busy machine would let the next segment
+         * overwrite them mid-learning, and the encoder and the decoder would learn different things. */
+        learner_join(n);
     }
     memcpy(h0_of(n, next), n->h, (size_t)n->L * n->H * sizeof(float));
     memcpy(c0_of(n, next), n->c, (size_t)n->L * n->H * sizeof(float));
