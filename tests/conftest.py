@@ -52,3 +52,22 @@ def data_dir() -> Path:
     assert folder and Path(folder).is_dir(), "the corpora could not be downloaded: set CHARLM_DATA to a " \
         "folder holding them (see README.md)"
     return Path(folder)
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium, driven by Playwright (never a browser Playwright downloads); the tests
+    that use it are skipped where either is missing."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"no chromium at {CHROMIUM}: the browser tests need Debian's chromium package")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("the playwright Python package is not installed")
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"], headless=True)
+        yield chromium
+        chromium.close()

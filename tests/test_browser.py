@@ -18,22 +18,11 @@ import charlm
 from charlm import GenerateConfig
 from charlm.inspection.reading import read, score, where_bits_go
 
-CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.browser
 
 # A text the runs did not train on, with quotes, capitals and a newline.
 READ_TEXT = ("The Time Traveller looked at the machine. \"Is it,\" said he, \"in my time?\"\n"
              "'Never,' answered the Psychologist.")
-
-
-def _playwright():
-    if not CHROMIUM.exists():
-        pytest.skip(f"no chromium at {CHROMIUM}: the browser tests need Debian's chromium package")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("the playwright Python package is not installed")
-    return sync_playwright
 
 
 @pytest.fixture(scope="module")
@@ -57,15 +46,6 @@ def server(runs):
     srv = start(runs, host="127.0.0.1", port=0, limits=Limits(max_preds=200_000))
     yield srv
     srv.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_playwright = _playwright()
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"], headless=True)
-        yield chromium
-        chromium.close()
 
 
 class Watched:

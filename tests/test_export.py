@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 from tests.explorer_runs import make_run
-from tests.test_browser import CHROMIUM, _playwright
 
 import charlm
 from charlm import RNNLM, GenerateConfig, ModelConfig, Vocab
@@ -24,15 +23,6 @@ def runs(tmp_path_factory):
             # the book's GRU: the reset gate before the hidden product
             "gru": make_run(root / "gru", cell="gru", impl="scratch", num_layers=1, epochs=2),
             "rnn": make_run(root / "rnn", cell="rnn", impl="scratch", activation="relu", epochs=2)}
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_playwright = _playwright()
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"], headless=True)
-        yield chromium
-        chromium.close()
 
 
 def greedy_on_page(browser, page_file: Path, prefix: str, count: int) -> tuple[str, float]:
