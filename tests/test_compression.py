@@ -394,17 +394,28 @@ def test_the_kernels_exp_and_log_are_accurate_to_the_last_bits():
     assert lib.cm_exp_of(0.0) == 1.0 and lib.cm_exp_of(-1000.0) == 0.0
 
 
-def test_deepnets_vectorised_squash_is_the_kernels_squash_bit_for_bit():
-    # deepnet.c rewrites squash (1 / (1 + e^-x), its sigmoid and tanh) without branches so that
-    # the compiler vectorises it; every value must still round exactly as squash's.
-    lib, rng = library(), random.Random(0)
-    lib.cm_squash_of.restype, lib.cm_squash_of.argtypes = ctypes.c_double, [ctypes.c_double]
-    xs = [rng.uniform(-30, 30) for _ in range(3000)] + [rng.uniform(-900, 900) for _ in range(1000)] + \
-        [0.0, -0.0, 700.0, -700.0, -700.5, 1e30, -1e30, 1e-300, 0.5, -0.5]
+@pytest.mark.parametrize("level", ["portable", "native"])
+def test_the_vectorised_exp_and_squash_round_exactly_as_the_scalar_ones(level):
+    # exact.h's exps and squashes (the softmaxes, both networks' cells) compute cm_exp and squash
+    # without branches, so that the compiler vectorises them; every value must still round exactly
+    # as the scalar functions', in the portable build and in this CPU's own.
+    from charlm.compression import kernel
+    from charlm.hardware import machine
+
+    lib = kernel.load("portable" if level == "portable" else machine.kernel_target(machine.probe()).value)
+    rng = random.Random(0)
+    for name in ("cm_exp_of", "cm_squash_of"):
+        getattr(lib, name).restype, getattr(lib, name).argtypes = ctypes.c_double, [ctypes.c_double]
+    edges = [0.0, -0.0, 700.0, -700.0, -700.5, 1e30, -1e30, 1e-300, -1e-300, 0.5, -0.5, -0.34657359027997264,
+             -1.0397207708399179, -745.0]  # 0.5 and 1.5 ln 2: floor's ties
+    xs = [rng.uniform(-30, 30) for _ in range(3000)] + [rng.uniform(-900, 900) for _ in range(1000)] + edges
     n = len(xs)
-    out = (ctypes.c_double * n)()
-    lib.cm_squashes((ctypes.c_double * n)(*xs), out, n)
-    assert [struct.pack("<d", v) for v in out] == [struct.pack("<d", lib.cm_squash_of(x)) for x in xs]
+    squashed, exped = (ctypes.c_double * n)(), (ctypes.c_double * n)()
+    lib.cm_squashes((ctypes.c_double * n)(*xs), squashed, n)
+    assert [struct.pack("<d", v) for v in squashed] == [struct.pack("<d", lib.cm_squash_of(x)) for x in xs]
+    below = [-abs(x) for x in xs]  # exp's domain here: x <= 0
+    lib.cm_exps((ctypes.c_double * n)(*below), exped, n)
+    assert [struct.pack("<d", v) for v in exped] == [struct.pack("<d", lib.cm_exp_of(x)) for x in below]
 
 
 def test_the_network_in_c_computes_what_torch_computes():
@@ -488,6 +499,58 @@ def _every_build(monkeypatch):
     def use(level: str) -> None:
         monkeypatch.setattr(race, "library", lambda wide=False: kernel.load(level))
     return targets, use
+
+
+# What the kernel of arithmetic 1 codes, as the release before it coded it (source digest
+# 4febeeb25fef7a61): the SHA-256 of the coded bytes of the first 20,000 and 60,000 bytes of the Time
+# Machine that ships with charlm, online, with the defaults.
+ARITHMETIC_1 = {20_000: "0d820decda7567e7f889764e76d946aca5c40761e16e744890108d65cce68940",
+                60_000: "010b7d73a6593554df8db164cbc56fb49448ff34a619610b97bf2c2ac50bc563"}
+
+
+def _time_machine() -> bytes:
+    import gzip
+
+    from charlm.data.corpora import corpus_spec, embedded_file
+    return gzip.decompress(embedded_file(corpus_spec("timemachine")).read_bytes())
+
+
+def _coded_digest(archive: bytes) -> str:
+    import hashlib
+    return hashlib.sha256(b"".join(frame.data for frame in unpack(archive)[1])).hexdigest()
+
+
+@pytest.mark.slow
+def test_every_build_codes_the_very_bits_its_arithmetic_number_names(monkeypatch):
+    # Archives name what the kernel computes (build.ARITHMETIC), not its sources: a kernel made
+    # faster must code every bit as the one before it did, or it must take a new number.
+    from charlm.compression import build
+
+    assert build.ARITHMETIC == 1, "a new arithmetic: record its digests here, and the old one's decoding"
+    targets, use = _every_build(monkeypatch)
+    text = _time_machine()
+    for target in targets:
+        use(target)
+        for size, digest in ARITHMETIC_1.items():
+            assert _coded_digest(compress(text[:size])) == digest, (target, size)
+
+
+def test_an_archive_of_the_release_before_decodes_and_an_unknown_kernel_is_refused():
+    from charlm.compression import build
+
+    data = TEXT.encode()[:3000]
+    header, frames, trailer = unpack(compress(data))
+    assert header.settings["kernel"] == "arithmetic 1"
+
+    def named(kernel: str) -> bytes:
+        return pack(Header(header.mode, {**header.settings, "kernel": kernel}), frames, trailer)
+
+    (earlier,) = [digest for digest, number in build.EARLIER.items() if number == build.ARITHMETIC]
+    assert decompress(named(earlier)) == data  # it recorded its sources' digest: the same arithmetic
+    with pytest.raises(ArchiveError, match="kernel '0123456789abcdef', but here it is 'arithmetic 1'"):
+        decompress(named("0123456789abcdef"))
+    with pytest.raises(ArchiveError, match="kernel 'arithmetic 2'"):
+        decompress(named("arithmetic 2"))
 
 
 def test_every_build_this_cpu_runs_writes_the_same_archive_and_reads_the_others(monkeypatch):

@@ -121,24 +121,43 @@ static Bits *bits_new(int lanes, int alphabet, int models, int buckets_log2, dou
     b->sets[4] = capped((uint64_t)16 << b->nbits);          /* letters into the word, bits */
     /* calloc: zero is every table's start (a bucket whose check fails starts afresh), so pages that
      * no context reaches are never touched */
-    b->slots = calloc(((size_t)models << buckets_log2) * 16, sizeof(uint32_t));
+    b->slots = big_table(((size_t)models << buckets_log2) * 16, sizeof(uint32_t));
     b->hmap = malloc((size_t)models * 512 * sizeof(double));
     b->hmap_n = calloc((size_t)models * 512, sizeof(int32_t));
     b->ctx = calloc((size_t)lanes * models + 1, sizeof(uint32_t));
     b->lane = calloc((size_t)lanes, sizeof(BitLane));
     b->follow = calloc(65536, sizeof(uint16_t));
     int ok = b->slots && b->hmap && b->hmap_n && b->ctx && b->lane && b->follow;
-    for (int r = 0; r < MIXERS; r++) ok = ok && (b->w[r] = calloc((size_t)b->sets[r] * b->inputs, sizeof(double)));
+    for (int r = 0; r < MIXERS; r++) ok = ok && (b->w[r] = big_table((size_t)b->sets[r] * b->inputs, sizeof(double)));
     b->w2 = calloc(nodes * MIXERS, sizeof(double));
     b->tree = calloc((size_t)(experts + 2) * 2 * nodes, sizeof(double));
-    b->apm = calloc((size_t)b->apm_rows * APM_KNOTS, sizeof(double));
-    b->apm2 = calloc((size_t)APM2_ROWS * APM_KNOTS, sizeof(float));
+    b->apm = big_table((size_t)b->apm_rows * APM_KNOTS, sizeof(double));
+    b->apm2 = big_table((size_t)APM2_ROWS * APM_KNOTS, sizeof(float));
     if (!ok || !b->w2 || !b->tree || !b->apm || !b->apm2) { bits_free(b); return NULL; }
     for (size_t i = 0; i < (size_t)models * 512; i++) b->hmap[i] = 0.5;
     for (int n = 0; n < 256; n++) b->rate[n] = (int32_t)(65536.0 / (n + 1.5));
     for (int i = 0; i < (1 << STRETCH_BITS); i++) b->stretch[i] = stretch_of((i + 0.5) / (1 << STRETCH_BITS));
     for (int j = 0; j < APM_KNOTS; j++) b->knots[j] = apm_knot(j);
     return b;
+}
+
+/* ---- the slots' buckets ---------------------------------------------------------------------- */
+
+/* Model j's bucket for context `ctx` and the half symbol that starts at `node`, and the check
+ * that its word 0 holds while the bucket belongs to that context. */
+static uint32_t *bucket_of_half(const Bits *b, int j, uint32_t ctx, uint32_t node, uint32_t *check) {
+    uint32_t h = mix32(ctx + node * 0x9E3779B1u);
+    *check = (h >> 24) | 0x100u;
+    return b->slots + ((size_t)j * (b->mask + 1) + (h & b->mask)) * 16;
+}
+
+/* The buckets of a half symbol that will start at `node`, asked for from memory ahead (a bucket is
+ * one cache line, in tables of 352 MB). */
+static void prefetch_buckets(const Bits *b, const uint32_t *ctx, uint32_t node) {
+    for (int j = 0; j < b->models; j++) {
+        uint32_t check;
+        prefetch(bucket_of_half(b, j, ctx[j], node, &check));
+    }
 }
 
 /* ---- the contexts ------------------------------------------------------------------------------ */
@@ -213,6 +232,7 @@ static void bits_contexts(Bits *b, const int32_t *hist, int seen, uint32_t word,
     c[j++] = mix32(mix32(n3 + 514u) + n5 * 0x85EBCA6Bu);            /* folded order 5 */
     uint32_t *ctx = b->ctx + (size_t)l * b->models;
     for (int k = 0; k < b->models; k++) ctx[k] = k < j ? c[k] : 0u;
+    prefetch_buckets(b, ctx, 1);  /* the next symbol's first half: read after its network step */
 }
 
 /* ---- one bit ----------------------------------------------------------------------------------- */
@@ -345,8 +365,8 @@ static void bit_learn(Bits *b, Bit *t, int bit) {
  * held (its check differs) starts afresh. */
 static void bit_buckets(Bits *b, const uint32_t *ctx, uint32_t node, uint32_t **bucket) {
     for (int j = 0; j < b->models; j++) {
-        uint32_t h = mix32(ctx[j] + node * 0x9E3779B1u), check = (h >> 24) | 0x100u;
-        uint32_t *at = bucket[j] = b->slots + ((size_t)j * (b->mask + 1) + (h & b->mask)) * 16;
+        uint32_t check;
+        uint32_t *at = bucket[j] = bucket_of_half(b, j, ctx[j], node, &check);
         if (at[0] != check) {
             at[0] = check;
             memset(at + 1, 0, 15 * sizeof(uint32_t));
@@ -364,7 +384,10 @@ static void bits_trees(Model *m, Bits *b, const double *q, const uint32_t *rows,
     double *pn = m->z;  /* scratch: the mixture is done with it */
     double top = logits[0], sum = 0.0;
     for (int a = 1; a < V; a++) if (logits[a] > top) top = logits[a];
-    for (int a = 0; a < A; a++) { pn[a] = a < V ? cm_exp((double)logits[a] - top) : 0.0; sum += pn[a]; }
+    for (int a = 0; a < V; a++) pn[a] = (double)logits[a] - top;
+    exps(pn, m->pun, V);
+    for (int a = V; a < A; a++) pn[a] = 0.0;
+    for (int a = 0; a < A; a++) sum += pn[a];
     for (int a = 0; a < A; a++) pn[a] /= sum;
     bits_tree(b->tree + (size_t)(E + 1) * 2 * nodes, nodes, pn, A);
 }
@@ -386,6 +409,10 @@ static int bits_code(Model *m, Bits *b, int decoding, int lane, int y, const dou
         if ((b->nbits - 1 - i) % 4 == 0) {  /* a half symbol starts */
             bit_buckets(b, ctx, node, bucket);
             local = 1;
+        }
+        if (i > 0 && (b->nbits - i) % 4 == 0) {  /* the next bit starts a half: it is one of two */
+            prefetch_buckets(b, ctx, 2 * node);
+            prefetch_buckets(b, ctx, 2 * node + 1);
         }
         bit_inputs(b, &t, node, local, bucket);
         int known = 0;

@@ -3,8 +3,9 @@ cached, and chosen per instruction-set level.
 
 The build is plain C (no Python or torch headers), so it takes about a second. It is cached with
 charlm's other native build (:mod:`charlm.hardware.native_build`: ``~/.cache/charlm/kernels``),
-named by a digest of the sources and the flags: a changed kernel is a new file, and archives record
-that digest (:func:`kernel_id`), since another kernel gives other probabilities. The build is for
+named by a digest of the sources and the flags (:func:`kernel_id`): a changed kernel is a new file.
+Archives record what the kernel computes instead (:data:`ARITHMETIC`), so that a kernel made faster
+still decodes the archives of the one before it. The build is for
 the CPU's instruction-set level (x86-64-v4 or -v3: wider vectors), or the level below it where that
 codes faster on this machine, which a race of the two decides once (:func:`fastest`;
 ``CHARLM_KERNELS_TARGET`` may ask for a level instead), named by that level so a cache shared by
@@ -31,16 +32,19 @@ from pathlib import Path
 
 from ..hardware import machine, native_build
 
-# What the build reads: kernel.c, which #includes exact.h, kernel.h, net.c, deepnet.c and bits.c.
+# What the build reads: kernel.c, which #includes exact.h, kernel.h, cell.h, net.c, deepnet.c and bits.c.
 SOURCES = tuple(Path(__file__).with_name(name)
-                for name in ("kernel.c", "exact.h", "kernel.h", "net.c", "bits.c", "deepnet.c"))
+                for name in ("kernel.c", "exact.h", "kernel.h", "cell.h", "net.c", "bits.c", "deepnet.c"))
 # -ffp-contract=off: no fused multiply-adds, so every operation rounds alike whatever the compiler and
 # the instruction set; vectorised element-wise loops round exactly as scalar ones, and without
 # -ffast-math no sum is reordered. A target's flags (machine.target_flags) only make the vectors
 # wider and tune the schedule.
+# -fno-trapping-math: no program here reads floating-point exception flags, and without it GCC will
+# not turn a comparison of doubles into a vector select, so the array exps (exact.h) stay scalar. It
+# permits no reordering and no other rounding (that would take -fassociative-math and kin).
 # -pthread: the networks' second threads (net.c's learner, deepnet.c's share of the products).
 FLAGS = ("-O3", "-std=c11", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math", "-fno-math-errno",
-         "-pthread")
+         "-fno-trapping-math", "-pthread")
 TARGETS = native_build.TARGETS
 RACE_BYTES = 24_000  # what a race codes (charlm.compression.race): about a second a build
 
@@ -55,9 +59,33 @@ class KernelError(OSError):
 
 @cache
 def kernel_id() -> str:
-    """The digest of the kernel's sources and flags that archives record: 16 hex digits. Computed on
-    first use, not at import (it reads the C sources)."""
+    """The digest of the kernel's sources and flags, which names its builds: 16 hex digits. Computed
+    on first use, not at import (it reads the C sources)."""
     return native_build.source_digest(SOURCES, " ".join(FLAGS))
+
+
+# What the kernel computes, which archives record: one number for one function from text to coded
+# bits, whatever the sources that compute it. A change that only makes the kernel faster keeps it (the
+# archives of a fixed text are held to their digests by a test, which fails if a bit moves); a
+# change to any probability takes the next number, and archives of the one before are refused.
+ARITHMETIC = 1
+# Archives made before the number was recorded name their kernel by its sources' digest. These are
+# the digests whose archives the kernel of ARITHMETIC 1 decodes bit for bit (tested).
+EARLIER = {"4febeeb25fef7a61": 1}  # the release of 2026-12-07, format 4
+
+
+def arithmetic() -> str:
+    """How archives name what this kernel computes."""
+    return f"arithmetic {ARITHMETIC}"
+
+
+def arithmetic_of(recorded: object) -> object:
+    """What an archive's recorded kernel computes, named as :func:`arithmetic` names it: an earlier
+    archive's digest as the number it is known to equal; anything else as it is (no kernel here
+    matches it)."""
+    if isinstance(recorded, str) and recorded in EARLIER:
+        return f"arithmetic {EARLIER[recorded]}"
+    return recorded
 
 
 _NO_COMPILER = "charlm's compressor builds a small C kernel once and needs a C compiler for it: " \

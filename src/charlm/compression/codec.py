@@ -33,7 +33,7 @@ import torch
 
 from ..fields import at_least, check_types, flag, fraction, from_flat, setting, to_flat
 from ..models import RNNLM, ModelConfig
-from .build import kernel_id
+from .build import arithmetic, arithmetic_of
 from .container import ArchiveError
 from .deepnet import LEARN, DeepNetwork
 from .kernel import MAX_ORDERS, Config, Kernel, Network, Stream
@@ -179,9 +179,15 @@ PLATFORM_KEYS = ("torch", "cpu", "kernel")
 
 def platform() -> dict[str, Any]:
     """What the archive records of the machine that coded it, and the decoder must match
-    (:data:`PLATFORM_KEYS`): torch's version, its CPU capability, the kernel's digest."""
+    (:data:`PLATFORM_KEYS`): torch's version, its CPU capability, what the kernel computes."""
     return {"torch": torch.__version__.split("+")[0], "cpu": torch.backends.cpu.get_cpu_capability(),
-            "kernel": kernel_id()}
+            "kernel": arithmetic()}
+
+
+def recorded_platform(info: dict[str, Any]) -> dict[str, Any]:
+    """An archive's platform as :func:`platform` says it: an earlier archive's kernel digest read as
+    the arithmetic it is known to equal."""
+    return {**info, "kernel": arithmetic_of(info.get("kernel"))}
 
 
 @contextmanager

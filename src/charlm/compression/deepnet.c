@@ -28,7 +28,8 @@
 #include <sched.h>
 #include <stdatomic.h>
 
-#include "exact.h"  /* exp_taylor and squash, which the vectorised squash computes alike */
+#include "exact.h"  /* squash */
+#include "cell.h"   /* the LSTM cell, its squashes vectorised */
 
 #define PANEL 32
 /* The vector width: 16 floats with AVX-512, 8 with AVX2, 4 else. It sets how many outputs a pass
@@ -265,8 +266,6 @@ static void outer(Pool *pool, Mat *G, const float *x, int ldx, const float *g, i
 
 #define MAX_LAYERS 16
 
-typedef union { int64_t bits; double value; } Pun;  /* 2^k built from its bits (squashes) */
-
 typedef struct Layer {
     int K, R;                      /* inputs (the embedding or the layer below), K + H */
     Mat W, gW;                     /* R x 4H: W_x over W_h, and its gradient */
@@ -435,64 +434,6 @@ Deep *cm_deep_new(int lanes, int V, int D, int H, int layers, int block, double 
     return d;
 }
 
-/* exact.h's squash, 1 / (1 + e^-x), over an array, its cm_exp written out without a branch (the
- * same operations on every value, a select where squash branches) and in two loops that the
- * compiler vectorises: the polynomial and 2^k's bits, then 2^k read back as a double through a
- * union. Each value rounds exactly as squash's (tested), eight at a time with AVX-512. */
-static void squashes(double *restrict x, Pun *restrict scale, int n) {
-    int64_t *restrict bits = (int64_t *)scale;
-    double *restrict poly = &scale[n].value;
-    for (int i = 0; i < n; i++) {
-        double a = x[i] >= 0 ? -x[i] : x[i];  /* squash takes e^-|x| either way */
-        double xc = a < -700.0 ? -700.0 : a;
-        double y = xc * 1.4426950408889634 + 0.5, t = (double)(int64_t)y;  /* floor(y), as a */
-        double k = t > y ? t - 1.0 : t;  /* conversion: GCC does not vectorise floor (it may trap) */
-        double r = (xc - k * 6.93147180369123816490e-01) - k * 1.90821492927058770002e-10;
-        double s = exp_taylor(r);
-        bits[i] = ((int64_t)k + 1023) << 52;
-        poly[i] = a < -700.0 ? 0.0 : s;  /* the polynomial, beside the bits */
-    }
-    for (int i = 0; i < n; i++) {
-        double e = poly[i] * scale[i].value;
-        double top = x[i] >= 0 ? 1.0 : e;  /* a select, not a branch */
-        x[i] = top / (1.0 + e);
-    }
-}
-
-/* The cell of every unit of one lane, from its gates' sums: i, f, o = sigmoid, g = tanh (as
- * 2 squash(2x) - 1, net.c's), c_t = f c_{t-1} + i g, h_t = o tanh(c_t). `work`: 4H doubles and 8H
- * Puns. */
-static void cell(float *restrict g, float *restrict c, float *restrict cs, float *restrict tcs,
-                 float *restrict h, int H, double *restrict work, Pun *restrict pun) {
-    for (int j = 0; j < 4 * H; j++) {
-        double times = j >= 2 * H && j < 3 * H ? 2.0 : 1.0;
-        work[j] = times * (double)g[j];
-    }
-    squashes(work, pun, 4 * H);
-    for (int j = 0; j < 4 * H; j++) {  /* sigmoid: 1 q - 0; tanh: 2 q - 1 */
-        int candidate = j >= 2 * H && j < 3 * H;
-        g[j] = (float)((candidate ? 2.0 : 1.0) * work[j] - (candidate ? 1.0 : 0.0));
-    }
-    for (int j = 0; j < H; j++) {
-        c[j] = g[H + j] * c[j] + g[j] * g[2 * H + j];
-        cs[j] = c[j];
-        work[j] = 2.0 * (double)c[j];
-    }
-    squashes(work, pun, H);
-    for (int j = 0; j < H; j++) {
-        tcs[j] = (float)(2.0 * work[j] - 1.0);
-        h[j] = g[3 * H + j] * tcs[j];
-    }
-}
-
-/* For the tests: squashes() over n <= 4096 values, to hold it to squash bit for bit. */
-void cm_squashes(const double *x, double *out, int n) {
-    static Pun pun[2 * 4096];
-    memcpy(out, x, (size_t)n * sizeof(double));
-    squashes(out, pun, n);
-}
-
-double cm_squash_of(double x) { return squash(x); }
 
 /* One layer's step for every lane: [x ; h_{t-1}] in, the gates, c_t and h_t out (h_t also to `next`,
  * the layer above's input, stride `ldn`). */

@@ -31,6 +31,7 @@
  * floor, frexp and sqrt are exact by definition), no fused multiply-adds (the build turns
  * contraction off, build.py), sums reduce in a fixed order. Integers hash the contexts.
  */
+#define _DEFAULT_SOURCE  /* madvise (kernel.h), beside C11 */
 #include "exact.h"    /* exp, log and squash, exact by construction */
 #include "kernel.h"   /* Config, Model, the shared constants */
 #include "net.c"      /* Net: the online mode's network, cm_net_* */
@@ -69,6 +70,15 @@ static void context_rows(Model *m, int l) {
         rows[e++] = mix32(h + (m->word[l] ? 0u : (uint32_t)hist[0] + 7u)) & mask;
     }
     if (m->bits) bits_contexts(m->bits, hist, seen, m->word[l], l);
+    /* The rows are read at the next step, after the network's forward pass: asked for now, they
+     * arrive from memory meanwhile (a row of 256 counts is eight cache lines, in tables of 268 MB). */
+    for (int x = 0; x < m->E; x++) {
+        size_t at = (size_t)x * m->rows + rows[x];
+        prefetch_span(m->counts + at * m->c.alphabet, (size_t)m->c.alphabet * sizeof(uint16_t));
+        prefetch(m->sums + at);
+        prefetch(m->distinct + at);
+        prefetch(m->last + at);
+    }
 }
 
 static uint32_t match_hash(const Model *m, int l) {
@@ -176,18 +186,18 @@ Model *cm_new(const Config *config, const uint8_t *letter, const uint8_t *glyph)
     m->rows = 1u << c->rows_log2;
     m->match_rows = 1u << c->match_rows_log2;
     size_t W = (size_t)m->X * SLOTS;
-    m->counts = calloc((size_t)m->E * m->rows * A + 1, sizeof(uint16_t));
-    m->sums = calloc((size_t)m->E * m->rows + 1, sizeof(uint32_t));
-    m->distinct = calloc((size_t)m->E * m->rows + 1, sizeof(uint16_t));
-    m->last = calloc((size_t)m->E * m->rows + 1, sizeof(uint16_t));
+    m->counts = big_table((size_t)m->E * m->rows * A + 1, sizeof(uint16_t));
+    m->sums = big_table((size_t)m->E * m->rows + 1, sizeof(uint32_t));
+    m->distinct = big_table((size_t)m->E * m->rows + 1, sizeof(uint16_t));
+    m->last = big_table((size_t)m->E * m->rows + 1, sizeof(uint16_t));
     m->logc = calloc((size_t)c->limit + 1, sizeof(double));
     m->hist = calloc((size_t)L * HISTORY, sizeof(int32_t));
     m->seen = calloc(L, sizeof(int32_t));
     m->word = calloc(L, sizeof(uint32_t));
     m->prevword = calloc(L, sizeof(uint32_t));
     m->cur_rows = calloc((size_t)L * m->E + 1, sizeof(uint32_t));
-    m->coded = calloc((size_t)1 << c->window_log2, sizeof(int32_t));
-    m->where = calloc(m->match_rows, sizeof(int64_t));
+    m->coded = big_table((size_t)1 << c->window_log2, sizeof(int32_t));
+    m->where = big_table(m->match_rows, sizeof(int64_t));
     m->pointer = malloc(L * sizeof(int64_t));
     m->run = calloc(L, sizeof(int32_t));
     m->w = calloc(W, sizeof(double));
@@ -198,6 +208,7 @@ Model *cm_new(const Config *config, const uint8_t *letter, const uint8_t *glyph)
     m->pow2 = malloc(POWERS * sizeof(double));
     m->bias = malloc(A * sizeof(double));
     m->z = malloc(A * sizeof(double));
+    m->pun = malloc(A * sizeof(Pun));
     m->p = malloc(A * sizeof(double));
     m->q = malloc(A * sizeof(double));
     m->apm_contexts = c->apm == 2 ? 1u << 16 : (uint32_t)A;
@@ -210,7 +221,7 @@ Model *cm_new(const Config *config, const uint8_t *letter, const uint8_t *glyph)
     m->out = calloc(m->out_cap, 1);
     if (!m->counts || !m->sums || !m->distinct || !m->last || !m->lastsym || !m->logc || !m->hist || !m->seen || !m->word ||
         !m->prevword || !m->cur_rows || !m->coded || !m->where || !m->pointer || !m->run || !m->w ||
-        !m->m1 || !m->m2 || !m->updates || !m->pow1 || !m->pow2 || !m->bias || !m->z || !m->p || !m->q || !m->apm || !m->f || !m->bucket ||
+        !m->m1 || !m->m2 || !m->updates || !m->pow1 || !m->pow2 || !m->bias || !m->z || !m->pun || !m->p || !m->q || !m->apm || !m->f || !m->bucket ||
         !m->cum || !m->out) {
         cm_free(m);
         return NULL;
@@ -250,7 +261,7 @@ void cm_free(Model *m) {
     free(m->word); free(m->prevword); free(m->cur_rows); free(m->coded); free(m->where);
     free(m->pointer); free(m->run); free(m->w); free(m->m1); free(m->m2); free(m->updates);
     free(m->pow1); free(m->pow2);
-    free(m->bias); free(m->z); free(m->p); free(m->q); free(m->apm); free(m->f); free(m->bucket); free(m->cum); free(m->out);
+    free(m->bias); free(m->z); free(m->pun); free(m->p); free(m->q); free(m->apm); free(m->f); free(m->bucket); free(m->cum); free(m->out);
     free(m);
 }
 
@@ -411,12 +422,14 @@ static void network_weight(const Model *m, Step *s) {
     s->w_net = m->w[weight_at(m->X - 1, s->net_slot)];
 }
 
-/* p = softmax(z), shifted by the largest logit so that exp never overflows. */
-static void softmax(const double *z, double *p, int n) {
+/* p = softmax(z), shifted by the largest logit so that exp never overflows; `pun`: n of scratch. */
+static void softmax(const double *z, double *p, int n, Pun *pun) {
     double top = z[0];
     for (int a = 1; a < n; a++) if (z[a] > top) top = z[a];
+    for (int a = 0; a < n; a++) p[a] = z[a] - top;
+    exps(p, pun, n);
     double sum = 0.0;
-    for (int a = 0; a < n; a++) { p[a] = cm_exp(z[a] - top); sum += p[a]; }
+    for (int a = 0; a < n; a++) sum += p[a];
     for (int a = 0; a < n; a++) p[a] /= sum;
 }
 
@@ -442,7 +455,7 @@ static void mix(Model *m, Step *s) {
         if ((c->features & 2) && m->lastsym[e] >= 0) z[m->lastsym[e]] += w[weight_at(2 * E + e, b)];
     }
     if (s->predicted >= 0) z[s->predicted] += w[weight_at(3 * E, m->bucket[E])] * MATCH_SCALE;
-    softmax(z, m->p, A);
+    softmax(z, m->p, A, m->pun);
 }
 
 /* Stage 3, an adaptive probability map: the likeliest symbol's probability, looked up by its
@@ -689,6 +702,21 @@ int cm_run_deep(Model *m, Deep *d, int decoding, int steps) {
 /* ---- for the tests: the coder and the functions on their own ------------------------------- */
 
 double cm_exp_of(double x) { return cm_exp(x); }
+double cm_squash_of(double x) { return squash(x); }
+
+/* exact.h's array exps() and squashes() over n <= 4096 values, to hold them to cm_exp and squash bit
+ * for bit. */
+void cm_exps(const double *x, double *out, int n) {
+    static Pun pun[4096];
+    memcpy(out, x, (size_t)n * sizeof(double));
+    exps(out, pun, n);
+}
+
+void cm_squashes(const double *x, double *out, int n) {
+    static Pun pun[2 * 4096];
+    memcpy(out, x, (size_t)n * sizeof(double));
+    squashes(out, pun, n);
+}
 double cm_log_of(double x) { return cm_log(x); }
 
 /* Code n symbols, the i-th with cumulative counts cum[i * (A + 1) ...]; returns the stream's

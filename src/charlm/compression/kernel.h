@@ -11,6 +11,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/mman.h>  /* madvise: huge pages for the large tables */
+#endif
 
 #include "exact.h"  /* squash, for the maps' starting values below */
 
@@ -80,6 +83,7 @@ typedef struct {
     double *pow1, *pow2;   /* beta1^n, beta2^n for n < POWERS */
     double *bias;          /* A: logits of symbols the network lacks (the escapes) */
     double *z, *p, *q, *f; /* scratch: A, A, A, (E + 1) * A */
+    Pun *pun;              /* scratch: A, for exps */
     double *apm;           /* apm contexts * APM_KNOTS: probability that the likeliest symbol comes, by its stretch */
     uint32_t apm_contexts;
     int32_t *bucket;       /* scratch: E + 1 */
@@ -103,6 +107,33 @@ typedef struct {
 #define FULL 0xFFFFFFFFull
 #define HALF 0x80000000ull
 #define QUARTER 0x40000000ull
+
+/* Memory asked for ahead of its use (a hint: no value changes, only when the bytes arrive). The
+ * tables are hundreds of MB and read at hashed places, so each read is a trip to memory unless it
+ * was asked for while other work ran. */
+#if defined(__GNUC__) || defined(__clang__)
+static inline void prefetch(const void *p) { __builtin_prefetch(p); }
+#else
+static inline void prefetch(const void *p) { (void)p; }
+#endif
+static inline void prefetch_span(const void *p, size_t bytes) {  /* every cache line of [p, p + bytes) */
+    const char *c = (const char *)p;
+    for (size_t o = 0; o < bytes; o += 64) prefetch(c + o);
+    if (bytes) prefetch(c + bytes - 1);
+}
+
+/* A large table of zeros (calloc: pages no context reaches are never touched), asked to be kept in
+ * huge pages where the system offers them: the tables are read at hashed places, and with 4 KB pages
+ * nearly every read also misses the TLB. */
+static void *big_table(size_t n, size_t size) {
+    void *p = calloc(n, size);
+#ifdef MADV_HUGEPAGE
+    const uintptr_t huge = (uintptr_t)1 << 21;
+    uintptr_t start = ((uintptr_t)p + huge - 1) & ~(huge - 1), end = ((uintptr_t)p + n * size) & ~(huge - 1);
+    if (p && end > start) madvise((void *)start, end - start, MADV_HUGEPAGE);  /* a hint: its failure is harmless */
+#endif
+    return p;
+}
 
 /* A map's starting value at knot j: the identity, squash of the knot's stretch. */
 static double apm_knot(int j) { return squash((j - APM_MIDDLE) * 0.5); }

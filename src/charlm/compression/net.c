@@ -14,13 +14,13 @@
  *
  * Float32 throughout, in a fixed order of operations: the matrix products run as sums of scaled
  * rows (vectorisable without reordering any sum), and sums that must reduce use fixed partial
- * sums. The sigmoid and tanh use exact.h's squash: this file is compiled as part of kernel.c, which
- * includes it after kernel.h. The decoder repeats all of it bit for bit.
+ * sums. The sigmoid and tanh are exact.h's squash, over arrays (cell.h): this file is compiled as
+ * part of kernel.c, which includes it after kernel.h. The decoder repeats all of it bit for bit.
  */
 
 #include <pthread.h>
 
-#include "exact.h"  /* squash, for the sigmoid and tanh */
+#include "cell.h"   /* the cell's squashes, vectorised */
 
 /* What the backward pass needs of one block: its steps' inputs, activations and gradients. */
 typedef struct {
@@ -48,6 +48,8 @@ typedef struct Net {
     float *logits;                 /* L x V */
     int t;                         /* steps into the block */
     float *dh, *dc, *dg;           /* scratch */
+    double *work;                  /* the cell's: 4H */
+    Pun *pun;                      /* 8H */
     double c1, c2;                 /* beta1^steps, beta2^steps: Adam's bias corrections */
     /* the learner: a thread of its own backpropagates through one block while the next is coded */
     int half;                      /* which half of the double buffers the block being coded fills */
@@ -58,8 +60,6 @@ typedef struct Net {
     pthread_cond_t go, done;
 } Net;
 
-static float sigm(float x) { return (float)squash((double)x); }
-static float tanh_(float x) { return (float)(2.0 * squash(2.0 * (double)x) - 1.0); }
 
 static void axpy(float *restrict y, const float *restrict x, float a, int n) {  /* y += a x */
     for (int i = 0; i < n; i++) y[i] += a * x[i];
@@ -88,7 +88,7 @@ void cm_net_free(Net *n) {
     learner_stop(n);
     free(n->param); free(n->grad); free(n->m1); free(n->m2);
     free(n->h); free(n->c); free(n->h0); free(n->c0); free(n->inputs); free(n->acts); free(n->dlogits);
-    free(n->logits); free(n->dh); free(n->dc); free(n->dg);
+    free(n->logits); free(n->dh); free(n->dc); free(n->dg); free(n->work); free(n->pun);
     free(n);
 }
 
@@ -119,7 +119,9 @@ Net *cm_net_new(int lanes, int V, int D, int H, int block, double lr, double bet
     n->dh = malloc(H * sizeof(float));
     n->dc = malloc(H * sizeof(float));
     n->dg = malloc(G * sizeof(float));
-    if (!n->param || !n->grad || !n->m1 || !n->m2 || !n->h || !n->c ||
+    n->work = malloc(G * sizeof(double));
+    n->pun = malloc(2 * G * sizeof(Pun));
+    if (!n->work || !n->pun || !n->param || !n->grad || !n->m1 || !n->m2 || !n->h || !n->c ||
         !n->h0 || !n->c0 || !n->inputs || !n->acts || !n->dlogits || !n->logits || !n->dh || !n->dc ||
         !n->dg) {
         cm_net_free(n);
@@ -154,6 +156,38 @@ static int64_t *inputs_of(const Net *n, int half) { return n->inputs + (size_t)h
 static float *h0_of(const Net *n, int half) { return n->h0 + (size_t)half * n->L * n->H; }
 static float *c0_of(const Net *n, int half) { return n->c0 + (size_t)half * n->L * n->H; }
 
+/* out = b + sum_k x1[k] w1[k] + sum_k x2[k] w2[k] (rows of N): each output its own sum, in that
+ * order, as adding scaled rows computes it; 32 outputs at a time held in registers, so that each
+ * weight is read once and the sums are not written back and read again per row. */
+typedef float v8f __attribute__((vector_size(32)));
+typedef float v8fu __attribute__((vector_size(32), aligned(4)));  /* unaligned loads and stores */
+
+static void affine(float *restrict out, const float *restrict b, const float *restrict w1,
+                   const float *restrict x1, int K1, const float *restrict w2, const float *restrict x2,
+                   int K2, int N) {
+    int j = 0;
+    for (; j + 32 <= N; j += 32) {
+        v8f a0 = *(const v8fu *)(b + j), a1 = *(const v8fu *)(b + j + 8);
+        v8f a2 = *(const v8fu *)(b + j + 16), a3 = *(const v8fu *)(b + j + 24);
+        for (int part = 0; part < 2; part++) {
+            const float *w = part ? w2 : w1, *x = part ? x2 : x1;
+            for (int k = 0, K = part ? K2 : K1; k < K; k++) {
+                const float *r = w + (size_t)k * N + j;
+                a0 += *(const v8fu *)r * x[k]; a1 += *(const v8fu *)(r + 8) * x[k];
+                a2 += *(const v8fu *)(r + 16) * x[k]; a3 += *(const v8fu *)(r + 24) * x[k];
+            }
+        }
+        *(v8fu *)(out + j) = a0; *(v8fu *)(out + j + 8) = a1;
+        *(v8fu *)(out + j + 16) = a2; *(v8fu *)(out + j + 24) = a3;
+    }
+    for (; j < N; j++) {  /* what is left over, one output at a time in the same order */
+        float a = b[j];
+        for (int k = 0; k < K1; k++) a += w1[(size_t)k * N + j] * x1[k];
+        for (int k = 0; k < K2; k++) a += w2[(size_t)k * N + j] * x2[k];
+        out[j] = a;
+    }
+}
+
 /* The logits (L x V) of every lane's next symbol; the state moves on by one. */
 const float *cm_net_forward(Net *n) {
     const int H = n->H, G = n->G, D = n->D, V = n->V;
@@ -162,22 +196,11 @@ const float *cm_net_forward(Net *n) {
         float *gates = act, *c = act + G, *tc = c + H, *h = tc + H;
         float *hl = n->h + (size_t)l * H, *cl = n->c + (size_t)l * H;
         const float *x = n->emb + (size_t)inputs_of(n, n->half)[(size_t)n->t * n->L + l] * D;
-        memcpy(gates, n->b, G * sizeof(float));
-        for (int k = 0; k < D; k++) axpy(gates, n->wx + (size_t)k * G, x[k], G);
-        for (int k = 0; k < H; k++) axpy(gates, n->wh + (size_t)k * G, hl[k], G);
-        for (int j = 0; j < H; j++) {
-            float i = sigm(gates[j]), f = sigm(gates[H + j]), gg = tanh_(gates[2 * H + j]);
-            float o = sigm(gates[3 * H + j]);
-            gates[j] = i; gates[H + j] = f; gates[2 * H + j] = gg; gates[3 * H + j] = o;
-            c[j] = f * cl[j] + i * gg;
-            tc[j] = tanh_(c[j]);
-            h[j] = o * tc[j];
-        }
-        memcpy(cl, c, H * sizeof(float));
+        affine(gates, n->b, n->wx, x, D, n->wh, hl, H, G);
+        cell(gates, cl, c, tc, h, H, n->work, n->pun);  /* cl moves on to c_t */
         memcpy(hl, h, H * sizeof(float));
         float *logits = n->logits + (size_t)l * V;
-        memcpy(logits, n->bo, (size_t)V * sizeof(float));
-        for (int k = 0; k < H; k++) axpy(logits, n->wo + (size_t)k * V, h[k], V);
+        affine(logits, n->bo, n->wo, h, H, NULL, NULL, 0, V);
     }
     return n->logits;
 }

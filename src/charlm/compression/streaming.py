@@ -153,7 +153,7 @@ def decompress_stream(source: BinaryIO, sink: BinaryIO, *, run: str | Path | Non
     total, given = original_length(source), _Counted(source)
     archive = ArchiveReader(given)
     mode, info = archive.header.mode, archive.header.settings
-    check_same(info, codec.platform(), codec.PLATFORM_KEYS)
+    check_same(codec.recorded_platform(info), codec.platform(), codec.PLATFORM_KEYS)
     settings = CompressSettings.from_dict(info.get("settings", {}))
     if not settings.lanes or settings.lr is None or settings.threads is None:
         raise ArchiveError("the archive's header is damaged (no lane count, learning rate or thread count)")
