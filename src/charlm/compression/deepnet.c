@@ -542,8 +542,8 @@ static void adam(Deep *d) {
     d->c2 *= d->beta2;
     const float step = (float)(d->lr / (1.0 - d->c1)), root = (float)sqrt(1.0 - d->c2);
     const float b1 = (float)d->beta1, b2 = (float)d->beta2;
-    adam_update(d->param + from, d->grad + from, d->m1 + from, d->m2 + from, d->size - from, factor, step,
-                root, b1, b2);
+    adam_update(d->param + from, d->param + from, d->grad + from, d->m1 + from, d->m2 + from,
+                d->size - from, factor, step, root, b1, b2);
     for (int k = 0; k < d->layers && d->copies > 1; k++) {  /* the other copies' steps, the same */
         size_t at = d->bias_at[k];
         if (at < from) continue;

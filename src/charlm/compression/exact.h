@@ -42,7 +42,16 @@ static double cm_exp(double x) {  /* x <= 0 */
 
 static double cm_log(double x) {  /* x > 0 */
     int e;
-    double m = frexp(x, &e);  /* x = m * 2^e, m in [0.5, 1) */
+    double m;  /* x = m * 2^e, m in [0.5, 1): frexp's answer, read off the bits for a normal number */
+    union { uint64_t bits; double value; } u = { .value = x };
+    int field = (int)(u.bits >> 52) & 0x7FF;
+    if (field > 0 && field < 0x7FF) {
+        e = field - 1022;
+        u.bits = (u.bits & 0x800FFFFFFFFFFFFFull) | 0x3FE0000000000000ull;
+        m = u.value;
+    } else {
+        m = frexp(x, &e);  /* a subnormal number (or one no caller passes) */
+    }
     if (m < 0.70710678118654752) { m *= 2.0; e -= 1; }
     double s = (m - 1.0) / (m + 1.0), s2 = s * s;  /* log m = 2 atanh s, |s| < 0.172 */
     double q = 1.0 / 19.0;

@@ -37,6 +37,7 @@ typedef struct Net {
     /* parameters, each with its gradient and Adam's moments: one flat array in this order */
     size_t size;
     float *param, *grad, *m1, *m2;
+    float *next;                   /* size: the parameters after the owed Adam step (the learner's) */
     float *emb, *wx, *wh, *b, *wo, *bo;    /* V x D, D x 4H, H x 4H, 4H, H x V, V (row k: input k) */
     float *gemb, *gwx, *gwh, *gb, *gwo, *gbo;
     /* state and what the backward pass needs of each step of the block */
@@ -86,10 +87,22 @@ static void learner_stop(Net *n);
 void cm_net_free(Net *n) {
     if (!n) return;
     learner_stop(n);
-    free(n->param); free(n->grad); free(n->m1); free(n->m2);
+    free(n->param); free(n->next); free(n->grad); free(n->m1); free(n->m2);
     free(n->h); free(n->c); free(n->h0); free(n->c0); free(n->inputs); free(n->acts); free(n->dlogits);
     free(n->logits); free(n->dh); free(n->dc); free(n->dg); free(n->work); free(n->pun);
     free(n);
+}
+
+/* The parameters' places in a flat array p (n->param, n->grad), in the order of Net's fields. */
+static void point_at(const Net *n, float *p, float **emb, float **wx, float **wh, float **b, float **wo,
+                     float **bo) {
+    const size_t V = (size_t)n->V, D = (size_t)n->D, H = (size_t)n->H, G = (size_t)n->G;
+    *emb = p; p += V * D;
+    *wx = p; p += D * G;
+    *wh = p; p += H * G;
+    *b = p; p += G;
+    *wo = p; p += H * V;
+    *bo = p;
 }
 
 /* Torch's layouts in: emb (V x D), w_ih (4H x D), w_hh (4H x H), b (4H: b_ih + b_hh), w_out (V x H),
@@ -104,6 +117,7 @@ Net *cm_net_new(int lanes, int V, int D, int H, int block, double lr, double bet
     size_t G = (size_t)n->G;
     n->size = (size_t)V * D + D * G + H * G + G + (size_t)H * V + V;
     n->param = calloc(n->size, sizeof(float));
+    n->next = calloc(n->size, sizeof(float));
     n->grad = calloc(n->size, sizeof(float));
     n->m1 = calloc(n->size, sizeof(float));
     n->m2 = calloc(n->size, sizeof(float));
@@ -121,19 +135,14 @@ Net *cm_net_new(int lanes, int V, int D, int H, int block, double lr, double bet
     n->dg = malloc(G * sizeof(float));
     n->work = malloc(G * sizeof(double));
     n->pun = malloc(2 * G * sizeof(Pun));
-    if (!n->work || !n->pun || !n->param || !n->grad || !n->m1 || !n->m2 || !n->h || !n->c ||
+    if (!n->work || !n->pun || !n->next || !n->param || !n->grad || !n->m1 || !n->m2 || !n->h || !n->c ||
         !n->h0 || !n->c0 || !n->inputs || !n->acts || !n->dlogits || !n->logits || !n->dh || !n->dc ||
         !n->dg) {
         cm_net_free(n);
         return NULL;
     }
-    float *p = n->param, *g = n->grad;
-    n->emb = p; n->gemb = g; p += (size_t)V * D; g += (size_t)V * D;
-    n->wx = p; n->gwx = g; p += D * G; g += D * G;
-    n->wh = p; n->gwh = g; p += H * G; g += H * G;
-    n->b = p; n->gb = g; p += G; g += G;
-    n->wo = p; n->gwo = g; p += (size_t)H * V; g += (size_t)H * V;
-    n->bo = p; n->gbo = g;
+    point_at(n, n->param, &n->emb, &n->wx, &n->wh, &n->b, &n->wo, &n->bo);
+    point_at(n, n->grad, &n->gemb, &n->gwx, &n->gwh, &n->gb, &n->gwo, &n->gbo);
     memcpy(n->emb, emb, (size_t)V * D * sizeof(float));
     transpose(n->wx, w_ih, n->G, D);  /* torch's (4H x D) -> rows by input */
     transpose(n->wh, w_hh, n->G, H);
@@ -221,16 +230,16 @@ static double sum_squares(const float *x, size_t n) {
 }
 
 /* One Adam step (Kingma & Ba, 2015) on `size` parameters, their gradient scaled by `factor` (the
- * clipping); `step` and `root` hold the bias corrections. Vectorised: sqrt and division round alike
- * in vectors. */
-static void adam_update(float *restrict param, const float *restrict grad, float *restrict m1,
-                        float *restrict m2, size_t size, float factor, float step, float root, float b1,
-                        float b2) {
+ * clipping), written to `next` (which may be `param`); `step` and `root` hold the bias corrections. Vectorised: sqrt and
+ * division round alike in vectors. */
+static void adam_update(float *next, const float *param, const float *restrict grad,
+                        float *restrict m1, float *restrict m2, size_t size, float factor, float step,
+                        float root, float b1, float b2) {
     for (size_t i = 0; i < size; i++) {
         float g = grad[i] * factor;
         m1[i] = b1 * m1[i] + (1.0f - b1) * g;
         m2[i] = b2 * m2[i] + (1.0f - b2) * g * g;
-        param[i] -= step * m1[i] / (sqrtf(m2[i]) / root + 1e-8f);
+        next[i] = param[i] - step * m1[i] / (sqrtf(m2[i]) / root + 1e-8f);
     }
 }
 
@@ -278,15 +287,31 @@ static void backprop(Net *n, const Block *blk) {
     }
 }
 
-/* One Adam step on n->grad, its norm clipped to n->clip. */
-static void apply(Net *n) {
+/* One Adam step on n->grad, its norm clipped to n->clip, into n->next: the learner computes it
+ * right after the gradient, while the coding thread still reads n->param, so that the step owed at
+ * the block's end (apply) is only a swap of the two arrays, and the coding thread does none of it. */
+static void adam_next(Net *n) {
     double norm = sqrt(sum_squares(n->grad, n->size));
     float factor = norm > n->clip ? (float)(n->clip / (norm + 1e-6)) : 1.0f;
     n->c1 *= n->beta1;
     n->c2 *= n->beta2;
     const float step = (float)(n->lr / (1.0 - n->c1)), root = (float)sqrt(1.0 - n->c2);
-    adam_update(n->param, n->grad, n->m1, n->m2, n->size, factor, step, root, (float)n->beta1,
+    adam_update(n->next, n->param, n->grad, n->m1, n->m2, n->size, factor, step, root, (float)n->beta1,
                 (float)n->beta2);
+}
+
+/* The owed Adam step takes effect: the weights become n->next. */
+static void apply(Net *n) {
+    float *was = n->param;
+    n->param = n->next;
+    n->next = was;
+    point_at(n, n->param, &n->emb, &n->wx, &n->wh, &n->b, &n->wo, &n->bo);
+}
+
+/* What the learner does with a finished block: its gradient, then the step it owes. */
+static void learn_block(Net *n, const Block *blk) {
+    backprop(n, blk);
+    adam_next(n);
 }
 
 /* ---- the learner thread ------------------------------------------------------------------------
@@ -303,7 +328,7 @@ static void *learner_main(void *arg) {
         while (!n->ready && !n->quit) pthread_cond_wait(&n->go, &n->lock);
         if (n->quit) break;
         pthread_mutex_unlock(&n->lock);
-        backprop(n, &n->job);
+        learn_block(n, &n->job);
         pthread_mutex_lock(&n->lock);
         n->ready = 0;
         pthread_cond_signal(&n->done);
@@ -332,7 +357,7 @@ static void learner_start(Net *n, int half) {
                      dlogits_of(n, half), n->t};
     if (!n->started) n->started = pthread_create(&n->thread, NULL, learner_main, n) == 0 ? 1 : -1;
     if (n->started < 0) {  /* the same steps in the same order, one after the other */
-        backprop(n, &n->job);
+        learn_block(n, &n->job);
         n->pending = 1;
         return;
     }
