@@ -129,12 +129,12 @@ static Bits *bits_new(int lanes, int alphabet, int models, int buckets_log2, dou
     b->lane = calloc((size_t)lanes, sizeof(BitLane));
     b->follow = calloc(65536, sizeof(uint16_t));
     int ok = b->slots && b->hmap && b->hmap_n && b->ctx && b->lane && b->follow;
-    for (int r = 0; r < MIXERS; r++) ok = ok && (b->w[r] = big_table((size_t)b->sets[r] * b->inputs, sizeof(double)));
+    for (int r = 0; r < MIXERS; r++) ok = ok && (b->w[r] = calloc((size_t)b->sets[r] * b->inputs, sizeof(double)));
     b->w2 = calloc(nodes * MIXERS, sizeof(double));
     b->tree = calloc((size_t)2 * 2 * nodes, sizeof(double));
     b->ctree = calloc((size_t)experts * 2 * nodes + 1, sizeof(uint32_t));
-    b->apm = big_table((size_t)b->apm_rows * APM_KNOTS, sizeof(double));
-    b->apm2 = big_table((size_t)APM2_ROWS * APM_KNOTS, sizeof(float));
+    b->apm = calloc((size_t)b->apm_rows * APM_KNOTS, sizeof(double));
+    b->apm2 = calloc((size_t)APM2_ROWS * APM_KNOTS, sizeof(float));
     if (!ok || !b->w2 || !b->tree || !b->ctree || !b->apm || !b->apm2) { bits_free(b); return NULL; }
     for (size_t i = 0; i < (size_t)models * 512; i++) b->hmap[i] = 0.5;
     for (int n = 0; n < 256; n++) b->rate[n] = (int32_t)(65536.0 / (n + 1.5));
