@@ -340,10 +340,18 @@ static void bit_mix(Bits *b, Bit *t, uint32_t node, int i, const uint32_t *sel) 
 
 /* The maps' refinement of t->pm, by the previous symbol (`prev`, its byte) and by the previous
  * two (`h2`, hashed): the probability the coder uses. */
-static double bit_refine(Bits *b, Bit *t, uint32_t node, uint32_t prev, uint32_t h2) {
+static double *apm_row(const Bits *b, uint32_t node, uint32_t prev) {
     uint64_t at = ((uint64_t)node << 8) | prev;
-    t->row = b->apm + (size_t)(at < b->apm_rows ? at : mix32((uint32_t)at) % b->apm_rows) * APM_KNOTS;
-    t->row2 = b->apm2 + (size_t)(mix32(h2 + node * 0x9E3779B1u) & (APM2_ROWS - 1)) * APM_KNOTS;
+    return b->apm + (size_t)(at < b->apm_rows ? at : mix32((uint32_t)at) % b->apm_rows) * APM_KNOTS;
+}
+
+static float *apm2_row(const Bits *b, uint32_t node, uint32_t h2) {
+    return b->apm2 + (size_t)(mix32(h2 + node * 0x9E3779B1u) & (APM2_ROWS - 1)) * APM_KNOTS;
+}
+
+static double bit_refine(Bits *b, Bit *t, uint32_t node, uint32_t prev, uint32_t h2) {
+    t->row = apm_row(b, node, prev);
+    t->row2 = apm2_row(b, node, h2);
     size_t k = t->k.knot;
     double f = t->k.frac;
     double pa = (1.0 - f) * (b->knots[k] + t->row[k]) + f * (b->knots[k + 1] + t->row[k + 1]);
@@ -386,10 +394,11 @@ static void bit_buckets(Bits *b, const uint32_t *ctx, uint32_t node, uint32_t **
     for (int j = 0; j < b->models; j++) {
         uint32_t check;
         uint32_t *at = bucket[j] = bucket_of_half(b, j, ctx[j], node, &check);
-        if (at[0] != check) {
-            at[0] = check;
-            memset(at + 1, 0, 15 * sizeof(uint32_t));
-        }
+        /* without a branch: whether a bucket is still its context's is a coin toss to the CPU's
+         * branch predictor, and each wrong guess cost more than clearing by a mask */
+        uint32_t keep = at[0] == check ? 0xFFFFFFFFu : 0u;
+        for (int k = 1; k < 16; k++) at[k] &= keep;
+        at[0] = check;
     }
 }
 
@@ -433,12 +442,17 @@ static int bits_code(Model *m, Bits *b, int decoding, int lane, int y, const dou
             prefetch_buckets(b, ctx, 2 * node);
             prefetch_buckets(b, ctx, 2 * node + 1);
         }
+        uint32_t sel[MIXERS] = {node, 0, g << b->nbits | node, (cb * 2 + longer) << b->nbits | node,
+                                (uint32_t)(s->letters < 15 ? s->letters : 15) << b->nbits | node};
+        /* the tables this bit will read at hashed places, asked for while its inputs are gathered */
+        for (int r = 2; r < MIXERS; r++)
+            prefetch_span(b->w[r] + (size_t)(sel[r] % b->sets[r]) * b->inputs, (size_t)b->inputs * sizeof(double));
+        prefetch_span(apm_row(b, node, g), APM_KNOTS * sizeof(double));
+        prefetch_span(apm2_row(b, node, h2), APM_KNOTS * sizeof(float));
         bit_inputs(b, &t, node, local, bucket);
         int known = 0;
         for (int j = 1; j <= ORDERS_KNOWN && j < b->models; j++) known += (*t.slot[j] & 0xFF00u) != 0;
-        uint32_t sel[MIXERS] = {node, (uint32_t)known * 16 + (uint32_t)i, g << b->nbits | node,
-                                (cb * 2 + longer) << b->nbits | node,
-                                (uint32_t)(s->letters < 15 ? s->letters : 15) << b->nbits | node};
+        sel[1] = (uint32_t)known * 16 + (uint32_t)i;
         bit_mix(b, &t, node, i, sel);
         double p = bit_refine(b, &t, node, g, h2);
         uint32_t p1 = (uint32_t)floor(p * 65536.0);
