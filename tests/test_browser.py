@@ -385,6 +385,28 @@ def test_generation_without_a_seed_shows_the_seed_it_used(watched, runs):
     assert "probability" in page.inner_text("#tip")
 
 
+def test_clicking_a_written_character_shows_why_over_the_text_up_to_it(watched, runs):
+    page = watched.page
+    choose(page, "r0", "write")
+    fill_generation(page, "The Time ", GenerateConfig(num_preds=30, greedy=True))
+    page.click("#write-go")
+    (text,) = generated(page)
+    page.click("#write-out .sample-text .tok[data-i='20']")  # the 21st written character
+    page.wait_for_selector("#write-why:not([hidden])")
+    position = len("The Time ") + 20
+    shares = page.eval_on_selector_all("#write-why-text .tok[data-share]",
+                                       "els => els.map(e => [Number(e.dataset.i), Number(e.dataset.share)])")
+    run = charlm.load(runs[0])
+    found = charlm.attribute(run.model, read(run, text[:position + 1]).ids, position, window=200)
+    assert [i for i, _ in shares] == list(range(position))
+    assert [s for _, s in shares] == pytest.approx((found.scores / math.log(2)).tolist(), abs=2e-3)
+    target = page.locator("#write-why-text .tok.why-target")
+    assert target.get_attribute("data-i") == str(position) and target.inner_text() == text[position]
+    assert "Why" in page.inner_text("#write-why-head")
+    page.click("#write-why-clear")
+    assert page.is_hidden("#write-why")
+
+
 @pytest.mark.slow
 def test_two_tabs_generating_at_once_each_get_their_own_text(context, server, runs):
     config = GenerateConfig(num_preds=1500, temperature=1.0, seed=11)

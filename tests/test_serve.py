@@ -264,6 +264,17 @@ def test_attribute_gives_each_earlier_characters_share_in_bits_as_charlm_attribu
     assert answer["bits"] == pytest.approx(-found.logprob / math.log(2), abs=1e-4)
 
 
+def test_attribute_at_position_minus_one_explains_the_last_token_and_returns_the_window(server):
+    # Write asks about a character it has just written: the text up to it, position -1.
+    text = SAMPLE[:31]
+    status, last = post(server, "/api/attribute", {"run": "r0", "text": text, "position": -1, "window": 12})
+    status2, named = post(server, "/api/attribute",
+                          {"run": "r0", "text": SAMPLE, "position": 30, "window": 12})
+    assert status == status2 == 200
+    assert last["position"] == 30 and last["scores"] == pytest.approx(named["scores"], abs=1e-6)
+    assert "".join(last["tokens"]) == text[18:31]  # the 12 before it and the one explained
+
+
 def test_attribution_asks_for_a_position_and_window_it_can_explain(server):
     status, answer = post(server, "/api/attribute", {"run": "r0", "text": SAMPLE, "position": 5,
                                                      "window": 1001})

@@ -204,21 +204,25 @@ class Explorer:
         return {"mask": mask.int().tolist(), "marked": int(mask.sum()), "units": found}
 
     def attribute(self, body: dict) -> dict:
-        """Why the token at ``position`` of the text: each of the ``window`` tokens before it, and
-        how much it raised (+) or lowered (-) that token's log-probability, in bits."""
+        """Why the token at ``position`` of the text (-1: its last): each of the ``window`` tokens
+        before it, and how much it raised (+) or lowered (-) that token's log-probability, in bits;
+        ``tokens``: those tokens and the one explained."""
         _, run = self.run(body)
         if not run.model.can_generate:
             raise ApiError(400, "this run is bidirectional: it reads the text after a token too, so no "
                                 "prediction from the tokens before it is there to explain")
         reading = self.text(body, run)
-        position = _capped(body, "position", 1, 1, len(reading.tokens) - 1)
+        last = len(reading.tokens) - 1
+        # -1: the text's last token (Write asks about a token it has just written)
+        position = last if body.get("position") == -1 and last >= 1 else _capped(body, "position", 1, 1, last)
         window = _capped(body, "window", 200, 1, MAX_WINDOW)
         method = _get(body, "method", str, METHODS[0])
         if method not in METHODS:
             raise ApiError(400, f"'method' must be one of {', '.join(METHODS)}, got {method[:20]!r}")
         found = attribute(run.model, reading.ids, position, window=window, method=method)
         return {"position": position, "start": found.start, "method": method,
-                "bits": -found.logprob / math.log(2), "scores": _rounded(found.scores / math.log(2))}
+                "bits": -found.logprob / math.log(2), "scores": _rounded(found.scores / math.log(2)),
+                "tokens": reading.tokens[found.start:position + 1]}
 
     def clamp(self, body: dict) -> dict:
         """The text read with the units of ``clamps`` held, beside the model as it is: the bits of

@@ -8,6 +8,7 @@ import {currentRun, state, unitName} from "./state.js";
 import {tokenSpan} from "./tokens.js";
 import {attachTips, tipHead, tipRows} from "./tips.js";
 import {resetPick} from "./pick.js";
+import {clearWrittenWhy, explainWritten} from "./why.js";
 
 export function setupWrite(run) {
   const blocked = !run.can_generate;
@@ -61,7 +62,7 @@ function sampleBoxes(prefix, count) {
     body.append(el("span", "prefix", prefix));
     card.append(body);
     host.append(card);
-    boxes.push({body, probs: [], count: 0, text: prefix});
+    boxes.push({body, probs: [], count: 0, text: prefix, ends: []});  // ends: the text's length after each token
   }
   return boxes;
 }
@@ -76,7 +77,8 @@ function appendTokens(box, tokens, probs, word) {
     const p = probs ? probs[k] : null;
     box.probs.push(p);
     box.count += 1;
-    box.text += tok;
+    box.text += (word && (box.count > 1 || !/\s$/.test(box.text)) ? " " : "") + tok;
+    box.ends.push(box.text.length);
     fragment.append(span);
   });
   box.body.append(fragment);
@@ -88,6 +90,7 @@ async function generate() {
   clearError();
   stopGenerating();
   const controller = new AbortController();
+  clearWrittenWhy();
   const boxes = sampleBoxes(body.prefix, Math.max(1, body.num_samples));
   state.gen = {controller, boxes, run};
   $("write-go").disabled = true;
@@ -174,4 +177,15 @@ export function wireWrite() {
   $("mode-sample").addEventListener("click", () => setMode(false));
   $("mode-pick").addEventListener("click", () => setMode(true));
   attachTips($("write-out"), describeWriteToken);
+  // why a written character: a click, or Enter on it
+  const explain = guard(async (event) => {
+    if (event.type === "keydown" && event.key !== "Enter") return;
+    const span = event.target.closest(".sample-text .tok");
+    if (!span || !state.gen) return;
+    const box = state.gen.boxes[Number(span.closest(".sample-text").dataset.s)];
+    if (box) await explainWritten(state.gen.run, box, Number(span.dataset.i));
+  });
+  $("write-out").addEventListener("click", explain);
+  $("write-out").addEventListener("keydown", explain);
+  $("write-why-clear").addEventListener("click", clearWrittenWhy);
 }
