@@ -86,6 +86,33 @@ def test_fast_scratch_matches_the_book_loop_in_values_and_gradients(options, pat
         torch.testing.assert_close(a, b, msg="gradient of the initial state")
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_an_lstm_batch_cut_into_parts_one_a_thread_computes_what_the_book_loop_does(dtype):
+    # With two threads the LSTM kernels step each half of the batch on its own (19 rows: 9 and 10),
+    # float32 through MKL's packed products, float64 through ATen's.
+    assert native.available(), "the C++ kernels did not build; CI must exercise them"
+    book, fast = _pair({"cell": "lstm", "num_layers": 2, "embedding": 5})
+    book, fast = book.to(dtype), fast.to(dtype)
+    batch, threads = 19, torch.get_num_threads()
+    X = torch.randint(VOCAB_SIZE, (batch, STEPS), generator=torch.Generator().manual_seed(3))
+    state = tuple(torch.randn_like(s) for s in book.begin_state(batch))
+    weights = torch.randn(batch, STEPS, VOCAB_SIZE, dtype=dtype)
+    again = lambda: tuple(s.clone().requires_grad_() for s in state)  # noqa: E731
+    tolerance = {"rtol": 1e-4, "atol": 1e-4} if dtype == torch.float32 else {}
+    torch.set_num_threads(2)
+    try:
+        with native.use_kernels(True):
+            got = _run(fast, X, again(), weights)
+    finally:
+        torch.set_num_threads(threads)
+    expected = _run(book, X, again(), weights)
+    torch.testing.assert_close(got[0], expected[0], **tolerance)
+    for name in expected[2]:
+        torch.testing.assert_close(got[2][name], expected[2][name], msg=f"gradient of {name}", **tolerance)
+    for a, b in zip(got[3], expected[3]):
+        torch.testing.assert_close(a, b, msg="gradient of the initial state", **tolerance)
+
+
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 def test_fast_scratch_without_autograd_matches_token_by_token(cell, path):
     """Generation feeds one token per call without autograd (the LSTM then takes its own loop)."""

@@ -42,7 +42,8 @@ IMPLEMENTATIONS = (
     Implementation("the compression stepper", ("compression/model.py",), (
         "tests/test_compression.py::test_the_stepper_computes_what_the_torch_nn_model_computes",)),
     Implementation("net.c (in kernel.c)",
-                   ("compression/net.c", "compression/kernel.c", "compression/exact.h"), (
+                   ("compression/net.c", "compression/kernel.c", "compression/exact.h",
+                    "compression/cell.h"), (
         "tests/test_compression.py::test_the_network_in_c_computes_what_torch_computes",
         "tests/test_compression.py::test_the_network_in_c_learns_as_well_as_the_one_in_torch")),
     Implementation("deepnet.c (in kernel.c)", ("compression/deepnet.c", "compression/deepnet.py"), (
