@@ -12,7 +12,7 @@ import torch
 
 from charlm import RNNLM, ModelConfig
 from charlm.checkpoint import load, load_trainer
-from charlm.config import TrainConfig
+from charlm.config import TrainConfig, load_recipe
 from charlm.evaluation import EvalResult, cross_entropy, evaluate_ids
 from charlm.training.loop import Trainer, TrainingDiverged, TrainingInterrupted
 from charlm.training.optim import grad_clipping
@@ -393,3 +393,41 @@ def test_on_a_terminal_a_bar_shows_tokens_rate_and_time_left(small, monkeypatch)
     train(small.replace(epochs=3, eval_every=0, sample_every=0))
     shown = screen.getvalue()
     assert re.search(r"\d+(\.\d+)?k?/\d+(\.\d+)?k? \[\d\d:\d\d<\d\d:\d\d, *\d+(\.\d+)?k?tok/s", shown), shown
+
+
+CLOCK_FIELDS = ("max_minutes", "lr_schedule", "save_every")  # and validation, sampling: in steps
+
+
+@pytest.mark.parametrize("seconds_a_step", [0.01, 40.0])
+def test_the_english_recipe_trains_the_same_weights_however_fast_the_clock_runs(small, tmp_path, monkeypatch,
+                                                                                  seconds_a_step):
+    """The shipped English model must be reproducible from its recipe on a given machine: its
+    cosine and its validations count steps, so a run on a busy machine (or resumed many times)
+    takes the same steps as one on an idle machine. Only checkpoints follow the clock, and a
+    checkpoint does not change the weights. The recipe's clock settings, on a tiny model."""
+    recipe = load_recipe("english")["settings"]
+    assert recipe["eval_every"].endswith("steps") and recipe["sample_every"].endswith("steps")
+    assert not recipe["max_minutes"] and recipe["save_every"].endswith("m")  # the clock saves, only
+    cfg = small.replace(**{k: recipe[k] for k in CLOCK_FIELDS}, optimizer="adamw", lr=0.01, min_lr=0.001,
+                        warmup_steps=3, epochs=2, eval_every="16steps", sample_every="16steps")
+    reference = train(cfg, out=tmp_path / "idle")  # the real clock: a fraction of a second a step
+    monkeypatch.setattr(Trainer, "elapsed", lambda self: seconds_a_step * self.steps_done)
+    clocked = train(cfg, out=tmp_path / "clocked")
+    def learned(run):  # what training did: each validation and each epoch's end (saves add records)
+        return [(r.get("step"), r.get("lr"), r.get("val_loss"), r["train_loss"]) for r in run.history
+                if "val_loss" in r or "batch" not in r]
+    assert learned(clocked) == learned(reference)
+    for which in ("best", "last"):
+        a, b = (load(tmp_path / run, which=which).model.state_dict() for run in ("idle", "clocked"))
+        assert all(torch.equal(a[k], b[k]) for k in a), which
+
+
+def test_a_cosine_fitted_to_a_time_budget_follows_the_clock(small, tmp_path, monkeypatch):
+    """The contrast that the test above guards against: --max-minutes makes the schedule the clock's."""
+    cfg = small.replace(optimizer="adamw", lr=0.01, min_lr=0.001, lr_schedule="cosine", epochs=2,
+                        max_minutes=60, eval_every=0, sample_every=0, save_every=0)
+    runs = []
+    for seconds_a_step in (0.01, 40.0):
+        monkeypatch.setattr(Trainer, "elapsed", lambda self, s=seconds_a_step: s * self.steps_done)
+        runs.append([r["lr"] for r in train(cfg).history])
+    assert runs[0] != runs[1]

@@ -56,7 +56,9 @@ class TrainingDiverged(Exception):
 
 ADVICE = "lower --lr or clip gradients (--clip 1)"
 # A run whose first epoch outlasts this many seconds validates once when they have passed (if its
-# --eval-every has a step or time trigger), so that a log says within a minute whether the run learns.
+# --eval-every has a time trigger), so that a log says within a minute whether the run learns. A
+# cadence of steps alone keeps to its steps: every record, and the best weights, then follow the
+# step count, not the machine's speed (the English recipe is reproducible so).
 FIRST_EVAL_SECONDS = 30.0
 
 
@@ -284,7 +286,7 @@ class Trainer:
         `epoch`: the epochs completed at an epoch's end, None mid-epoch."""
         due = {name: c.due(epoch=epoch, step=self.steps_done, seconds=self.now, since=self.marks[name])
                for name, c in self.cadences.items()}
-        first = (epoch is None and self.cadences["eval_every"].mid_epoch and self.now >= FIRST_EVAL_SECONDS
+        first = (epoch is None and self.cadences["eval_every"].seconds and self.now >= FIRST_EVAL_SECONDS
                  and not any("val_loss" in r for r in self.history))
         due["eval_every"] = due["eval_every"] or first
         return due
