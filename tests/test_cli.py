@@ -326,7 +326,7 @@ def test_a_budgeted_recipe_takes_the_settings_for_the_precision_this_machine_tra
 def test_recipes_lists_the_settings_a_recipe_takes_in_fp32(capsys):
     assert main(["recipes"]) == 0
     out = capsys.readouterr().out
-    assert "in fp32: --dropout 0.2 --dropout-output 0.1 --num-hiddens 384" in out
+    assert "in fp32: --dropout 0.2 --dropout-output 0.1 --num-hiddens 384 --num-steps 64" in out
 
 
 @pytest.mark.gpu
