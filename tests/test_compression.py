@@ -503,9 +503,12 @@ def _every_build(monkeypatch):
 
 # What the kernel of arithmetic 1 codes, as the release before it coded it (source digest
 # 4febeeb25fef7a61): the SHA-256 of the coded bytes of the first 20,000 and 60,000 bytes of the Time
-# Machine that ships with charlm, online, with the defaults.
+# Machine that ships with charlm, online, with the defaults of then (the seeded first weights).
 ARITHMETIC_1 = {20_000: "0d820decda7567e7f889764e76d946aca5c40761e16e744890108d65cce68940",
                 60_000: "010b7d73a6593554df8db164cbc56fb49448ff34a619610b97bf2c2ac50bc563"}
+
+
+SEEDED = CompressSettings.of(start="seed")
 
 
 def _time_machine() -> bytes:
@@ -532,7 +535,7 @@ def test_every_build_codes_the_very_bits_its_arithmetic_number_names(monkeypatch
     for target in targets:
         use(target)
         for size, digest in ARITHMETIC_1.items():
-            assert _coded_digest(compress(text[:size])) == digest, (target, size)
+            assert _coded_digest(compress(text[:size], settings=SEEDED)) == digest, (target, size)
 
 
 def test_an_archive_of_the_release_before_decodes_and_an_unknown_kernel_is_refused():
@@ -813,3 +816,80 @@ def test_the_api_refuses_the_online_networks_settings_with_a_trained_run_as_the_
     for changed in (dict(num_hiddens=8), dict(cell="gru"), dict(seed=3)):
         with pytest.raises(ValueError, match=f"--{next(iter(changed)).replace('_', '-')} shapes the online"):
             compress(b"the time", run=char_run, settings=CompressSettings.of(**changed))
+
+
+# -- the online network's first weights: the byte model of English, or the seeded ones -----------
+
+def test_the_online_network_starts_from_the_byte_model_of_english_and_codes_english_smaller():
+    text = _time_machine()[:20_000]
+    english, seeded = compress(text), compress(text, settings=SEEDED)
+    assert unpack(english)[0].settings["settings"]["start"] == "english"
+    assert unpack(seeded)[0].settings["settings"]["start"] == "seed"
+    assert decompress(english) == text and decompress(seeded) == text
+    assert len(english) < 0.93 * len(seeded)  # a network that already reads English, from the first byte
+
+
+def test_the_start_is_english_for_the_default_network_and_seeded_for_another_shape_or_a_seed():
+    from charlm.compression.codec import resolved
+
+    assert resolved(None, None).start == "english"
+    assert resolved(CompressSettings.of(num_hiddens=24), None).start == "seed"
+    assert resolved(CompressSettings.of(seed=3), None).start == "seed"
+    assert resolved(CompressSettings.of(start="seed"), None).start == "seed"
+    with pytest.raises(ValueError, match="--start english fits the default network only"):
+        resolved(CompressSettings.of(num_hiddens=24, start="english"), None)
+    with pytest.raises(ValueError, match="--seed sets the seeded weights"):
+        resolved(CompressSettings.of(seed=3, start="english"), None)
+    with pytest.raises(ValueError, match="--start must be one of english, seed"):
+        CompressSettings.of(start="french")
+
+
+def test_every_build_this_cpu_runs_writes_the_same_archive_from_the_byte_model_of_english(monkeypatch):
+    targets, use = _every_build(monkeypatch)
+    data = TEXT.encode()[:2000]
+    archives = set()
+    for target in targets:
+        use(target)
+        archives.add(compress(data))
+    assert len(archives) == 1 and decompress(archives.pop()) == data
+
+
+def test_an_archive_of_format_4_decodes_from_the_seeded_weights(monkeypatch):
+    from charlm.compression import container
+
+    data = TEXT.encode()[:3000]
+    header, frames, trailer = unpack(compress(data, settings=SEEDED))
+    before = {k: v for k, v in header.settings["settings"].items() if k != "start"}  # as format 4 wrote
+    monkeypatch.setattr(container, "FORMAT_VERSION", 4)
+    old = pack(Header(header.mode, {**header.settings, "settings": before}), frames, trailer)
+    assert old[6] == 4
+    assert decompress(old) == data
+
+
+def test_an_archive_of_another_byte_model_of_english_is_refused():
+    data = TEXT.encode()[:2000]
+    header, frames, trailer = unpack(compress(data))
+    assert decompress(pack(header, frames, trailer)) == data
+    other = pack(Header(header.mode, {**header.settings, "start": "0123456789abcdef"}), frames, trailer)
+    with pytest.raises(ArchiveError, match="starts from the byte model of English '0123456789abcdef'"):
+        decompress(other)
+
+
+def test_a_missing_or_damaged_byte_model_is_one_line_saying_to_reinstall(tmp_path, monkeypatch, capsys):
+    from charlm.compression import codec
+
+    shipped = codec._prior_path().read_bytes()
+    book, prior = tmp_path / "book.txt", tmp_path / "english-bytes.safetensors"
+    book.write_text(TEXT[:2000])
+    monkeypatch.setattr(codec, "_prior_path", lambda: prior)
+    assert main(["compress", str(book), str(tmp_path / "a.chlm")]) == 2
+    assert "english-bytes.safetensors: no such weights file; reinstall charlm, or give --start seed" in \
+        capsys.readouterr().err
+    damaged = bytearray(shipped)
+    damaged[-10] ^= 0x01  # one bit of one weight
+    prior.write_bytes(bytes(damaged))
+    assert main(["compress", str(book), str(tmp_path / "a.chlm")]) == 2
+    err = capsys.readouterr().err
+    assert "damaged: the tensors do not match the SHA-256" in err and "\n" not in err.strip()
+    assert main(["compress", str(book), str(tmp_path / "b.chlm"), "--start", "seed"]) == 0
+    assert not (tmp_path / "a.chlm").exists()  # the failed run left no archive

@@ -109,6 +109,7 @@ CLI_ROWS = {
     "compress-same-file": (["compress", "book.txt", "book.txt", "--online", "--force"], "input and output are the same file"),
     "compress-bad-setting": (["compress", "book.txt", "o.chlm", "--online", "--lanes", "-1"], "--lanes must be an integer >= 0, got -1"),
     "compress-word-model": (["compress", "book.txt", "o.chlm", "--run", "wordrun"], "compression needs a character-level run"),
+    "compress-start-shape": (["compress", "book.txt", "o.chlm", "--online", "--num-hiddens", "16", "--start", "english"], "--start english fits the default network only"),
     "compress-learn-online": (["compress", "book.txt", "o.chlm", "--online", "--learn", "top"], "--learn top applies to a trained run's network (--run); the online network learns whole"),
     "decompress-not-an-archive": (["decompress", "book.txt", "o.txt"], "not a charlm archive"),
     "decompress-truncated": (["decompress", "cut.chlm", "o.txt"], "the archive is cut short: "),
@@ -117,10 +118,11 @@ CLI_ROWS = {
     "decompress-header-damaged": (["decompress", "header.chlm", "o.txt"], "the archive's header is damaged (CRC-32 mismatch)"),
     "decompress-frame-damaged": (["decompress", "frame.chlm", "o.txt"], "the archive is damaged: a frame's header fails its CRC-32"),
     "decompress-trailer-damaged": (["decompress", "trailer.chlm", "o.txt"], "the archive's trailer is damaged (CRC-32 mismatch)"),
-    "decompress-newer-format": (["decompress", "newer.chlm", "o.txt"], "archive format version 5; this charlm reads version 4"),
+    "decompress-newer-format": (["decompress", "newer.chlm", "o.txt"], "archive format version 6; this charlm reads versions 4 and 5"),
     "decompress-other-torch": (["decompress", "torch.chlm", "o.txt"], "the archive was made with torch '0.0.1'"),
     "decompress-wrong-model": (["decompress", "char.chlm", "o.txt", "--run", "otherrun"], "otherrun is not the model this archive was made with"),
     "decompress-needs-run": (["decompress", "char.chlm", "o.txt"], "this archive was made with a trained model: give it with --run RUN"),
+    "decompress-other-start": (["decompress", "start.chlm", "o.txt"], "this archive starts from the byte model of English '0123456789abcdef', but this charlm ships"),
     "decompress-online-with-run": (["decompress", "online.chlm", "o.txt", "--run", "charrun"], "made in the online mode: it needs no --run"),
 }
 
@@ -138,6 +140,7 @@ ELSEWHERE = {
     "files-english-damaged": "tests/test_english.py::test_damaged_english_weights_are_one_line_naming_the_file",
     "files-embedded-corpus": "tests/test_corpora.py::test_a_damaged_copy_inside_charlm_is_refused_like_a_bad_download",
     "signal-interrupt": "tests/test_cli.py::test_a_signal_saves_a_checkpoint_and_resume_finishes_the_run",
+    "compress-start-damaged": "tests/test_compression.py::test_a_missing_or_damaged_byte_model_is_one_line_saying_to_reinstall",
     "compress-no-compiler": "tests/test_compression.py::test_without_a_c_compiler_compress_says_so_in_one_line",
     "decompress-unknown-network": "tests/test_compression.py::test_an_archive_that_names_no_network_was_made_in_torch_and_decodes_so",
     "hardware-bf16-absent": "tests/test_cli.py::test_bf16_on_a_cpu_without_it_is_one_line_and_exit_2",
@@ -225,10 +228,14 @@ def _archives(root: Path) -> None:
         damaged[at] ^= 0x01  # one bit of the coded bytes, the settings, a frame's header, the trailer
         (root / f"{name}.chlm").write_bytes(bytes(damaged))
     newer = bytearray(online)
-    newer[6] = 5  # the format version byte
+    newer[6] = 6  # the format version byte
     (root / "newer.chlm").write_bytes(bytes(newer))
     other = Header(head.mode, {**head.settings, "torch": "0.0.1"})
     (root / "torch.chlm").write_bytes(pack(other, frames, trailer))
+    head, frames, trailer = unpack(compress(text, settings=CompressSettings.of(orders=(1, 2))))
+    assert head.settings["settings"]["start"] == "english"
+    other = Header(head.mode, {**head.settings, "start": "0123456789abcdef"})
+    (root / "start.chlm").write_bytes(pack(other, frames, trailer))
 
 
 @pytest.mark.slow

@@ -7,8 +7,9 @@ the t-th symbol of every lane at once (one batched step instead of `lanes` singl
 lanes share one model and one set of context counts. The coder's stream holds the symbols step by
 step, lane by lane. Two modes:
 
-- **online**: the alphabet is the 256 byte values; a byte-level LSTM starts from a seeded
-  initialisation and learns while it codes (:mod:`charlm.compression.model`). Any file works.
+- **online**: the alphabet is the 256 byte values; a byte-level LSTM starts from charlm's byte
+  model of English (``--start english``, the default) or from a seeded initialisation (``--start
+  seed``), and learns while it codes (:mod:`charlm.compression.model`). Any file works.
 - **pretrained**: the alphabet is a character run's vocabulary plus two escapes; a character
   outside the vocabulary is sent as ESC_CHAR and its UTF-8 bytes, a byte that is not UTF-8 as
   ESC_BYTE and the byte, each byte under a fixed uniform model. The run's model keeps learning.
@@ -55,6 +56,14 @@ def _orders(text: str) -> tuple[int, ...]:
         return tuple(int(k) for k in text.split(","))
     except ValueError:
         raise ValueError(f"--orders: expected orders like 1,2,3,4,5,6 or none, got {text!r}") from None
+
+
+# The byte model the online network starts from by default: its own shape, trained on the UTF-8 bytes
+# of pg-authors's training authors (training-runs/compression-prior/train.py), in half precision.
+# An archive names it by this digest (:func:`start_digest`): a later release with other weights
+# refuses the archive rather than decode it wrong.
+PRIOR_FILE = "compression/english-bytes.safetensors"
+STARTS = ("english", "seed")
 
 
 def _online_model() -> ModelConfig:
@@ -110,7 +119,11 @@ class CompressSettings:
                                   "(the same bits with either)", shown=_by_mode("threads"))
     learn: str = setting("all", "pretrained mode: what of the network learns while coding: all, top (the top "
                          "layer and the output layer) or output (the output layer alone)")
-    seed: int = setting(0, "online mode: seed of the network's initial weights")
+    seed: int = setting(0, "online mode: seed of the network's initial weights (--start seed)")
+    start: str = setting("", "online mode: the network's first weights: english (charlm's byte model of "
+                         "English: smaller archives of text from the first kilobyte) or seed (torch's "
+                         "initialisation with --seed); default: english for the default network, seed "
+                         "for another shape or a --seed", shown="english")
     model: ModelConfig = setting(default_factory=_online_model, help="online mode: the byte-level network",
                                  flags=ONLINE_MODEL_FLAGS)
 
@@ -144,6 +157,8 @@ class CompressSettings:
             raise ValueError(f"--orders must be distinct integers in 1..8, got {self.orders!r}")
         if not isinstance(self.total, int) or not 512 < self.total <= MAX_TOTAL:
             raise ValueError(f"--total must be in (512, {MAX_TOTAL}], got {self.total!r}")
+        if self.start not in ("", *STARTS):
+            raise ValueError(f"--start must be one of {', '.join(STARTS)}, got {self.start!r}")
         if self.learn not in LEARN:
             raise ValueError(f"--learn must be one of {', '.join(LEARN)}, got {self.learn!r}")
         if self.model.vocab_size != 256 or self.model.impl != "builtin":
@@ -166,6 +181,7 @@ class CompressSettings:
         names = {f.name for f in fields(cls)}
         keys = {k: _ARCHIVE_KEYS.get(k, k) for k in ONLINE_MODEL_FLAGS}
         net = {k: data[key] for k, key in keys.items() if key in data}
+        data = {"start": "seed", **data}  # archives before --start began from the seeded weights
         try:
             return cls(**{k: v for k, v in data.items() if k in names and k != "model"},
                        model=_online_model().replace(**net))
@@ -387,7 +403,29 @@ def _c_network(lm: RNNLM, mode: str, settings: CompressSettings, start: int,
 def _online_lm(settings: CompressSettings) -> RNNLM:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
-        return RNNLM(settings.model).eval()
+        lm = RNNLM(settings.model)
+    if settings.start == "english":
+        from ..checkpoint import CheckpointError, read_weights
+
+        try:
+            lm.load_state_dict({k: v.float() for k, v in read_weights(_prior_path(), lm).items()})
+        except CheckpointError as err:
+            raise ValueError(f"--start english: {err}; reinstall charlm, or give --start seed") from None
+    return lm.eval()
+
+
+def _prior_path() -> Path:
+    return Path(__file__).resolve().parents[1] / PRIOR_FILE
+
+
+def start_digest() -> str:
+    """The first 16 hex digits of the SHA-256 of the byte model shipped: what an archive that starts
+    from it records, and its decoder checks."""
+    path = _prior_path()
+    if not path.is_file():
+        raise ValueError(f"--start english: {path}: no such weights file; reinstall charlm, or give "
+                         f"--start seed")
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def _native(mode: str, lm: RNNLM) -> bool:
@@ -424,15 +462,30 @@ def resolved(settings: CompressSettings | None, run: str | Path | None) -> Compr
     settings = settings or CompressSettings()
     if run is not None:  # the online mode's network and its seed: a trained run brings its own
         given, default = to_flat(settings), to_flat(CompressSettings())
-        online_only = [name for name in (*ONLINE_MODEL_FLAGS, "seed") if given[name] != default[name]]
+        online_only = [name for name in (*ONLINE_MODEL_FLAGS, "seed", "start") if given[name] != default[name]]
         if online_only:
             raise ValueError(f"{flag(online_only[0])} shapes the online network; a --run brings its own")
     if run is None and settings.learn != "all":
         raise ValueError(f"--learn {settings.learn} applies to a trained run's network (--run); the online "
                          f"network learns whole")
     mode = "online" if run is None else "pretrained"
-    return replace(settings, **{name: by_mode[mode] for name, by_mode in MODE_DEFAULTS.items()
-                                if getattr(settings, name) == UNSET[name]})
+    settings = replace(settings, **{name: by_mode[mode] for name, by_mode in MODE_DEFAULTS.items()
+                                    if getattr(settings, name) == UNSET[name]})
+    return settings if mode == "pretrained" else replace(settings, start=_start(settings))
+
+
+def _start(settings: CompressSettings) -> str:
+    """The online network's first weights: the byte model of English where it fits the network
+    (the default shape) and no --seed asks for the seeded ones; given, they must fit."""
+    fits = settings.model == _online_model()
+    if not settings.start:
+        return "english" if fits and settings.seed == 0 else "seed"
+    if settings.start == "english" and not fits:
+        raise ValueError("--start english fits the default network only (an LSTM of 96 on 32-wide "
+                         "embeddings); give --start seed for another shape")
+    if settings.start == "english" and settings.seed != 0:
+        raise ValueError("--seed sets the seeded weights: give it with --start seed, not english")
+    return settings.start
 
 
 def decoder_network(mode: str, info: dict[str, Any], lm: RNNLM) -> bool:

@@ -41,7 +41,11 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 MAGIC = b"CHARLM"
-FORMAT_VERSION = 4  # 4: streamed, frames and a trailer (3: the bitwise last stage; 2: the C kernel; 1: torch)
+# 5: the online network may start from the byte model of English (4: streamed, frames and a trailer;
+# 3: the bitwise last stage; 2: the C kernel; 1: torch). Version 4 archives read as version 5 ones
+# whose network starts from the seeded weights.
+FORMAT_VERSION = 5
+READS = (4, 5)
 MODES = ("online", "pretrained")
 CODED, STORED = 1, 2  # a frame's kinds; 0 ends the frames
 _FIXED = struct.Struct("<6sBBI")  # magic, version, mode, settings
@@ -126,9 +130,9 @@ class ArchiveReader:
             raise ArchiveError("not a charlm archive (it does not start with the bytes 'CHARLM')")
         fixed = magic + self._read(_FIXED.size - len(MAGIC), "its header")
         _, version, mode, settings_size = _FIXED.unpack(fixed)
-        if version != FORMAT_VERSION:
-            raise ArchiveError(f"archive format version {version}; this charlm reads version "
-                               f"{FORMAT_VERSION}")
+        if version not in READS:
+            raise ArchiveError(f"archive format version {version}; this charlm reads versions "
+                               f"{' and '.join(map(str, READS))}")
         if settings_size > MAX_SETTINGS:
             raise ArchiveError("the archive's header is damaged (settings of impossible size)")
         head = fixed + self._read(settings_size, "its header")

@@ -126,6 +126,8 @@ def compress_stream(source: BinaryIO, sink: BinaryIO, *, run: str | Path | None 
     with codec.pinned(settings.threads):
         coder = codec.Coder(mode, settings, run_dir, partial(codec.encoder_network, mode), race.library)
         info: dict[str, Any] = {"settings": settings.to_dict(), **codec.platform()}
+        if settings.start == "english" and run_dir is None:
+            info["start"] = codec.start_digest()  # the decoder must start from the very same weights
         if run_dir is not None:
             info["model_sha256"] = model_digest(run_dir)
             info["network"] = "c" if coder.in_c else "torch"  # the decoder follows suit
@@ -158,6 +160,8 @@ def decompress_stream(source: BinaryIO, sink: BinaryIO, *, run: str | Path | Non
     if not settings.lanes or settings.lr is None or settings.threads is None:
         raise ArchiveError("the archive's header is damaged (no lane count, learning rate or thread count)")
     run_dir = _decoder_run(mode, info, run)
+    if mode == "online" and settings.start == "english":
+        _check_start(info)
     length, crc = 0, 0
     with codec.pinned(settings.threads):
         coder = codec.Coder(mode, settings, run_dir, partial(codec.decoder_network, mode, info),
@@ -179,6 +183,17 @@ def decompress_stream(source: BinaryIO, sink: BinaryIO, *, run: str | Path | Non
     if progress is not None:
         progress(length, length)
     return length, given.count
+
+
+def _check_start(info: dict[str, Any]) -> None:
+    """An archive that starts from the byte model of English needs this charlm's to be that one."""
+    try:
+        here = codec.start_digest()
+    except ValueError as err:
+        raise ArchiveError(str(err)) from None
+    if info.get("start") != here:
+        raise ArchiveError(f"this archive starts from the byte model of English {info.get('start')!r}, "
+                           f"but this charlm ships {here!r}: decode it with the release that made it")
 
 
 def _decoder_run(mode: str, info: dict[str, Any], run: str | Path | None) -> Path | None:
