@@ -235,7 +235,7 @@ def test_a_trained_model_codes_its_kind_of_text_better_than_an_untrained_one(cha
     data = TEXT.encode()
     settings = CompressSettings.of(orders=(), words=0, match=0, bit_models=0, lr=0.0, mix_lr=0.0)
     pretrained = compress(data, run=char_run, settings=settings)
-    online = compress(data, settings=settings)
+    online = compress(data, settings=dataclasses.replace(settings, start="seed"))  # untrained: seeded
     assert _coded_bits_per_byte(pretrained) < 0.5 * _coded_bits_per_byte(online)
 
 
@@ -832,7 +832,11 @@ def test_the_online_network_starts_from_the_byte_model_of_english_and_codes_engl
 def test_the_start_is_english_for_the_default_network_and_seeded_for_another_shape_or_a_seed():
     from charlm.compression.codec import resolved
 
-    assert resolved(None, None).start == "english"
+    assert (resolved(None, None).start, resolved(None, None).lr) == ("english", 7e-5)  # it learns gently
+    assert resolved(None, None, TEXT.encode()).start == resolved(None, None, b"").start == "english"
+    lyrics = "\u4e0d\u80fd\u8aaa\u7684\u79d8\u5bc6\n".encode() * 50  # Chinese: English would cost bits
+    assert (resolved(None, None, lyrics).start, resolved(None, None, lyrics).lr) == ("seed", 2.5e-3)
+    assert resolved(CompressSettings.of(start="english"), None, lyrics).start == "english"  # as asked
     assert resolved(CompressSettings.of(num_hiddens=24), None).start == "seed"
     assert resolved(CompressSettings.of(seed=3), None).start == "seed"
     assert resolved(CompressSettings.of(start="seed"), None).start == "seed"
@@ -893,3 +897,14 @@ def test_a_missing_or_damaged_byte_model_is_one_line_saying_to_reinstall(tmp_pat
     assert "damaged: the tensors do not match the SHA-256" in err and "\n" not in err.strip()
     assert main(["compress", str(book), str(tmp_path / "b.chlm"), "--start", "seed"]) == 0
     assert not (tmp_path / "a.chlm").exists()  # the failed run left no archive
+
+
+def test_the_byte_model_of_english_is_the_file_the_docs_name():
+    import hashlib
+
+    from charlm.compression import codec
+
+    digest = hashlib.sha256(codec._prior_path().read_bytes()).hexdigest()
+    doc = (Path(__file__).parents[1] / "docs" / "compression.md").read_text(encoding="utf-8")
+    assert f"`{digest}`" in doc
+    assert codec.start_digest() == digest[:16]

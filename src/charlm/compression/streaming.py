@@ -16,6 +16,7 @@ its coded bytes, the model and its tables: never the whole input (docs/compressi
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -120,9 +121,12 @@ def compress_stream(source: BinaryIO, sink: BinaryIO, *, run: str | Path | None 
     bytes of the original and of the archive."""
     if not isinstance(chunk_size, int) or not 16 <= chunk_size <= MAX_CHUNK:
         raise ValueError(f"--chunk-size must be an integer in 16..{MAX_CHUNK}, got {chunk_size!r}")
-    settings = codec.resolved(settings, run)
-    mode, run_dir = ("online", None) if run is None else ("pretrained", run_folder(run))
+    mode = "online" if run is None else "pretrained"
     total, out = _remaining(source), _Counted(sink)
+    pieces = segments(source, chunk_size, text=mode == "pretrained")
+    first = next(pieces, b"")  # the online network's start reads it
+    settings = codec.resolved(settings, run, first)
+    run_dir = None if run is None else run_folder(run)
     with codec.pinned(settings.threads):
         coder = codec.Coder(mode, settings, run_dir, partial(codec.encoder_network, mode), race.library)
         info: dict[str, Any] = {"settings": settings.to_dict(), **codec.platform()}
@@ -133,7 +137,7 @@ def compress_stream(source: BinaryIO, sink: BinaryIO, *, run: str | Path | None 
             info["network"] = "c" if coder.in_c else "torch"  # the decoder follows suit
         archive = ArchiveWriter(out, Header(mode, info))
         length, crc = 0, 0
-        for piece in segments(source, chunk_size, text=mode == "pretrained"):
+        for piece in itertools.chain([first] if first else [], pieces):
             stream = coder.stream(piece)
             symbols = int(stream.lengths.sum())
             coded = coder.encode(stream, _within(progress, length, len(piece), symbols, total))
