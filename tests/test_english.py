@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 import charlm
 from charlm import checkpoint
@@ -118,3 +119,29 @@ def test_the_compressor_codes_with_the_english_model(data_dir):
     archive = charlm.compress(data, run="english")
     assert charlm.decompress(archive, run="english") == data
     assert len(archive) < 0.9 * len(charlm.compress(data))  # measured 5,314 against 6,745 bytes
+
+
+DEAR = "Dear John, I went to the market this morning and bought some bread and a little cheese."
+
+
+def test_the_english_model_begins_every_text_after_a_blank_line():
+    """It trained with its state carried from batch to batch, so a zero state was new to it: from
+    zeros it read "Dear John" at 17 bits a character and wrote "$$$$" after it. Its books are joined
+    by a blank line, and after one it reads as it learned to."""
+    run = charlm.load("english")
+    assert run.config.preamble == "\n\n" and run.model.preamble.tolist() == run.vocab[["\n", "\n"]]
+    ids = torch.tensor(run.vocab[list(DEAR)])
+    assert charlm.evaluate_ids(run.model, ids).bits_per_token < 3.0
+    config = charlm.GenerateConfig(num_preds=80, seed=0)
+    written = charlm.generate(run.model, run.vocab, "Dear John,", config)[0]
+    assert sum(c.isalpha() or c in " ,.;'\"\n-" for c in written) / len(written) > 0.9, written
+
+
+def test_a_run_fine_tuned_from_it_keeps_its_preamble(tmp_path):
+    (tmp_path / "book.txt").write_text(BOOK, encoding="utf-8")
+    result = charlm.train(charlm.TrainConfig.of(corpus=str(tmp_path / "book.txt"), init_from="english",
+                                                epochs=1, batch_size=4, num_steps=16, max_tokens=400,
+                                                eval_every=0, sample_every=0, device="cpu"),
+                          out=tmp_path / "tuned")
+    assert charlm.load(tmp_path / "tuned").config.preamble == "\n\n"
+    assert result.model.preamble is not None

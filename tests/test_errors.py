@@ -51,6 +51,7 @@ CLI_ROWS = {
                        "--max-minutes 0 leaves the auto recipe no budget to choose a model for: give --epochs"),
     "auto-and-init-from": (["train", "book.txt", "--recipe", "auto", "--init-from", "charrun"],
                            "--recipe auto chooses a new model for the text, and --init-from keeps the run's"),
+    "train-preamble-unknown": (["train", "--corpus", "book.txt", "--preamble", "@", *TINY], "--preamble '@': '@' is not in the vocabulary"),
     "train-text-twice": (["train", "book.txt", "--corpus", "timemachine"],
                          "PATH book.txt and --corpus timemachine: give the text once"),
     "option-learning-rate": (["train", "--lr", "0"], "--lr must be > 0, got 0.0"),

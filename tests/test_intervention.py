@@ -108,3 +108,17 @@ def test_words_are_joined_by_spaces():
     held, free = generate_clamped(model, vocab, "the old", GenerateConfig(num_preds=3, greedy=True), [],
                                   token="word")
     assert held == free and held.startswith("the old ") and len(held.split(" ")) == 5
+
+
+@pytest.mark.parametrize("cell, impl", [("lstm", "builtin"), ("gru", "scratch")])
+def test_a_models_preamble_is_read_first_by_the_explorer_too(cell, impl):
+    """The explorer's layer-by-layer passes begin where generation and evaluation do."""
+    model = tiny(cell, impl)
+    model.preamble = torch.tensor([7, 7, 3])
+    expected = charlm.evaluate_ids(model, IDS).loss / math.log(2)
+    assert score(model, IDS).bits.mean().item() == pytest.approx(expected, abs=1e-4)
+    clamped = read_clamped(model, IDS, [[]])[0]
+    assert clamped.tolist() == pytest.approx(score(model, IDS).bits.tolist(), abs=1e-4)
+    primed = score(model, IDS).bits
+    model.preamble = None
+    assert not torch.equal(score(model, IDS).bits, primed)

@@ -474,3 +474,44 @@ def test_forget_bias_starts_every_lstm_forget_gate_at_that_bias(impl):
 def test_forget_bias_is_an_lstm_option():
     with pytest.raises(ValueError, match="--forget-bias applies only to --cell lstm, got --cell gru"):
         ModelConfig(VOCAB_SIZE, NUM_HIDDENS, cell="gru", forget_bias=1.0)
+
+
+# A preamble: what a model reads, from zeros, before every text.
+
+@pytest.mark.parametrize("impl", ["scratch", "builtin"])
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_a_model_with_a_preamble_begins_every_text_where_reading_it_leaves(cell, impl):
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=9, num_hiddens=8, cell=cell, impl=impl, num_layers=2, embedding=4)
+    model = RNNLM(config).eval()
+    preamble, text = torch.tensor([3, 3]), torch.tensor([[1, 5, 2, 7], [4, 4, 8, 0]])
+    plain, _ = model(text)
+    read_first, _ = model(torch.cat([preamble.expand(2, -1), text], dim=1))
+    model.preamble = preamble
+    primed, _ = model(text)  # no state given: the begin state
+    assert torch.allclose(primed, read_first[:, 2:], atol=1e-5)
+    assert not torch.equal(primed, plain)
+    begun = model.begin_state(2)
+    assert all(s.abs().max() > 1e-4 for s in (begun if cell == "lstm" else (begun,)))
+    zeros = model.begin_state(2, from_zeros=True)
+    assert all(not z.any() for z in (zeros if cell == "lstm" else (zeros,)))
+
+
+def test_without_a_preamble_the_begin_state_is_zeros_as_in_the_book():
+    model = RNNLM(ModelConfig(vocab_size=9, num_hiddens=8, cell="lstm", num_layers=2))
+    assert model.preamble is None and all(not s.any() for s in model.begin_state(3))
+
+
+def test_the_begin_state_follows_the_weights_and_can_be_trained_from():
+    """Computed from the weights as they are, so training from it never reads a stale state, and
+    it is an ordinary tensor that backpropagation can save."""
+    torch.manual_seed(0)
+    model = RNNLM(ModelConfig(vocab_size=9, num_hiddens=8, cell="gru", embedding=4))
+    model.preamble = torch.tensor([2])
+    before = model.begin_state(1).clone()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.mul_(2)
+    assert not torch.equal(before, model.begin_state(1))
+    logits, _ = model(torch.tensor([[1, 2, 3]]))
+    logits.sum().backward()  # an inference tensor in the graph would raise here

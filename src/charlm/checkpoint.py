@@ -39,7 +39,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save
 
 from .config import DEFAULT_PREFIXES, TrainConfig
-from .data.vocab import Vocab
+from .data.vocab import Vocab, preamble_ids
 from .fields import flat_names
 from .models import RNNLM, ModelConfig
 
@@ -331,6 +331,11 @@ def load(run_dir: str | Path, *, which: str = "best", device: str | torch.device
     if len(vocab) != model.config.vocab_size:
         raise CheckpointError(f"{run_dir / 'vocab.json'}: {len(vocab)} tokens, but the model was built "
                               f"for vocab_size={model.config.vocab_size}")
+    if config is not None and config.preamble:
+        try:
+            model.preamble = torch.tensor(preamble_ids(config.preamble, config.token, vocab))
+        except ValueError as err:
+            raise CheckpointError(f"{run_dir / 'config.json'}: {err}") from None
     name = weights_name(run_dir, which)
     model.load_state_dict(read_weights(run_dir / name, model))
     return Run(model.to(device).eval(), vocab, config, run_dir, name)

@@ -69,6 +69,10 @@ class TrainConfig:
     extend_min_count: int = setting(1, "with --extend-vocab: a new token gets a row of its own only if the "
                                     "new text holds it at least this many times; rarer ones count as <unk>",
                                     metavar="N")
+    preamble: str = setting("", "text the model reads, from a zero state, before every text it is given "
+                            "(generation, scoring, the explorer, training): the state a model trained on "
+                            "a carried state knows how to read from; charlm's English model reads a "
+                            "blank line, the separator of its books")
     from_scratch: bool = setting(False, "train a new model even where the auto recipe would start from "
                                  "charlm's English model (docs/auto.md, rule 7)")
     # the model

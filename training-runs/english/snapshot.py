@@ -25,6 +25,9 @@ kept = [r for r in records if r["step"] <= best["step"]]
 (here / "metrics.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept), encoding="utf-8")
 config = json.loads((run / "config.json").read_text(encoding="utf-8"))
 config["train"]["prefix"] = "It was "  # what `charlm generate` starts from without --prefix
+# Every text begins where a book of its corpus does, after a blank line: the model trained with its
+# state carried and never learned to read from zeros (docs/english.md, "Where a text begins").
+config["train"]["preamble"] = "\n\n"
 (here / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 model = load(run, which="best").model.half()
 save_weights(here / "model.safetensors", model)

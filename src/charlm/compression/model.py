@@ -92,7 +92,8 @@ class OnlineLearner:
         # weights from before the update.
         self.optimizer = torch.optim.Adam(self.params, lr=lr, foreach=True) if lr > 0 else None
         self.stepper = BuiltinStepper(lm) if BuiltinStepper.fits(lm) else None
-        self.state = self._start_state = lm.begin_state(lanes)
+        # From zeros, whatever the run's preamble: archives coded before preambles existed decode alike.
+        self.state = self._start_state = lm.begin_state(lanes, from_zeros=True)
         self.inputs = torch.full((block + 1, lanes), start, dtype=torch.long)
         self.grads = torch.zeros(block, lanes, lm.config.vocab_size)
         self.t = 0

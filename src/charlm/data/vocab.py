@@ -182,3 +182,15 @@ def check_coverage(num_unknown: int, num_tokens: int, token: str, text: str, mod
         share = num_unknown / num_tokens
         raise ValueError(f"{text}: {share:.0%} of its characters are not in the vocabulary of {model}: it is "
                          f"written in a script the model never saw; {remedy}")
+
+
+def preamble_ids(preamble: str, token: str, vocab: Vocab) -> list[int]:
+    """The ids of a run's preamble (``--preamble``: what its model reads before every text): its
+    characters, or its words for word tokens. Each must be in the vocabulary, or the model would
+    begin every text from ``<unk>``."""
+    tokens = list(preamble) if token == "char" else preamble.split()
+    missing = [t for t in tokens if t not in vocab.token_to_idx]
+    if missing:
+        raise ValueError(f"--preamble {preamble!r}: {missing[0]!r} is not in the vocabulary")
+    return [vocab.token_to_idx[t] for t in tokens]
+

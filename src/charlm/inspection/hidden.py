@@ -27,9 +27,18 @@ from torch import Tensor, nn
 
 from ..models import RNNLM
 
-__all__ = ["cells", "layer_outputs"]
+__all__ = ["after_preamble", "cells", "layer_outputs"]
 
 CHUNK = 512  # steps a layer hands on at a time: long enough to amortise a call, short to fill the pipe
+
+
+def after_preamble(model: RNNLM, ids: Tensor) -> tuple[Tensor, int]:
+    """`ids` (1-D) after the model's preamble, and its length: the layer-by-layer pass begins from
+    zeros, so it reads the preamble as text first and its positions are left out, and every layer
+    begins the text in the state :meth:`RNNLM.begin_state` gives."""
+    if model.preamble is None or not len(model.preamble):
+        return ids, 0
+    return torch.cat([model.preamble.to(ids.device, ids.dtype), ids]), len(model.preamble)
 
 
 def _builtin_layer(core: nn.RNNBase, layer: int, direction: int) -> nn.RNNBase:

@@ -25,7 +25,7 @@ from ..data.vocab import Vocab
 from ..generation import GenerateConfig, _new_generator, _prefix_ids, pick
 from ..models import RNNLM, evaluating
 from ..models.config import FROM_SCRATCH
-from .hidden import _runner
+from .hidden import _runner, after_preamble
 
 __all__ = ["Ablated", "Clamp", "ablation_ranking", "check_clamp", "generate_clamped", "read_clamped"]
 
@@ -119,19 +119,22 @@ class _Stepper:
 
 
 def read_clamped(model: RNNLM, ids: Tensor, variants: Sequence[Sequence[Clamp]]) -> Tensor:
-    """The bits of every position ``1..T-1`` of `ids` (1-D) from the ones before it, from a zero state,
-    for each set of clamps in `variants` (an empty set: the model as it is): ``(len(variants), T-1)``."""
+    """The bits of every position ``1..T-1`` of `ids` (1-D) from the ones before it, from the model's
+    first state (after its preamble, if it has one: the clamps hold from the preamble on), for each
+    set of clamps in `variants` (an empty set: the model as it is): ``(len(variants), T-1)``."""
     if len(ids) < 2:
         raise ValueError(f"a text of {len(ids)} token(s) has nothing to score: at least 2 are needed")
     device = next(model.parameters()).device
     rows = len(variants)
+    ids, skip = after_preamble(model, ids)
     with evaluating(model):
         X = model._encode(ids.to(device)[None].expand(rows, -1))
         stepper = _Stepper(model, variants)
         bits = []
         for t in range(len(ids) - 1):
             logp = torch.log_softmax(stepper.step(X[t:t + 1]), dim=-1)
-            bits.append(-logp[:, int(ids[t + 1])] / math.log(2))
+            if t >= skip:
+                bits.append(-logp[:, int(ids[t + 1])] / math.log(2))
     return torch.stack(bits, dim=1)
 
 

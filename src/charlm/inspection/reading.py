@@ -9,9 +9,9 @@ Plain functions, which the explorer (``charlm serve``) only draws::
     Reading, Scores --where_bits_go--> the bits by kind of token and by a letter's place in its word
 
 Position ``t`` of a text is scored as ``evaluate`` scores it: from everything before it, starting
-from a zero state, so position 0 has no score and the mean of the others is what ``charlm
-evaluate`` prints for the same text. A trace at position ``t`` is the state after reading token
-``t``: a unit that fires on vowels is high at the vowels themselves.
+from the model's first state (zeros, or after its preamble), so position 0 has no score and the
+mean of the others is what ``charlm evaluate`` prints for the same text. A trace at position ``t``
+is the state after reading token ``t``: a unit that fires on vowels is high at the vowels themselves.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ class Scores:
 
 def score(model: RNNLM, ids: Tensor, *, top: int = 5, num_steps: int = 1024,
           trace: Trace | None = None) -> Scores:
-    """Score every token of `ids` (1-D, at least 2) from the ones before it, from a zero state: the
+    """Score every token of `ids` (1-D, at least 2) from the ones before it, from the first state: the
     same sums as :func:`~charlm.evaluate_ids`, from the last layer's hidden states over the whole
     text (:func:`charlm.inspection.hidden.layer_outputs`, the layers overlapped), `num_steps` positions of
     logits at a time. Given the `trace` of the same ids, its last layer's ``h`` is used instead, with
@@ -125,7 +125,8 @@ def _chunk_logits(model: RNNLM, X: Tensor, num_steps: int,
     hidden states, of a trace or of :func:`charlm.inspection.hidden.layer_outputs` (which overlaps the
     layers)."""
     if trace is None:
-        H = hidden.layer_outputs(model, model._encode(X))[-1][:, 0]  # (T-1, D*H)
+        X, skip = hidden.after_preamble(model, X[0])
+        H = hidden.layer_outputs(model, model._encode(X[None]))[-1][skip:, 0]  # (T-1, D*H)
         yield from _project(model, H, num_steps)
         return
     if trace.values.shape[0] != X.shape[1] + 1:
@@ -202,7 +203,8 @@ class Trace:
 
 
 def trace(model: RNNLM, ids: Tensor, *, kinds: tuple[str, ...] = ("h", "c")) -> Trace:
-    """Every unit's value after reading each token of `ids` (1-D), from a zero state, layer by layer:
+    """Every unit's value after reading each token of `ids` (1-D), from the model's first state,
+    layer by layer:
     ``h`` of every layer, and with ``"c"`` in `kinds` the LSTM's ``tanh(c)`` (what its output gate
     lets through). Both directions of a bidirectional layer sit side by side, forward first."""
     if len(ids) < 1:
@@ -213,6 +215,7 @@ def trace(model: RNNLM, ids: Tensor, *, kinds: tuple[str, ...] = ("h", "c")) -> 
     lstm = model.config.cell == "lstm"
     device = next(model.parameters()).device
     columns, blocks, width = [], [], 0
+    ids, skip = hidden.after_preamble(model, ids)
     with evaluating(model):
         X = model._encode(ids.to(device)[None])  # (T, 1, V or E), or ids (T, 1) for the fast core
         outputs = hidden.layer_outputs(model, X)
@@ -223,7 +226,7 @@ def trace(model: RNNLM, ids: Tensor, *, kinds: tuple[str, ...] = ("h", "c")) -> 
                 found["c"] = torch.tanh(hidden.cells(model, inputs, H, layer))
             for kind in ("h", "c"):
                 if kind in found and kind in kinds:
-                    values = found[kind][:, 0].float()  # (T, n)
+                    values = found[kind][skip:, 0].float()  # (T, n)
                     blocks.append(Block(layer, kind, width, values.shape[1]))
                     columns.append(values)
                     width += values.shape[1]

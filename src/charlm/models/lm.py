@@ -128,13 +128,31 @@ class RNNLM(nn.Module):
         """False for a bidirectional model, which needs the future to predict the present."""
         return not self.config.bidirectional
 
-    def begin_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
-        """Zeros ``(num_layers * D, batch_size, num_hiddens)`` (a pair for the LSTM), with the
-        parameters' dtype, on ``device`` (default: the parameters' device)."""
+    # Token ids (1-D) the model reads, from zeros, before every text it is given: see begin_state.
+    preamble: Tensor | None = None
+
+    def begin_state(self, batch_size: int, device: torch.device | str | None = None, *,
+                    from_zeros: bool = False) -> State:
+        """The state every text begins in, ``(num_layers * D, batch_size, num_hiddens)`` (a pair for
+        the LSTM), with the parameters' dtype, on ``device`` (default: the parameters' device).
+
+        Zeros, unless the model has a :attr:`preamble`: then the state reading it from zeros leaves,
+        with the weights as they are now. A model trained on a stream with its state carried from
+        batch to batch met a zero state only at its very first step, and may read badly from it
+        (charlm's English model read ``Dear John`` from zeros at 17 bits a character, and at 1.9
+        after a blank line, its books' separator). ``from_zeros`` asks for zeros regardless."""
         c = self.config
         param = next(self.parameters())
         zeros = param.new_zeros((c.num_layers * c.num_directions, batch_size, c.num_hiddens), device=device)
-        return (zeros, zeros.clone()) if c.cell == "lstm" else zeros
+        start = (zeros, zeros.clone()) if c.cell == "lstm" else zeros
+        if self.preamble is None or from_zeros or not len(self.preamble):
+            return start
+        one = self.begin_state(1, device, from_zeros=True)
+        with evaluating(self):
+            _, end = self(self.preamble.view(1, -1).to(zeros.device), one)
+        if c.cell == "lstm":
+            return tuple(s.expand(-1, batch_size, -1).clone() for s in end)
+        return end.expand(-1, batch_size, -1).clone()
 
     def forward(self, inputs: Tensor, state: State | None = None, *, check: bool = True
                 ) -> tuple[Tensor, State]:

@@ -23,12 +23,15 @@ time budget (``--max-minutes``, 10 by default). The rules, fitted on the grid of
    or, for a text the budget reads fewer than 40 times, by the clock, at most every 10 minutes.
 
 7. **A text in English starts from charlm's English model** (:func:`choose_start`), fine-tuned with
-   AdamW 1e-3 and a cosine to 1e-4 (its 2 x 512 LSTM kept; rules 5 and 6 still choose the batch and
+   AdamW 1e-3 and a cosine to 1e-4 (its shape kept; rules 5 and 6 still choose the batch and
    the cadences), unless one of these sends it to a new model:
 
    - ``--from-scratch``, a model shape given, or tokens other than characters;
    - a text in another script: English's alphabet holds less than :data:`MIN_COVERAGE` of its
      characters;
+   - a text in another language of the same script: the English model, untouched, reads the first
+     :data:`READ_SAMPLE` characters at more than :data:`MAX_READ_BITS` bits each (German and
+     Spanish trained better from nothing, docs/auto.md);
    - a text that teaches more than the English model knows: the budget trains a new model on more
      tokens than the English model was trained on, and the text holds them (:data:`USEFUL_PASSES`).
 
@@ -62,7 +65,7 @@ import torch
 from .. import checkpoint as ckpt
 from ..config import TrainConfig
 from ..data.dataset import Splits
-from ..evaluation import cross_entropy
+from ..evaluation import cross_entropy, evaluate_ids
 from ..fields import flag
 from ..hardware import distributed, machine
 from ..hardware.device import autocast, resolve_device
@@ -114,6 +117,11 @@ USEFUL_PASSES = 4.0
 # only the new text trains, and fewer examples than this teach it less than they teach <unk>'s row,
 # which every rare character shares.
 NEW_ROW_MIN = 20
+# A text the English model reads, measured on its first READ_SAMPLE characters before any
+# fine-tuning: on the grid, verse drama (2.6 bits/char) still fine-tuned better from it, German
+# (5.6) and Spanish (4.9) trained better from nothing. The bound lies between the two ends measured.
+MAX_READ_BITS = 3.5
+READ_SAMPLE = 20_000
 # How it is fine-tuned (docs/auto.md: the first grid): a tenth of the learning rate of training it,
 # with a short warm-up, since its weights already mean something.
 FINE_TUNE = dict(lr=1e-3, min_lr=1e-4, warmup_steps=20)
@@ -280,11 +288,12 @@ def largest_fitting(configs: Sequence[TrainConfig], chars: int,
 
 
 def choose_start(given: Mapping[str, Any], token: str, counts: Mapping[str, int], scratch_tokens: float,
-                 english: ckpt.Run | str) -> Start:
+                 english: ckpt.Run | str, reads: Callable[[ckpt.Run], float]) -> Start:
     """Rule 7: start from the English model, or from nothing? `given`: the settings the user typed;
     `token`: the kind of tokens; `counts`: each token's count in the training text; `scratch_tokens`:
     the tokens the budget trains a new model on (rules 1-3); `english`: the English model, or why it
-    could not be read."""
+    could not be read; `reads`: the English model's bits per character on the text (a second or two:
+    asked only when nothing else has decided)."""
     shaped = [name for name in SHAPED if name in given]
     total = sum(counts.values())
     if given.get("from_scratch"):
@@ -302,7 +311,19 @@ def choose_start(given: Mapping[str, Any], token: str, counts: Mapping[str, int]
     if learnable > learned:
         return Start(None, f"the budget teaches a new model {learnable:,.0f} characters, more than the "
                            f"English model's {learned:,.0f}")
-    return Start(ENGLISH, f"{known:.1%} of its characters are in its alphabet")
+    bits = reads(english)
+    if bits > MAX_READ_BITS:
+        return Start(None, f"the English model reads it at {bits:.1f} bits/char, more than "
+                           f"{MAX_READ_BITS:g}: another language")
+    return Start(ENGLISH, f"{known:.1%} of its characters are in its alphabet, read at {bits:.2f} bits/char")
+
+
+def english_bits(english: ckpt.Run, tokens: Sequence[str]) -> float:
+    """Bits per character of the English model, as shipped, on the first :data:`READ_SAMPLE` of
+    `tokens` (characters it lacks are its ``<unk>``), read in a few rows side by side."""
+    ids = torch.tensor(english.vocab[list(tokens[:READ_SAMPLE])], dtype=torch.long)
+    rows = max(1, min(8, len(ids) // 1000))
+    return evaluate_ids(english.model, ids, rows=rows, num_steps=256).bits_per_token
 
 
 def fine_tuning(chars: int, vocab_size: int, english: ckpt.Run, minutes: float,
@@ -361,8 +382,9 @@ def configure(given: Mapping[str, Any], start: str | None = None
     def decide() -> AutoChoice:
         scratch = choose(len(data.train), len(data.vocab), config.max_minutes, speed, given)
         english = _english()
+        sample = data.vocab.to_tokens(data.train[:READ_SAMPLE].tolist())
         rule = choose_start(given, config.token, dict(data.vocab.token_freqs), scratch.epochs * scratch.chars,
-                            english)
+                            english, reads=lambda model: english_bits(model, sample))
         chosen = {None: rule.run, "english": ENGLISH, "scratch": None}[start]
         if chosen is None or isinstance(english, str):
             return dataclasses.replace(scratch, start=Start(None, rule.why if rule.run is None else
@@ -417,8 +439,9 @@ def describe(choice: AutoChoice, config: TrainConfig) -> str:
     kernels, bf16
 
     auto: fine-tunes charlm's English model (2 x 512 LSTM; 99.9% of its characters are in its
-    alphabet), embedding 64, no dropout, batch 8 x 128, AdamW 0.001 with a cosine over 2 min (about
-    19 passes over the text) - for 18,000 characters of text (287 distinct) on ...
+    alphabet, read at 2.07 bits/char), embedding 64, no dropout, batch 8 x 128, AdamW 0.001 with a
+    cosine over 2 min (about 19 passes over the text) - for 18,000 characters of text (287 distinct)
+    on ...
     """
     model = config.model
     rates = sorted({r for r in (model.dropout, model.dropout_output) if r})

@@ -6,7 +6,8 @@ and the step count start fresh. Which settings come from the run, and which from
     the model's shape (cell, impl, sizes, ...)   the run's; a different value given is an error
     the model's regularisers (dropouts, ...)     the user's where given, else the run's
     how text becomes tokens (clean, token, eos,  the user's where given, else the run's; a different
-      max_tokens)                                token kind is an error (the vocabulary cannot read it)
+      max_tokens) and what the model reads       token kind is an error (the vocabulary cannot read it)
+      before it (preamble)
     everything else (lr, epochs, corpus, ...)    the user's, as in any run
 
 Characters of the new text that the run's vocabulary lacks become ``<unk>`` by default: every weight
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 # What fixes the shape of the weights, or how many there are: these cannot change.
 SHAPE = ("vocab_size", "cell", "impl", "num_hiddens", "num_layers", "embedding", "activation",
          "bidirectional", "gru_reset_after", "tie_weights")
-TEXT = ("clean", "token", "eos", "max_tokens")
+TEXT = ("clean", "token", "eos", "max_tokens", "preamble")
 
 
 def inherit(config: TrainConfig, run: Run, given: set[str] | None = None) -> TrainConfig:

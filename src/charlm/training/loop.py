@@ -26,7 +26,7 @@ from .. import checkpoint as ckpt
 from ..config import CADENCES, DEFAULT_PREFIXES, TrainConfig
 from ..data.batches import BatchStream
 from ..data.dataset import Splits, load_splits
-from ..data.vocab import Vocab
+from ..data.vocab import Vocab, preamble_ids
 from ..evaluation import MAX_LOSS, EvalResult, cross_entropy, evaluate_ids, perplexity
 from ..generation import GenerateConfig, generate
 from ..hardware import distributed, machine
@@ -122,6 +122,8 @@ class Trainer:
             prefix=default_prefix(config, self.data) if config.prefix is None else config.prefix)
         torch.manual_seed(config.seed)  # parameter initialisation and dropout draw from this seed
         self.model = RNNLM(config.model).to(self.device)
+        if config.preamble:
+            self.model.preamble = torch.tensor(preamble_ids(config.preamble, config.token, self.data.vocab))
         # The network the steps call: the model itself, or DDP around it (gradients averaged).
         self.net = self.model if self.dist.world_size == 1 else \
             torch.nn.parallel.DistributedDataParallel(self.model)
