@@ -57,6 +57,27 @@ def _unseen_authors() -> str:
         return "".join(books_of(chunks, read_manifest(manifest), "test"))
 
 
+# Debian's fortune files: quotations and sayings in German and Spanish, public prose in the Latin
+# alphabet other than English (apt-get install fortunes-de fortunes-es).
+FORTUNES = Path("/usr/share/games/fortunes")
+
+
+def _fortunes(language: str, names: tuple[str, ...]) -> str:
+    folder = FORTUNES / language
+    if not folder.is_dir():
+        raise SystemExit(f"{folder} is missing: apt-get install fortunes-{language}")
+    return "".join((folder / name).read_text(encoding="utf-8") for name in names)
+
+
+def _german() -> str:
+    return _fortunes("de", ("zitate",))
+
+
+def _spanish() -> str:
+    names = sorted(p.name for p in (FORTUNES / "es").glob("*.fortunes"))
+    return _fortunes("es", tuple(names))
+
+
 def _jaychou() -> str:
     with zipfile.ZipFile(_data() / "jaychou_lyrics.txt.zip") as archive:
         return io.TextIOWrapper(archive.open("jaychou_lyrics.txt"), encoding="utf-8").read()
@@ -68,6 +89,10 @@ TEXTS = {
     "war-of-the-worlds-150k": (_war_of_the_worlds, 30_000, 150_000, HELD_OUT),
     "shakespeare-1m": (_shakespeare, 0, 1_000_000, HELD_OUT),
     "unseen-authors-5m": (_unseen_authors, 0, 5_000_000, HELD_OUT),
+    # German and Spanish: nearly all their characters are in the English model's alphabet
+    "german-150k": (_german, 0, 150_000, HELD_OUT),
+    "german-1m": (_german, 0, 1_000_000, HELD_OUT),
+    "spanish-150k": (_spanish, 0, 150_000, HELD_OUT),
     # Chinese, 63,000 characters in all: most of them are not in the English model's alphabet
     "jaychou-lyrics": (_jaychou, 0, 43_000, 20_000),
 }
