@@ -61,6 +61,18 @@ def test_the_pages_greedy_text_is_charlm_generate_greedy(runs, browser, tmp_path
     assert rate > 0
 
 
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_page_begins_after_the_runs_preamble_as_charlm_does(runs, browser, tmp_path):
+    run = charlm.load(runs["lstm"])
+    run.model.preamble = torch.tensor(run.vocab[list("e t")])
+    text, _ = greedy_on_page(browser, export(run, tmp_path / "page.html"), "The ", 200)
+    greedy = GenerateConfig(num_preds=200, greedy=True)
+    assert text == charlm.generate(run.model, run.vocab, "The ", greedy)[0]
+    run.model.preamble = None
+    assert text != charlm.generate(run.model, run.vocab, "The ", greedy)[0]  # it did change something
+
+
 def _lstm_2x256(vocab_size: int = 90) -> Run:
     torch.manual_seed(0)
     model = RNNLM(ModelConfig(vocab_size=vocab_size, num_hiddens=256, cell="lstm", impl="builtin",

@@ -130,6 +130,7 @@
     const draw = random(parseInt(document.getElementById("write-seed-input").value, 10) || 0);
     const state = newState();
     const started = performance.now();
+    for (const id of data.preamble || []) step(state, id);  // where charlm begins a text
     for (const ch of prefix) step(state, index.has(ch) ? index.get(ch) : 0);  // unknown: <unk>
     const tokens = [];
     for (let t = 0; t < count; t++) {

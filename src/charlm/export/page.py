@@ -70,6 +70,8 @@ def model_data(run: Run) -> dict:
             "config": {"cell": c.cell, "hidden": c.num_hiddens, "layers": c.num_layers, "vocab": c.vocab_size,
                        "activation": c.activation, "reset_after": reset_after},
             "vocab": run.vocab.idx_to_token, "prefix": run.prefix, "name": run.path.name,
+            # read before the prefix, as charlm reads it (RNNLM.begin_state)
+            "preamble": [] if model.preamble is None else [int(i) for i in model.preamble],
             "P0": _b64(P0), "W_out": _b64(W_out), "b_out": _b64(b_out),
             "layers": [{"W_x": _b64(W_x) if k else None, "b": _b64(b) if k else None, "W_h": _b64(W_h),
                         "extra": None if extra is None else _b64(extra)}

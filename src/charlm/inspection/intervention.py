@@ -172,8 +172,9 @@ def generate_clamped(model: RNNLM, vocab: Vocab, prefix: str, config: GenerateCo
     texts = [[prefix], [prefix]]
     with evaluating(model):
         stepper = _Stepper(model, [list(clamps), []])
-        X = model._encode(torch.tensor([ids, ids], device=device))
-        for t in range(len(ids)):
+        begin, _ = after_preamble(model, torch.tensor(ids, dtype=torch.long))  # where charlm begins
+        X = model._encode(begin.to(device)[None].expand(2, -1))
+        for t in range(len(begin)):
             logits = stepper.step(X[t:t + 1])
         for _ in range(config.num_preds):
             chosen = [int(pick(logits[row:row + 1], config, generator=generators[row])) for row in range(2)]
