@@ -252,3 +252,21 @@ def test_ranks_whose_clocks_disagree_stop_together_when_rank_0s_budget_is_spent(
     last = json.loads((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()[-1])
     assert "the time budget of 0.1 minutes is spent" in last["stopped"]
     assert last["epoch"] > 1 and last["elapsed"] >= 6  # rank 0's 6 s, not rank 1's first batch
+
+
+@pytest.mark.parametrize("rank, probes", [(0, 1), (1, 0)])
+def test_only_rank_0_probes_the_run_folder(tmp_path, monkeypatch, rank, probes):
+    """Each rank probing at once removed the folder it had just made while another rank was still
+    probing it: rank 1 failed with "cannot save a run there: No such file or directory" (seen in CI
+    under torchrun). Rank 0 alone saves, so it alone probes."""
+    from charlm import checkpoint
+    from charlm.hardware import launch
+    from charlm.training import run as run_module
+
+    (tmp_path / "book.txt").write_text(TEXT)
+    seen = []
+    monkeypatch.setattr(launch, "rank", lambda env=os.environ: rank)
+    monkeypatch.setattr(checkpoint, "check_writable", lambda *a, **k: seen.append(a))
+    run_module.train(corpus=str(tmp_path / "book.txt"), epochs=1, num_hiddens=8, batch_size=4, num_steps=8,
+                     max_tokens=-1, eval_every=0, sample_every=0, device="cpu", out=tmp_path / "r")
+    assert len(seen) == probes

@@ -12,6 +12,7 @@ from ..config import TrainConfig
 from ..data.dataset import Splits
 from ..data.vocab import Vocab
 from ..fields import flag
+from ..hardware import launch
 from . import finetune
 from .loop import Trainer, TrainResult, load_data
 
@@ -34,8 +35,10 @@ def train(config: TrainConfig | None = None, *, out: str | Path | None = None, d
     start = ckpt.load(config.init_from, which="best") if config.init_from else None
     if start is not None:
         config = finetune.inherit(config, start)
-    if run_dir is not None:
-        ckpt.check_writable(run_dir)  # before the data is read: a folder we cannot save into fails now
+    if run_dir is not None and launch.rank() == 0:
+        # Before the data is read: a folder we cannot save into fails now. Rank 0 alone, which alone
+        # saves: two ranks probing at once could each remove the folder the other is probing.
+        ckpt.check_writable(run_dir)
     vocab, weights = (start.vocab, start.model) if start is not None else (None, None)
     if start is not None and config.extend_vocab:  # one more pass over the text, for its own tokens
         vocab = finetune.extended_vocab(start, load_data(config).vocab, config.extend_min_count)
@@ -73,7 +76,8 @@ def resume(run: str | Path, **changes: Any) -> TrainResult:
     if saved is None:
         raise ckpt.CheckpointError(f"{run_dir}: the run has no training settings, so it cannot be resumed")
     config = saved.replace(**changes)
-    ckpt.check_writable(run_dir, None)
+    if launch.rank() == 0:
+        ckpt.check_writable(run_dir, None)
     # A fine-tuned run reads its text with the vocabulary it started from, saved in its own folder.
     vocab = Vocab.load(run_dir / "vocab.json") if config.init_from else None
     trainer = Trainer(config, run_dir, vocab=vocab)
