@@ -263,8 +263,16 @@ GERMAN_PROSE = (
 
 
 def test_the_english_model_reads_english_below_the_bound_and_german_above_it(english):
-    assert auto.english_bits(english, list(ENGLISH_PROSE * 3)) < auto.MAX_READ_BITS
+    assert auto.english_bits(english, list(ENGLISH_PROSE)) < auto.MAX_READ_BITS
     assert auto.english_bits(english, list(GERMAN_PROSE)) > auto.MAX_READ_BITS
+
+
+def test_symbols_the_english_model_lacks_do_not_make_english_another_language(english):
+    """Every 20th character a snowman: 5 % of the text, within MIN_COVERAGE, each one an <unk> the
+    model never learned to predict."""
+    snowy = [c if k % 20 else "\u2603" for k, c in enumerate(ENGLISH_PROSE)]
+    assert "\u2603" not in english.vocab.token_to_idx
+    assert auto.english_bits(english, snowy) < auto.MAX_READ_BITS
 
 
 def test_a_new_model_when_the_budget_and_the_text_teach_more_than_the_english_model_read(english):

@@ -319,9 +319,14 @@ def choose_start(given: Mapping[str, Any], token: str, counts: Mapping[str, int]
 
 
 def english_bits(english: ckpt.Run, tokens: Sequence[str]) -> float:
-    """Bits per character of the English model, as shipped, on the first :data:`READ_SAMPLE` of
-    `tokens` (characters it lacks are its ``<unk>``), read in a few rows side by side."""
-    ids = torch.tensor(english.vocab[list(tokens[:READ_SAMPLE])], dtype=torch.long)
+    """Bits per character of the English model, as shipped, on the characters it knows among the
+    first :data:`READ_SAMPLE` of `tokens`, read in a few rows side by side. Those it lacks are left
+    out: it never learned to predict ``<unk>``, so each would cost it tens of bits, and a few
+    symbols in an English text would read as another language (MIN_COVERAGE bounds how many)."""
+    known = [t for t in tokens[:READ_SAMPLE] if t in english.vocab.token_to_idx]
+    ids = torch.tensor(english.vocab[known] if known else [], dtype=torch.long)
+    if len(ids) < 2:
+        return math.inf  # nothing it can read
     rows = max(1, min(8, len(ids) // 1000))
     return evaluate_ids(english.model, ids, rows=rows, num_steps=256).bits_per_token
 
