@@ -313,7 +313,9 @@ def test_a_small_english_text_fine_tunes_the_english_model_and_says_so(small_boo
     assert main(["train", str(small_book), "--max-minutes", "0.02", "--out", str(run), "--device", "cpu",
                  "-q"]) == 0
     line = capsys.readouterr().out.splitlines()[0]
-    assert line.startswith("auto: fine-tunes charlm's English model (2 x 512 LSTM") and "AdamW 0.001" in line
+    shipped = english.model.config
+    shape = f"{shipped.num_layers} x {shipped.num_hiddens} {shipped.cell.upper()}"
+    assert line.startswith(f"auto: fine-tunes charlm's English model ({shape}") and "AdamW 0.001" in line
     trained = load(run)
     assert trained.config.init_from == "english" and trained.model.config.num_hiddens == 512
     vocab = trained.vocab.idx_to_token

@@ -22,10 +22,14 @@ BOOK = ("It was the best of times, it was the worst of times, it was the age of 
         "of foolishness, it was the epoch of belief, it was the epoch of incredulity.\n") * 30
 
 
-def test_the_english_model_loads_by_name_and_is_a_character_lstm():
+def test_the_english_model_loads_by_name_and_is_the_character_model_the_docs_describe():
     run = charlm.load("english")
     assert run.path == ENGLISH and run.token == "char"
-    assert run.model.config.cell == "lstm" and len(run.vocab) == run.model.config.vocab_size
+    config = run.model.config
+    shape = f"a {config.num_layers} x {config.num_hiddens} {config.cell.upper()}"
+    row = re.search(r"^\| model \| (.*)$", DOC.read_text(encoding="utf-8"), re.MULTILINE)
+    assert row and row.group(1).startswith(shape) and f"{len(run.vocab)} characters" in row.group(1)
+    assert len(run.vocab) == config.vocab_size
     assert all(ch in run.vocab.token_to_idx for ch in "the quick brown fox, THE LAZY DOG.\n")
 
 
