@@ -61,6 +61,15 @@ def test_resume_from_the_command_line_counts_epochs_in_total(book, tmp_path, cap
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4, 5]
 
 
+def test_resume_takes_a_cadence_as_train_does(book, tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "--corpus", str(book), "--out", str(run), *TINY, "--epochs", "1"]) == 0
+    assert main(["resume", str(run), "--epochs", "2", "--eval-every", "3steps", "--sample-every", "0"]) == 0
+    second = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][1:]
+    mid_epoch = [r["step"] for r in second if "batch" in r and "val_loss" in r]
+    assert mid_epoch and all(step % 3 == 0 for step in mid_epoch)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["train", "--corpus", "missing.txt"], "missing.txt: no such file"),
     (["train", "--corpus", "moby-dick"], "unknown corpus 'moby-dick'"),

@@ -45,14 +45,17 @@ def _value_type(kind: Any, parse: Any) -> Any:
     return args[0] if args else kind
 
 
-def add_config_flags(parser: argparse.ArgumentParser, cls: type, only: tuple[str, ...] | None = None) -> None:
+def add_config_flags(parser: argparse.ArgumentParser, cls: type, only: tuple[str, ...] | None = None,
+                     shown_default: str | None = None) -> None:
     """One flag per field of `cls` (nested configs' fields included; `only` these, if given), with
-    the field's help and default. Only flags the user typed reach the namespace (SUPPRESS), so
-    recipes and the defaults of the config itself fill in the rest."""
+    the field's help, parser and default (`shown_default` in the help instead, if given: a resumed
+    run's own settings). Only flags the user typed reach the namespace (SUPPRESS), so recipes and
+    the defaults of the config itself fill in the rest."""
     for f, kind, default in cli_fields(cls, only):
         meta = f.metadata
         # A nested config's own default ("one-hot") is shown only where its default applies.
         shown = meta.get("shown") if meta.get("shown") and default == default_of(f) else default
+        shown = shown_default or shown
         opts: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS,
                                 "help": f"{meta.get('help', '')} (default: {shown})"}
         value_type = _value_type(kind, meta.get("parse"))
@@ -156,11 +159,8 @@ def _resume_parser(parser: argparse.ArgumentParser) -> None:
     from ..training.run import RESUMABLE
 
     _run_argument(parser)
-    for f, kind, _ in cli_fields(TrainConfig):
-        if f.name in RESUMABLE:
-            parser.add_argument(flag(f.name), dest=f.name, type=_value_type(kind, None),
-                                default=argparse.SUPPRESS, metavar=_value_type(kind, None).__name__.upper(),
-                                help=f"{f.metadata['help']} (default: the run's)")
+    # The same flags as `charlm train`'s, cadences parsed the same way ("600steps", "5m").
+    add_config_flags(parser, TrainConfig, only=RESUMABLE, shown_default="the run's")
 
 
 def _generate_parser(parser: argparse.ArgumentParser) -> None:
