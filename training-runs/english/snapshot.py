@@ -22,7 +22,8 @@ shutil.copyfile(run / "vocab.json", here / "vocab.json")
 records = [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
 best = min((r for r in records if "val_loss" in r), key=lambda r: r["val_loss"])
 kept = [r for r in records if r["step"] <= best["step"]]
-(here / "metrics.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept), encoding="utf-8")
+lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept)
+(here / "metrics.jsonl").write_text(lines, encoding="utf-8")
 config = json.loads((run / "config.json").read_text(encoding="utf-8"))
 config["train"]["prefix"] = "It was "  # what `charlm generate` starts from without --prefix
 # Every text begins where a book of its corpus does, after a blank line: the model trained with its
