@@ -1,12 +1,14 @@
 """Copy the English model's training run, as it stands, into the package (src/charlm/english, what
 `charlm.load("english")` and every command without a RUN use): its best weights in half precision
-(7 MB instead of 14), its config, vocabulary and metrics. A later session on a fresh machine
+(half the bytes of float32), its config, vocabulary and metrics; then it prints the file's size and
+SHA-256 and the validation curve, as docs/english.md gives them. A later session on a fresh machine
 continues from them with `--init-from english` if the run folder itself (with the optimizer's
 state) is gone.
 
     python training-runs/english/snapshot.py /work/english/run
 """
 
+import hashlib
 import json
 import shutil
 import sys
@@ -33,3 +35,12 @@ config["train"]["preamble"] = "\n\n"
 model = load(run, which="best").model.half()
 save_weights(here / "model.safetensors", model)
 print(f"snapshot of {run} written to {here}")
+
+# What docs/english.md states of the file (a test holds the SHA-256 to it), and its curve.
+weights = (here / "model.safetensors").read_bytes()
+print(f"model.safetensors: {len(weights):,} bytes, SHA-256 {hashlib.sha256(weights).hexdigest()}")
+print(f"best: step {best['step']:,}, {best['val_bpt']:.3f} bits/char on the validation authors\n")
+print("| step | minutes | bits/char |\n|---:|---:|---:|")
+for r in kept:
+    if "val_bpt" in r:
+        print(f"| {r['step']:,} | {r['elapsed'] / 60:.0f} | {r['val_bpt']:.3f} |")
