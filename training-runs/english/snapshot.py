@@ -5,7 +5,7 @@ SHA-256 and the validation curve, as docs/english.md gives them. A later session
 continues from them with `--init-from english` if the run folder itself (with the optimizer's
 state) is gone.
 
-    python training-runs/english/snapshot.py /work/english/run
+    python training-runs/english/snapshot.py /work/english/gru
 """
 
 import hashlib
